@@ -1,0 +1,166 @@
+"""Where layershell keeps things, in system mode and in rootless mode.
+
+System mode uses the paths of DESIGN.md under one root ("/" on a real host, a scratch
+directory in tests and when preparing an image). Rootless mode keeps everything in the
+caller's XDG directories so a user without root gets the same layout.
+
+This module is on the `layer-shell` hot path: it imports only os and uses a plain
+slotted class instead of a dataclass (importing dataclasses costs ~5 ms; see
+docs/design.md, "The hot path").
+"""
+
+from __future__ import annotations
+
+import os
+
+SYSTEM = "system"
+ROOTLESS = "rootless"
+
+ROOT_ENV = "LAYERSHELL_ROOT"
+MODE_ENV = "LAYERSHELL_MODE"
+
+
+class Paths:
+    """Every path layershell reads or writes. Immutable."""
+
+    __slots__ = (
+        "bin_dir",
+        "config_dir",
+        "inbox_dir",
+        "mode",
+        "pam_dir",
+        "pkgs_dir",
+        "portables_dir",
+        "root",
+        "state_dir",
+    )
+
+    mode: str
+    root: str
+    config_dir: str
+    state_dir: str
+    pkgs_dir: str
+    inbox_dir: str
+    bin_dir: str
+    portables_dir: str
+    pam_dir: str
+
+    def __init__(self, mode: str, root: str, **dirs: str) -> None:
+        object.__setattr__(self, "mode", mode)
+        object.__setattr__(self, "root", root)
+        for name, value in dirs.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Paths is immutable")
+
+    def __repr__(self) -> str:
+        return f"Paths(mode={self.mode!r}, root={self.root!r}, state_dir={self.state_dir!r})"
+
+    @classmethod
+    def system(cls, root: str = "/") -> Paths:
+        root = os.path.abspath(root)
+
+        def at(path: str) -> str:
+            return os.path.join(root, path.lstrip("/"))
+
+        return cls(
+            SYSTEM,
+            root,
+            config_dir=at("/etc/layershell"),
+            state_dir=at("/var/lib/layershell"),
+            pkgs_dir=at("/opt/pkgs"),
+            inbox_dir=at("/opt/inbox"),
+            bin_dir=at("/usr/local/bin"),
+            portables_dir=at("/var/lib/portables"),
+            pam_dir=at("/etc/pam.d"),
+        )
+
+    @classmethod
+    def rootless(cls, home: str, env: dict[str, str] | None = None) -> Paths:
+        env = dict(os.environ) if env is None else env
+        config_home = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+        data_home = env.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
+        state = os.path.join(data_home, "layershell")
+        return cls(
+            ROOTLESS,
+            home,
+            config_dir=os.path.join(config_home, "layershell"),
+            state_dir=state,
+            pkgs_dir=os.path.join(state, "pkgs"),
+            inbox_dir=os.path.join(state, "inbox"),
+            bin_dir=os.path.join(home, ".local", "bin"),
+            portables_dir=os.path.join(state, "portables"),
+            pam_dir="",  # rootless mode never opens PAM sessions
+        )
+
+    # Derived paths: one place names every file, so nothing else joins strings.
+    @property
+    def layers_file(self) -> str:
+        return os.path.join(self.config_dir, "layers.yaml")
+
+    @property
+    def manifest_file(self) -> str:
+        return os.path.join(self.config_dir, "composable.yaml")
+
+    @property
+    def stores_dir(self) -> str:
+        return os.path.join(self.state_dir, "layers")
+
+    def store(self, layer: str) -> str:
+        return os.path.join(self.stores_dir, layer)
+
+    @property
+    def views_dir(self) -> str:
+        return os.path.join(self.state_dir, "views")
+
+    def view(self, layer: str) -> str:
+        return os.path.join(self.views_dir, layer)
+
+    @property
+    def cache_dir(self) -> str:
+        return os.path.join(self.state_dir, "cache")
+
+    @property
+    def stack_cache(self) -> str:
+        return os.path.join(self.cache_dir, "layers.marshal")
+
+    @property
+    def database(self) -> str:
+        return os.path.join(self.state_dir, "state.db")
+
+    @property
+    def lock_file(self) -> str:
+        return os.path.join(self.state_dir, "lock")
+
+
+def detect(
+    root: str | None = None,
+    rootless: bool | None = None,
+    env: dict[str, str] | None = None,
+    uid: int | None = None,
+    home: str | None = None,
+) -> Paths:
+    """Choose the mode and paths for this caller.
+
+    Order: an explicit --rootless or LAYERSHELL_MODE=rootless; an explicit root
+    (--root or LAYERSHELL_ROOT) means system mode under it; root itself is system mode;
+    an ordinary user is in system mode when /etc/layershell/layers.yaml exists and
+    rootless mode otherwise (like toolbox: it just works for a user on their own).
+    """
+    env = dict(os.environ) if env is None else env
+    uid = os.getuid() if uid is None else uid
+    mode = env.get(MODE_ENV, "")
+    if rootless is None:
+        rootless = mode == ROOTLESS
+    if not rootless:
+        root = root or env.get(ROOT_ENV) or None
+        if root is not None or uid == 0 or mode == SYSTEM:
+            return Paths.system(root or "/")
+        if os.path.exists(Paths.system("/").layers_file):
+            return Paths.system("/")
+    if home is None:
+        import pwd
+
+        home = env.get("HOME") or pwd.getpwuid(uid).pw_dir
+    return Paths.rootless(home, env)

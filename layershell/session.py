@@ -1,0 +1,147 @@
+"""What runs when a layer is entered: the program, its argv, its environment, its home.
+
+`layer-shell` follows sh: `-c CMD [ARG0 [ARGS]]`, `-l` (or an argv[0] starting with
+"-") for a login shell, `-- PROG ARGS` to run a program directly, nothing for an
+interactive shell. A login session starts from a clean environment, like login(1);
+otherwise the caller's environment passes through with the layer's identity on top.
+
+On the `layer-shell` hot path: imports only os.
+"""
+
+from __future__ import annotations
+
+import os
+
+from layershell import sandbox
+from layershell.paths import ROOTLESS, Paths
+from layershell.stack import Layer, LayerStack
+
+# Kept in a login session, and by a shim (docs/layers.md, "Environment").
+LOGIN_KEEP = ("TERM", "COLORTERM", "NO_COLOR", "LANG", "LANGUAGE", "TZ",
+              "SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY")  # fmt: skip
+# Dropped from a passed-through environment: they name host paths the layer cannot see.
+DROP = ("TMPDIR", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "LAYERSHELL_ROOT",
+        "LAYERSHELL_MODE", "OLDPWD")  # fmt: skip
+
+
+class Request:
+    """What the caller asked for: a command string, a program, or an interactive shell."""
+
+    __slots__ = ("command", "command_args", "login", "program")
+
+    def __init__(
+        self,
+        command: str | None = None,
+        command_args: tuple[str, ...] = (),
+        program: tuple[str, ...] = (),
+        login: bool = False,
+    ) -> None:
+        self.command = command
+        self.command_args = command_args
+        self.program = program
+        self.login = login
+
+
+def shell_for(layer: Layer) -> str:
+    return layer.shell if os.path.exists(layer.shell) else "/bin/sh"
+
+
+def program_argv(layer: Layer, request: Request) -> tuple[str, tuple[str, ...]]:
+    """(program to exec, its argv)."""
+    if request.program:
+        return request.program[0], request.program
+    shell = shell_for(layer)
+    arg0 = ("-" + os.path.basename(shell)) if request.login else shell
+    if request.command is not None:
+        return shell, (arg0, "-c", request.command, *request.command_args)
+    return shell, (arg0,)
+
+
+def home_of(layer: Layer, paths: Paths, passwd_home: str) -> str:
+    """A layer's home: its template, else (rootless) its store, else the account's."""
+    template = layer.home
+    if not template and paths.mode == ROOTLESS:
+        template = "{store}/home"
+    if not template:
+        return passwd_home
+    return sandbox.expand(
+        template, paths.store(layer.name), paths.pkgs_dir, paths.state_dir
+    )
+
+
+def environment(
+    layer: Layer,
+    request: Request,
+    *,
+    home: str,
+    user: str,
+    shell: str,
+    base: dict[str, str],
+) -> dict[str, str]:
+    if request.login:
+        env = {k: v for k, v in base.items() if k in LOGIN_KEEP or k.startswith("LC_")}
+    else:
+        env = {k: v for k, v in base.items() if k not in DROP}
+    env.update(
+        HOME=home,
+        USER=user,
+        LOGNAME=user,
+        SHELL=shell,
+        PATH=sandbox.LAYER_PATH,
+        LAYERSHELL_LAYER=layer.name,
+    )
+    return env
+
+
+def host_dirs(stack: LayerStack, layer: Layer, paths: Paths, home: str) -> list[str]:
+    """The host directories entering `layer` binds: its stack's trees and its home."""
+    dirs = [paths.view(layer.name)]
+    for x in (*stack.ancestors(layer), layer):
+        store = paths.store(x.name)
+        dirs += [
+            sandbox.expand(t, store, paths.pkgs_dir, paths.state_dir) for _, t in x.writable
+        ]
+    dirs.append(home)
+    return dirs
+
+
+def ensure_rootless_dirs(dirs: list[str]) -> None:
+    """Rootless mode creates what it needs on first use, as toolbox does."""
+    for d in dirs:
+        os.makedirs(d, mode=0o755, exist_ok=True)
+
+
+def spec_for(
+    stack: LayerStack,
+    layer: Layer,
+    paths: Paths,
+    request: Request,
+    *,
+    uid: int,
+    gid: int,
+    user: str,
+    passwd_home: str,
+    cwd: str,
+    base_env: dict[str, str],
+) -> sandbox.Spec:
+    home = home_of(layer, paths, passwd_home)
+    if paths.mode == ROOTLESS:
+        ensure_rootless_dirs(host_dirs(stack, layer, paths, home))
+    chain = tuple((x.name, x.writable) for x in (*stack.ancestors(layer), layer))
+    mounts = sandbox.layer_mounts(chain, home, paths.stores_dir, paths.pkgs_dir, paths.state_dir)
+    program, argv = program_argv(layer, request)
+    env = environment(layer, request, home=home, user=user, shell=shell_for(layer), base=base_env)
+    return sandbox.layer_spec(
+        layer=layer.name,
+        level=layer.level,
+        view=paths.view(layer.name),
+        mounts=mounts,
+        network=layer.network,
+        caller_uid=uid,
+        caller_gid=gid,
+        home=home,
+        cwd=cwd,
+        program=program,
+        argv=argv,
+        env=env,
+    )

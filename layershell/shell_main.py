@@ -1,0 +1,130 @@
+"""`layer-shell`: enter a layer. Also an account's login shell in /etc/passwd.
+
+This is the hot path: every call of `layer-shell` (and every login) pays for what is
+imported here, so argument parsing is done by hand and only os, sys, pwd, marshal and
+ctypes are loaded. `--help` and shell completion go through the click definition in
+layershell.cli.layer_shell, which is imported only then.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from layershell.errors import ConfigError, LayershellError
+from layershell.session import Request
+
+USAGE = "usage: layer-shell [-l] [--layer NAME] [-c COMMAND [ARG0 [ARG...]] | -- PROGRAM [ARG...]]"
+
+
+class UsageError(LayershellError):
+    exit_code = 2
+
+
+def parse(argv: list[str]) -> tuple[str | None, Request]:
+    """(layer name or None, request). argv[0] starting with '-' means a login shell."""
+    login = os.path.basename(argv[0]).startswith("-") if argv else False
+    layer: str | None = None
+    args = list(argv[1:])
+    while args:
+        arg = args.pop(0)
+        if arg in ("-l", "--login"):
+            login = True
+        elif arg == "--layer":
+            if not args:
+                raise UsageError("--layer needs a layer name", USAGE)
+            layer = args.pop(0)
+        elif arg.startswith("--layer="):
+            layer = arg.split("=", 1)[1]
+        elif arg in ("-c", "-lc", "-cl"):
+            login = login or arg != "-c"
+            if not args:
+                raise UsageError("-c needs a command", USAGE)
+            return layer, Request(command=args[0], command_args=tuple(args[1:]), login=login)
+        elif arg == "--":
+            if not args:
+                raise UsageError("-- needs a program to run", USAGE)
+            return layer, Request(program=tuple(args), login=login)
+        elif arg.startswith("-"):
+            raise UsageError(f"unknown option {arg}", "see layer-shell --help")
+        else:
+            return layer, Request(program=(arg, *args), login=login)
+    return layer, Request(login=login)
+
+
+def run(argv: list[str]) -> int:
+    import pwd
+
+    from layershell import access, paths, sandbox, session, stack
+
+    name, request = parse(argv)
+    where = paths.detect()
+    uid, gid = os.getuid(), os.getgid()
+    pw = pwd.getpwuid(uid)
+    layers = stack.load(where.layers_file, where.stack_cache)
+    if where.mode == paths.ROOTLESS:
+        if uid == 0:
+            raise LayershellError(
+                "rootless mode is for ordinary users; as root it would run packages as host root",
+                "use system mode: core init, then core shell --layer NAME",
+            )
+        layers = layers.with_account(pw.pw_name)
+    target = (
+        access.find(layers, name)
+        if name
+        else access.default_layer(layers, where.mode, uid, pw.pw_name)
+    )
+    access.check_entry(layers, where.mode, uid, pw.pw_name, target)
+    if target.level == 0:
+        # The host layer: no sandbox, just the shell (root, or the rootless owner).
+        program, args = session.program_argv(target, request)
+        sandbox.exec_program(program, args, dict(os.environ), target.name)
+    if uid == 0:
+        from layershell import handover  # PAM and fork: never on the unprivileged path
+
+        return handover.run(where, layers, target, request)
+    home = session.home_of(target, where, pw.pw_dir)
+    try:
+        cwd = home if request.login else os.getcwd()
+    except OSError:
+        cwd = home
+    spec = session.spec_for(
+        layers,
+        target,
+        where,
+        request,
+        uid=uid,
+        gid=gid,
+        user=pw.pw_name,
+        passwd_home=pw.pw_dir,
+        cwd=cwd,
+        base_env=dict(os.environ),
+    )
+    sandbox.enter(spec)
+    return 1  # not reached: enter() execs or raises
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv if argv is None else argv
+    if "_LAYER_SHELL_COMPLETE" in os.environ or any(
+        a in ("-h", "--help", "--version") for a in argv[1:2]
+    ):
+        from layershell.cli.layer_shell import click_main
+
+        click_main(argv)
+        return
+    try:
+        code = run(argv)
+    except ConfigError as exc:
+        sys.stderr.writelines(f"{p}\n" for p in exc.problems)
+        code = exc.exit_code
+    except LayershellError as exc:
+        sys.stderr.write(f"layer-shell: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"  hint: {exc.hint}\n")
+        code = exc.exit_code
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
