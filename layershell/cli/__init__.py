@@ -1,0 +1,1 @@
+"""Click commands: thin modules that parse, call the library, and print."""

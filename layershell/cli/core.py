@@ -1,0 +1,54 @@
+"""`core`: the administrator's command. Each verb lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from layershell import __version__
+from layershell.cli import init as init_cmd
+from layershell.cli import shell as shell_cmd
+from layershell.cli.app import make_app
+from layershell.errors import LayershellError
+
+
+class Group(click.Group):
+    """Turns LayershellError into a message and an exit status, in one place."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except LayershellError as exc:
+            from layershell import ui
+
+            sys.exit(ui.report_error("core", exc))
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--root",
+    metavar="DIR",
+    envvar="LAYERSHELL_ROOT",
+    help="Relocate every layershell path under DIR (tests, image preparation).",
+)
+@click.option(
+    "--rootless/--system",
+    "rootless",
+    default=None,
+    help="Force rootless mode (every layer runs as you) or system mode.",
+)
+@click.version_option(__version__, prog_name="core")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None, rootless: bool | None) -> None:
+    """Manage the layers of this host: core (the host) -> arne (pseudo-root, installs
+    packages) -> otto (plain user, runs code)."""
+    ctx.obj = make_app(root, rootless)
+
+
+cli.add_command(init_cmd.init)
+cli.add_command(shell_cmd.shell)
+
+
+def main() -> None:
+    cli(prog_name="core")

@@ -1,0 +1,32 @@
+"""`core init`."""
+
+from __future__ import annotations
+
+import click
+
+from layershell import provision
+from layershell.cli.app import App
+
+
+@click.command()
+@click.option(
+    "--create-users",
+    is_flag=True,
+    help="Create the layer accounts that do not exist yet (layer-shell as their shell).",
+)
+@click.pass_obj
+def init(app: App, create_users: bool) -> None:
+    """Create the layer stores, views, PAM service and layer-shell launcher.
+
+    Idempotent: running it again changes only what is missing or wrong, and it never
+    overwrites a file that layershell did not write.
+    """
+    report = provision.init(app.paths, create_users=create_users)
+    for line in report.done:
+        app.out.print(line)
+    for line in report.warnings:
+        app.err.print(f"warning: {line}")
+    app.out.print(
+        f"layer stack ready ({app.paths.mode} mode, {len(report.done)} changes, "
+        f"{len(report.unchanged)} already in place)"
+    )

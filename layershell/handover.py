@@ -1,0 +1,124 @@
+"""Root hands a layer to its account: `core shell --layer NAME` (and `layer-shell` run
+as root). Like su: a PAM session is opened as root, a child drops to the account and
+starts `layer-shell` as it, the parent waits, forwards TERM and HUP, and closes the
+session when the child is gone. Nothing of the layer ever runs as host root.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import sys
+
+from layershell import pam
+from layershell.errors import LayershellError, PermissionRefused
+from layershell.paths import SYSTEM, Paths
+from layershell.session import LOGIN_KEEP, Request
+from layershell.stack import Layer, LayerStack
+
+FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def account(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise LayershellError(
+            f"account {name!r} does not exist",
+            "create the layer accounts with: core init --create-users",
+        ) from None
+
+
+def layer_shell_argv(layer: Layer, request: Request) -> list[str]:
+    """The `layer-shell` command line the account runs. It is started through this very
+    interpreter with an explicit sys.path, so it works before any launcher exists."""
+    code = (
+        f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
+        "from layershell.shell_main import main; main(['layer-shell', *sys.argv[1:]])"
+    )
+    args = [sys.executable, "-I", "-S", "-c", code, "--layer", layer.name]
+    if request.login:
+        args.append("-l")
+    if request.command is not None:
+        args += ["-c", request.command, *request.command_args]
+    elif request.program:
+        args += ["--", *request.program]
+    return args
+
+
+def child_env(paths: Paths, pw: pwd.struct_passwd, pam_env: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in LOGIN_KEEP or k.startswith("LC_")}
+    env.update(pam_env)
+    env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name, SHELL=pw.pw_shell)
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    # The account must find the same stack root: the handed-over layer-shell runs as it.
+    if paths.root != "/":
+        env["LAYERSHELL_ROOT"] = paths.root
+    env["LAYERSHELL_MODE"] = SYSTEM
+    return env
+
+
+def wait_status(status: int) -> int:
+    """Exit status as a shell reports it: 128+N for death by signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def run(paths: Paths, stack: LayerStack, layer: Layer, request: Request) -> int:
+    if os.getuid() != 0:
+        raise PermissionRefused(
+            "core shell needs root to open a session for a layer account",
+            f"run it with sudo: sudo core shell --layer {layer.name}",
+        )
+    if paths.mode != SYSTEM:
+        raise LayershellError("core shell works in system mode only")
+    if layer.level == 0:
+        shell = os.environ.get("SHELL") or "/bin/sh"
+        argv = [shell, "-c", request.command] if request.command is not None else [shell]
+        if request.program:
+            argv = list(request.program)
+        os.execvp(argv[0], argv)
+    pw = account(layer.account)
+    if pw.pw_uid == 0:
+        raise PermissionRefused(
+            f"layer {layer.name}'s account {layer.account} is root",
+            "a layer above core needs an ordinary account; fix layers.yaml",
+        )
+    with pam.session(pw.pw_name) as pam_env:
+        argv = layer_shell_argv(layer, request)
+        env = child_env(paths, pw, pam_env)
+        pid = os.fork()
+        if pid == 0:  # child: become the account, then start layer-shell as it
+            try:
+                os.initgroups(pw.pw_name, pw.pw_gid)
+                os.setgid(pw.pw_gid)
+                os.setuid(pw.pw_uid)
+                try:
+                    os.chdir(pw.pw_dir)
+                except OSError:
+                    os.chdir("/")
+                os.execve(argv[0], argv, env)
+            except BaseException as exc:  # never return into the parent's code as a child
+                os.write(2, f"core shell: cannot start the session: {exc}\n".encode())
+            finally:
+                os._exit(127)
+        # Parent: the terminal sends INT and QUIT to the whole foreground group, so the
+        # child already gets them; TERM and HUP are passed on as su does.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+        for sig in FORWARDED:
+            signal.signal(sig, lambda signum, _frame: os.kill(pid, signum))
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except ChildProcessError:
+                status = 1 << 8
+                break
+            except InterruptedError:
+                continue
+        for sig in (*FORWARDED, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
+    return wait_status(status)

@@ -1,0 +1,184 @@
+"""`core init`: make the layer stack real on this host (or under --root).
+
+Creates each layer's store, views and writable trees with the right owners and modes,
+installs the PAM service and the `layer-shell` launcher, compiles the stack cache and,
+with create_users, the layer accounts (layer-shell as their login shell). Running it
+again changes nothing that is already right; it never overwrites a file it did not write.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from layershell import accounts, sandbox, stack
+from layershell.atomic import write_atomic
+from layershell.errors import LayershellError, PermissionRefused
+from layershell.paths import ROOTLESS, Paths
+from layershell.stack import Layer
+
+MARKER = "# Managed by layershell"
+
+
+@dataclass
+class Report:
+    """What init did, line by line, for the user to read."""
+
+    done: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def launcher_text() -> str:
+    """A `layer-shell` that starts Python with -I -S and an explicit sys.path: no site
+    processing and no console-script boilerplate on every login (docs/design.md)."""
+    import layershell
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(layershell.__file__)))
+    import yaml
+
+    deps_parent = os.path.dirname(os.path.dirname(os.path.abspath(yaml.__file__)))
+    search = list(dict.fromkeys([package_parent, deps_parent]))
+    return (
+        f"#!{sys.executable} -IS\n"
+        f"{MARKER}: the layer-shell launcher (core init writes it).\n"
+        f"import sys; sys.path[:0] = {search!r}\n"
+        "from layershell.shell_main import main; main()\n"
+    )
+
+
+def _ensure_dir(path: str, mode: int, owner: tuple[int, int] | None, report: Report) -> None:
+    created = not os.path.isdir(path)
+    os.makedirs(path, mode=mode, exist_ok=True)
+    st = os.stat(path)
+    changed = (st.st_mode & 0o7777) != mode
+    os.chmod(path, mode)
+    if owner is not None and (st.st_uid, st.st_gid) != owner:
+        os.chown(path, *owner)
+        changed = True
+    if created:
+        report.done.append(f"created {path}")
+        return
+    elif changed:
+        report.done.append(f"fixed owner/mode of {path}")
+    else:
+        report.unchanged.append(path)
+
+
+def _write_managed(path: str, text: str, mode: int, report: Report) -> None:
+    """Write `text` unless a file we did not write is already there (pipx's rule)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            current = f.read()
+    except FileNotFoundError:
+        current = None
+    if current == text:
+        report.unchanged.append(path)
+        return
+    if current is not None and MARKER not in current:
+        report.warnings.append(f"left {path} alone: it was not written by layershell")
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomic(path, text, mode=mode)
+    report.done.append(f"wrote {path}")
+
+
+def pam_text(pam_dir: str) -> str:
+    flavour = "debian" if os.path.exists(os.path.join(pam_dir, "common-session")) else "redhat"
+    with open(os.path.join(stack.data_dir(), "profiles", "pam", f"layer-shell.{flavour}")) as f:
+        return f"{MARKER}: PAM service for core shell.\n" + f.read()
+
+
+def _add_shell(root: str, shell: str, report: Report) -> None:
+    shells = os.path.join(root, "etc/shells")
+    try:
+        with open(shells, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    if shell in text.split():
+        report.unchanged.append(shells)
+        return
+    os.makedirs(os.path.dirname(shells), exist_ok=True)
+    write_atomic(shells, text + ("" if text.endswith("\n") or not text else "\n") + shell + "\n")
+    report.done.append(f"added {shell} to {shells}")
+
+
+def _account_for(
+    layer: Layer, paths: Paths, create_users: bool, launcher: str, report: Report
+) -> accounts.Account:
+    found = accounts.lookup(layer.account)
+    if found is not None:
+        if found.shell != launcher:
+            report.warnings.append(
+                f"account {found.name} exists with shell {found.shell}; layer-shell is {launcher}"
+            )
+        return found
+    if not create_users:
+        raise LayershellError(
+            f"account {layer.account} (layer {layer.name}) does not exist",
+            "create it, or run: core init --create-users",
+        )
+    home = (
+        sandbox.expand(layer.home, paths.store(layer.name), paths.pkgs_dir, paths.state_dir)
+        if layer.home
+        else os.path.join("/home", layer.account)
+    )
+    if layer.home:
+        os.makedirs(os.path.dirname(home), exist_ok=True)
+    created = accounts.create(layer.account, home=home, shell=launcher)
+    report.done.append(f"created account {created.name} (uid {created.uid}, shell {launcher})")
+    return created
+
+
+def _init_layer(
+    layer: Layer, paths: Paths, owner: tuple[int, int] | None, report: Report, *, home: str
+) -> None:
+    _ensure_dir(paths.store(layer.name), 0o755, owner, report)
+    _ensure_dir(paths.view(layer.name), 0o755, None, report)
+    for _, template in layer.writable:
+        target = sandbox.expand(template, paths.store(layer.name), paths.pkgs_dir, paths.state_dir)
+        _ensure_dir(target, 0o755, owner, report)
+    if home:
+        path = sandbox.expand(home, paths.store(layer.name), paths.pkgs_dir, paths.state_dir)
+        _ensure_dir(path, 0o700, owner, report)
+
+
+def init(paths: Paths, *, create_users: bool = False) -> Report:
+    report = Report()
+    rootless = paths.mode == ROOTLESS
+    if not rootless and os.getuid() != 0:
+        raise PermissionRefused(
+            "core init in system mode needs root", "run: sudo core init (or use rootless mode)"
+        )
+    if rootless and create_users:
+        raise LayershellError(
+            "--create-users is for system mode", "rootless mode runs every layer as you"
+        )
+    layers = stack.load(paths.layers_file, paths.stack_cache)
+    root_owned = None if rootless else (0, 0)
+    # /opt/pkgs is not among them: it belongs to the layer whose writable trees name it.
+    for directory in (paths.config_dir, paths.state_dir, paths.stores_dir, paths.views_dir,
+                      paths.cache_dir, paths.inbox_dir, paths.bin_dir):  # fmt: skip
+        _ensure_dir(directory, 0o755, root_owned, report)
+    launcher = os.path.join(paths.bin_dir, "layer-shell")
+    _write_managed(launcher, launcher_text(), 0o755, report)
+    if rootless:
+        for layer in layers.layers[1:]:
+            # Rootless homes live in the store too (session.home_of), never in ~ itself.
+            _init_layer(layer, paths, None, report, home=layer.home or "{store}/home")
+    else:
+        _write_managed(os.path.join(paths.pam_dir, "layer-shell"), pam_text(paths.pam_dir),
+                       0o644, report)  # fmt: skip
+        _add_shell(paths.root, launcher, report)
+        for layer in layers.layers[1:]:
+            account = _account_for(layer, paths, create_users, launcher, report)
+            _init_layer(layer, paths, (account.uid, account.gid), report, home=layer.home)
+    if stack.read_cache(paths.stack_cache, layers.source) is None:
+        if not stack.write_cache(paths.stack_cache, layers):
+            raise LayershellError(f"cannot write {paths.stack_cache}")
+        report.done.append(f"compiled {paths.stack_cache}")
+    else:
+        report.unchanged.append(paths.stack_cache)
+    return report
