@@ -33,7 +33,12 @@ def lookup(name: str) -> Account | None:
 def create(name: str, *, home: str, shell: str) -> Account:
     """useradd with its own group and a home (created, owned by the account)."""
     cmd = ["useradd", "--create-home", "--home-dir", home, "--shell", shell, "--user-group", name]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise LayershellError(
+            "useradd was not found", "install the passwd package (apt-get install passwd)"
+        ) from None
     if result.returncode != 0:
         raise LayershellError(
             f"cannot create account {name}: {result.stderr.strip() or result.returncode}",

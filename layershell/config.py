@@ -108,13 +108,16 @@ def _layer(
         )
     elif parent is None:
         problems.append(
-            doc.problem(path, "missing key 'parent'", f"layers stack in order: parent: {previous.name}")
+            doc.problem(
+                path, "missing key 'parent'", f"layers stack in order: parent: {previous.name}"
+            )
         )
     elif parent != previous.name:
         problems.append(
             doc.problem(
                 (*path, "parent"),
-                f"parent must be the layer listed just before it ({previous.name!r}), not {parent!r}",
+                f"parent must be the layer listed just before it ({previous.name!r}), "
+                f"not {parent!r}",
                 "list the layers in stack order, host first",
             )
         )
@@ -134,7 +137,7 @@ def _layer(
             doc.problem(
                 (*path, "writable"),
                 "must be a mapping of paths in the layer to host paths",
-                "for example  /usr/local: \"{store}/usr-local\"",
+                'for example  /usr/local: "{store}/usr-local"',
             )
         )
     else:
@@ -187,7 +190,8 @@ def validate_stack(doc: Document) -> LayerStack:
                 "see profiles/layers.yaml for the shipped core -> arne -> otto stack",
             )
         )
-        raise ConfigError(problems)
+        if not isinstance(raw_layers, list):
+            raise ConfigError(problems)
     layers: list[Layer] = []
     seen_names: dict[str, int] = {}
     seen_accounts: dict[str, str] = {}

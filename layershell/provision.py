@@ -30,22 +30,68 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
 
-def launcher_text() -> str:
-    """A `layer-shell` that starts Python with -I -S and an explicit sys.path: no site
-    processing and no console-script boilerplate on every login (docs/design.md)."""
-    import layershell
-
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(layershell.__file__)))
+def _search_path() -> list[str]:
     import yaml
 
-    deps_parent = os.path.dirname(os.path.dirname(os.path.abspath(yaml.__file__)))
-    search = list(dict.fromkeys([package_parent, deps_parent]))
+    import layershell
+
+    return list(
+        dict.fromkeys(
+            os.path.dirname(os.path.dirname(os.path.abspath(m.__file__ or "")))
+            for m in (layershell, yaml)
+        )
+    )
+
+
+def launcher_code() -> str:
+    """Python run by the launcher: -I -S and an explicit sys.path, so no site processing
+    and no console-script boilerplate on every login (docs/design.md, "The hot path")."""
+    return (
+        f"import sys; sys.path[:0] = {_search_path()!r}; "
+        "from layershell.shell_main import main; main(sys.argv[1:])"
+    )
+
+
+def launcher_text() -> str:
+    """The #! script launcher, used when no C compiler is available."""
     return (
         f"#!{sys.executable} -IS\n"
         f"{MARKER}: the layer-shell launcher (core init writes it).\n"
-        f"import sys; sys.path[:0] = {search!r}\n"
+        f"import sys; sys.path[:0] = {_search_path()!r}\n"
         "from layershell.shell_main import main; main()\n"
     )
+
+
+def compile_launcher() -> bytes | None:
+    """The launcher as an ELF binary that keeps argv[0] (login shells), or None without
+    a C compiler. Built in a temporary directory; the caller installs it atomically."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launcher.c")
+
+    def c_string(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "layer-shell")
+        result = subprocess.run(
+            [cc, "-O2", "-Wall", "-o", out, source,
+             f"-DPYTHON={c_string(sys.executable)}", f"-DCODE={c_string(launcher_code())}",
+             f"-DMARKER={c_string(MARKER)}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise LayershellError(
+                f"cannot compile the layer-shell launcher: {result.stderr.strip()}",
+                "install a working C compiler (apt-get install gcc libc6-dev) or remove it",
+            )
+        with open(out, "rb") as f:
+            return f.read()
 
 
 def _ensure_dir(path: str, mode: int, owner: tuple[int, int] | None, report: Report) -> None:
@@ -66,21 +112,23 @@ def _ensure_dir(path: str, mode: int, owner: tuple[int, int] | None, report: Rep
         report.unchanged.append(path)
 
 
-def _write_managed(path: str, text: str, mode: int, report: Report) -> None:
-    """Write `text` unless a file we did not write is already there (pipx's rule)."""
+def _write_managed(path: str, data: str | bytes, mode: int, report: Report) -> None:
+    """Write `data` unless a file we did not write is already there (pipx's rule)."""
+    if isinstance(data, str):
+        data = data.encode()
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            current = f.read()
+        with open(path, "rb") as f:
+            current: bytes | None = f.read()
     except FileNotFoundError:
         current = None
-    if current == text:
+    if current == data:
         report.unchanged.append(path)
         return
-    if current is not None and MARKER not in current:
+    if current is not None and MARKER.encode() not in current:
         report.warnings.append(f"left {path} alone: it was not written by layershell")
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_atomic(path, text, mode=mode)
+    write_atomic(path, data, mode=mode)
     report.done.append(f"wrote {path}")
 
 
@@ -163,7 +211,7 @@ def init(paths: Paths, *, create_users: bool = False) -> Report:
                       paths.cache_dir, paths.inbox_dir, paths.bin_dir):  # fmt: skip
         _ensure_dir(directory, 0o755, root_owned, report)
     launcher = os.path.join(paths.bin_dir, "layer-shell")
-    _write_managed(launcher, launcher_text(), 0o755, report)
+    _write_managed(launcher, compile_launcher() or launcher_text(), 0o755, report)
     if rootless:
         for layer in layers.layers[1:]:
             # Rootless homes live in the store too (session.home_of), never in ~ itself.

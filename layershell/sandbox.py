@@ -140,7 +140,9 @@ def layer_mounts(
         own = i == len(layers) - 1
         store = os.path.join(stores_dir, name)
         for inner, template in writable:
-            mounts.append((BIND if own else RO_BIND, inner, expand(template, store, pkgs, state), 0))
+            mounts.append(
+                (BIND if own else RO_BIND, inner, expand(template, store, pkgs, state), 0)
+            )
     if home:
         mounts.append((BIND, home, home, 0))
     # Parents before children: /usr before /usr/local, /var before /var/lib/...

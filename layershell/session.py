@@ -64,9 +64,7 @@ def home_of(layer: Layer, paths: Paths, passwd_home: str) -> str:
         template = "{store}/home"
     if not template:
         return passwd_home
-    return sandbox.expand(
-        template, paths.store(layer.name), paths.pkgs_dir, paths.state_dir
-    )
+    return sandbox.expand(template, paths.store(layer.name), paths.pkgs_dir, paths.state_dir)
 
 
 def environment(
@@ -98,9 +96,7 @@ def host_dirs(stack: LayerStack, layer: Layer, paths: Paths, home: str) -> list[
     dirs = [paths.view(layer.name)]
     for x in (*stack.ancestors(layer), layer):
         store = paths.store(x.name)
-        dirs += [
-            sandbox.expand(t, store, paths.pkgs_dir, paths.state_dir) for _, t in x.writable
-        ]
+        dirs += [sandbox.expand(t, store, paths.pkgs_dir, paths.state_dir) for _, t in x.writable]
     dirs.append(home)
     return dirs
 

@@ -118,9 +118,7 @@ class LayerStack:
         """Rootless mode: every layer maps to the calling account."""
         return LayerStack(
             tuple(
-                Layer(
-                    x.name, x.level, account, x.parent, x.home, x.writable, x.network, x.shell
-                )
+                Layer(x.name, x.level, account, x.parent, x.home, x.writable, x.network, x.shell)
                 for x in self.layers
             ),
             self.source,
@@ -155,9 +153,8 @@ def read_cache(cache_file: str, source: str) -> LayerStack | None:
     try:
         with open(cache_file, "rb") as f:
             data = marshal.load(f)
-        if (
-            data.get("format") != CACHE_FORMAT
-            or tuple(data.get("fingerprint", ())) != _fingerprint(source)
+        if data.get("format") != CACHE_FORMAT or tuple(data.get("fingerprint", ())) != _fingerprint(
+            source
         ):
             return None
         return LayerStack(tuple(Layer(*row) for row in data["layers"]), source)

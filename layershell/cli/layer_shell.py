@@ -44,7 +44,9 @@ def _complete_layers(ctx: click.Context, param: click.Parameter, incomplete: str
 @click.option("-c", "command", metavar="COMMAND", help="Run COMMAND with the layer's shell.")
 @click.argument("program", nargs=-1, type=click.UNPROCESSED)
 @click.version_option(__version__, prog_name="layer-shell")
-def layer_shell(layer: str | None, login: bool, command: str | None, program: tuple[str, ...]) -> None:
+def layer_shell(
+    layer: str | None, login: bool, command: str | None, program: tuple[str, ...]
+) -> None:
     # Reached only for --help/--version/completion, which exit inside click.
     raise click.UsageError("layer-shell parses its own arguments; see --help")
 

@@ -33,9 +33,7 @@ Examples:
 """
 
 
-def _complete_layers(
-    ctx: click.Context, param: click.Parameter, incomplete: str
-) -> list[str]:
+def _complete_layers(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     app = ctx.find_object(App)
     if app is None:
         return []

@@ -1,0 +1,5 @@
+"""`python -m layershell` is `core`."""
+
+from layershell.cli.core import main
+
+main()

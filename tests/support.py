@@ -1,0 +1,232 @@
+"""Test harness: run commands as real, unprivileged identities.
+
+Rootless tests run as the caller when it is an ordinary user. As root (CI), they run
+as uid 65534 with a private HOME, so no account is needed and nothing runs as root.
+System-mode tests create real accounts, a real PAM service and a relocated root, and
+remove them afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+IS_ROOT = os.getuid() == 0
+NOBODY = 65534
+
+needs_root = pytest.mark.skipif(
+    not IS_ROOT, reason="needs root: creates accounts and a PAM service (CI runs as root)"
+)
+
+
+def userns_available() -> bool:
+    result = subprocess.run(["unshare", "-U", "true"], capture_output=True, check=False)
+    return result.returncode == 0
+
+
+needs_userns = pytest.mark.skipif(
+    not userns_available(), reason="unprivileged user namespaces are disabled on this kernel"
+)
+
+
+def python_cmd(*args: str) -> list[str]:
+    """Run layershell's `core` with this interpreter, whatever its install location."""
+    return [sys.executable, "-m", "layershell", *args]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An unprivileged identity with its own HOME, and how to run commands as it."""
+
+    uid: int
+    gid: int
+    home: Path
+    prefix: tuple[str, ...] = ()
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {
+            "HOME": str(self.home),
+            "PATH": f"{self.home}/.local/bin:/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "TERM": "dumb",
+        }
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def layer_shell(self) -> str:
+        return str(self.home / ".local" / "bin" / "layer-shell")
+
+    def argv(self, args: Sequence[str]) -> list[str]:
+        return [*self.prefix, *args]
+
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        input: bytes | None = None,
+        timeout: float = 60,
+        cwd: str | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        full_env = {**self.env, **(env or {})}
+        return subprocess.run(
+            self.argv(args),
+            env=full_env,
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            cwd=cwd or str(self.home),
+            check=False,
+        )
+
+    def popen(self, args: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+            self.argv(args), env=self.env, cwd=str(self.home), **kwargs
+        )
+
+
+def make_shared_dir(prefix: str) -> Path:
+    """A directory every test identity can traverse (pytest's tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+@contextmanager
+def rootless_identity() -> Iterator[Identity]:
+    base = make_shared_dir("layershell-rootless-")
+    home = base / "home"
+    home.mkdir()
+    try:
+        if IS_ROOT:
+            os.chown(home, NOBODY, NOBODY)
+            prefix = (
+                "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
+            )  # fmt: skip
+            ident = Identity(NOBODY, NOBODY, home, prefix)
+        else:
+            ident = Identity(os.getuid(), os.getgid(), home)
+        init = ident.run(python_cmd("--rootless", "init"))
+        assert init.returncode == 0, init.stderr.decode()
+        yield ident
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+LAYERS_TEMPLATE = """\
+layers:
+  - name: core
+    account: root
+  - name: arne
+    account: {arne}
+    parent: core
+    home: "{{store}}/home"
+    writable:
+      /opt/pkgs: "{{pkgs}}"
+      /usr/local: "{{store}}/usr-local"
+    network: true
+  - name: otto
+    account: {otto}
+    parent: arne
+    network: false
+"""
+
+PAM_TEMPLATE = """\
+auth       sufficient   pam_rootok.so
+auth       required     pam_deny.so
+@include common-account
+session    optional     pam_exec.so {marker}
+@include common-session
+"""
+
+
+@dataclass(frozen=True)
+class SystemStack:
+    """A system-mode stack under a relocated root, with real accounts and PAM."""
+
+    root: Path
+    arne: str
+    otto: str
+    pam_service: str
+    pam_log: Path
+
+    @property
+    def launcher(self) -> str:
+        return str(self.root / "usr/local/bin/layer-shell")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "LAYERSHELL_ROOT": str(self.root),
+            "LAYERSHELL_PAM_SERVICE": self.pam_service,
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+        }
+
+    def as_user(
+        self, user: str, args: Sequence[str], *, timeout: float = 60
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run args on the host as `user` (not through its login shell)."""
+        return subprocess.run(
+            ["runuser", "-u", user, "--", *args],
+            env=self.env,
+            capture_output=True,
+            timeout=timeout,
+            cwd="/",
+            check=False,
+        )
+
+    def in_layer(self, user: str, command: str) -> subprocess.CompletedProcess[bytes]:
+        """`su - user -c command`: through the account's login shell, layer-shell."""
+        return subprocess.run(
+            ["su", "-", user, "-w", "LAYERSHELL_ROOT", "-c", command],
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+            cwd="/",
+            check=False,
+        )
+
+    def core(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            python_cmd(*args), env=self.env, capture_output=True, timeout=60, cwd="/", check=False
+        )
+
+
+@contextmanager
+def system_stack() -> Iterator[SystemStack]:
+    tag = secrets.token_hex(3)
+    root = make_shared_dir("layershell-system-")
+    arne, otto = f"ls{tag}a", f"ls{tag}o"
+    service = f"layershell-test-{tag}"
+    pam_file = Path("/etc/pam.d") / service
+    marker = root / "pam-marker.sh"
+    log = root / "pam.log"
+    marker.write_text(f'#!/bin/sh\necho "$PAM_TYPE $PAM_USER" >> {log}\n')
+    marker.chmod(0o755)
+    (root / "etc/layershell").mkdir(parents=True)
+    (root / "etc/layershell/layers.yaml").write_text(LAYERS_TEMPLATE.format(arne=arne, otto=otto))
+    pam_file.write_text(PAM_TEMPLATE.format(marker=marker))
+    stack = SystemStack(root, arne, otto, service, log)
+    try:
+        init = stack.core("init", "--create-users")
+        assert init.returncode == 0, init.stderr.decode()
+        yield stack
+    finally:
+        for user in (arne, otto):
+            subprocess.run(["userdel", "--remove", user], capture_output=True, check=False)
+        pam_file.unlink(missing_ok=True)
+        shutil.rmtree(root, ignore_errors=True)
