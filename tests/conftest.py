@@ -1,10 +1,55 @@
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests import support
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _digest(package: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        skip = "__pycache__" in path.parts or "_data" in path.parts
+        if path.suffix in (".py", ".c") and not skip:
+            h.update(str(path.relative_to(package)).encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Other accounts run the installed copy of layershell (the checkout may be
+    unreadable to them), so the tests are meaningless if it differs from the checkout."""
+    where = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import layershell, os; print(os.path.dirname(layershell.__file__))",
+        ],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if not where:
+        pytest.exit("layershell is not installed in this interpreter: run ./dev.sh test", 2)
+    installed = Path(where)
+    if installed != REPO / "layershell":
+        src = REPO / "layershell"
+        ours = _digest(src)
+        theirs = _digest(installed)
+        # profiles/ ship inside the wheel as _data; compare the code only.
+        if ours != theirs:
+            pytest.exit(
+                f"the installed layershell ({installed}) differs from this checkout: "
+                "run ./dev.sh test (it reinstalls)",
+                2,
+            )
 
 
 @pytest.fixture(scope="session")
