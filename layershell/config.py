@@ -19,6 +19,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,30}\$?$")
 PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 PLACEHOLDERS = ("store", "pkgs", "state")
+TEMPLATE_START_RE = re.compile(r"^\{(store|pkgs|state)\}(/|$)")
 TOP_KEYS = ("layers",)
 LAYER_KEYS = ("name", "account", "parent", "home", "writable", "network", "shell")
 HOST_ONLY_KEYS = ("name", "account")
@@ -55,8 +56,17 @@ def _template(doc: Document, path: KeyPath, value: object, problems: list[Proble
                 )
             )
             return ""
-    if not (value.startswith("/") or value.startswith("{")):
-        problems.append(doc.problem(path, "must be an absolute path or start with a placeholder"))
+    if not (value.startswith("/") or TEMPLATE_START_RE.match(value)):
+        problems.append(
+            doc.problem(
+                path,
+                "must be an absolute path or start with a placeholder and a slash",
+                "for example {store}/home",
+            )
+        )
+        return ""
+    if ".." in value.split("/"):
+        problems.append(doc.problem(path, "must not contain '..'", "name the directory directly"))
         return ""
     return value
 
@@ -96,7 +106,7 @@ def _layer(
                     "remove 'parent' or list the host layer first",
                 )
             )
-        extra = [k for k in raw if k not in HOST_ONLY_KEYS and k in LAYER_KEYS]
+        extra = [k for k in raw if k not in (*HOST_ONLY_KEYS, "parent") and k in LAYER_KEYS]
         problems.extend(
             doc.problem(
                 (*path, k),
@@ -143,7 +153,12 @@ def _layer(
     else:
         for inner, host in raw_writable.items():
             kpath = (*path, "writable", inner)
-            if not inner.startswith("/") or os.path.normpath(inner) != inner:
+            # normpath keeps a leading "//" (POSIX), so check for it separately.
+            if (
+                not inner.startswith("/")
+                or inner.startswith("//")
+                or os.path.normpath(inner) != inner
+            ):
                 problems.append(
                     doc.problem(kpath, "must be an absolute, normalised path", key=True)
                 )

@@ -57,52 +57,63 @@ def _mark(node: yaml.Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-_SCALARS = yaml.SafeLoader("")
+class _Walker:
+    """Turns a composed node tree into plain data, recording marks and problems."""
 
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.values: dict[KeyPath, Mark] = {}
+        self.keys: dict[KeyPath, Mark] = {}
+        self.problems: list[Problem] = []
+        self.active: set[int] = set()  # nodes being walked: a recursive alias loops
+        self.scalars = yaml.SafeLoader("")  # one per document: it caches what it built
 
-def _walk(
-    node: yaml.Node,
-    path: KeyPath,
-    doc_values: dict[KeyPath, Mark],
-    doc_keys: dict[KeyPath, Mark],
-    problems: list[Problem],
-    file: str,
-) -> Any:
-    doc_values[path] = _mark(node)
-    if isinstance(node, yaml.MappingNode):
+    def problem(self, node: yaml.Node, path: KeyPath, message: str, hint: str = "") -> None:
+        m = _mark(node)
+        self.problems.append(Problem(self.file, m.line, m.column, dotted(path), message, hint))
+
+    def walk(self, node: yaml.Node, path: KeyPath) -> Any:
+        self.values[path] = _mark(node)
+        if id(node) in self.active:
+            self.problem(node, path, "an alias refers to itself", "expand it by hand")
+            return None
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+            if isinstance(node, yaml.SequenceNode):
+                return [self.walk(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self._scalar(node, path)
+        finally:
+            self.active.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
-                m = _mark(key_node)
-                problems.append(
-                    Problem(file, m.line, m.column, dotted(path), "keys must be plain words")
-                )
+                self.problem(key_node, path, "keys must be plain words")
                 continue
             key = str(key_node.value)
             child = (*path, key)
             if key in out:
-                m = _mark(key_node)
-                problems.append(
-                    Problem(
-                        file,
-                        m.line,
-                        m.column,
-                        dotted(child),
-                        "duplicate key",
-                        f"it is already set on line {doc_keys[child].line}; keep one",
-                    )
+                first = self.keys[child].line
+                self.problem(
+                    key_node, child, "duplicate key", f"it is already set on line {first}; keep one"
                 )
                 continue
-            doc_keys[child] = _mark(key_node)
-            out[key] = _walk(value_node, child, doc_values, doc_keys, problems, file)
+            self.keys[child] = _mark(key_node)
+            out[key] = self.walk(value_node, child)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _walk(item, (*path, i), doc_values, doc_keys, problems, file)
-            for i, item in enumerate(node.value)
-        ]
-    # Scalars: let PyYAML's safe constructor pick the type (int, bool, str, ...).
-    return _SCALARS.construct_object(node, deep=True)
+
+    def _scalar(self, node: yaml.Node, path: KeyPath) -> Any:
+        # PyYAML's safe constructor picks the type (int, bool, str, ...); a bad tag or
+        # an impossible value (!!int abc, 2020-13-45) is a problem at its position.
+        try:
+            return self.scalars.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            what = getattr(exc, "problem", None) or str(exc)
+            self.problem(node, path, f"cannot read this value: {what}", "quote it to make it text")
+            return None
 
 
 def load_text(text: str, file: str) -> Document:
@@ -126,13 +137,11 @@ def load_text(text: str, file: str) -> Document:
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, 1, 1, "", f"not valid YAML: {exc}")]) from None
-    values: dict[KeyPath, Mark] = {}
-    keys: dict[KeyPath, Mark] = {}
-    problems: list[Problem] = []
-    data = None if node is None else _walk(node, (), values, keys, problems, file)
-    if problems:
-        raise ConfigError(problems)
-    return Document(file, data, values, keys)
+    walker = _Walker(file)
+    data = None if node is None else walker.walk(node, ())
+    if walker.problems:
+        raise ConfigError(walker.problems)
+    return Document(file, data, walker.values, walker.keys)
 
 
 def load_file(path: str) -> Document:

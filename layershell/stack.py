@@ -100,6 +100,16 @@ class LayerStack:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("LayerStack is immutable")
 
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, LayerStack)
+            and self.layers == other.layers
+            and self.source == other.source
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.layers, self.source))
+
     def get(self, name: str) -> Layer | None:
         for layer in self.layers:
             if layer.name == name:
@@ -153,26 +163,30 @@ def read_cache(cache_file: str, source: str) -> LayerStack | None:
     try:
         with open(cache_file, "rb") as f:
             data = marshal.load(f)
-        if data.get("format") != CACHE_FORMAT or tuple(data.get("fingerprint", ())) != _fingerprint(
-            source
-        ):
+        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+            return None
+        if tuple(data.get("fingerprint", ())) != _fingerprint(source):
             return None
         return LayerStack(tuple(Layer(*row) for row in data["layers"]), source)
     except (OSError, EOFError, ValueError, TypeError, KeyError):
         return None
 
 
-def write_cache(cache_file: str, stack: LayerStack) -> bool:
+def write_cache(
+    cache_file: str, stack: LayerStack, fingerprint: tuple[str, int, int] | None = None
+) -> bool:
     """Best effort: the cache only saves time, so a caller that cannot write it
-    (otto in system mode) simply parses YAML next time."""
+    (otto in system mode) simply parses YAML next time. `fingerprint` is the source's,
+    taken before it was parsed, so an edit during the parse leaves the cache stale."""
     data = {
         "format": CACHE_FORMAT,
-        "fingerprint": _fingerprint(stack.source),
+        "fingerprint": fingerprint or _fingerprint(stack.source),
         "layers": [layer.as_tuple() for layer in stack.layers],
     }
     tmp = f"{cache_file}.{os.getpid()}.tmp"
     try:
-        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+        if os.path.dirname(cache_file):
+            os.makedirs(os.path.dirname(cache_file), exist_ok=True)
         with open(tmp, "wb") as f:
             marshal.dump(data, f)
         os.chmod(tmp, 0o644)
@@ -195,6 +209,11 @@ def load(config_file: str, cache_file: str) -> LayerStack:
         return cached
     from layershell import config  # slow path: yaml, dataclasses
 
+    try:
+        fingerprint = _fingerprint(source)
+    except OSError:
+        fingerprint = None
     stack = config.load_stack(source)
-    write_cache(cache_file, stack)
+    if fingerprint is not None:
+        write_cache(cache_file, stack, fingerprint)
     return stack
