@@ -11,7 +11,7 @@ import pwd
 import signal
 import sys
 
-from layershell import pam
+from layershell import pam, session
 from layershell.errors import LayershellError, PermissionRefused
 from layershell.paths import SYSTEM, Paths
 from layershell.session import LOGIN_KEEP, Request
@@ -74,12 +74,9 @@ def run(paths: Paths, stack: LayerStack, layer: Layer, request: Request) -> int:
         )
     if paths.mode != SYSTEM:
         raise LayershellError("core shell works in system mode only")
-    if layer.level == 0:
-        shell = os.environ.get("SHELL") or "/bin/sh"
-        argv = [shell, "-c", request.command] if request.command is not None else [shell]
-        if request.program:
-            argv = list(request.program)
-        os.execvp(argv[0], argv)
+    if layer.level == 0:  # the host itself: root's own shell, as layer-shell runs it
+        program, argv = session.program_argv(layer, request)
+        os.execvp(program, argv)
     pw = account(layer.account)
     if pw.pw_uid == 0:
         raise PermissionRefused(
@@ -87,7 +84,7 @@ def run(paths: Paths, stack: LayerStack, layer: Layer, request: Request) -> int:
             "a layer above core needs an ordinary account; fix layers.yaml",
         )
     with pam.session(pw.pw_name) as pam_env:
-        argv = layer_shell_argv(layer, request)
+        child_argv = layer_shell_argv(layer, request)
         env = child_env(paths, pw, pam_env)
         pid = os.fork()
         if pid == 0:  # child: become the account, then start layer-shell as it
@@ -99,7 +96,7 @@ def run(paths: Paths, stack: LayerStack, layer: Layer, request: Request) -> int:
                     os.chdir(pw.pw_dir)
                 except OSError:
                     os.chdir("/")
-                os.execve(argv[0], argv, env)
+                os.execve(child_argv[0], child_argv, env)
             except BaseException as exc:  # never return into the parent's code as a child
                 os.write(2, f"core shell: cannot start the session: {exc}\n".encode())
             finally:

@@ -3,7 +3,9 @@
 Root opens a real session for the layer's account (service `layer-shell`, shipped in
 profiles/pam/), so lastlog, limits, pam_systemd, auditing and the site's own modules see
 it as they see `su`. Authentication is pam_rootok (only root gets here); account
-management runs too, so an expired or locked account is refused.
+management runs too, so an account it refuses is refused: an expired one, including one
+locked the way usermod(8) advises (`usermod --lock --expiredate 1`). A password lock
+alone (`usermod -L`) only stops password logins, for core shell as for su.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ def service_name() -> str:
 def session(user: str, service: str | None = None) -> Iterator[dict[str, str]]:
     """Open a PAM session for `user`; yields the environment PAM modules set."""
     service = service or service_name()
+    if not os.path.exists(os.path.join("/etc/pam.d", service)):
+        # PAM would fall back to the "other" service and refuse with a misleading message.
+        raise LayershellError(
+            f"PAM service {service!r} is not installed (/etc/pam.d/{service})",
+            "run: sudo core init",
+        )
     handle = _pam.PamAuthenticator()
     # authenticate() runs pam_authenticate (rootok), pam_acct_mgmt and pam_setcred.
     ok = handle.authenticate(user, "", service=service, call_end=False)
@@ -70,8 +78,7 @@ def session(user: str, service: str | None = None) -> Iterator[dict[str, str]]:
         raise PermissionRefused(
             f"account {user} is refused by PAM account management: "
             f"{shadow_state(user) or reason} (PAM: {handle.reason})",
-            f"if that is intended, re-enable it: usermod -e '' {user} (expiry), "
-            f"usermod -U {user} (lock)",
+            f"if that is not intended, lift the expiry: usermod --expiredate '' {user}",
         )
     result = handle.open_session()
     if result != _pam.PAM_SUCCESS:

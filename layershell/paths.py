@@ -143,19 +143,21 @@ def detect(
 ) -> Paths:
     """Choose the mode and paths for this caller.
 
-    Order: an explicit --rootless or LAYERSHELL_MODE=rootless; an explicit root
-    (--root or LAYERSHELL_ROOT) means system mode under it; root itself is system mode;
+    Order: an explicit --rootless or LAYERSHELL_MODE=rootless; an explicit --system or
+    LAYERSHELL_MODE=system; an explicit root (--root or LAYERSHELL_ROOT) means system mode
+    under it; root itself is system mode;
     an ordinary user is in system mode when /etc/layershell/layers.yaml exists and
     rootless mode otherwise (like toolbox: it just works for a user on their own).
     """
     env = dict(os.environ) if env is None else env
     uid = os.getuid() if uid is None else uid
     mode = env.get(MODE_ENV, "")
+    forced_system = rootless is False or (rootless is None and mode == SYSTEM)
     if rootless is None:
         rootless = mode == ROOTLESS
     if not rootless:
         root = root or env.get(ROOT_ENV) or None
-        if root is not None or uid == 0 or mode == SYSTEM:
+        if root is not None or uid == 0 or forced_system:
             return Paths.system(root or "/")
         if os.path.exists(Paths.system("/").layers_file):
             return Paths.system("/")

@@ -16,7 +16,7 @@ from layershell import accounts, sandbox, stack
 from layershell.atomic import write_atomic
 from layershell.errors import LayershellError, PermissionRefused
 from layershell.paths import ROOTLESS, Paths
-from layershell.stack import Layer
+from layershell.stack import Layer, LayerStack
 
 MARKER = "# Managed by layershell"
 
@@ -133,7 +133,16 @@ def _write_managed(path: str, data: str | bytes, mode: int, report: Report) -> N
 
 
 def pam_text(pam_dir: str) -> str:
-    flavour = "debian" if os.path.exists(os.path.join(pam_dir, "common-session")) else "redhat"
+    """Debian's or Fedora's flavour, by what the target's (else the host's) PAM has."""
+    for probe in (pam_dir, "/etc/pam.d"):
+        if os.path.exists(os.path.join(probe, "common-session")):
+            flavour = "debian"
+            break
+        if os.path.exists(os.path.join(probe, "system-auth")):
+            flavour = "redhat"
+            break
+    else:
+        flavour = "debian"
     with open(os.path.join(stack.data_dir(), "profiles", "pam", f"layer-shell.{flavour}")) as f:
         return f"{MARKER}: PAM service for core shell.\n" + f.read()
 
@@ -193,9 +202,39 @@ def _init_layer(
         _ensure_dir(path, 0o700, owner, report)
 
 
+def _layer_dirs(layer: Layer, paths: Paths, home: str) -> list[str]:
+    store = paths.store(layer.name)
+    dirs = [sandbox.expand(t, store, paths.pkgs_dir, paths.state_dir) for _, t in layer.writable]
+    if home:
+        dirs.append(sandbox.expand(home, store, paths.pkgs_dir, paths.state_dir))
+    return dirs
+
+
+def _check_owned(layers: LayerStack, paths: Paths) -> None:
+    """init hands every writable tree and home to the layer's account (chown): refuse
+    any that is not inside layershell's own directories, so a typo in layers.yaml can
+    never give /etc to a layer."""
+    allowed = (os.path.realpath(paths.state_dir), os.path.realpath(paths.pkgs_dir))
+    for layer in layers.layers[1:]:
+        for path in _layer_dirs(layer, paths, layer.home):
+            real = os.path.realpath(path)
+            if not any(real == a or real.startswith(a + "/") for a in allowed):
+                raise LayershellError(
+                    f"layer {layer.name}: {path} is outside layershell's directories "
+                    f"({paths.state_dir}, {paths.pkgs_dir})",
+                    "use the {store}, {pkgs} or {state} placeholders in layers.yaml",
+                    exit_code=2,
+                )
+
+
 def init(paths: Paths, *, create_users: bool = False) -> Report:
     report = Report()
     rootless = paths.mode == ROOTLESS
+    if rootless and os.getuid() == 0:
+        raise PermissionRefused(
+            "rootless mode is for ordinary users; as root it would run packages as host root",
+            "use system mode: sudo core init",
+        )
     if not rootless and os.getuid() != 0:
         raise PermissionRefused(
             "core init in system mode needs root", "run: sudo core init (or use rootless mode)"
@@ -205,18 +244,36 @@ def init(paths: Paths, *, create_users: bool = False) -> Report:
             "--create-users is for system mode", "rootless mode runs every layer as you"
         )
     layers = stack.load(paths.layers_file, paths.stack_cache)
+    launcher = os.path.join(paths.bin_dir, "layer-shell")
+    # Check everything that can fail before changing anything.
+    if not rootless:
+        _check_owned(layers, paths)
+        missing = [x for x in layers.layers[1:] if accounts.lookup(x.account) is None]
+        if missing and not create_users:
+            raise LayershellError(
+                "missing layer accounts: "
+                + ", ".join(f"{x.account} (layer {x.name})" for x in missing),
+                "create them, or run: core init --create-users",
+            )
+    launcher_bytes = compile_launcher() or launcher_text().encode()
     root_owned = None if rootless else (0, 0)
     # /opt/pkgs is not among them: it belongs to the layer whose writable trees name it.
     for directory in (paths.config_dir, paths.state_dir, paths.stores_dir, paths.views_dir,
                       paths.cache_dir, paths.inbox_dir, paths.bin_dir):  # fmt: skip
         _ensure_dir(directory, 0o755, root_owned, report)
-    launcher = os.path.join(paths.bin_dir, "layer-shell")
-    _write_managed(launcher, compile_launcher() or launcher_text(), 0o755, report)
+    _write_managed(launcher, launcher_bytes, 0o755, report)
     if rootless:
         for layer in layers.layers[1:]:
             # Rootless homes live in the store too (session.home_of), never in ~ itself.
             _init_layer(layer, paths, None, report, home=layer.home or "{store}/home")
     else:
+        # Layer accounts find system mode by this file (paths.detect); write it once and
+        # never again: from then on it is the operator's.
+        if not os.path.exists(paths.layers_file):
+            with open(layers.source, "rb") as f:
+                write_atomic(paths.layers_file, f.read(), mode=0o644)
+            report.done.append(f"wrote {paths.layers_file} (from {layers.source})")
+            layers = stack.load(paths.layers_file, paths.stack_cache)
         _write_managed(os.path.join(paths.pam_dir, "layer-shell"), pam_text(paths.pam_dir),
                        0o644, report)  # fmt: skip
         _add_shell(paths.root, launcher, report)

@@ -255,6 +255,36 @@ def _kept_flags(path: str) -> int:
     return sum(ms for st, ms in _ST_TO_MS if f_flag & st)
 
 
+def in_view(view: str, dest: str) -> str:
+    """The host path of `dest` inside the view, following symlinks the view contains as
+    the layer would: Fedora CoreOS has /usr/local -> ../var/usrlocal, /opt -> var/opt.
+    A link cannot lead out of the view: ".." stops at its root, absolute targets restart
+    at it."""
+    parts = [p for p in dest.split("/") if p]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        if part == ".":
+            continue
+        candidate = view + "/" + "/".join([*resolved, part])
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise SandboxError(f"too many symbolic links resolving {dest} in the view")
+            link = os.readlink(candidate)
+            if link.startswith("/"):
+                resolved = []
+            parts = [p for p in link.split("/") if p] + parts
+            continue
+        resolved.append(part)
+    return view + "/" + "/".join(resolved)
+
+
 def _make_mountpoint(path: str, is_dir: bool) -> None:
     try:
         if is_dir:
@@ -272,10 +302,10 @@ def _make_mountpoint(path: str, is_dir: bool) -> None:
 def _build_view(k: _Kernel, spec: Spec) -> None:
     k.mount("tmpfs", spec.view, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
     for kind, dest, source, mode in spec.mounts:
-        target = spec.view + dest
         if kind == SYMLINK:
-            os.symlink(source, target)
+            os.symlink(source, spec.view + dest)
             continue
+        target = in_view(spec.view, dest)
         if kind in (TMPFS, DIR):
             _make_mountpoint(target, True)
             if kind == TMPFS:
@@ -291,10 +321,11 @@ def _build_view(k: _Kernel, spec: Spec) -> None:
         _make_mountpoint(target, os.path.isdir(source))
         recursive = MS_REC if kind in (RBIND, RO_RBIND) else 0
         k.mount(source, target, "", MS_BIND | recursive)
-        if kind in (RO_BIND, RO_RBIND, BIND):
-            ro = 0 if kind == BIND else MS_RDONLY
-            flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | ro | _kept_flags(target)
-            k.mount("", target, "", flags)
+        # Every bind is nosuid; all but /dev (an RBIND of device nodes) are nodev too.
+        ro = MS_RDONLY if kind in (RO_BIND, RO_RBIND) else 0
+        nodev = 0 if kind == RBIND else MS_NODEV
+        flags = MS_REMOUNT | MS_BIND | MS_NOSUID | nodev | ro | _kept_flags(target)
+        k.mount("", target, "", flags)
 
 
 def _same_dir(path: str, want: tuple[int, int] | None) -> bool:
@@ -334,7 +365,9 @@ def enter(spec: Spec) -> None:
             if _same_dir(where, None):
                 break
     k.no_new_privs()
-    exec_program(spec.program, spec.argv, spec.env, spec.layer)
+    # PWD must name where the program really starts, not the caller's cwd left behind.
+    env = {**spec.env, "PWD": os.getcwd()}
+    exec_program(spec.program, spec.argv, env, spec.layer)
 
 
 def exec_program(

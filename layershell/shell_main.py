@@ -52,6 +52,19 @@ def parse(argv: list[str]) -> tuple[str | None, Request]:
     return layer, Request(login=login)
 
 
+def wants_help(argv: list[str]) -> bool:
+    """-h/--help/--version among layer-shell's own options (not after -c or --)."""
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("-h", "--help", "--version"):
+            return True
+        if arg == "--layer":
+            next(args, None)  # its value
+        elif arg in ("-c", "-lc", "-cl", "--") or not arg.startswith("-"):
+            return False
+    return False
+
+
 def run(argv: list[str]) -> int:
     import pwd
 
@@ -106,9 +119,7 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
-    if "_LAYER_SHELL_COMPLETE" in os.environ or any(
-        a in ("-h", "--help", "--version") for a in argv[1:2]
-    ):
+    if "_LAYER_SHELL_COMPLETE" in os.environ or wants_help(argv):
         from layershell.cli.layer_shell import click_main
 
         click_main(argv)

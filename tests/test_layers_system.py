@@ -230,3 +230,36 @@ def test_store_owners_and_modes(system: SystemStack) -> None:
         st = path.stat()
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid, mode), path
     assert pwd.getpwnam(system.arne).pw_shell == system.launcher
+
+
+def test_init_refuses_writable_outside_layershell(system: SystemStack) -> None:
+    config = system.root / "etc/layershell/layers.yaml"
+    original = config.read_text()
+    config.write_text(original.replace('"{store}/usr-local"', "/etc"))
+    try:
+        r = system.core("init")
+        assert r.returncode == 2
+        assert "/etc is outside layershell's directories" in err(r)
+        assert os.stat("/etc").st_uid == 0
+    finally:
+        config.write_text(original)
+        assert system.core("init").returncode == 0
+
+
+def test_core_shell_layer_completion(system: SystemStack) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "layershell"],
+        env={**system.env, "_CORE_COMPLETE": "bash_complete",
+             "COMP_WORDS": "core shell --layer o", "COMP_CWORD": "3"},
+        capture_output=True, text=True, check=False, cwd="/",
+    )  # fmt: skip
+    assert "plain,otto" in r.stdout.splitlines(), r.stdout + r.stderr
+
+
+def test_pwd_names_the_real_start_directory(system: SystemStack) -> None:
+    r = system.core("shell", "--layer", "otto", "--", "sh", "-c", 'echo "$PWD"; pwd')
+    lines = out(r).splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1], err(r)

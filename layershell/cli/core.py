@@ -7,6 +7,7 @@ import sys
 import click
 
 from layershell import __version__
+from layershell.cli import check as check_cmd
 from layershell.cli import init as init_cmd
 from layershell.cli import shell as shell_cmd
 from layershell.cli.app import make_app
@@ -46,6 +47,7 @@ def cli(ctx: click.Context, root: str | None, rootless: bool | None) -> None:
     ctx.obj = make_app(root, rootless)
 
 
+cli.add_command(check_cmd.check)
 cli.add_command(init_cmd.init)
 cli.add_command(shell_cmd.shell)
 

@@ -22,8 +22,9 @@ The layers, from most to least privileged:
             sees arne's packages read-only; runs code
 
 Root opens a real PAM session (service layer-shell) for the layer's account,
-refuses expired or locked accounts, switches to the account and enters the
-layer; the session is closed when the shell or COMMAND exits. The exit status
+refuses accounts that PAM account management refuses (expired, or locked with
+usermod --lock --expiredate 1), switches to the account and enters the layer;
+the session is closed when the shell or COMMAND exits. The exit status
 is COMMAND's (128+N if it was killed by signal N).
 
 \b
@@ -34,11 +35,14 @@ Examples:
 
 
 def _complete_layers(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    app = ctx.find_object(App)
-    if app is None:
-        return []
+    # Completion parses without running the group's callback, so there is no App yet:
+    # find the paths from the group's own options.
+    from layershell import paths
+
+    top = ctx.find_root()
     try:
-        names = stack.load(app.paths.layers_file, app.paths.stack_cache).names
+        where = paths.detect(root=top.params.get("root"), rootless=top.params.get("rootless"))
+        names = stack.load(where.layers_file, where.stack_cache).names
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [n for n in names if n.startswith(incomplete)]
