@@ -1,0 +1,54 @@
+"""One operation at a time per layer: an flock on the layer's lock file.
+
+A second caller waits and says why (which pid holds it), or with no_wait fails at once.
+The kernel drops an flock when its holder dies, SIGKILL included, so a crash never
+leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from layershell.errors import LayershellError
+
+
+class Busy(LayershellError):
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+def _holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 64).decode(errors="replace").strip()
+    except OSError:
+        return "another process"
+    return f"pid {text}" if text.isdigit() else "another process"
+
+
+@contextmanager
+def held(
+    path: str, *, no_wait: bool = False, waiting: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = _holder(fd)
+            if no_wait:
+                raise Busy(
+                    f"another layershell operation holds {path} ({who})",
+                    "wait for it to finish, or run without --no-wait to queue behind it",
+                ) from None
+            if waiting is not None:
+                waiting(f"waiting for another layershell operation ({who}) to finish ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,238 @@
+"""The record: what is installed in a layer, in SQLite.
+
+One database per installing layer, in the layer's store and owned by its account, so
+the account that installs is the one that writes (root never writes a layer's files;
+it runs `core install` as the account). WAL journal, one transaction per operation, a
+schema version in PRAGMA user_version with forward migrations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from layershell.errors import LayershellError
+
+SCHEMA_VERSION = 1
+
+# MIGRATIONS[n] takes a database from version n to n+1. Never edit a released entry;
+# append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE packages (
+        name           TEXT NOT NULL,
+        version        TEXT NOT NULL,
+        layer          TEXT NOT NULL,
+        path           TEXT NOT NULL,
+        sha256         TEXT NOT NULL,
+        source         TEXT NOT NULL,
+        size           INTEGER NOT NULL DEFAULT 0,
+        files          INTEGER NOT NULL DEFAULT 0,
+        bytes          INTEGER NOT NULL DEFAULT 0,
+        spec           TEXT NOT NULL DEFAULT '{}',
+        installed_at   REAL NOT NULL,
+        active         INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (name, version)
+    );
+    CREATE UNIQUE INDEX packages_one_active ON packages (name) WHERE active = 1;
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY,
+        at      REAL NOT NULL,
+        name    TEXT NOT NULL,
+        version TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        detail  TEXT NOT NULL DEFAULT ''
+    );
+    """,
+)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """One installed version of a package."""
+
+    name: str
+    version: str
+    layer: str
+    path: str
+    sha256: str
+    source: str
+    size: int
+    files: int
+    bytes: int
+    installed_at: float
+    active: bool
+    spec: dict[str, object] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "layer": self.layer,
+            "path": self.path,
+            "sha256": self.sha256,
+            "source": self.source,
+            "size": self.size,
+            "files": self.files,
+            "bytes": self.bytes,
+            "installed_at": self.installed_at,
+            "active": self.active,
+            "spec": self.spec,
+        }
+
+
+class StateError(LayershellError):
+    pass
+
+
+# Literal statements (no string building): the column list is the same everywhere.
+_SELECT = (
+    "SELECT name, version, layer, path, sha256, source, size, files, bytes, installed_at,"
+    " active, spec FROM packages"
+)
+_INSERT = (
+    "INSERT OR REPLACE INTO packages (name, version, layer, path, sha256, source, size,"
+    " files, bytes, installed_at, active, spec) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _row(row: tuple[Any, ...]) -> Installed:
+    (name, version, layer, path, sha256, source, size, files, nbytes, at, active, spec) = row
+    return Installed(
+        str(name), str(version), str(layer), str(path), str(sha256), str(source),
+        int(size), int(files), int(nbytes), float(at), bool(active), json.loads(str(spec)),
+    )  # fmt: skip
+
+
+class State:
+    """A layer's database. Use as a context manager; write inside `transaction()`."""
+
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
+        self.path = path
+        try:
+            if readonly:
+                self.db = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30
+                )
+            else:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self._migrate()
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"cannot open the state database {path}: {exc}",
+                "check that it is readable by this account (and writable to install)",
+            ) from None
+        if readonly:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"{path} has schema version {version}, newer than this layershell "
+                    f"knows ({SCHEMA_VERSION})",
+                    "upgrade layershell",
+                )
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path} has schema version {version}, newer than this layershell "
+                f"knows ({SCHEMA_VERSION})",
+                "upgrade layershell",
+            )
+        for target in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                # executescript() would COMMIT on its own; run statement by statement
+                # so the migration and its version bump are one transaction.
+                for statement in MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {target + 1}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> State:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: all of an operation's writes, or none."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- queries -----------------------------------------------------------------------
+
+    def all(self) -> list[Installed]:
+        rows = self.db.execute(_SELECT + " ORDER BY name, installed_at")
+        return [_row(r) for r in rows]
+
+    def versions(self, name: str) -> list[Installed]:
+        rows = self.db.execute(_SELECT + " WHERE name = ? ORDER BY installed_at", (name,))
+        return [_row(r) for r in rows]
+
+    def active(self, name: str) -> Installed | None:
+        row = self.db.execute(_SELECT + " WHERE name = ? AND active = 1", (name,)).fetchone()
+        return _row(row) if row else None
+
+    def get(self, name: str, version: str) -> Installed | None:
+        row = self.db.execute(
+            _SELECT + " WHERE name = ? AND version = ?", (name, version)
+        ).fetchone()
+        return _row(row) if row else None
+
+    def paths(self) -> set[str]:
+        return {str(r[0]) for r in self.db.execute("SELECT path FROM packages")}
+
+    # -- writes (call inside transaction()) ----------------------------------------------
+
+    def record(self, pkg: Installed, *, activate: bool) -> None:
+        if activate:
+            self.db.execute("UPDATE packages SET active = 0 WHERE name = ?", (pkg.name,))
+        self.db.execute(
+            _INSERT,
+            (
+                pkg.name, pkg.version, pkg.layer, pkg.path, pkg.sha256, pkg.source,
+                pkg.size, pkg.files, pkg.bytes, pkg.installed_at, int(activate),
+                json.dumps(pkg.spec, sort_keys=True),
+            ),
+        )  # fmt: skip
+        self.event(pkg.name, pkg.version, "install", pkg.source)
+
+    def forget(self, name: str, version: str | None = None) -> None:
+        if version is None:
+            self.db.execute("DELETE FROM packages WHERE name = ?", (name,))
+        else:
+            self.db.execute("DELETE FROM packages WHERE name = ? AND version = ?", (name, version))
+        self.event(name, version or "*", "remove")
+
+    def event(self, name: str, version: str, action: str, detail: str = "") -> None:
+        self.db.execute(
+            "INSERT INTO events (at, name, version, action, detail) VALUES (?,?,?,?,?)",
+            (time.time(), name, version, action, detail),
+        )
+
+    def events(self, name: str | None = None) -> list[tuple[float, str, str, str, str]]:
+        query = "SELECT at, name, version, action, detail FROM events"
+        rows = (
+            self.db.execute(query + " WHERE name = ? ORDER BY id", (name,))
+            if name
+            else self.db.execute(query + " ORDER BY id")
+        )
+        return [(float(a), str(n), str(v), str(ac), str(d)) for a, n, v, ac, d in rows]
