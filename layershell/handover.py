@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pwd
 import signal
-import sys
 
 from layershell import pam, session
 from layershell.errors import LayershellError, PermissionRefused
@@ -28,23 +27,6 @@ def account(name: str) -> pwd.struct_passwd:
             f"account {name!r} does not exist",
             "create the layer accounts with: core init --create-users",
         ) from None
-
-
-def layer_shell_argv(layer: Layer, request: Request) -> list[str]:
-    """The `layer-shell` command line the account runs. It is started through this very
-    interpreter with an explicit sys.path, so it works before any launcher exists."""
-    code = (
-        f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
-        "from layershell.shell_main import main; main(['layer-shell', *sys.argv[1:]])"
-    )
-    args = [sys.executable, "-I", "-S", "-c", code, "--layer", layer.name]
-    if request.login:
-        args.append("-l")
-    if request.command is not None:
-        args += ["-c", request.command, *request.command_args]
-    elif request.program:
-        args += ["--", *request.program]
-    return args
 
 
 def child_env(paths: Paths, pw: pwd.struct_passwd, pam_env: dict[str, str]) -> dict[str, str]:
@@ -84,7 +66,7 @@ def run(paths: Paths, stack: LayerStack, layer: Layer, request: Request) -> int:
             "a layer above core needs an ordinary account; fix layers.yaml",
         )
     with pam.session(pw.pw_name) as pam_env:
-        child_argv = layer_shell_argv(layer, request)
+        child_argv = session.layer_shell_argv(layer.name, request)
         env = child_env(paths, pw, pam_env)
         pid = os.fork()
         if pid == 0:  # child: become the account, then start layer-shell as it

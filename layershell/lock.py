@@ -31,7 +31,9 @@ def _holder(fd: int) -> str:
 @contextmanager
 def held(
     path: str, *, no_wait: bool = False, waiting: Callable[[str], None] | None = None
-) -> Iterator[None]:
+) -> Iterator[int]:
+    """Hold the lock; yields its file descriptor, which a child process may inherit to
+    keep the lock held for as long as it runs."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -49,6 +51,6 @@ def held(
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        yield fd
     finally:
         os.close(fd)

@@ -42,6 +42,26 @@ class Request:
         self.login = login
 
 
+def layer_shell_argv(layer: str, request: Request) -> list[str]:
+    """A `layer-shell` command line for another process (an account after a handover, an
+    install.sh run). It starts through this very interpreter with an explicit sys.path,
+    so it works before any launcher exists and whatever the caller's PATH."""
+    import sys
+
+    code = (
+        f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
+        "from layershell.shell_main import main; main(['layer-shell', *sys.argv[1:]])"
+    )
+    args = [sys.executable, "-I", "-S", "-c", code, "--layer", layer]
+    if request.login:
+        args.append("-l")
+    if request.command is not None:
+        args += ["-c", request.command, *request.command_args]
+    elif request.program:
+        args += ["--", *request.program]
+    return args
+
+
 def shell_for(layer: Layer) -> str:
     return layer.shell if os.path.exists(layer.shell) else "/bin/sh"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import support
+from tests.servers import Servers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,3 +74,29 @@ def system() -> Iterator[support.SystemStack]:
         pytest.skip("needs root: creates accounts and a PAM service (CI runs as root)")
     with support.system_stack() as stack:
         yield stack
+
+
+@pytest.fixture
+def fresh_rootless() -> Iterator[support.Identity]:
+    """Like `rootless`, but new for each test: its own HOME, store and database."""
+    if not support.userns_available():
+        pytest.skip("unprivileged user namespaces are disabled on this kernel")
+    with support.rootless_identity() as ident:
+        yield ident
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    """Loopback HTTP and FTP repositories, stopped after the test."""
+    with Servers() as s:
+        yield s
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A 0755 directory under /var/tmp that every test identity can read."""
+    import shutil
+
+    path = support.make_shared_dir("layershell-data-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -8,6 +8,8 @@ from rich.console import Console
 
 from layershell import paths as paths_mod
 from layershell.paths import Paths
+from layershell.stack import LayerStack
+from layershell.target import Target
 
 
 @dataclass(frozen=True)
@@ -21,3 +23,32 @@ def make_app(root: str | None, rootless: bool | None) -> App:
     from layershell import ui
 
     return App(paths_mod.detect(root=root, rootless=rootless), ui.console(), ui.console(True))
+
+
+def load_stack(app: App) -> LayerStack:
+    from layershell import stack
+
+    layers = stack.load(app.paths.layers_file, app.paths.stack_cache)
+    if app.paths.mode == paths_mod.ROOTLESS:
+        import os
+        import pwd
+
+        layers = layers.with_account(pwd.getpwuid(os.getuid()).pw_name)
+    return layers
+
+
+def hand_to_account(app: App, target: Target, args: list[str]) -> None:
+    """Root never installs or removes itself: it runs the same `core` command as the
+    layer's account and exits with its status. Returns only if no hand-over is needed."""
+    import subprocess
+    import sys
+
+    from layershell import target as target_mod
+
+    if not target_mod.must_run_as_account(target):
+        return
+    argv, env = target_mod.as_account_argv(app.paths, args)
+    result = subprocess.run(
+        argv, env=env, cwd="/", user=target.uid, group=target.gid, extra_groups=[], check=False
+    )
+    sys.exit(result.returncode)

@@ -8,7 +8,10 @@ import click
 
 from layershell import __version__
 from layershell.cli import check as check_cmd
+from layershell.cli import inbox_cmd, listing, repo_cmd
 from layershell.cli import init as init_cmd
+from layershell.cli import install as install_cmd
+from layershell.cli import remove as remove_cmd
 from layershell.cli import shell as shell_cmd
 from layershell.cli.app import make_app
 from layershell.errors import LayershellError
@@ -24,6 +27,11 @@ class Group(click.Group):
             from layershell import ui
 
             sys.exit(ui.report_error("core", exc))
+        except OSError as exc:
+            # A file the user named or a directory they cannot write: say which, no traceback.
+            where = f": {exc.filename}" if exc.filename else ""
+            sys.stderr.write(f"core: error: {exc.strerror or exc}{where}\n")
+            sys.exit(1)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,7 +56,13 @@ def cli(ctx: click.Context, root: str | None, rootless: bool | None) -> None:
 
 
 cli.add_command(check_cmd.check)
+cli.add_command(inbox_cmd.inbox_cmd)
 cli.add_command(init_cmd.init)
+cli.add_command(install_cmd.install)
+cli.add_command(listing.list_)
+cli.add_command(listing.info)
+cli.add_command(remove_cmd.remove)
+cli.add_command(repo_cmd.repo_group)
 cli.add_command(shell_cmd.shell)
 
 

@@ -1,0 +1,61 @@
+"""`core inbox`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+
+from layershell import fetch, inbox, pipeline, repo, target
+from layershell.cli.app import App, load_stack
+from layershell.errors import LayershellError
+
+
+@click.command("inbox")
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@click.pass_obj
+def inbox_cmd(app: App, directory: str | None) -> None:
+    """Install the tarballs dropped in the inbox (default /opt/inbox).
+
+    \b
+    Layout: <inbox>/<profile>/<user>/<name>_<version>.tar[.gz|.xz|.zst]
+    Each tarball moves to done/ or failed/ beside it (failed/ gets a .reason file);
+    a bad one never stops the others. Exit status 1 if any failed.
+    """
+    where_dir = directory or app.paths.inbox_dir
+    layers = load_stack(app)
+    targets = {t.account: t for t in map(
+        lambda layer: target.target_for(app.paths, layers, layer.account),
+        target.installing_layers(layers),
+    )}  # fmt: skip
+
+    def install_one(drop: inbox.Drop) -> tuple[bool, str]:
+        where = targets[drop.user]
+        args = ["install", "--quiet", "--profile", drop.profile, drop.path]
+        if target.must_run_as_account(where):
+            argv, env = target.as_account_argv(app.paths, args)
+            result = subprocess.run(
+                argv, env=env, cwd="/", user=where.uid, group=where.gid, extra_groups=[],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if result.returncode == 0:
+                return True, result.stdout.strip() or "installed"
+            return False, result.stderr.strip() or f"core install exited {result.returncode}"
+        try:
+            fetcher = fetch.Fetcher(where.cache_dir, progress=fetch.progress_for(quiet=True))
+            planner = pipeline.Planner(fetcher, arch=repo.host_arch(), os_version=None)
+            job = planner.from_tarball(drop.path, profile=drop.profile)
+            report = pipeline.run(where, [job], fetcher, log=lambda _: None)
+        except LayershellError as exc:
+            return False, exc.message
+        if report.failures:
+            return False, report.failures[0].error.message
+        outcome = report.outcomes[0]
+        return True, f"{outcome.status} {outcome.name} {outcome.version}"
+
+    results = inbox.process(where_dir, set(targets), install_one, app.err.print)
+    if not results:
+        app.out.print(f"inbox {where_dir}: nothing to do")
+    if any(not r.ok for r in results):
+        sys.exit(1)

@@ -1,0 +1,89 @@
+"""`core install`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from layershell import fetch, manifest, pipeline, repo, target
+from layershell.cli.app import App, hand_to_account, load_stack
+
+
+@click.command()
+@click.option("--config", "config", metavar="FILE", help="Manifest (default: the host's).")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--connect-timeout", type=float, default=10.0, show_default=True, metavar="S")
+@click.option("--read-timeout", type=float, default=30.0, show_default=True, metavar="S")
+@click.option("--retries", type=int, default=3, show_default=True, help="Extra attempts.")
+@click.option(
+    "--profile",
+    type=click.Choice([p.value for p in manifest.Profile]),
+    help="Security profile recorded for tarballs (the inbox passes its directory's).",
+)
+@click.argument("items", nargs=-1, metavar="[REF|TARBALL|NAME]...")
+@click.pass_obj
+def install(
+    app: App,
+    config: str | None,
+    no_wait: bool,
+    quiet: bool,
+    connect_timeout: float,
+    read_timeout: float,
+    retries: int,
+    profile: str | None,
+    items: tuple[str, ...],
+) -> None:
+    """Install packages into the installing layer (arne), verified and atomically.
+
+    \b
+    ITEMS are references (https://repo/x86_64/goss_v0.0.1, .../goss_latest),
+    tarballs (./goss_v0.0.1.tar.gz) or names of packages in the manifest.
+    Without ITEMS, every package of the manifest is installed.
+    """
+    layers = load_stack(app)
+    where = target.target_for(app.paths, layers)
+    config_file = config or (
+        app.paths.manifest_file if os.path.exists(app.paths.manifest_file) else None
+    )
+    loaded = manifest.load_manifest(config_file) if config_file else None  # validate first
+    args = ["install", *(["--config", os.path.abspath(config_file)] if config_file else [])]
+    args += ["--no-wait"] * no_wait + ["--quiet"] * quiet
+    args += ["--connect-timeout", str(connect_timeout), "--read-timeout", str(read_timeout)]
+    args += ["--retries", str(retries)] + (["--profile", profile] if profile else [])
+    args += [os.path.abspath(i) if os.path.isfile(i) else i for i in items]
+    hand_to_account(app, where, args)
+
+    def log(line: str) -> None:
+        if not quiet:
+            app.err.print(line)
+
+    fetcher = fetch.Fetcher(
+        where.cache_dir,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries=retries,
+        progress=fetch.progress_for(quiet=quiet),
+    )
+    planner = pipeline.Planner(
+        fetcher, arch=repo.host_arch(), os_version=pipeline.os_version(app.paths)
+    )
+    jobs = pipeline.plan_jobs(planner, list(items), loaded, where, profile=profile)
+    report = pipeline.run(where, jobs, fetcher, no_wait=no_wait, log=log)
+    for o in report.outcomes:
+        what = {
+            "installed": "installed",
+            "unchanged": "already installed",
+            "activated": "activated",
+        }
+        app.out.print(
+            f"{what[o.status]} {o.name} {o.version} in layer {where.layer.name} ({o.path})"
+        )
+    for f in report.failures:
+        app.err.print(f"core: error: {f.name}: {f.error.message}")
+        if f.error.hint:
+            app.err.print(f"  hint: {f.error.hint}")
+    if report.failures:
+        sys.exit(max(f.error.exit_code for f in report.failures))

@@ -1,0 +1,20 @@
+"""`core remove`."""
+
+from __future__ import annotations
+
+import click
+
+from layershell import pipeline, target
+from layershell.cli.app import App, hand_to_account, load_stack
+
+
+@click.command()
+@click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_obj
+def remove(app: App, no_wait: bool, names: tuple[str, ...]) -> None:
+    """Remove packages (every installed version) from the installing layer."""
+    where = target.target_for(app.paths, load_stack(app))
+    hand_to_account(app, where, ["remove", *(["--no-wait"] * no_wait), *names])
+    for line in pipeline.remove(where, list(names), no_wait=no_wait, log=app.err.print):
+        app.out.print(f"removed {line}")

@@ -1,0 +1,236 @@
+"""The install pipeline: manifest or references -> plan -> fetch -> verify -> unpack ->
+install -> record, for one installing layer, under its lock.
+
+Every package is planned (resolved to an artifact with a sha256) before anything is
+fetched, so bad input stops the run before it changes anything. Each package then
+installs as its own transaction (install.py): a failure leaves that package as it was
+and the others installed; the run reports every failure and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from layershell import fetch, install, lock, manifest, plan, repo, verify
+from layershell.errors import LayershellError
+from layershell.install import Outcome, Source
+from layershell.paths import Paths
+from layershell.state import State
+from layershell.target import Target
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One package to install: where its bytes come from and what to record about it."""
+
+    name: str
+    version: str
+    url: str | None  # to fetch, or None for a local tarball
+    tarball: str | None
+    sha256: str | None
+    size: int | None
+    spec: dict[str, object]
+
+    @property
+    def origin(self) -> str:
+        return self.url or self.tarball or ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    name: str
+    error: LayershellError
+
+
+@dataclass(frozen=True)
+class Report:
+    outcomes: tuple[Outcome, ...]
+    failures: tuple[Failure, ...]
+
+
+def os_version(paths: Paths) -> str | None:
+    for root in dict.fromkeys((paths.root, "/")):
+        version = repo.host_os_version(root=root)
+        if version is not None:
+            return version
+    return None
+
+
+def _local_path(url: str) -> str:
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+
+
+class Planner:
+    """Resolves requests to jobs, reading indexes through the fetcher (cached, 304s)."""
+
+    def __init__(self, fetcher: fetch.Fetcher, *, arch: str, os_version: str | None) -> None:
+        self.fetcher = fetcher
+        self.arch = arch
+        self.os_version = os_version
+
+    def _get_text(self, url: str) -> bytes | None:
+        # A file:// <name>_latest may be a symlink: its target names the version.
+        if url.startswith("file:"):
+            return repo.read_latest(_local_path(url))
+        return self.fetcher.get_text(url)
+
+    def _resolve(
+        self, name: str, repository: str, version: str, kind: str, stream: str, pin: str | None
+    ) -> plan.Artifact:
+        return plan.resolve(
+            name, repository, version, kind, stream,
+            arch=self.arch, os_version=self.os_version,
+            get_index=self.fetcher.get_index, get_text=self._get_text, sha256_pin=pin,
+        )  # fmt: skip
+
+    def from_spec(self, spec: manifest.PackageSpec, repository: str) -> Job:
+        art = self._resolve(
+            spec.name, repository, spec.version, spec.version_kind.value,
+            spec.track_stream.value, spec.sha256,
+        )  # fmt: skip
+        record: dict[str, object] = {
+            "version_kind": spec.version_kind.value,
+            "track_stream": spec.track_stream.value,
+            "profile": spec.profile.value,
+            "install_method": spec.install_method.value,
+            "enable": list(spec.enable),
+            "start": list(spec.start),
+            "expose": None if spec.expose is None else list(spec.expose),
+            "repository": repository,
+        }
+        return Job(art.name, art.version, art.url, None, art.sha256, art.size, record)
+
+    def from_reference(self, text: str) -> Job:
+        ref = repo.parse_reference(text)
+        if ref.arch != self.arch:
+            raise LayershellError(
+                f"{text} is built for {ref.arch}, this host is {self.arch}",
+                f"use the {self.arch} directory of the repository",
+                exit_code=2,
+            )
+        kind = plan.LATEST if ref.version == "latest" else plan.PINNED
+        art = self._resolve(ref.name, ref.repository, ref.version, kind, "stable", None)
+        record: dict[str, object] = {
+            "version_kind": kind,
+            "track_stream": "stable",
+            "repository": ref.repository,
+        }
+        return Job(art.name, art.version, art.url, None, art.sha256, art.size, record)
+
+    @staticmethod
+    def from_tarball(path: str, profile: str | None = None) -> Job:
+        parsed = repo.split_artifact_name(os.path.basename(path))
+        if parsed is None:
+            raise LayershellError(
+                f"{path}: a package file is named <name>_<version>.tar[.gz|.xz|.zst]",
+                "rename it, e.g. goss_v0.0.1.tar.gz",
+                exit_code=2,
+            )
+        name, version, _ = parsed
+        record: dict[str, object] = {"version_kind": "file"}
+        if profile is not None:
+            record["profile"] = profile
+        return Job(name, version, None, os.path.abspath(path), None, None, record)
+
+
+def plan_jobs(
+    planner: Planner,
+    requests: list[str],
+    loaded: manifest.Manifest | None,
+    target: Target,
+    *,
+    profile: str | None = None,
+) -> list[Job]:
+    """Every request resolved before anything is fetched; the first problem stops it."""
+    jobs: list[Job] = []
+    if not requests:
+        if loaded is None:
+            raise LayershellError(
+                "nothing to install", "name packages, references or tarballs, or use --config"
+            )
+        specs = list(loaded.packages)
+    else:
+        specs = []
+        for text in requests:
+            if "://" in text or text.startswith("file:"):
+                jobs.append(planner.from_reference(text))
+            elif os.path.isfile(text):
+                jobs.append(planner.from_tarball(text, profile))
+            elif loaded is not None and loaded.get(text) is not None:
+                specs.append(loaded.get(text))  # type: ignore[arg-type]
+            else:
+                where = f" in {loaded.file}" if loaded else ""
+                raise LayershellError(
+                    f"{text!r} is not a reference, a tarball, or a package{where}",
+                    "a reference looks like https://repo/x86_64/goss_v0.0.1",
+                    exit_code=2,
+                )
+    for spec in specs:
+        if spec.user is not None and spec.user != target.account:
+            raise LayershellError(
+                f"{loaded.file if loaded else ''}:{spec.line}: package {spec.name} is for "
+                f"user {spec.user}, but layer {target.layer.name} belongs to {target.account}",
+                "set user: to the layer's account, or leave it out",
+                exit_code=2,
+            )
+        assert loaded is not None
+        jobs.append(planner.from_spec(spec, loaded.repository_for(spec)))
+    return jobs
+
+
+def _source(fetcher: fetch.Fetcher, job: Job) -> Source:
+    """Fetch (verified against the sha256 before it enters the cache) or hash a tarball."""
+    if job.url is not None:
+        path = fetcher.fetch(job.url, sha256=job.sha256, size=job.size, name=job.name)
+        digest = job.sha256 or os.path.basename(path)
+    else:
+        assert job.tarball is not None
+        path = job.tarball
+        digest = verify.sha256_file(path)
+        if job.sha256 is not None:
+            verify.check(path, job.sha256, path, name=job.name)
+    return Source(job.name, job.version, path, digest, os.path.getsize(path), job.origin, job.spec)
+
+
+def run(
+    target: Target,
+    jobs: list[Job],
+    fetcher: fetch.Fetcher,
+    *,
+    no_wait: bool = False,
+    log: Log,
+    script_timeout: float = install.DEFAULT_SCRIPT_TIMEOUT,
+) -> Report:
+    outcomes: list[Outcome] = []
+    failures: list[Failure] = []
+    with (
+        lock.held(target.lock_file, no_wait=no_wait, waiting=log) as lock_fd,
+        State(target.database) as db,
+    ):
+        install.reconcile(target, db, log)
+        for job in jobs:
+            try:
+                src = _source(fetcher, job)
+                install.checkpoint("fetched")
+                outcomes.append(
+                    install.install(
+                        target, src, db, script_timeout=script_timeout, log=log, lock_fd=lock_fd
+                    )
+                )
+            except LayershellError as exc:
+                failures.append(Failure(job.name, exc))
+    return Report(tuple(outcomes), tuple(failures))
+
+
+def remove(target: Target, names: list[str], *, no_wait: bool = False, log: Log) -> list[str]:
+    removed: list[str] = []
+    with lock.held(target.lock_file, no_wait=no_wait, waiting=log), State(target.database) as db:
+        install.reconcile(target, db, log)
+        for name in names:
+            removed += [f"{name} {v}" for v in install.remove(target, db, name)]
+    return removed
