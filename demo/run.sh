@@ -1,14 +1,43 @@
 #!/usr/bin/env bash
-# The embedded demo: the layer stack in rootless mode, as an ordinary user.
-# Run by ./dev.sh demo with a private HOME; every command is shown before it runs.
+# The embedded demo, in rootless mode as an ordinary user (./dev.sh demo gives it a
+# private HOME): the layers, then a manifest installed from a repository built from
+# demo/packages/. Every command is shown before it runs.
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
 if [ -t 1 ]; then B=$'\033[1m' N=$'\033[0m'; else B= N=; fi
 step() { printf '\n%s$ %s%s\n' "$B" "$*" "$N"; "$@"; }
+say() { printf '\n%s# %s%s\n' "$B" "$*" "$N"; }
 
+say "1. The layers: arne (1) is pseudo-root, otto (2) a plain user; core's /usr is read-only"
 step core --rootless init
-step layer-shell -c 'echo "layer $LAYERSHELL_LAYER: uid $(id -u) inside"; touch /opt/pkgs/hello && echo "wrote /opt/pkgs/hello"'
-step layer-shell -c 'touch /usr/bin/evil 2>&1 || echo "core /usr is read-only"'
-step layer-shell --layer otto -c 'echo "layer $LAYERSHELL_LAYER: uid $(id -u)"; ls /opt/pkgs; rm /opt/pkgs/hello 2>&1 || echo "layer 1 is read-only from layer 2"'
-step layer-shell --layer otto -c 'grep -E "^(CapEff|NoNewPrivs)" /proc/self/status'
-step layer-shell -c 'exit 7' || echo "exit status passed through: $?"
-printf '\n%sdemo finished: layers work%s\n' "$B" "$N"
+step layer-shell -c 'echo "layer $LAYERSHELL_LAYER: uid $(id -u) inside"; touch /usr/bin/x 2>&1 || true'
+step layer-shell --layer otto -c 'echo "layer $LAYERSHELL_LAYER: uid $(id -u)"; grep -E "^(CapEff|NoNewPrivs)" /proc/self/status'
+
+say "2. A repository: <repo>/<arch>/<name>_<version>.tar.gz plus an index with sha256s"
+arch=$(uname -m)
+repo="$HOME/demo-repo"
+mkdir -p "$repo/$arch"
+for dir in "$here"/packages/*/*/; do
+  name=$(basename "$(dirname "$dir")"); version=$(basename "$dir")
+  tar -C "$dir" -czf "$repo/$arch/${name}_${version}.tar.gz" .
+done
+step core repo index --streams "$here/streams.yaml" "$repo/$arch"
+
+say "3. The manifest, checked, then installed (verified, unpacked as you, install.sh in layer arne)"
+sed "s|@REPO@|file://$repo|" "$here/composable.yaml" > "$HOME/composable.yaml"
+step core check "$HOME/composable.yaml"
+step core install --config "$HOME/composable.yaml"
+step core list
+
+say "4. The packages run in layer otto and cannot change themselves"
+step layer-shell --layer otto -- /opt/pkgs/hello/bin/hello demo
+step layer-shell --layer otto -- /opt/pkgs/cowsay-lite/bin/cowsay-lite "layers work"
+step layer-shell --layer otto -c 'rm /opt/pkgs/hello/bin/hello 2>&1 || echo "layer 1 is read-only from layer 2"'
+
+say "5. Streams: the testing stream has hello 2.0"
+sed -i 's/track_stream: stable/track_stream: testing/' "$HOME/composable.yaml"
+step core install --config "$HOME/composable.yaml" hello
+step layer-shell --layer otto -- /opt/pkgs/hello/bin/hello
+step core info hello
+
+printf '\n%sdemo finished%s\n' "$B" "$N"
