@@ -118,6 +118,11 @@ class Paths:
         return os.path.join(self.views_dir, layer)
 
     @property
+    def helper(self) -> str:
+        """The executor that enters layers (enter.c), compiled by core init."""
+        return os.path.join(self.state_dir, "libexec", "layershell-enter")
+
+    @property
     def cache_dir(self) -> str:
         return os.path.join(self.state_dir, "cache")
 

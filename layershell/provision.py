@@ -62,9 +62,10 @@ def launcher_text() -> str:
     )
 
 
-def compile_launcher() -> bytes | None:
-    """The launcher as an ELF binary that keeps argv[0] (login shells), or None without
-    a C compiler. Built in a temporary directory; the caller installs it atomically."""
+def compile_c(source_name: str, defines: dict[str, str]) -> bytes | None:
+    """Compile one of layershell's C files (launcher.c, enter.c) with string defines;
+    None without a C compiler. Built in a temporary directory; the caller installs the
+    bytes atomically."""
     import shutil
     import subprocess
     import tempfile
@@ -72,26 +73,41 @@ def compile_launcher() -> bytes | None:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
-    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launcher.c")
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), source_name)
 
     def c_string(text: str) -> str:
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "layer-shell")
+        out = os.path.join(tmp, "a.out")
+        flags = [f"-D{k}={c_string(v)}" for k, v in {**defines, "MARKER": MARKER}.items()]
         result = subprocess.run(
-            [cc, "-O2", "-Wall", "-o", out, source,
-             f"-DPYTHON={c_string(sys.executable)}", f"-DCODE={c_string(launcher_code())}",
-             f"-DMARKER={c_string(MARKER)}"],
+            [cc, "-O2", "-Wall", "-o", out, source, *flags],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if result.returncode != 0:
             raise LayershellError(
-                f"cannot compile the layer-shell launcher: {result.stderr.strip()}",
-                "install a working C compiler (apt-get install gcc libc6-dev) or remove it",
+                f"cannot compile {source_name}: {result.stderr.strip()}",
+                "install a working C compiler (apt-get install gcc libc6-dev)",
             )
         with open(out, "rb") as f:
             return f.read()
+
+
+def compile_launcher() -> bytes | None:
+    """The launcher as an ELF binary that keeps argv[0] (login shells), or None."""
+    return compile_c("launcher.c", {"PYTHON": sys.executable, "CODE": launcher_code()})
+
+
+def compile_helper() -> bytes:
+    """layershell-enter, the executor every layer entry and shim goes through."""
+    built = compile_c("enter.c", {})
+    if built is None:
+        raise LayershellError(
+            "no C compiler: core init builds layershell-enter (layershell/enter.c) with one",
+            "install gcc and libc6-dev (Debian) or gcc and glibc-devel (Fedora), then rerun",
+        )
+    return built
 
 
 def _ensure_dir(path: str, mode: int, owner: tuple[int, int] | None, report: Report) -> None:
@@ -256,12 +272,15 @@ def init(paths: Paths, *, create_users: bool = False) -> Report:
                 "create them, or run: core init --create-users",
             )
     launcher_bytes = compile_launcher() or launcher_text().encode()
+    helper_bytes = compile_helper()
     root_owned = None if rootless else (0, 0)
     # /opt/pkgs is not among them: it belongs to the layer whose writable trees name it.
     for directory in (paths.config_dir, paths.state_dir, paths.stores_dir, paths.views_dir,
                       paths.cache_dir, paths.inbox_dir, paths.bin_dir):  # fmt: skip
         _ensure_dir(directory, 0o755, root_owned, report)
     _write_managed(launcher, launcher_bytes, 0o755, report)
+    _ensure_dir(os.path.dirname(paths.helper), 0o755, root_owned, report)
+    _write_managed(paths.helper, helper_bytes, 0o755, report)
     if rootless:
         for layer in layers.layers[1:]:
             # Rootless homes live in the store too (session.home_of), never in ~ itself.

@@ -133,8 +133,6 @@ def spec_for(
     paths: Paths,
     request: Request,
     *,
-    uid: int,
-    gid: int,
     user: str,
     passwd_home: str,
     cwd: str,
@@ -147,17 +145,16 @@ def spec_for(
     mounts = sandbox.layer_mounts(chain, home, paths.stores_dir, paths.pkgs_dir, paths.state_dir)
     program, argv = program_argv(layer, request)
     env = environment(layer, request, home=home, user=user, shell=shell_for(layer), base=base_env)
-    return sandbox.layer_spec(
+    return sandbox.Spec(
         layer=layer.name,
-        level=layer.level,
         view=paths.view(layer.name),
-        mounts=mounts,
+        mounts=tuple(mounts),
+        pseudo_root=layer.level == 1,
         network=layer.network,
-        caller_uid=uid,
-        caller_gid=gid,
-        home=home,
         cwd=cwd,
+        home=home,
         program=program,
-        argv=argv,
+        argv0=argv[0] if argv[0] != program else "",
+        args=argv[1:],
         env=env,
     )

@@ -72,7 +72,7 @@ def run(argv: list[str]) -> int:
 
     name, request = parse(argv)
     where = paths.detect()
-    uid, gid = os.getuid(), os.getgid()
+    uid = os.getuid()
     pw = pwd.getpwuid(uid)
     layers = stack.load(where.layers_file, where.stack_cache)
     if where.mode == paths.ROOTLESS:
@@ -106,14 +106,12 @@ def run(argv: list[str]) -> int:
         target,
         where,
         request,
-        uid=uid,
-        gid=gid,
         user=pw.pw_name,
         passwd_home=pw.pw_dir,
         cwd=cwd,
         base_env=dict(os.environ),
     )
-    sandbox.enter(spec)
+    sandbox.enter(spec, where.helper)
     return 1  # not reached: enter() execs or raises
 
 

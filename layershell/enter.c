@@ -1,0 +1,490 @@
+/* layershell-enter: build a layer's view in fresh namespaces and exec a program in it.
+ *
+ * The executor of layershell/sandbox.py, which alone decides WHAT a layer is (the
+ * mounts, ids, network, environment) and passes it here as arguments; this file only
+ * carries them out, the same way for `layer-shell` and for shims. It is C because a
+ * shim must cost a few milliseconds (Python alone starts in ~7 ms; docs/design.md).
+ *
+ * Steps (docs/design.md, "Entering a layer"):
+ *  1. unshare(USER|NS[|NET]); map the caller to 0, so it may mount in its namespace;
+ *  2. a tmpfs on --view, then every mount operation in order (all nosuid, all but
+ *     --rbind nodev; read-only where asked, keeping flags the kernel locked);
+ *  3. optionally bind the caller's cwd (--bind-cwd) unless the view shows it already
+ *     or it lies under a --cwd-deny path;
+ *  4. pivot_root into the view and detach the old root;
+ *  5. unshare(USER|NS) again, mapping the program's ids onto the caller: the copy of the
+ *     mount table in a less privileged namespace locks every mount;
+ *  6. chdir (the cwd if the view shows the same directory, else --home, else /),
+ *     no_new_privs, the environment, exec. No process stays behind: the program keeps
+ *     this pid, so signals, exit status and the terminal are the caller's.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define MAX_OPS 512
+#define MAX_ENV 512
+
+enum kind { RO_BIND, BIND, RBIND, RO_RBIND, TMPFS, DIR_OP, SYMLINK_OP, BIND_HOME };
+
+struct op {
+    enum kind kind;
+    const char *src;
+    const char *dst;
+    mode_t mode;
+};
+
+#ifndef MARKER
+#define MARKER "# Managed by layershell"
+#endif
+/* Proves ownership: core init replaces only a file that carries this line. */
+__attribute__((used)) static const char marker[] = MARKER ": the layer executor";
+
+static const char *layer = "?";
+static const char *prog_name = "layershell";
+
+__attribute__((format(printf, 2, 3), noreturn)) static void die(int code, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "%s: ", prog_name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(code);
+}
+
+static void die_errno(const char *what, const char *path) {
+    die(1, "layer %s: %s %s: %s", layer, what, path ? path : "", strerror(errno));
+}
+
+static void write_file(const char *path, const char *text, int tolerate_eperm) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (tolerate_eperm && (errno == EPERM || errno == EACCES))
+            return;
+        die_errno("cannot open", path);
+    }
+    ssize_t n = write(fd, text, strlen(text));
+    if (n < 0 && !(tolerate_eperm && (errno == EPERM || errno == EACCES)))
+        die_errno("cannot write", path);
+    close(fd);
+}
+
+static void map_ids(unsigned inside_uid, unsigned outside_uid, unsigned inside_gid,
+                    unsigned outside_gid) {
+    char buf[64];
+    /* A nested namespace inherits "deny" and may not write it again. */
+    write_file("/proc/self/setgroups", "deny", 1);
+    snprintf(buf, sizeof buf, "%u %u 1", inside_uid, outside_uid);
+    write_file("/proc/self/uid_map", buf, 0);
+    snprintf(buf, sizeof buf, "%u %u 1", inside_gid, outside_gid);
+    write_file("/proc/self/gid_map", buf, 0);
+}
+
+/* The host path of `dest` inside the view, following links as the layer would (Fedora
+ * CoreOS: /usr/local -> ../var/usrlocal); ".." stops at the view's root and an
+ * absolute link restarts there, so no link leads out of the view. */
+static void in_view(const char *view, const char *dest, char *out, size_t outlen) {
+    char pending[PATH_MAX * 2];
+    char resolved[PATH_MAX] = "";
+    int hops = 0;
+    snprintf(pending, sizeof pending, "%s", dest);
+    char *rest = pending;
+    while (*rest) {
+        while (*rest == '/')
+            rest++;
+        if (!*rest)
+            break;
+        char *slash = strchr(rest, '/');
+        size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
+        char part[NAME_MAX + 1];
+        if (len > NAME_MAX)
+            die(1, "layer %s: path component too long in %s", layer, dest);
+        memcpy(part, rest, len);
+        part[len] = 0;
+        rest += len;
+        if (strcmp(part, ".") == 0)
+            continue;
+        if (strcmp(part, "..") == 0) {
+            char *last = strrchr(resolved, '/');
+            if (last)
+                *last = 0;
+            continue;
+        }
+        char candidate[PATH_MAX * 2];
+        snprintf(candidate, sizeof candidate, "%s%s/%s", view, resolved, part);
+        char link[PATH_MAX];
+        ssize_t n = readlink(candidate, link, sizeof link - 1);
+        if (n >= 0) {
+            if (++hops > 40)
+                die(1, "layer %s: too many symbolic links resolving %s", layer, dest);
+            link[n] = 0;
+            char next[PATH_MAX * 2];
+            snprintf(next, sizeof next, "%s/%s", link, rest);
+            if (link[0] == '/')
+                resolved[0] = 0;
+            snprintf(pending, sizeof pending, "%s", next);
+            rest = pending;
+            continue;
+        }
+        size_t used = strlen(resolved);
+        snprintf(resolved + used, sizeof resolved - used, "/%s", part);
+    }
+    snprintf(out, outlen, "%s%s", view, resolved);
+}
+
+static void mkdir_p(const char *path, mode_t mode) {
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                die(1, "layer %s: cannot create mount point %s: %s (a layer's writable path "
+                       "must lie in a writable part of the view or exist in core)",
+                    layer, buf, strerror(errno));
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, mode) < 0 && errno != EEXIST)
+        die(1, "layer %s: cannot create mount point %s: %s (a layer's writable path must lie "
+               "in a writable part of the view or exist in core)",
+            layer, buf, strerror(errno));
+}
+
+static void make_mountpoint(const char *target, int is_dir) {
+    if (is_dir) {
+        mkdir_p(target, 0755);
+        return;
+    }
+    struct stat st;
+    if (lstat(target, &st) == 0)
+        return;
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", target);
+    char *slash = strrchr(parent, '/');
+    if (slash && slash != parent) {
+        *slash = 0;
+        mkdir_p(parent, 0755);
+    }
+    int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        die_errno("cannot create mount point", target);
+    close(fd);
+}
+
+/* Flags the kernel locked on the source mount must be kept on a remount. */
+static unsigned long kept_flags(const char *path) {
+    struct statvfs sv;
+    if (statvfs(path, &sv) < 0)
+        die_errno("cannot statvfs", path);
+    unsigned long f = 0;
+    if (sv.f_flag & ST_RDONLY) f |= MS_RDONLY;
+    if (sv.f_flag & ST_NOSUID) f |= MS_NOSUID;
+    if (sv.f_flag & ST_NODEV) f |= MS_NODEV;
+    if (sv.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
+    if (sv.f_flag & ST_NOATIME) f |= MS_NOATIME;
+    if (sv.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
+    if (sv.f_flag & ST_RELATIME) f |= MS_RELATIME;
+    return f;
+}
+
+static void bind(const char *src, const char *target, int recursive, int readonly, int nodev) {
+    if (mount(src, target, NULL, MS_BIND | (recursive ? MS_REC : 0), NULL) < 0)
+        die(1, "layer %s: cannot bind %s: %s", layer, src, strerror(errno));
+    unsigned long flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (nodev ? MS_NODEV : 0) |
+                          (readonly ? MS_RDONLY : 0) | kept_flags(target);
+    if (mount(NULL, target, NULL, flags, NULL) < 0)
+        die(1, "layer %s: cannot remount %s: %s", layer, src, strerror(errno));
+}
+
+static const char *cwd_deny[64];
+static int ndeny = 0;
+
+static int under(const char *path, const char *prefix);
+
+static int denied(const char *path) {
+    char real[PATH_MAX];
+    const char *check = realpath(path, real) ? real : path;
+    for (int k = 0; k < ndeny; k++)
+        if (under(check, cwd_deny[k]) || under(path, cwd_deny[k]))
+            return 1;
+    return 0;
+}
+
+/* The caller's $HOME, as the program starts: never "/", never a denied path. */
+static void bind_home(const char *view, const char *mode) {
+    const char *home = getenv("HOME");
+    struct stat st;
+    if (!home || home[0] != '/' || strcmp(home, "/") == 0 || denied(home) ||
+        stat(home, &st) < 0 || !S_ISDIR(st.st_mode))
+        return;
+    char target[PATH_MAX];
+    in_view(view, home, target, sizeof target);
+    mkdir_p(target, 0755);
+    bind(home, target, 0, strcmp(mode, "ro") == 0, 1);
+}
+
+static void run_op(const char *view, const struct op *op) {
+    char target[PATH_MAX];
+    if (op->kind == BIND_HOME) {
+        bind_home(view, op->src);
+        return;
+    }
+    if (op->kind == SYMLINK_OP) {
+        snprintf(target, sizeof target, "%s%s", view, op->dst);
+        if (symlink(op->src, target) < 0)
+            die_errno("cannot create symlink", op->dst);
+        return;
+    }
+    in_view(view, op->dst, target, sizeof target);
+    if (op->kind == TMPFS || op->kind == DIR_OP) {
+        mkdir_p(target, 0755);
+        if (op->kind == TMPFS) {
+            char data[32];
+            snprintf(data, sizeof data, "mode=%o", (unsigned)op->mode);
+            if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data) < 0)
+                die_errno("cannot mount tmpfs on", op->dst);
+        } else if (chmod(target, op->mode) < 0) {
+            die_errno("cannot chmod", op->dst);
+        }
+        return;
+    }
+    struct stat st;
+    if (stat(op->src, &st) < 0)
+        die(1, "layer %s: %s does not exist (wanted at %s); run `core init` to create the "
+               "layer's store",
+            layer, op->src, op->dst);
+    make_mountpoint(target, S_ISDIR(st.st_mode));
+    int recursive = op->kind == RBIND || op->kind == RO_RBIND;
+    int readonly = op->kind == RO_BIND || op->kind == RO_RBIND;
+    bind(op->src, target, recursive, readonly, op->kind != RBIND);
+}
+
+static int same_dir(const char *path, dev_t dev, ino_t ino) {
+    struct stat st;
+    return stat(path, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+static int under(const char *path, const char *prefix) {
+    size_t n = strlen(prefix);
+    while (n > 1 && prefix[n - 1] == '/')
+        n--;
+    return strncmp(path, prefix, n) == 0 && (path[n] == 0 || path[n] == '/');
+}
+
+static unsigned parse_uint(const char *text, const char *what) {
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(text, &end, 0);
+    if (errno || *end || v > 0xfffffffeUL)
+        die(2, "bad %s: %s", what, text);
+    return (unsigned)v;
+}
+
+static const char *need(int argc, char **argv, int i, const char *opt) {
+    if (i >= argc)
+        die(2, "%s needs a value", opt);
+    return argv[i];
+}
+
+int main(int argc, char **argv) {
+    static struct op ops[MAX_OPS];
+    static char *env_out[MAX_ENV + 1];
+    const char *keep[64], *keep_prefix[16], *setenv_kv[128][2];
+    int nops = 0, nkeep = 0, nkeep_prefix = 0, nset = 0;
+    const char *view = NULL, *cwd = NULL, *home = NULL, *bind_cwd = NULL, *argv0 = NULL;
+    int pseudo_root = 0, no_net = 0, clearenv_ = 0, refuse_root = 0;
+    unsigned in_uid = getuid(), in_gid = getgid();
+    int i = 1;
+
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) {
+            i++;
+            break;
+        }
+        if (nops >= MAX_OPS)
+            die(2, "too many mount operations");
+        if (!strcmp(a, "--ro-bind") || !strcmp(a, "--bind") || !strcmp(a, "--rbind") ||
+            !strcmp(a, "--ro-rbind") || !strcmp(a, "--symlink")) {
+            struct op *op = &ops[nops++];
+            op->kind = !strcmp(a, "--ro-bind")  ? RO_BIND
+                       : !strcmp(a, "--bind")   ? BIND
+                       : !strcmp(a, "--rbind")  ? RBIND
+                       : !strcmp(a, "--symlink") ? SYMLINK_OP
+                                                : RO_RBIND;
+            op->src = need(argc, argv, ++i, a);
+            op->dst = need(argc, argv, ++i, a);
+        } else if (!strcmp(a, "--tmpfs") || !strcmp(a, "--dir")) {
+            struct op *op = &ops[nops++];
+            op->kind = !strcmp(a, "--tmpfs") ? TMPFS : DIR_OP;
+            op->dst = need(argc, argv, ++i, a);
+            op->mode = (mode_t)parse_uint(need(argc, argv, ++i, a), "mode");
+        } else if (!strcmp(a, "--bind-home")) {
+            struct op *op = &ops[nops++];
+            op->kind = BIND_HOME;
+            op->src = need(argc, argv, ++i, a);
+            if (strcmp(op->src, "ro") && strcmp(op->src, "rw"))
+                die(2, "--bind-home takes ro or rw");
+        } else if (!strcmp(a, "--view")) {
+            view = need(argc, argv, ++i, a);
+        } else if (!strcmp(a, "--layer")) {
+            layer = need(argc, argv, ++i, a);
+        } else if (!strcmp(a, "--name")) {
+            prog_name = need(argc, argv, ++i, a);
+        } else if (!strcmp(a, "--pseudo-root")) {
+            pseudo_root = 1;
+        } else if (!strcmp(a, "--unshare-net")) {
+            no_net = 1;
+        } else if (!strcmp(a, "--refuse-root")) {
+            refuse_root = 1;
+        } else if (!strcmp(a, "--cwd")) {
+            cwd = need(argc, argv, ++i, a);
+        } else if (!strcmp(a, "--home")) {
+            home = need(argc, argv, ++i, a);
+        } else if (!strcmp(a, "--bind-cwd")) {
+            bind_cwd = need(argc, argv, ++i, a);
+            if (strcmp(bind_cwd, "ro") && strcmp(bind_cwd, "rw"))
+                die(2, "--bind-cwd takes ro or rw");
+        } else if (!strcmp(a, "--cwd-deny")) {
+            if (ndeny < 64)
+                cwd_deny[ndeny++] = need(argc, argv, ++i, a);
+        } else if (!strcmp(a, "--clearenv")) {
+            clearenv_ = 1;
+        } else if (!strcmp(a, "--keep-env")) {
+            if (nkeep < 64)
+                keep[nkeep++] = need(argc, argv, ++i, a);
+        } else if (!strcmp(a, "--keep-env-prefix")) {
+            if (nkeep_prefix < 16)
+                keep_prefix[nkeep_prefix++] = need(argc, argv, ++i, a);
+        } else if (!strcmp(a, "--setenv")) {
+            if (nset < 128) {
+                setenv_kv[nset][0] = need(argc, argv, ++i, a);
+                setenv_kv[nset++][1] = need(argc, argv, ++i, a);
+            }
+        } else if (!strcmp(a, "--argv0")) {
+            argv0 = need(argc, argv, ++i, a);
+        } else {
+            die(2, "unknown option %s", a);
+        }
+    }
+    if (i >= argc)
+        die(2, "no program to run (usage: layershell-enter OPTIONS -- PROGRAM [ARGS])");
+    if (view == NULL)
+        die(2, "--view is required");
+    if (refuse_root && getuid() == 0)
+        die(1, "refusing to run a layer program as root: it would run as host root "
+               "(run it as an ordinary user, or: core shell --layer %s -- PROGRAM)",
+            layer);
+
+    /* The environment, computed before anything changes. */
+    int nenv = 0;
+    extern char **environ;
+    for (char **e = environ; *e && nenv < MAX_ENV; e++) {
+        size_t eq = strcspn(*e, "=");
+        int ok = !clearenv_;
+        for (int k = 0; !ok && k < nkeep; k++)
+            ok = strlen(keep[k]) == eq && !strncmp(*e, keep[k], eq);
+        for (int k = 0; !ok && k < nkeep_prefix; k++)
+            ok = !strncmp(*e, keep_prefix[k], strlen(keep_prefix[k]));
+        for (int k = 0; ok && k < nset; k++)
+            if (strlen(setenv_kv[k][0]) == eq && !strncmp(*e, setenv_kv[k][0], eq))
+                ok = 0;
+        if (ok && !(eq == 3 && !strncmp(*e, "PWD", 3)))
+            env_out[nenv++] = *e;
+    }
+    for (int k = 0; k < nset && nenv < MAX_ENV - 1; k++) {
+        size_t len = strlen(setenv_kv[k][0]) + strlen(setenv_kv[k][1]) + 2;
+        char *kv = malloc(len);
+        if (!kv)
+            die(1, "out of memory");
+        snprintf(kv, len, "%s=%s", setenv_kv[k][0], setenv_kv[k][1]);
+        env_out[nenv++] = kv;
+    }
+
+    char here[PATH_MAX];
+    if (cwd == NULL)
+        cwd = getcwd(here, sizeof here);
+    struct stat cwd_st;
+    int have_cwd = cwd && stat(cwd, &cwd_st) == 0;
+
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS | (no_net ? CLONE_NEWNET : 0)) < 0)
+        die(1, "cannot create the layer's namespaces: %s (unprivileged user namespaces "
+               "must be enabled: sysctl user.max_user_namespaces > 0)",
+            strerror(errno));
+    map_ids(0, uid, 0, gid);
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        die_errno("cannot make / private", NULL);
+    if (mount("tmpfs", view, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
+        die_errno("cannot mount the view on", view);
+    for (int k = 0; k < nops; k++)
+        run_op(view, &ops[k]);
+
+    if (bind_cwd && have_cwd && strcmp(cwd, "/") != 0) {
+        char shown[PATH_MAX * 2];
+        snprintf(shown, sizeof shown, "%s%s", view, cwd);
+        if (!denied(cwd) && !same_dir(shown, cwd_st.st_dev, cwd_st.st_ino)) {
+            char target[PATH_MAX];
+            in_view(view, cwd, target, sizeof target);
+            mkdir_p(target, 0755);
+            bind(cwd, target, 0, strcmp(bind_cwd, "ro") == 0, 1);
+        }
+    }
+
+    if (chdir(view) < 0)
+        die_errno("cannot enter", view);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        die_errno("cannot pivot into the layer view", NULL);
+    if (umount2(".", MNT_DETACH) < 0)
+        die_errno("cannot detach the host root", NULL);
+
+    if (pseudo_root)
+        in_uid = in_gid = 0;
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+        die_errno("cannot lock the view", NULL);
+    map_ids(in_uid, 0, in_gid, 0);
+
+    if (!(have_cwd && chdir(cwd) == 0 && same_dir(".", cwd_st.st_dev, cwd_st.st_ino)))
+        if (!(home && chdir(home) == 0))
+            if (chdir("/") < 0)
+                die_errno("cannot chdir to", "/");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        die_errno("cannot set no_new_privs", NULL);
+
+    /* PWD names where the program really starts. */
+    char *pwd = getcwd(here, sizeof here);
+    if (pwd && nenv < MAX_ENV) {
+        size_t len = strlen(pwd) + 5;
+        char *kv = malloc(len);
+        if (kv) {
+            snprintf(kv, len, "PWD=%s", pwd);
+            env_out[nenv++] = kv;
+        }
+    }
+    env_out[nenv] = NULL;
+
+    const char *program = argv[i];
+    if (argv0)
+        argv[i] = (char *)argv0;
+    environ = env_out;
+    execvp(program, &argv[i]);
+    if (errno == ENOENT)
+        die(127, "%s: command not found in layer %s", program, layer);
+    die(126, "%s: cannot run in layer %s: %s", program, layer, strerror(errno));
+}
