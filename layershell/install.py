@@ -18,7 +18,6 @@ link; `reconcile` repoints it. The database is the truth.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -27,14 +26,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from layershell import session, unpack
+from layershell import repo, session, unpack
 from layershell.errors import LayershellError
 from layershell.state import Installed, State
 from layershell.target import Target
 
-PACKAGE_DIR_RE = re.compile(
-    r"^(?P<name>[a-z0-9][a-z0-9.+-]*)_(?P<version>[A-Za-z0-9][A-Za-z0-9.+~-]*)$"
-)
 INSTALL_SCRIPT = "install.sh"
 DEFAULT_SCRIPT_TIMEOUT = 300.0
 
@@ -76,6 +72,7 @@ class Outcome:
     status: str  # installed | unchanged | activated
     files: int = 0
     bytes: int = 0
+    notes: tuple[str, ...] = ()  # what unpack neutralised (a setuid bit stripped, ...)
 
 
 def _discard(target: Target, path: str) -> None:
@@ -214,7 +211,10 @@ def install(
         raise
     checkpoint("committed")
     switch_link(target, src.name, src.version)
-    return Outcome(src.name, src.version, final, "installed", result.files, result.total_bytes)
+    notes = tuple(f"{path}: {what}" for path, what in result.stripped)
+    return Outcome(
+        src.name, src.version, final, "installed", result.files, result.total_bytes, notes
+    )
 
 
 def remove(target: Target, db: State, name: str, version: str | None = None) -> list[str]:
@@ -239,33 +239,50 @@ def remove(target: Target, db: State, name: str, version: str | None = None) -> 
     return [r.version for r in rows]
 
 
+def _package_dir_name(entry: str) -> bool:
+    """<name>_<version>, split at the last '_' as repositories name files."""
+    name, sep, version = entry.rpartition("_")
+    return bool(sep) and bool(repo.NAME_RE.match(name)) and bool(repo.VERSION_RE.match(version))
+
+
 def reconcile(target: Target, db: State, log: Log = lambda _: None) -> None:
-    """Make /opt/pkgs agree with the database after a crash (under the lock)."""
+    """Make /opt/pkgs agree with the database after a crash (under the lock).
+
+    Runs before every operation, so it costs one listdir and one query, plus a readlink
+    per active package; it stats only what disagrees."""
     for leftover in (target.staging_dir, target.trash_dir):
         if os.path.isdir(leftover):
             for entry in os.listdir(leftover):
                 shutil.rmtree(os.path.join(leftover, entry), ignore_errors=True)
-    if not os.path.isdir(target.pkgs_dir):
+    try:
+        entries = set(os.listdir(target.pkgs_dir))
+    except FileNotFoundError:
         return
-    known = {r.path: r for r in db.all()}
-    for entry in os.listdir(target.pkgs_dir):
+    rows = db.all()
+    recorded = {os.path.basename(r.path) for r in rows}
+    for entry in sorted(entries - recorded):
         path = os.path.join(target.pkgs_dir, entry)
-        is_tree = os.path.isdir(path) and not os.path.islink(path)
-        if PACKAGE_DIR_RE.match(entry) and is_tree and path not in known:
+        if _package_dir_name(entry) and os.path.isdir(path) and not os.path.islink(path):
             log(f"removing {path}: an interrupted install left it (not in the database)")
             _discard(target, path)
-    missing = [r for r in known.values() if not os.path.isdir(r.path)]
+    missing = [r for r in rows if os.path.basename(r.path) not in entries]
     if missing:
         with db.transaction():
             for r in missing:
                 log(f"forgetting {r.name} {r.version}: {r.path} is gone")
                 db.forget(r.name, r.version)
-    active = {r.name: r.version for r in db.all() if r.active}
-    for entry in os.listdir(target.pkgs_dir):
+        rows = db.all()
+    active = {r.name: r.version for r in rows if r.active}
+    for entry in entries - set(active):
         path = os.path.join(target.pkgs_dir, entry)
-        if os.path.islink(path) and entry not in active and "_" not in entry:
+        # Only our own links: <name> -> <name>_<version>.
+        if os.path.islink(path) and os.readlink(path).startswith(entry + "_"):
             os.unlink(path)
     for name, version in active.items():
         link = os.path.join(target.pkgs_dir, name)
-        if not os.path.islink(link) or os.readlink(link) != f"{name}_{version}":
+        try:
+            current = os.readlink(link)
+        except OSError:
+            current = ""
+        if current != f"{name}_{version}":
             switch_link(target, name, version)

@@ -10,6 +10,7 @@ and the others installed; the run reports every failure and exits non-zero.
 from __future__ import annotations
 
 import os
+import sqlite3
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ class Job:
 
     @property
     def origin(self) -> str:
-        return self.url or self.tarball or ""
+        """Where the package came from, as recorded: never with a password."""
+        return redact(self.url) if self.url else self.tarball or ""
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,16 @@ def os_version(paths: Paths) -> str | None:
         if version is not None:
             return version
     return None
+
+
+def redact(url: str) -> str:
+    """A URL without the password of its user:password@ part (state.db is readable)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _local_path(url: str) -> str:
@@ -145,6 +157,7 @@ def plan_jobs(
     target: Target,
     *,
     profile: str | None = None,
+    rootless: bool = False,
 ) -> list[Job]:
     """Every request resolved before anything is fetched; the first problem stops it."""
     jobs: list[Job] = []
@@ -171,7 +184,10 @@ def plan_jobs(
                     exit_code=2,
                 )
     for spec in specs:
-        if spec.user is not None and spec.user != target.account:
+        # Rootless mode maps every layer to the caller, so `user:` names nobody else.
+        if rootless:
+            pass
+        elif spec.user is not None and spec.user != target.account:
             raise LayershellError(
                 f"{loaded.file if loaded else ''}:{spec.line}: package {spec.name} is for "
                 f"user {spec.user}, but layer {target.layer.name} belongs to {target.account}",
@@ -224,6 +240,9 @@ def run(
                 )
             except LayershellError as exc:
                 failures.append(Failure(job.name, exc))
+            except (OSError, sqlite3.Error) as exc:
+                # A full disk or a database error ends this package, not the run.
+                failures.append(Failure(job.name, LayershellError(str(exc), "see the message")))
     return Report(tuple(outcomes), tuple(failures))
 
 
@@ -231,6 +250,12 @@ def remove(target: Target, names: list[str], *, no_wait: bool = False, log: Log)
     removed: list[str] = []
     with lock.held(target.lock_file, no_wait=no_wait, waiting=log), State(target.database) as db:
         install.reconcile(target, db, log)
+        missing = [n for n in names if not db.versions(n)]
+        if missing:
+            raise LayershellError(
+                f"not installed in layer {target.layer.name}: {', '.join(missing)}",
+                "nothing was removed; see core list",
+            )
         for name in names:
             removed += [f"{name} {v}" for v in install.remove(target, db, name)]
     return removed

@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -110,6 +111,24 @@ def _row(row: tuple[Any, ...]) -> Installed:
     )  # fmt: skip
 
 
+def _open_readonly(path: str) -> sqlite3.Connection:
+    """Another account reading a layer's database (core list as otto): a WAL database
+    cannot be opened read-only when its -shm file is missing and its directory is not
+    writable, so fall back to an immutable snapshot, which needs neither."""
+    if not os.path.exists(path):
+        raise sqlite3.OperationalError("unable to open database file")
+    quoted = urllib.parse.quote(path)
+    db = sqlite3.connect(f"file:{quoted}?mode=ro", uri=True, isolation_level=None, timeout=30)
+    try:
+        db.execute("PRAGMA user_version").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+    return sqlite3.connect(
+        f"file:{quoted}?mode=ro&immutable=1", uri=True, isolation_level=None, timeout=30
+    )
+
+
 class State:
     """A layer's database. Use as a context manager; write inside `transaction()`."""
 
@@ -117,9 +136,7 @@ class State:
         self.path = path
         try:
             if readonly:
-                self.db = sqlite3.connect(
-                    f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30
-                )
+                self.db = _open_readonly(path)
             else:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 self.db = sqlite3.connect(path, isolation_level=None, timeout=30)

@@ -77,6 +77,11 @@ def _pkgs_mapping(layer: Layer, paths: Paths) -> str:
 
 def target_for(paths: Paths, stack: LayerStack, user: str | None = None) -> Target:
     """The installing layer for `user` (an account name; None = the level-1 layer)."""
+    if paths.mode == ROOTLESS and os.getuid() == 0:
+        raise PermissionRefused(
+            "rootless mode is for ordinary users; as root it would handle packages as root",
+            "use system mode (sudo core ...), where root hands the work to the layer account",
+        )
     candidates = installing_layers(stack)
     if user is not None and paths.mode == SYSTEM:
         matching = [x for x in candidates if x.account == user]

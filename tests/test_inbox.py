@@ -122,3 +122,16 @@ def test_other_accounts_cannot_install_into_arne(system: SystemStack, shared_dir
     r = system.as_user(system.otto, [sys.executable, "-m", "layershell", "install", str(path)])
     assert r.returncode == 1
     assert f"cannot change layer arne: it belongs to {system.arne}" in r.stderr.decode()
+
+
+def test_other_accounts_can_list(system: SystemStack, shared_dir: Path) -> None:
+    import sys
+
+    path = tarball(shared_dir / "seen_1.0.tar.gz", program("seen", "1.0"))
+    assert system.core("install", str(path)).returncode == 0
+    try:
+        r = system.as_user(system.otto, [sys.executable, "-m", "layershell", "list", "--json"])
+        assert r.returncode == 0, r.stderr.decode()
+        assert [x["name"] for x in json.loads(r.stdout)] == ["seen"]
+    finally:
+        assert system.core("remove", "seen").returncode == 0

@@ -154,7 +154,7 @@ def test_local_tarball_and_remove(fresh_rootless: Identity, shared_dir: Path) ->
     assert not (pkgs(fresh_rootless) / "hello_1.2").exists()
     assert not (pkgs(fresh_rootless) / "hello").is_symlink()
     r = core(fresh_rootless, "remove", "hello")
-    assert r.returncode == 1 and "hello is not installed" in r.stderr.decode()
+    assert r.returncode == 1 and "not installed in layer arne: hello" in r.stderr.decode()
 
 
 def install_v1_then(
@@ -453,3 +453,31 @@ def test_bad_manifest_changes_nothing(fresh_rootless: Identity, repository: Repo
     assert installed(fresh_rootless) == {}
     r = core(fresh_rootless, "check", config)
     assert r.returncode == 2
+
+
+def test_remove_checks_every_name_first(fresh_rootless: Identity, shared_dir: Path) -> None:
+    path = tarball(shared_dir / "keep_1.0.tar.gz", program("keep", "1.0"))
+    assert core(fresh_rootless, "install", str(path)).returncode == 0
+    r = core(fresh_rootless, "remove", "keep", "missing")
+    assert r.returncode == 1 and "not installed in layer arne: missing" in r.stderr.decode()
+    assert installed(fresh_rootless) == {"keep": "1.0"}
+
+
+def test_password_in_url_is_not_recorded(fresh_rootless: Identity) -> None:
+    from layershell.pipeline import redact
+
+    assert redact("ftp://user:secret@host:21/repo") == "ftp://user:***@host:21/repo"
+    assert redact("https://host/repo") == "https://host/repo"
+
+
+def test_neutralised_bits_are_reported(fresh_rootless: Identity, shared_dir: Path) -> None:
+    path = tarball(
+        shared_dir / "suid_1.0.tar.gz",
+        {"bin/suid": "#!/bin/sh\n"},
+        modes={"bin/suid": 0o4755},
+    )
+    r = core(fresh_rootless, "install", str(path))
+    assert r.returncode == 0, r.stderr.decode()
+    assert "note: suid: bin/suid: setuid bit stripped" in r.stderr.decode()
+    mode = (pkgs(fresh_rootless) / "suid_1.0/bin/suid").stat().st_mode
+    assert not mode & 0o4000

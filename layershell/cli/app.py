@@ -37,18 +37,39 @@ def load_stack(app: App) -> LayerStack:
     return layers
 
 
-def hand_to_account(app: App, target: Target, args: list[str]) -> None:
+def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
     """Root never installs or removes itself: it runs the same `core` command as the
-    layer's account and exits with its status. Returns only if no hand-over is needed."""
+    layer's account and returns its exit status; None if no hand-over is needed."""
     import subprocess
-    import sys
 
     from layershell import target as target_mod
 
     if not target_mod.must_run_as_account(target):
-        return
+        return None
     argv, env = target_mod.as_account_argv(app.paths, args)
     result = subprocess.run(
         argv, env=env, cwd="/", user=target.uid, group=target.gid, extra_groups=[], check=False
     )
-    sys.exit(result.returncode)
+    return result.returncode
+
+
+def sync_shims(app: App, only: set[str] | None = None) -> None:
+    """Bring the shims on PATH in line with what is installed (after install/remove);
+    `only` limits the work to the packages an operation changed."""
+    import os
+
+    from layershell import shims
+    from layershell.cli import listing
+
+    if not os.access(app.paths.bin_dir, os.W_OK):
+        app.err.print(f"note: shims in {app.paths.bin_dir} need root; run: sudo core expose --sync")
+        return
+    report = shims.sync(
+        app.paths, load_stack(app), listing.installed(app), shims.load_overrides(app.paths), only
+    )
+    for path in report.written:
+        app.err.print(f"exposed {path}")
+    for path in report.removed:
+        app.err.print(f"removed shim {path}")
+    for line in report.collisions + report.warnings:
+        app.err.print(f"warning: {line}")

@@ -8,7 +8,7 @@ import sys
 import click
 
 from layershell import fetch, manifest, pipeline, repo, target
-from layershell.cli.app import App, hand_to_account, load_stack
+from layershell.cli.app import App, hand_to_account, load_stack, sync_shims
 
 
 @click.command()
@@ -48,13 +48,25 @@ def install(
     config_file = config or (
         app.paths.manifest_file if os.path.exists(app.paths.manifest_file) else None
     )
-    loaded = manifest.load_manifest(config_file) if config_file else None  # validate first
-    args = ["install", *(["--config", os.path.abspath(config_file)] if config_file else [])]
+    # The manifest is read (and validated first) when it is asked for: a broken host
+    # manifest must not block installing a reference or a tarball.
+    needs_manifest = (
+        config is not None
+        or not items
+        or any(
+            "://" not in i and not i.startswith("file:") and not os.path.isfile(i) for i in items
+        )
+    )
+    loaded = manifest.load_manifest(config_file) if config_file and needs_manifest else None
+    args = ["install", *(["--config", os.path.abspath(config)] if config else [])]
     args += ["--no-wait"] * no_wait + ["--quiet"] * quiet
     args += ["--connect-timeout", str(connect_timeout), "--read-timeout", str(read_timeout)]
     args += ["--retries", str(retries)] + (["--profile", profile] if profile else [])
     args += [os.path.abspath(i) if os.path.isfile(i) else i for i in items]
-    hand_to_account(app, where, args)
+    handed = hand_to_account(app, where, args)
+    if handed is not None:
+        sync_shims(app)
+        sys.exit(handed)
 
     def log(line: str) -> None:
         if not quiet:
@@ -70,7 +82,9 @@ def install(
     planner = pipeline.Planner(
         fetcher, arch=repo.host_arch(), os_version=pipeline.os_version(app.paths)
     )
-    jobs = pipeline.plan_jobs(planner, list(items), loaded, where, profile=profile)
+    jobs = pipeline.plan_jobs(
+        planner, list(items), loaded, where, profile=profile, rootless=app.paths.mode == "rootless"
+    )
     report = pipeline.run(where, jobs, fetcher, no_wait=no_wait, log=log)
     for o in report.outcomes:
         what = {
@@ -81,9 +95,12 @@ def install(
         app.out.print(
             f"{what[o.status]} {o.name} {o.version} in layer {where.layer.name} ({o.path})"
         )
+        for note in o.notes:
+            app.err.print(f"note: {o.name}: {note}")
     for f in report.failures:
         app.err.print(f"core: error: {f.name}: {f.error.message}")
         if f.error.hint:
             app.err.print(f"  hint: {f.error.hint}")
+    sync_shims(app, {o.name for o in report.outcomes})
     if report.failures:
         sys.exit(max(f.error.exit_code for f in report.failures))

@@ -33,8 +33,12 @@ def installed(app: App) -> list[Installed]:
 def list_(app: App, as_json: bool, show_all: bool) -> None:
     """List installed packages."""
     rows = [r for r in installed(app) if show_all or r.active]
+    from layershell import shims
+
+    shown = shims.exposed(app.paths)
     if as_json:
-        json.dump([r.as_json() for r in rows], sys.stdout, indent=1)
+        out = [{**r.as_json(), "exposes": shown.get(r.name, []) if r.active else []} for r in rows]
+        json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return
     if not rows:
@@ -43,12 +47,15 @@ def list_(app: App, as_json: bool, show_all: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("NAME", "VERSION", "LAYER", "ACTIVE", "INSTALLED"):
+    for col in ("NAME", "VERSION", "LAYER", "ACTIVE", "INSTALLED", "EXPOSES"):
         table.add_column(col, no_wrap=True)
     table.add_column("SOURCE", overflow="fold")
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.installed_at))
-        table.add_row(r.name, r.version, r.layer, "yes" if r.active else "", when, r.source)
+        exposes = " ".join(shown.get(r.name, [])) if r.active else ""
+        table.add_row(
+            r.name, r.version, r.layer, "yes" if r.active else "", when, exposes, r.source
+        )
     app.out.print(table)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from layershell import pipeline, target
-from layershell.cli.app import App, hand_to_account, load_stack
+from layershell.cli.app import App, hand_to_account, load_stack, sync_shims
 
 
 @click.command()
@@ -15,6 +17,10 @@ from layershell.cli.app import App, hand_to_account, load_stack
 def remove(app: App, no_wait: bool, names: tuple[str, ...]) -> None:
     """Remove packages (every installed version) from the installing layer."""
     where = target.target_for(app.paths, load_stack(app))
-    hand_to_account(app, where, ["remove", *(["--no-wait"] * no_wait), *names])
+    handed = hand_to_account(app, where, ["remove", *(["--no-wait"] * no_wait), *names])
+    if handed is not None:
+        sync_shims(app)
+        sys.exit(handed)
     for line in pipeline.remove(where, list(names), no_wait=no_wait, log=app.err.print):
         app.out.print(f"removed {line}")
+    sync_shims(app, set(names))

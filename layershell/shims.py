@@ -1,0 +1,327 @@
+"""Shims: a package's executables on PATH, running in the user layer (otto).
+
+A shim is a two-line shell script whose `exec` line is the executor's command line for
+the package's program (sandbox.helper_argv), rendered once at expose time, so a call
+costs a shell start and the executor, never Python. It runs as whoever calls it (never
+root: the executor refuses), in layer 2, with the package's profile deciding what of the
+caller it sees (PROFILES; docs/exposure.md has the table).
+
+Shims are pipx-like citizens of PATH: each carries a marker line naming its package; a
+file without our marker is never overwritten (a collision, reported); a name that would
+shadow another program on PATH is warned about; sync changes exactly the package's own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+from dataclasses import dataclass, field
+
+from layershell import sandbox
+from layershell.atomic import write_atomic
+from layershell.paths import ROOTLESS, Paths
+from layershell.stack import Layer, LayerStack
+from layershell.state import Installed
+
+MARKER = "# Managed by layershell"
+SHIM_RE = re.compile(r"^# Managed by layershell: shim for (\S+) of package (\S+)", re.M)
+BIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]*$")
+
+# What a shim passes through of the caller's environment (docs/exposure.md).
+KEEP_ENV = ("TERM", "COLORTERM", "NO_COLOR", "LANG", "LANGUAGE", "TZ", "HOME", "USER",
+            "LOGNAME")  # fmt: skip
+KEEP_PREFIXES = ("LC_",)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a profile lets a shim's program see of its caller."""
+
+    network: bool
+    home: str  # "rw" | "ro" | "" (not at all)
+    cwd: str  # "rw" | "ro"
+
+
+PROFILES = {
+    "trusted": Rules(network=True, home="rw", cwd="rw"),
+    "default": Rules(network=True, home="ro", cwd="rw"),
+    "nonetwork": Rules(network=False, home="ro", cwd="rw"),
+    "strict": Rules(network=False, home="", cwd="ro"),
+}
+
+
+@dataclass(frozen=True)
+class Shim:
+    name: str  # the command on PATH
+    package: str
+    version: str
+    program: str  # path inside the layer
+    profile: str
+
+
+@dataclass
+class SyncReport:
+    written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    collisions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def user_layer(stack: LayerStack) -> Layer:
+    """Shims run in the least privileged layer of the stack (otto)."""
+    return stack.layers[-1]
+
+
+def pkgs_inner(stack: LayerStack, paths: Paths) -> str:
+    for layer in stack.layers:
+        for inner, template in layer.writable:
+            expanded = sandbox.expand(
+                template, paths.store(layer.name), paths.pkgs_dir, paths.state_dir
+            )
+            if expanded == paths.pkgs_dir:
+                return inner
+    return "/opt/pkgs"
+
+
+def spec(paths: Paths, stack: LayerStack, shim: Shim) -> sandbox.Spec:
+    """The sandbox a shim's program runs in (its arguments are appended at call time)."""
+    rules = PROFILES.get(shim.profile, PROFILES["strict"])
+    layer = user_layer(stack)
+    chain = tuple((x.name, x.writable) for x in (*stack.ancestors(layer), layer))
+    mounts = sandbox.layer_mounts(
+        chain, "", paths.stores_dir, paths.pkgs_dir, paths.state_dir, own_writable=False
+    )
+    if rules.home:
+        mounts.append((sandbox.BIND_HOME, "", rules.home, 0))
+        if paths.mode == ROOTLESS:
+            # The caller's home holds layershell's own trees in rootless mode: hide the
+            # stores, keep config and shims read-only, so a program cannot reach layer 1
+            # or plant code that the caller would later run on the host.
+            mounts += [
+                (sandbox.TMPFS, paths.state_dir, "", 0o755),
+                (sandbox.RO_BIND, paths.config_dir, paths.config_dir, 0),
+                (sandbox.RO_BIND, paths.bin_dir, paths.bin_dir, 0),
+            ]
+            mounts = [m for m in mounts if m[0] != sandbox.RO_BIND or os.path.isdir(m[2])]
+    set_env = [("PATH", sandbox.LAYER_PATH), ("LAYERSHELL_LAYER", layer.name)]
+    if not rules.home:
+        set_env.append(("HOME", "/tmp"))  # strict: nothing of the caller's
+    # Layer 1's trees are never bound as a cwd: they would be writable in layer 2.
+    deny = [
+        sandbox.expand(t, paths.store(x.name), paths.pkgs_dir, paths.state_dir)
+        for x in stack.layers
+        for _, t in x.writable
+    ]
+    deny.append(paths.state_dir)
+    return sandbox.Spec(
+        layer=layer.name,
+        view=paths.view(layer.name),
+        mounts=tuple(mounts),
+        pseudo_root=False,
+        network=rules.network,
+        home="/tmp" if not rules.home else "",
+        bind_cwd=rules.cwd,
+        cwd_deny=tuple(dict.fromkeys(deny)),
+        program=shim.program,
+        argv0=shim.name,
+        args=(),
+        env=None,
+        keep_env=KEEP_ENV if rules.home else tuple(k for k in KEEP_ENV if k != "HOME"),
+        keep_prefixes=KEEP_PREFIXES,
+        set_env=tuple(set_env),
+        refuse_root=True,
+    )
+
+
+_PROGRAM, _NAME = "@LAYERSHELL_PROGRAM@", "@LAYERSHELL_NAME@"
+
+
+class Renderer:
+    """Renders shims; the executor's command line depends only on the profile, so it is
+    built once per profile and the program filled in (a sync of 1,000 packages stays
+    cheap: bench/bench_install.py)."""
+
+    def __init__(self, paths: Paths, stack: LayerStack) -> None:
+        self.paths = paths
+        self.stack = stack
+        self._lines: dict[str, str] = {}
+
+    def _line(self, profile: str) -> str:
+        if profile not in self._lines:
+            template = Shim(_NAME, "", "", _PROGRAM, profile)
+            argv = sandbox.helper_argv(
+                spec(self.paths, self.stack, template), self.paths.helper, name=_NAME
+            )
+            self._lines[profile] = shlex.join(os.fsdecode(a) for a in argv)
+        return self._lines[profile]
+
+    def render(self, shim: Shim) -> str:
+        line = (
+            self._line(shim.profile)
+            .replace(_PROGRAM, shlex.quote(shim.program))
+            .replace(_NAME, shlex.quote(shim.name))
+        )
+        return (
+            "#!/bin/sh\n"
+            f"{MARKER}: shim for {shim.name} of package {shim.package} ({shim.version}, "
+            f"profile {shim.profile}); core expose/unexpose manage it, do not edit.\n"
+            f'exec {line} "$@"\n'
+        )
+
+
+def render(paths: Paths, stack: LayerStack, shim: Shim) -> str:
+    return Renderer(paths, stack).render(shim)
+
+
+def owner_of(path: str) -> tuple[str, str] | None:
+    """(command, package) if `path` is a shim we wrote, else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512).decode(errors="replace")
+    except OSError:
+        return None
+    m = SHIM_RE.search(head)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def wanted(row: Installed, inner_pkgs: str, override: list[str] | None) -> list[Shim]:
+    """The shims an active package should have: its manifest's `expose` (or an
+    override from core expose/unexpose), else every executable in its bin/."""
+    raw = override if override is not None else row.spec.get("expose")
+    names: list[str] = [n for n in raw if isinstance(n, str)] if isinstance(raw, list) else []
+    bin_dir = os.path.join(row.path, "bin")
+    if raw is None:
+        try:
+            names = sorted(
+                e for e in os.listdir(bin_dir)
+                if os.access(os.path.join(bin_dir, e), os.X_OK)
+                and not os.path.isdir(os.path.join(bin_dir, e))
+            )  # fmt: skip
+        except FileNotFoundError:
+            names = []
+    profile = str(row.spec.get("profile") or "default")
+    return [
+        Shim(n, row.name, row.version, f"{inner_pkgs}/{row.name}/bin/{n}", profile)
+        for n in names
+        if BIN_NAME_RE.match(n)
+    ]
+
+
+def _shadowed(name: str, bin_dir: str) -> str | None:
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(os.pathsep)
+        if p and os.path.abspath(p) != os.path.abspath(bin_dir)
+    )  # fmt: skip
+    return shutil.which(name, path=path)
+
+
+def sync(
+    paths: Paths,
+    stack: LayerStack,
+    rows: list[Installed],
+    overrides: dict[str, list[str] | None],
+    only: set[str] | None = None,
+) -> SyncReport:
+    """Make bin_dir hold exactly the shims the active packages want; with `only`, touch
+    just those packages' shims (what an install or remove changed)."""
+    report = SyncReport()
+    inner = pkgs_inner(stack, paths)
+    renderer = Renderer(paths, stack)
+    desired: dict[str, Shim] = {}
+    for row in rows:
+        if not row.active or (only is not None and row.name not in only):
+            continue
+        for shim in wanted(row, inner, overrides.get(row.name)):
+            if shim.name in desired:
+                report.collisions.append(
+                    f"{shim.name}: both {desired[shim.name].package} and {shim.package} "
+                    f"expose it; kept {desired[shim.name].package}'s"
+                )
+                continue
+            if not os.path.isfile(os.path.join(row.path, "bin", shim.name)):
+                report.warnings.append(f"{row.name} has no bin/{shim.name} to expose")
+                continue
+            desired[shim.name] = shim
+    os.makedirs(paths.bin_dir, exist_ok=True)
+    for name, shim in sorted(desired.items()):
+        target = os.path.join(paths.bin_dir, name)
+        text = renderer.render(shim)
+        if os.path.lexists(target):
+            owner = owner_of(target)
+            if owner is None:
+                report.collisions.append(
+                    f"{target} exists and was not written by layershell: left alone; "
+                    f"{shim.package}'s {name} is not exposed"
+                )
+                continue
+            if owner[1] != shim.package:
+                report.collisions.append(
+                    f"{target} belongs to package {owner[1]}; {shim.package}'s {name} is not "
+                    "exposed"
+                )
+                continue
+            with open(target, encoding="utf-8", errors="replace") as f:
+                if f.read() == text:
+                    report.unchanged.append(target)
+                    continue
+        write_atomic(target, text, mode=0o755)
+        report.written.append(target)
+        other = _shadowed(name, paths.bin_dir)
+        if other:
+            report.warnings.append(f"{target} shadows {other} for callers with it first on PATH")
+    for entry in sorted(os.listdir(paths.bin_dir)):
+        target = os.path.join(paths.bin_dir, entry)
+        owner = owner_of(target)
+        if owner is None or (only is not None and owner[1] not in only):
+            continue
+        if entry not in desired and os.path.isfile(target):
+            os.unlink(target)
+            report.removed.append(target)
+    return report
+
+
+def overrides_file(paths: Paths) -> str:
+    return os.path.join(paths.state_dir, "exposure.json")
+
+
+def load_overrides(paths: Paths) -> dict[str, list[str] | None]:
+    """Per-package shim lists set by core expose/unexpose (None: back to the default)."""
+    import json
+
+    try:
+        with open(overrides_file(paths), encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        from layershell.errors import LayershellError
+
+        raise LayershellError(
+            f"cannot read {overrides_file(paths)}: {exc}", "fix or remove the file"
+        ) from None
+    return {str(k): v for k, v in data.items() if v is None or isinstance(v, list)}
+
+
+def save_overrides(paths: Paths, overrides: dict[str, list[str] | None]) -> None:
+    import json
+
+    os.makedirs(paths.state_dir, exist_ok=True)
+    text = json.dumps(overrides, indent=1, sort_keys=True) + "\n"
+    write_atomic(overrides_file(paths), text, mode=0o644)
+
+
+def exposed(paths: Paths) -> dict[str, list[str]]:
+    """package -> the shims on disk that carry its marker."""
+    found: dict[str, list[str]] = {}
+    try:
+        entries = sorted(os.listdir(paths.bin_dir))
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        owner = owner_of(os.path.join(paths.bin_dir, entry))
+        if owner is not None:
+            found.setdefault(owner[1], []).append(owner[0])
+    return found

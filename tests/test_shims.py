@@ -1,0 +1,272 @@
+"""Issue 4 acceptance, shims: a package's programs on PATH behave like native programs
+while running in layer otto, under the package's profile. Rootless, as an ordinary
+identity; the shim is called exactly as a user would call it, by its name on PATH."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.packages import Repository, tarball
+from tests.support import IS_ROOT, Identity, python_cmd
+
+PROGRAMS: dict[str, bytes | str] = {
+    "bin/echoargs": '#!/bin/sh\nfor a in "$@"; do printf "[%s]\\n" "$a"; done\n',
+    "bin/exiter": '#!/bin/sh\nexit "$1"\n',
+    "bin/selfkill": '#!/bin/sh\nkill -"$1" $$\n',
+    "bin/trapper": '#!/bin/sh\ntrap "echo handled-$1; exit 3" "$1"\necho ready\n'
+    "while :; do sleep 0.05; done\n",
+    "bin/catter": "#!/bin/sh\nexec cat\n",
+    "bin/asker": '#!/bin/sh\nprintf "name? "; read n; echo "hi $n"; test -t 0 && echo tty\n',
+    "bin/where": '#!/bin/sh\npwd; echo "$HOME"\n',
+    "bin/selfwrite": "#!/bin/sh\ntouch /opt/pkgs/fid/bin/x 2>&1; echo > /opt/pkgs/fid/bin/catter\n",
+    "bin/connect": "#!/usr/bin/python3\nimport socket, sys\ntry:\n"
+    " s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), 3)\n"
+    " print(s.recv(4).decode())\nexcept OSError as e:\n print('no-net', e)\n",
+    "bin/peek": '#!/bin/sh\ncat "$1" 2>/dev/null || echo invisible\n',
+    "bin/writeto": '#!/bin/sh\n(echo x > "$1") 2>/dev/null && echo wrote || echo denied\n',
+}
+
+
+def core(ident: Identity, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return ident.run(python_cmd(*args), timeout=120)
+
+
+def install(ident: Identity, shared: Path, profile: str, name: str = "fid") -> None:
+    config = ident.home / f"{name}-{profile}.yaml"
+    repo = Repository(shared / f"repo-{name}-{profile}")
+    repo.add(name, "1.0", PROGRAMS)
+    repo.index()
+    config.write_text(
+        f"composable:\n  default_repository: {repo.file_url}\n  packages:\n"
+        f"    - name: {name}\n      version: '1.0'\n      profile: {profile}\n"
+    )
+    config.chmod(0o644)
+    r = core(ident, "install", "--config", str(config))
+    assert r.returncode == 0, r.stderr.decode()
+
+
+@pytest.fixture
+def shimmed(fresh_rootless: Identity, shared_dir: Path) -> Identity:
+    install(fresh_rootless, shared_dir, "default")
+    return fresh_rootless
+
+
+def shim(ident: Identity, name: str) -> str:
+    return str(ident.home / ".local/bin" / name)
+
+
+def test_argv_round_trip(shimmed: Identity) -> None:
+    args: list[str | bytes] = ["a b", "", "'q'", '"dq"', "$HOME", "*", "-n", "ünï", b"\xff\xfe"]
+    r = subprocess.run(
+        shimmed.argv(["echoargs", *args]),  # type: ignore[list-item]
+        env=shimmed.env, capture_output=True, check=False, cwd=str(shimmed.home),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    expected = b"".join(b"[" + (a if isinstance(a, bytes) else a.encode()) + b"]\n" for a in args)
+    assert r.stdout == expected
+
+
+@pytest.mark.parametrize("code", [0, 1, 7, 255])
+def test_exit_status(shimmed: Identity, code: int) -> None:
+    assert shimmed.run(["exiter", str(code)]).returncode == code
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_death_by_signal(shimmed: Identity, sig: signal.Signals) -> None:
+    assert shimmed.run(["selfkill", str(int(sig))]).returncode == -sig
+    r = shimmed.run(["sh", "-c", f"selfkill {int(sig)}; echo $?"])
+    assert r.stdout.decode().strip() == str(128 + sig)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signal_to_shim_pid_runs_handler(shimmed: Identity, sig: signal.Signals) -> None:
+    name = signal.Signals(sig).name[3:]
+    proc = shimmed.popen(["trapper", name], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    os.kill(proc.pid, sig)
+    rest, _ = proc.communicate(timeout=30)
+    assert rest == f"handled-{name}\n".encode()
+    assert proc.returncode == 3
+
+
+def test_ten_megabytes_through_stdin(shimmed: Identity) -> None:
+    data = os.urandom(10 * 1024 * 1024)
+    r = shimmed.run(["catter"], input=data)
+    assert r.returncode == 0
+    assert r.stdout == data
+
+
+def test_pty_prompt(shimmed: Identity) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    argv = shimmed.argv(["asker"])
+    child = pexpect.spawn(argv[0], argv[1:], env=shimmed.env, cwd=str(shimmed.home), timeout=20)
+    child.expect_exact("name? ")
+    child.sendline("otto")
+    child.expect_exact("hi otto")
+    child.expect_exact("tty")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_cwd_is_kept(shimmed: Identity, shared_dir: Path) -> None:
+    work = shared_dir / "project"
+    work.mkdir()
+    os.chown(work, shimmed.uid, shimmed.gid)
+    r = shimmed.run(["where"], cwd=str(work))
+    assert r.stdout.decode().splitlines() == [str(work), str(shimmed.home)]
+
+
+def test_program_cannot_write_its_package(shimmed: Identity) -> None:
+    shimmed.run(["selfwrite"])
+    tree = shimmed.home / ".local/share/layershell/pkgs/fid_1.0/bin"
+    assert not (tree / "x").exists()
+    assert (tree / "catter").read_text() == PROGRAMS["bin/catter"]
+
+
+def test_shims_carry_a_marker_and_show_in_list(shimmed: Identity) -> None:
+    text = Path(shim(shimmed, "echoargs")).read_text()
+    assert "# Managed by layershell: shim for echoargs of package fid" in text
+    rows = json.loads(core(shimmed, "list", "--json").stdout)
+    assert rows[0]["exposes"] == sorted(n.split("/")[1] for n in PROGRAMS)
+
+
+def test_foreign_file_is_left_alone_and_reported(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    bin_dir = fresh_rootless.home / ".local/bin"
+    foreign = bin_dir / "exiter"
+    foreign.write_bytes(b"#!/bin/sh\necho mine\n")
+    os.chown(foreign, fresh_rootless.uid, fresh_rootless.gid)
+    config = fresh_rootless.home / "c.yaml"
+    repo = Repository(shared_dir / "r")
+    repo.add("fid", "1.0", PROGRAMS)
+    repo.index()
+    config.write_text(
+        f"composable:\n  default_repository: {repo.file_url}\n  packages:\n"
+        "    - name: fid\n      version: '1.0'\n"
+    )
+    r = core(fresh_rootless, "install", "--config", str(config))
+    assert r.returncode == 0
+    assert f"{foreign} exists and was not written by layershell: left alone" in r.stderr.decode()
+    assert foreign.read_bytes() == b"#!/bin/sh\necho mine\n"
+    assert (bin_dir / "echoargs").exists()
+
+
+def test_remove_and_unexpose_change_only_their_own_shims(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    install(fresh_rootless, shared_dir, "default")
+    other = tarball(shared_dir / "other_2.0.tar.gz", {"bin/othertool": "#!/bin/sh\necho o\n"})
+    assert core(fresh_rootless, "install", str(other)).returncode == 0
+    bin_dir = fresh_rootless.home / ".local/bin"
+    r = core(fresh_rootless, "unexpose", "fid", "--bin", "exiter")
+    assert r.returncode == 0, r.stderr.decode()
+    assert not (bin_dir / "exiter").exists() and (bin_dir / "echoargs").exists()
+    r = core(fresh_rootless, "expose", "fid")
+    assert (bin_dir / "exiter").exists()
+    assert core(fresh_rootless, "remove", "fid").returncode == 0
+    assert not any((bin_dir / n.split("/")[1]).exists() for n in PROGRAMS)
+    assert (bin_dir / "othertool").exists()
+    assert (bin_dir / "layer-shell").exists()
+
+
+def test_shadowing_is_warned(fresh_rootless: Identity, shared_dir: Path) -> None:
+    pkg = tarball(shared_dir / "shadow_1.0.tar.gz", {"bin/true": "#!/bin/sh\nexit 0\n"})
+    r = core(fresh_rootless, "install", str(pkg))
+    assert r.returncode == 0
+    assert "shadows /usr/bin/true" in r.stderr.decode()
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def serve() -> None:
+        try:
+            while True:
+                conn, _ = srv.accept()
+                conn.sendall(b"pong")
+                conn.close()
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield srv.getsockname()[1]
+    srv.close()
+
+
+@pytest.mark.parametrize(
+    ("profile", "reachable"),
+    [("default", True), ("trusted", True), ("nonetwork", False), ("strict", False)],
+)
+def test_profiles_and_network(
+    fresh_rootless: Identity, shared_dir: Path, listener: int, profile: str, reachable: bool
+) -> None:
+    install(fresh_rootless, shared_dir, profile)
+    r = fresh_rootless.run(["connect", str(listener)])
+    out = r.stdout.decode().strip()
+    assert (out == "pong") is reachable, out + r.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("profile", "sees_home", "home_writable"),
+    [("trusted", True, True), ("default", True, False), ("strict", False, False)],
+)
+def test_profiles_and_home(
+    fresh_rootless: Identity, shared_dir: Path, profile: str, sees_home: bool, home_writable: bool
+) -> None:
+    install(fresh_rootless, shared_dir, profile)
+    secret = fresh_rootless.home / "secret.txt"
+    secret.write_text("s3cret\n")
+    os.chown(secret, fresh_rootless.uid, fresh_rootless.gid)
+    elsewhere = shared_dir / "elsewhere"  # a cwd outside the home: strict binds the cwd
+    elsewhere.mkdir()
+    r = fresh_rootless.run(["peek", str(secret)], cwd=str(elsewhere))
+    assert (r.stdout.decode() == "s3cret\n") is sees_home, r.stdout
+    r = fresh_rootless.run(["writeto", str(fresh_rootless.home / "new")], cwd=str(elsewhere))
+    assert r.stdout.decode().strip() == ("wrote" if home_writable else "denied")
+    assert (fresh_rootless.home / "new").exists() is home_writable
+
+
+def test_strict_cwd_is_read_only(fresh_rootless: Identity, shared_dir: Path) -> None:
+    install(fresh_rootless, shared_dir, "strict")
+    work = shared_dir / "work"
+    work.mkdir()
+    os.chown(work, fresh_rootless.uid, fresh_rootless.gid)
+    r = fresh_rootless.run(["writeto", "here"], cwd=str(work))
+    assert r.stdout.decode().strip() == "denied"
+    r = fresh_rootless.run(["where"], cwd=str(work))
+    assert r.stdout.decode().splitlines()[0] == str(work)
+
+
+def test_rootless_stores_are_hidden_from_shims(shimmed: Identity) -> None:
+    # Even with the caller's home bound, layer 1's store and packages under it are not
+    # reachable (the program would be able to write them through the home).
+    arne_home = shimmed.home / ".local/share/layershell/layers/arne/home"
+    (arne_home / "note").write_text("layer 1 private\n")
+    r = shimmed.run(["peek", str(arne_home / "note")])
+    assert r.stdout.decode() == "invisible\n"
+    pkg_file = shimmed.home / ".local/share/layershell/pkgs/fid_1.0/bin/catter"
+    r = shimmed.run(["writeto", str(pkg_file)])
+    assert r.stdout.decode().strip() == "denied"
+    assert pkg_file.read_text() == PROGRAMS["bin/catter"]
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: checks that shims refuse root")
+def test_root_cannot_run_a_shim(shimmed: Identity) -> None:
+    r = subprocess.run([shim(shimmed, "exiter"), "0"], capture_output=True, check=False)
+    assert r.returncode == 1
+    assert b"refusing to run a layer program as root" in r.stderr
