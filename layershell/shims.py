@@ -272,7 +272,12 @@ def sync(
         other = _shadowed(name, paths.bin_dir)
         if other:
             report.warnings.append(f"{target} shadows {other} for callers with it first on PATH")
-    for entry in sorted(os.listdir(paths.bin_dir)):
+    index = _load_index(paths)
+    if only is None:  # a full sync: every file in bin_dir is looked at
+        candidates = sorted(os.listdir(paths.bin_dir))
+    else:  # only the shims these packages had: the index remembers them
+        candidates = sorted({n for p in only for n in index.get(p, [])})
+    for entry in candidates:
         target = os.path.join(paths.bin_dir, entry)
         owner = owner_of(target)
         if owner is None or (only is not None and owner[1] not in only):
@@ -280,7 +285,40 @@ def sync(
         if entry not in desired and os.path.isfile(target):
             os.unlink(target)
             report.removed.append(target)
+    if only is None:
+        index = {}
+    for package in only or ():
+        index.pop(package, None)
+    ours = set(report.written) | set(report.unchanged)
+    for name, shim in desired.items():
+        if os.path.join(paths.bin_dir, name) in ours:  # not a collision left alone
+            index.setdefault(shim.package, []).append(name)
+    _save_index(paths, {k: sorted(v) for k, v in index.items()})
     return report
+
+
+def _index_file(paths: Paths) -> str:
+    return os.path.join(paths.state_dir, "shims.json")
+
+
+def _load_index(paths: Paths) -> dict[str, list[str]]:
+    """package -> the shims sync last wrote for it (so a partial sync need not read every
+    file on PATH); rebuilt by every full sync, so a lost index only costs time."""
+    import json
+
+    try:
+        with open(_index_file(paths), encoding="utf-8") as f:
+            data = json.load(f)
+        return {str(k): [str(n) for n in v] for k, v in data.items() if isinstance(v, list)}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _save_index(paths: Paths, index: dict[str, list[str]]) -> None:
+    import json
+
+    os.makedirs(paths.state_dir, exist_ok=True)
+    write_atomic(_index_file(paths), json.dumps(index, sort_keys=True) + "\n", mode=0o644)
 
 
 def overrides_file(paths: Paths) -> str:

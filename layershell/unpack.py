@@ -44,9 +44,11 @@ import io
 import json
 import lzma
 import os
+import queue
 import stat
 import sys
 import tarfile
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import IO, TYPE_CHECKING, Protocol
@@ -303,6 +305,67 @@ class _XzReader(io.RawIOBase):
             if data:
                 return data
         return b""
+
+
+class _Prefetched(io.RawIOBase):
+    """Reads `source` (the decompressor) ahead in a thread, so decompression overlaps
+    writing files: zlib, lzma and zstd release the GIL while they work, as GNU tar gets
+    the same overlap from a separate gzip process. An exception in the thread (a bomb
+    refused by the meter) is raised to the reader at the point it happened."""
+
+    # Small chunks keep an error (a truncated stream) close to the entry it belongs to.
+    CHUNK = 64 << 10
+    DEPTH = 64
+
+    def __init__(self, source: _Source) -> None:
+        super().__init__()
+        self._source = source
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(self.DEPTH)
+        self._stop = threading.Event()
+        self._pending = b""
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="unpack-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: bytes | BaseException) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._source.read(self.CHUNK)
+                if not self._put(data) or not data:
+                    return
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._put(exc)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._pending and not self._done:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            if not item:
+                self._done = True
+            self._pending = item
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()
 
 
 def _decompressed(fmt: Format, raw: IO[bytes]) -> _Source:
@@ -758,7 +821,7 @@ def unpack(archive: str, target: str, limits: Limits | None = None) -> UnpackRes
             if expanded > stream_cap:
                 raise _Refused(None, f"the archive expands beyond {stream_cap} bytes")
 
-        expanded = _Meter(_decompressed(fmt, io.BufferedReader(compressed)), check)
+        expanded = _Prefetched(_Meter(_decompressed(fmt, io.BufferedReader(compressed)), check))
         parent_fd, name, target_fd = _make_target(target)
         try:
             try:
@@ -769,6 +832,7 @@ def unpack(archive: str, target: str, limits: Limits | None = None) -> UnpackRes
             os.close(target_fd)
             return result
         finally:
+            expanded.close()
             os.close(parent_fd)
 
 

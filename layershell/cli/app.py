@@ -65,7 +65,11 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
         app.err.print(f"note: shims in {app.paths.bin_dir} need root; run: sudo core expose --sync")
         return
     report = shims.sync(
-        app.paths, load_stack(app), listing.installed(app), shims.load_overrides(app.paths), only
+        app.paths,
+        load_stack(app),
+        listing.installed(app, only),
+        shims.load_overrides(app.paths),
+        only,
     )
     for path in report.written:
         app.err.print(f"exposed {path}")

@@ -15,14 +15,19 @@ from layershell.errors import LayershellError
 from layershell.state import Installed, State
 
 
-def installed(app: App) -> list[Installed]:
+def installed(app: App, only: set[str] | None = None) -> list[Installed]:
+    """Every installing layer's records (or only those of the named packages)."""
     rows: list[Installed] = []
     layers = load_stack(app)
     for layer in target.installing_layers(layers):
         db = os.path.join(app.paths.store(layer.name), "state.db")
         if os.path.exists(db):
             with State(db, readonly=True) as st:
-                rows += st.all()
+                if only is None:
+                    rows += st.all()
+                else:
+                    for name in sorted(only):
+                        rows += st.versions(name)
     return rows
 
 
