@@ -99,9 +99,12 @@ def compile_launcher() -> bytes | None:
     return compile_c("launcher.c", {"PYTHON": sys.executable, "CODE": launcher_code()})
 
 
-def compile_helper() -> bytes:
-    """layershell-enter, the executor every layer entry and shim goes through."""
+def compile_helper(existing: bytes | None = None) -> bytes:
+    """layershell-enter, the executor every layer entry and shim goes through. Without
+    a compiler, a helper already in place (and carrying our marker) is kept."""
     built = compile_c("enter.c", {})
+    if built is None and existing is not None:
+        return existing  # installed with the image (no compiler on Fedora CoreOS)
     if built is None:
         raise LayershellError(
             "no C compiler: core init builds layershell-enter (layershell/enter.c) with one",
@@ -126,6 +129,15 @@ def _ensure_dir(path: str, mode: int, owner: tuple[int, int] | None, report: Rep
         report.done.append(f"fixed owner/mode of {path}")
     else:
         report.unchanged.append(path)
+
+
+def _ours(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data if MARKER.encode() in data else None
 
 
 def _write_managed(path: str, data: str | bytes, mode: int, report: Report) -> None:
@@ -272,7 +284,7 @@ def init(paths: Paths, *, create_users: bool = False) -> Report:
                 "create them, or run: core init --create-users",
             )
     launcher_bytes = compile_launcher() or launcher_text().encode()
-    helper_bytes = compile_helper()
+    helper_bytes = compile_helper(_ours(paths.helper))
     root_owned = None if rootless else (0, 0)
     # /opt/pkgs is not among them: it belongs to the layer whose writable trees name it.
     for directory in (paths.config_dir, paths.state_dir, paths.stores_dir, paths.views_dir,

@@ -27,6 +27,7 @@ from layershell.state import Installed
 
 MARKER = "# Managed by layershell"
 SHIM_RE = re.compile(r"^# Managed by layershell: shim for (\S+) of package (\S+)", re.M)
+OS_RELEASE = ("usr/lib/os-release", "etc/os-release")
 BIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]*$")
 
 # What a shim passes through of the caller's environment (docs/exposure.md).
@@ -193,7 +194,10 @@ def wanted(row: Installed, inner_pkgs: str, override: list[str] | None) -> list[
     raw = override if override is not None else row.spec.get("expose")
     names: list[str] = [n for n in raw if isinstance(n, str)] if isinstance(raw, list) else []
     bin_dir = os.path.join(row.path, "bin")
-    if raw is None:
+    # A portable service image carries a whole /usr (sh, sleep, python3...): none of it
+    # goes on PATH unless the manifest names it.
+    is_image = any(os.path.lexists(os.path.join(row.path, p)) for p in OS_RELEASE)
+    if raw is None and not is_image:
         try:
             names = sorted(
                 e for e in os.listdir(bin_dir)

@@ -60,6 +60,9 @@ class Target:
         return os.path.join(self.pkgs_inner, f"{name}_{version}")
 
 
+HANDED_OVER_ENV = "LAYERSHELL_HANDED_OVER"
+
+
 def installing_layers(stack: LayerStack) -> tuple[Layer, ...]:
     return tuple(layer for layer in stack.layers if layer.level == 1)
 
@@ -138,6 +141,7 @@ def as_account_argv(paths: Paths, args: list[str]) -> tuple[list[str], dict[str,
     }
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     env["LAYERSHELL_MODE"] = SYSTEM
+    env[HANDED_OVER_ENV] = "1"  # root syncs shims and services itself afterwards
     if paths.root != "/":
         env["LAYERSHELL_ROOT"] = paths.root
     code = (

@@ -60,7 +60,10 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
 
     from layershell import shims
     from layershell.cli import listing
+    from layershell.target import HANDED_OVER_ENV
 
+    if os.environ.get(HANDED_OVER_ENV) == "1":
+        return  # run for root, which syncs after this process ends
     if not os.access(app.paths.bin_dir, os.W_OK):
         app.err.print(f"note: shims in {app.paths.bin_dir} need root; run: sudo core expose --sync")
         return
@@ -77,3 +80,19 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
         app.err.print(f"removed shim {path}")
     for line in report.collisions + report.warnings:
         app.err.print(f"warning: {line}")
+
+
+def sync_exposure(app: App, only: set[str] | None = None) -> bool:
+    """Shims, then portable services (root, system mode); False if a service failed."""
+    import os
+
+    from layershell import portable
+    from layershell.cli import listing
+
+    sync_shims(app, only)
+    if app.paths.mode != paths_mod.SYSTEM or os.getuid() != 0:
+        return True
+    errors = portable.sync(app.paths, listing.installed(app, only), log=app.err.print, only=only)
+    for message in errors:
+        app.err.print(f"core: error: {message}")
+    return not errors

@@ -6,7 +6,7 @@ import click
 
 from layershell import shims
 from layershell.cli import listing
-from layershell.cli.app import App, load_stack, sync_shims
+from layershell.cli.app import App, load_stack, sync_exposure
 from layershell.errors import LayershellError
 
 
@@ -40,7 +40,8 @@ def expose(app: App, bins: tuple[str, ...], sync_only: bool, name: str | None) -
         shims.save_overrides(app.paths, overrides)
     elif not sync_only:
         raise click.UsageError("name a package, or use --sync")
-    sync_shims(app)
+    if not sync_exposure(app):
+        raise SystemExit(1)
 
 
 @click.command()
@@ -53,4 +54,5 @@ def unexpose(app: App, bins: tuple[str, ...], name: str) -> None:
     overrides = shims.load_overrides(app.paths)
     overrides[name] = [b for b in current if b not in bins] if bins else []
     shims.save_overrides(app.paths, overrides)
-    sync_shims(app)
+    if not sync_exposure(app):
+        raise SystemExit(1)

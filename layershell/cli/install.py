@@ -8,7 +8,7 @@ import sys
 import click
 
 from layershell import fetch, manifest, pipeline, repo, target
-from layershell.cli.app import App, hand_to_account, load_stack, sync_shims
+from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
 
 
 @click.command()
@@ -65,8 +65,8 @@ def install(
     args += [os.path.abspath(i) if os.path.isfile(i) else i for i in items]
     handed = hand_to_account(app, where, args)
     if handed is not None:
-        sync_shims(app)
-        sys.exit(handed)
+        exposed = sync_exposure(app)
+        sys.exit(handed or (0 if exposed else 1))
 
     def log(line: str) -> None:
         if not quiet:
@@ -101,6 +101,8 @@ def install(
         app.err.print(f"core: error: {f.name}: {f.error.message}")
         if f.error.hint:
             app.err.print(f"  hint: {f.error.hint}")
-    sync_shims(app, {o.name for o in report.outcomes})
+    exposed = sync_exposure(app, {o.name for o in report.outcomes})
     if report.failures:
         sys.exit(max(f.error.exit_code for f in report.failures))
+    if not exposed:
+        sys.exit(1)

@@ -7,7 +7,7 @@ import sys
 import click
 
 from layershell import pipeline, target
-from layershell.cli.app import App, hand_to_account, load_stack, sync_shims
+from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
 
 
 @click.command()
@@ -19,8 +19,9 @@ def remove(app: App, no_wait: bool, names: tuple[str, ...]) -> None:
     where = target.target_for(app.paths, load_stack(app))
     handed = hand_to_account(app, where, ["remove", *(["--no-wait"] * no_wait), *names])
     if handed is not None:
-        sync_shims(app)
-        sys.exit(handed)
+        exposed = sync_exposure(app)
+        sys.exit(handed or (0 if exposed else 1))
     for line in pipeline.remove(where, list(names), no_wait=no_wait, log=app.err.print):
         app.out.print(f"removed {line}")
-    sync_shims(app, set(names))
+    if not sync_exposure(app, set(names)):
+        sys.exit(1)

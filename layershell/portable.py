@@ -1,0 +1,336 @@
+"""Portable services: a package whose tree is a portable image runs as systemd portable
+services under its profile (`portablectl attach --profile P --copy M`).
+
+Only root attaches (systemd's rule). The image goes to /var/lib/portables/<name>_<version>
+(the SELinux context there is right on Fedora; images under $HOME are refused), units are
+attached, the manifest's `enable` units enabled and `start` units started, and a start is
+*checked*: `attach --now` returns 0 even when the unit fails (TESTBED.md), so each
+`start` unit is polled until active, and a failure is rolled back (stopped, disabled,
+detached, image removed) with the unit's last journal lines in the message.
+
+layershell's own record (<state>/portables.json: package -> attached version) is the
+truth: systemd 252 matches images by name prefix, so `portablectl list` can name an old
+image after a reattach and `detach OLD` would detach the new units (TESTBED.md A.5).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from layershell.atomic import write_atomic
+from layershell.errors import LayershellError
+from layershell.paths import Paths
+from layershell.state import Installed
+
+UNIT_DIRS = ("usr/lib/systemd/system", "lib/systemd/system", "etc/systemd/system")
+UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target")
+OS_RELEASE = ("usr/lib/os-release", "etc/os-release")
+ATTACHED = "/etc/systemd/system.attached"
+START_TIMEOUT = 15.0
+
+Run = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
+
+
+class PortableError(LayershellError):
+    exit_code = 1
+
+
+def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_PAGER": "cat", "SYSTEMD_COLORS": "0"}
+    return subprocess.run(list(argv), capture_output=True, text=True, check=False, env=env)
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    version: str
+    units: tuple[str, ...]
+
+    @property
+    def image_name(self) -> str:
+        return f"{self.name}_{self.version}"
+
+
+def matches(unit: str, name: str) -> bool:
+    """systemd attaches only units named after the image: NAME.x, NAME-x, NAME@x."""
+    return any(unit.startswith(name + sep) for sep in (".", "-", "@"))
+
+
+def units_in(tree: str) -> list[str]:
+    found: set[str] = set()
+    for d in UNIT_DIRS:
+        try:
+            found.update(e for e in os.listdir(os.path.join(tree, d)) if e.endswith(UNIT_SUFFIXES))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return sorted(found)
+
+
+def portable_image(row: Installed) -> Image | None:
+    """The package as a portable image, or None when its tree is not one."""
+    units = units_in(row.path)
+    has_os_release = any(os.path.lexists(os.path.join(row.path, p)) for p in OS_RELEASE)
+    if not units or not has_os_release:
+        return None
+    wrong = [u for u in units if not matches(u, row.name)]
+    if wrong:
+        raise PortableError(
+            f"{row.name} {row.version}: units {', '.join(wrong)} do not start with the "
+            f"package name; portablectl would not attach them",
+            f"name them {row.name}.service, {row.name}-x.service or {row.name}@.service",
+        )
+    return Image(row.name, row.version, tuple(units))
+
+
+def _record_file(paths: Paths) -> str:
+    return os.path.join(paths.state_dir, "portables.json")
+
+
+def attached(paths: Paths) -> dict[str, str]:
+    try:
+        with open(_record_file(paths), encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise PortableError(
+            f"cannot read {_record_file(paths)}: {exc}", "fix or remove it"
+        ) from None
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _save(paths: Paths, record: dict[str, str], file: str | None = None) -> None:
+    os.makedirs(paths.state_dir, exist_ok=True)
+    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+    write_atomic(file or _record_file(paths), text)
+
+
+def _failed_file(paths: Paths) -> str:
+    return os.path.join(paths.state_dir, "portables-failed.json")
+
+
+def failed(paths: Paths) -> dict[str, str]:
+    """package -> the version whose start failed: a full sync does not retry it (that
+    would fail every later operation); installing the package again does."""
+    try:
+        with open(_failed_file(paths), encoding="utf-8") as f:
+            return {str(k): str(v) for k, v in json.load(f).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _mark_failed(paths: Paths, name: str, version: str | None) -> None:
+    marks = failed(paths)
+    if version is None:
+        if marks.pop(name, None) is None:
+            return
+    else:
+        marks[name] = version
+    _save(paths, marks, _failed_file(paths))
+
+
+def _check(result: subprocess.CompletedProcess[str], what: str) -> None:
+    if result.returncode != 0:
+        raise PortableError(
+            f"{what} failed (exit {result.returncode}): {(result.stderr or result.stdout).strip()}",
+            f"command: {' '.join(result.args)}",
+        )
+
+
+def _journal(unit: str, run: Run) -> str:
+    result = run(["journalctl", "--no-pager", "-o", "cat", "-n", "15", "-u", unit])
+    return "\n".join("    " + line for line in result.stdout.splitlines()[-15:])
+
+
+def _wait_active(unit: str, run: Run, timeout: float, settle: float = 1.5) -> str:
+    """'active' once the unit has stayed active for `settle` seconds; a simple service
+    is active the moment it forks, so one look would miss a program that exits at once."""
+    deadline = time.monotonic() + timeout
+    active_since: float | None = None
+    state = ""
+    while time.monotonic() < deadline:
+        state = run(["systemctl", "is-active", unit]).stdout.strip()
+        now = time.monotonic()
+        if state == "failed" or (state == "inactive" and active_since is not None):
+            return state
+        if state != "active":
+            active_since = None
+        elif active_since is None:
+            active_since = now
+        elif now - active_since >= settle:
+            return state
+        time.sleep(0.2)
+    return state
+
+
+def _conflicts(image: Image, record: dict[str, str]) -> list[str]:
+    """Units another image (not this package's older version) already put on the host."""
+    out = []
+    for unit in image.units:
+        for where in (ATTACHED, "/etc/systemd/system", "/run/systemd/system.attached"):
+            path = os.path.join(where, unit)
+            if os.path.lexists(path) and record.get(image.name) is None:
+                out.append(path)
+    return out
+
+
+def attach(
+    paths: Paths,
+    row: Installed,
+    image: Image,
+    *,
+    run: Run = _run,
+    log: Callable[[str], None] = lambda _: None,
+    start_timeout: float = START_TIMEOUT,
+) -> None:
+    """Attach (or move to) `row`'s version; on a failed start, leave things as before."""
+    record = attached(paths)
+    clash = _conflicts(image, record)
+    if clash:
+        raise PortableError(
+            f"{image.name}: {', '.join(clash)} already exist on the host (another image or "
+            "the host ships the same unit name); systemd refuses to attach over them",
+            "remove or rename the other unit, or rename this package's units",
+        )
+    target = os.path.join(paths.portables_dir, image.image_name)
+    if not paths.portables_dir.startswith(("/var/lib/portables", "/etc/portables")):
+        log(f"note: {paths.portables_dir} is not /var/lib/portables (SELinux on Fedora needs it)")
+    os.makedirs(paths.portables_dir, mode=0o700, exist_ok=True)
+    if not os.path.isdir(target):
+        tmp = target + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(row.path, tmp, symlinks=True)
+        os.rename(tmp, target)
+    profile = str(row.spec.get("profile") or "default")
+    method = str(row.spec.get("install_method") or "auto")
+    enable = _units(row, "enable")
+    start = _units(row, "start")
+    previous = record.get(image.name)
+    verb = "reattach" if previous and previous != image.version else "attach"
+    if previous == image.version:
+        verb = "attach"
+    argv = ["portablectl", verb, "--profile", profile, f"--copy={method}", target]
+    if previous != image.version or not _is_attached(image, run):
+        log(f"{verb}ing {image.image_name} (profile {profile}, --copy={method})")
+        _check(run(argv), f"portablectl {verb} {image.image_name}")
+    try:
+        for unit in enable:
+            _check(run(["systemctl", "enable", unit]), f"systemctl enable {unit}")
+        for unit in start:
+            _check(run(["systemctl", "restart", unit]), f"systemctl start {unit}")
+            state = _wait_active(unit, run, start_timeout)
+            if state != "active":
+                raise PortableError(
+                    f"{unit} did not start (state: {state or 'unknown'}); "
+                    f"{image.image_name} was detached. Its last log lines:\n{_journal(unit, run)}",
+                    f"journalctl -u {unit}",
+                )
+    except PortableError:
+        _undo(image, target, enable, start, run)
+        if previous and previous != image.version:
+            log(f"{image.name}: {image.version} failed; {previous} stays detached")
+        record.pop(image.name, None)
+        _save(paths, record)
+        _mark_failed(paths, image.name, image.version)
+        raise
+    if previous and previous != image.version:
+        shutil.rmtree(
+            os.path.join(paths.portables_dir, f"{image.name}_{previous}"), ignore_errors=True
+        )
+    record[image.name] = image.version
+    _save(paths, record)
+    _mark_failed(paths, image.name, None)
+
+
+def _units(row: Installed, key: str) -> list[str]:
+    value = row.spec.get(key)
+    return [u for u in value if isinstance(u, str)] if isinstance(value, list) else []
+
+
+def _is_attached(image: Image, run: Run) -> bool:
+    return any(os.path.lexists(os.path.join(ATTACHED, u)) for u in image.units)
+
+
+def _undo(image: Image, target: str, enable: list[str], start: list[str], run: Run) -> None:
+    for unit in start:
+        run(["systemctl", "stop", unit])
+    for unit in enable:
+        run(["systemctl", "disable", unit])
+    run(["portablectl", "detach", target])
+    for unit in image.units:
+        run(["systemctl", "reset-failed", unit])
+    shutil.rmtree(target, ignore_errors=True)
+
+
+def detach(
+    paths: Paths,
+    name: str,
+    units: Sequence[str],
+    *,
+    run: Run = _run,
+    log: Callable[[str], None] = lambda _: None,
+) -> None:
+    """Detach what layershell's record says is attached for `name` (never by prefix)."""
+    record = attached(paths)
+    version = record.get(name)
+    if version is None:
+        return
+    target = os.path.join(paths.portables_dir, f"{name}_{version}")
+    log(f"detaching {name}_{version}")
+    for unit in units:
+        run(["systemctl", "disable", "--now", unit])
+    result = run(["portablectl", "detach", "--now", target])
+    if result.returncode != 0 and "not attached" not in (result.stderr + result.stdout).lower():
+        _check(result, f"portablectl detach {name}_{version}")
+    for unit in units:
+        run(["systemctl", "reset-failed", unit])
+    shutil.rmtree(target, ignore_errors=True)
+    del record[name]
+    _save(paths, record)
+
+
+def sync(
+    paths: Paths,
+    rows: list[Installed],
+    *,
+    run: Run = _run,
+    log: Callable[[str], None] = lambda _: None,
+    only: set[str] | None = None,
+) -> list[str]:
+    """Attach active portable packages and detach what is no longer installed; returns
+    error messages (each package's failure is its own)."""
+    errors: list[str] = []
+    active = {r.name: r for r in rows if r.active}
+    record = attached(paths)
+    marks = failed(paths)
+    for name in sorted(set(record) - set(active)):
+        if only is not None and name not in only:
+            continue
+        try:
+            image_dir = os.path.join(paths.portables_dir, f"{name}_{record[name]}")
+            detach(paths, name, units_in(image_dir), run=run, log=log)
+        except LayershellError as exc:
+            errors.append(exc.message)
+    for name, row in sorted(active.items()):
+        if only is not None and name not in only:
+            continue
+        try:
+            image = portable_image(row)
+            if image is None:
+                continue
+            if record.get(name) == row.version and _is_attached(image, run):
+                continue
+            if only is None and marks.get(name) == row.version:
+                log(f"note: {name} {row.version} is not attached: its start failed; "
+                    f"install it again to retry")  # fmt: skip
+                continue
+            attach(paths, row, image, run=run, log=log)
+        except LayershellError as exc:
+            errors.append(exc.message + (f"\n  hint: {exc.hint}" if exc.hint else ""))
+    return errors
