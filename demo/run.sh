@@ -31,7 +31,6 @@ step core list
 
 say "4. The packages run in layer otto and cannot change themselves"
 step layer-shell --layer otto -- /opt/pkgs/hello/bin/hello demo
-step layer-shell --layer otto -- /opt/pkgs/cowsay-lite/bin/cowsay-lite "layers work"
 step layer-shell --layer otto -c 'rm /opt/pkgs/hello/bin/hello 2>&1 || echo "layer 1 is read-only from layer 2"'
 
 say "5. Streams: the testing stream has hello 2.0"
@@ -39,5 +38,11 @@ sed -i 's/track_stream: stable/track_stream: testing/' "$HOME/composable.yaml"
 step core install --config "$HOME/composable.yaml" hello
 step layer-shell --layer otto -- /opt/pkgs/hello/bin/hello
 step core info hello
+
+say "6. Shims: the programs are on PATH and feel native, while running in layer otto"
+step command -v hello cowsay-lite
+step head -2 "$(command -v hello)"
+step hello from the shim
+step cowsay-lite "layers work"
 
 printf '\n%sdemo finished%s\n' "$B" "$N"

@@ -33,4 +33,6 @@ def test_demo_runs_end_to_end(fresh_rootless: Identity) -> None:
     assert "hello 1.0 from layer otto" in out
     assert "hello 2.0 (testing) from layer otto" in out
     assert "layer 1 is read-only from layer 2" in out
+    assert "hello 2.0 (testing) from layer otto as uid" in out and "from the shim" in out
+    assert "< layers work >" in out
     assert out.rstrip().endswith("demo finished")
