@@ -51,6 +51,7 @@ class Image:
     name: str
     version: str
     units: tuple[str, ...]
+    generated: bool = False  # a code package's units in an image that shares core's /usr
 
     @property
     def image_name(self) -> str:
@@ -76,7 +77,7 @@ def portable_image(row: Installed) -> Image | None:
     """The package as a portable image, or None when its tree is not one."""
     units = units_in(row.path)
     has_os_release = any(os.path.lexists(os.path.join(row.path, p)) for p in OS_RELEASE)
-    if not units or not has_os_release:
+    if not units:
         return None
     wrong = [u for u in units if not matches(u, row.name)]
     if wrong:
@@ -85,7 +86,51 @@ def portable_image(row: Installed) -> Image | None:
             f"package name; portablectl would not attach them",
             f"name them {row.name}.service, {row.name}-x.service or {row.name}@.service",
         )
-    return Image(row.name, row.version, tuple(units))
+    return Image(row.name, row.version, tuple(units), generated=not has_os_release)
+
+
+# Mount points the portable profiles bind onto (TESTBED.md A.3: missing ones fail).
+SKELETON_DIRS = ("usr", "proc", "sys", "dev", "run", "tmp", "var/tmp", "etc", "opt/pkgs")
+SKELETON_FILES = ("etc/machine-id", "etc/resolv.conf")
+
+
+def generate_image(row: Installed, target: str, pkgs_inner: str) -> None:
+    """An image for a code package that ships units but no os-release: an os-release, the
+    empty mount points, and the package's units with core's /usr, /etc and the package
+    tree bound read-only, so its programs run from the host's /usr as a shim's do."""
+    os.makedirs(target)
+    for d in SKELETON_DIRS:
+        os.makedirs(os.path.join(target, d), exist_ok=True)
+    for name in SKELETON_FILES:
+        open(os.path.join(target, name), "w").close()
+    for link, dest in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"),
+                       ("lib64", "usr/lib64")):  # fmt: skip
+        os.symlink(dest, os.path.join(target, link))
+    os.makedirs(os.path.join(target, "usr/lib/systemd/system"), exist_ok=True)
+    release = (
+        f"ID=layershell-{row.name}\nVERSION_ID={row.version}\n"
+        f'PORTABLE_PRETTY_NAME="{row.name} {row.version} (layershell package)"\n'
+    )
+    with open(os.path.join(target, "usr/lib/os-release"), "w", encoding="utf-8") as out:
+        out.write(release)
+    tree = f"{pkgs_inner}/{row.name}_{row.version}"
+    binds = (
+        "\n[Service]\n"
+        "# Added by layershell: this image shares core's /usr and /etc, read-only, and\n"
+        "# sees its package where shims see it.\n"
+        "BindReadOnlyPaths=/usr /etc/passwd /etc/group /etc/nsswitch.conf /etc/ld.so.cache\n"
+        f"BindReadOnlyPaths={row.path}:{tree} {row.path}:{pkgs_inner}/{row.name}\n"
+    )
+    for unit in units_in(row.path):
+        source = next(
+            os.path.join(row.path, d, unit)
+            for d in UNIT_DIRS
+            if os.path.exists(os.path.join(row.path, d, unit))
+        )
+        with open(source, encoding="utf-8") as src:
+            text = src.read()
+        with open(os.path.join(target, "usr/lib/systemd/system", unit), "w") as out:
+            out.write(text + (binds if unit.endswith(".service") else ""))
 
 
 def _record_file(paths: Paths) -> str:
@@ -188,6 +233,7 @@ def attach(
     run: Run = _run,
     log: Callable[[str], None] = lambda _: None,
     start_timeout: float = START_TIMEOUT,
+    pkgs_inner: str = "/opt/pkgs",
 ) -> None:
     """Attach (or move to) `row`'s version; on a failed start, leave things as before."""
     record = attached(paths)
@@ -205,7 +251,10 @@ def attach(
     if not os.path.isdir(target):
         tmp = target + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(row.path, tmp, symlinks=True)
+        if image.generated:
+            generate_image(row, tmp, pkgs_inner)
+        else:
+            shutil.copytree(row.path, tmp, symlinks=True)
         os.rename(tmp, target)
     profile = str(row.spec.get("profile") or "default")
     method = str(row.spec.get("install_method") or "auto")
@@ -302,6 +351,7 @@ def sync(
     run: Run = _run,
     log: Callable[[str], None] = lambda _: None,
     only: set[str] | None = None,
+    pkgs_inner: str = "/opt/pkgs",
 ) -> list[str]:
     """Attach active portable packages and detach what is no longer installed; returns
     error messages (each package's failure is its own)."""
@@ -330,7 +380,7 @@ def sync(
                 log(f"note: {name} {row.version} is not attached: its start failed; "
                     f"install it again to retry")  # fmt: skip
                 continue
-            attach(paths, row, image, run=run, log=log)
+            attach(paths, row, image, run=run, log=log, pkgs_inner=pkgs_inner)
         except LayershellError as exc:
             errors.append(exc.message + (f"\n  hint: {exc.hint}" if exc.hint else ""))
     return errors

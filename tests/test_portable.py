@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests import testbed
+from tests.packages import tarball
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +73,20 @@ def bed() -> Iterator[testbed.Testbed]:
             manifest({f"svc{p}": (p, m) for p, (m, _) in PROFILES.items()}),
         )
         tb.write("/srv/bad.yaml", manifest({"svcbad": ("default", "copy")}))
+        # A code package: a program and a unit, no os-release (a generated image).
+        tarball(
+            tb.root / f"srv/repo/{arch}/webcode_1.0.tar.gz",
+            {
+                "bin/webcode": "#!/bin/sh\nexec /usr/bin/python3 -m http.server --bind "
+                "127.0.0.1 --directory /opt/pkgs/webcode/www 8110\n",
+                "www/index.html": "served by webcode from core's /usr\n",
+                "usr/lib/systemd/system/webcode.service": "[Unit]\nDescription=webcode\n"
+                "[Service]\nExecStart=/opt/pkgs/webcode/bin/webcode\n"
+                "[Install]\nWantedBy=multi-user.target\n",
+            },
+        )
+        tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
+        tb.write("/srv/code.yaml", manifest({"webcode": ("default", "copy")}))
         r = tb.exec("core", "install", "--quiet", "--config", "/srv/composable.yaml", timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
         yield tb
@@ -169,3 +184,13 @@ def test_remove_detaches_and_leaves_no_unit_files(bed: testbed.Testbed) -> None:
     assert not bed.host_path("/var/lib/portables/svcstrict_1.0").exists()
     assert bed.exec("systemctl", "is-active", "svcstrict.service").stdout.strip() != "active"
     assert bed.exec("systemctl", "is-active", "svcdefault.service").stdout.strip() == "active"
+
+
+def test_code_package_with_units_gets_a_generated_image(bed: testbed.Testbed) -> None:
+    r = bed.exec("core", "install", "--quiet", "--config", "/srv/code.yaml", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    image = bed.host_path("/var/lib/portables/webcode_1.0")
+    assert (image / "usr/lib/os-release").read_text().startswith("ID=layershell-webcode")
+    assert bed.exec("systemctl", "is-active", "webcode.service").stdout.strip() == "active"
+    assert curl(bed, 8110).strip() == "served by webcode from core's /usr"
+    assert not bed.host_path("/usr/local/bin/python3").exists()
