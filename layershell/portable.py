@@ -20,7 +20,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from layershell.atomic import write_atomic
@@ -150,7 +150,7 @@ def attached(paths: Paths) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def _save(paths: Paths, record: dict[str, str], file: str | None = None) -> None:
+def _save(paths: Paths, record: Mapping[str, object], file: str | None = None) -> None:
     os.makedirs(paths.state_dir, exist_ok=True)
     text = json.dumps(record, indent=1, sort_keys=True) + "\n"
     write_atomic(file or _record_file(paths), text)
@@ -258,8 +258,8 @@ def attach(
         os.rename(tmp, target)
     profile = str(row.spec.get("profile") or "default")
     method = str(row.spec.get("install_method") or "auto")
-    enable = _units(row, "enable")
-    start = _units(row, "start")
+    enable = _units(row, "enable", paths)
+    start = _units(row, "start", paths)
     previous = record.get(image.name)
     verb = "reattach" if previous and previous != image.version else "attach"
     if previous == image.version:
@@ -297,9 +297,61 @@ def attach(
     _mark_failed(paths, image.name, None)
 
 
-def _units(row: Installed, key: str) -> list[str]:
+def _services_file(paths: Paths) -> str:
+    return os.path.join(paths.state_dir, "services.json")
+
+
+def service_overrides(paths: Paths) -> dict[str, list[str]]:
+    """package -> the units core expose/unexpose --service set (enabled and started),
+    in place of the manifest's enable/start."""
+    try:
+        with open(_services_file(paths), encoding="utf-8") as f:
+            data = json.load(f)
+        return {str(k): [str(u) for u in v] for k, v in data.items() if isinstance(v, list)}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def save_service_overrides(paths: Paths, overrides: dict[str, list[str]]) -> None:
+    _save(paths, overrides, _services_file(paths))
+
+
+def _units(row: Installed, key: str, paths: Paths | None = None) -> list[str]:
+    if paths is not None:
+        override = service_overrides(paths).get(row.name)
+        if override is not None:
+            return override
     value = row.spec.get(key)
     return [u for u in value if isinstance(u, str)] if isinstance(value, list) else []
+
+
+def wanted_services(paths: Paths, row: Installed) -> list[str]:
+    """The units that should be enabled and running for `row`."""
+    return sorted(set(_units(row, "enable", paths)) | set(_units(row, "start", paths)))
+
+
+def apply_services(
+    before: Sequence[str],
+    after: Sequence[str],
+    *,
+    run: Run = _run,
+    start_timeout: float = START_TIMEOUT,
+) -> list[str]:
+    """Enable and start units added, disable and stop units removed; errors returned."""
+    errors = []
+    for unit in sorted(set(before) - set(after)):
+        run(["systemctl", "disable", "--now", unit])
+    for unit in sorted(set(after) - set(before)):
+        for argv in (["systemctl", "enable", unit], ["systemctl", "restart", unit]):
+            result = run(argv)
+            if result.returncode != 0:
+                errors.append(f"{' '.join(argv)}: {(result.stderr or result.stdout).strip()}")
+                break
+        else:
+            state = _wait_active(unit, run, start_timeout)
+            if state != "active":
+                errors.append(f"{unit} did not start (state: {state}):\n{_journal(unit, run)}")
+    return errors
 
 
 def _is_attached(image: Image, run: Run) -> bool:

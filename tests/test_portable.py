@@ -194,3 +194,38 @@ def test_code_package_with_units_gets_a_generated_image(bed: testbed.Testbed) ->
     assert bed.exec("systemctl", "is-active", "webcode.service").stdout.strip() == "active"
     assert curl(bed, 8110).strip() == "served by webcode from core's /usr"
     assert not bed.host_path("/usr/local/bin/python3").exists()
+
+
+def test_expose_and_unexpose_a_service(bed: testbed.Testbed) -> None:
+    unit = "svcdefault-listen.service"
+    r = bed.exec("core", "expose", "svcdefault", "--service", unit, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert bed.exec("systemctl", "is-active", unit).stdout.strip() == "active"
+    assert curl(bed, 8101).strip() == "hello from svcdefault 1.0"
+    r = bed.exec("core", "unexpose", "svcdefault", "--service", unit, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert bed.exec("systemctl", "is-active", unit).stdout.strip() != "active"
+    assert bed.exec("systemctl", "is-active", "svcdefault.service").stdout.strip() == "active"
+
+
+def test_same_unit_name_from_two_images_is_refused_clearly(bed: testbed.Testbed) -> None:
+    arch = bed.exec("uname", "-m", check=True).stdout.strip()
+    # A second package whose image ships svctrusted.service: same unit name.
+    bed.exec(
+        "sh", "-c",
+        f"mk-portable-package /srv/src/svctrusted-x svctrusted 2.0 && mkdir -p /srv/other/{arch}"
+        f" && tar -C /srv/src/svctrusted-x -czf /srv/other/{arch}/svctrusted_2.0.tar.gz .",
+        check=True,
+    )  # fmt: skip
+    r = bed.exec("core", "remove", "svctrusted", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # The host now ships svctrusted.service itself (as another image or an admin would).
+    bed.write("/etc/systemd/system/svctrusted.service", "[Service]\nExecStart=/bin/true\n")
+    try:
+        bed.exec("core", "repo", "index", f"/srv/other/{arch}", check=True)
+        r = bed.exec("core", "install", f"file:///srv/other/{arch}/svctrusted_2.0", timeout=300)
+        assert r.returncode == 1
+        assert "/etc/systemd/system/svctrusted.service already exist" in r.stderr
+        assert "same unit name" in r.stderr
+    finally:
+        bed.exec("rm", "-f", "/etc/systemd/system/svctrusted.service")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from layershell import shims
+from layershell import portable, shims
 from layershell.cli import listing
 from layershell.cli.app import App, load_stack, sync_exposure
 from layershell.errors import LayershellError
@@ -19,17 +19,49 @@ def _current(app: App, name: str) -> list[str]:
     return [s.name for s in shims.wanted(rows[0], inner, overrides.get(name))]
 
 
+def _services(app: App, name: str, change: object) -> None:
+    """Apply a change of a package's enabled-and-started units (root, system mode)."""
+    import os
+
+    rows = [r for r in listing.installed(app, {name}) if r.active]
+    if not rows:
+        raise LayershellError(f"{name} is not installed", "see core list")
+    if os.getuid() != 0:
+        raise LayershellError("services need root", f"sudo core expose/unexpose {name} ...")
+    before = portable.wanted_services(app.paths, rows[0])
+    after = change(before)  # type: ignore[operator]
+    overrides = portable.service_overrides(app.paths)
+    overrides[name] = sorted(after)
+    portable.save_service_overrides(app.paths, overrides)
+    errors = portable.apply_services(before, after)
+    for message in errors:
+        app.err.print(f"core: error: {message}")
+    if errors:
+        raise SystemExit(1)
+
+
 @click.command()
 @click.option("--bin", "bins", multiple=True, metavar="PROG", help="Expose this program too.")
+@click.option(
+    "--service", "services", multiple=True, metavar="UNIT", help="Enable and start this unit."
+)
 @click.option("--sync", "sync_only", is_flag=True, help="Only rewrite all shims.")
 @click.argument("name", required=False)
 @click.pass_obj
-def expose(app: App, bins: tuple[str, ...], sync_only: bool, name: str | None) -> None:
-    """Put a package's programs on PATH as shims that run in layer otto.
+def expose(
+    app: App, bins: tuple[str, ...], services: tuple[str, ...], sync_only: bool, name: str | None
+) -> None:
+    """Put a package's programs on PATH as shims that run in layer otto, or enable and
+    start its portable service units.
 
     Without --bin, back to the package's default (the manifest's expose:, else all of
-    bin/); with --bin, add those programs. --sync rewrites every shim.
+    bin/); with --bin, add those programs. --service UNIT enables and starts UNIT of an
+    attached portable image. --sync rewrites every shim and attaches what is missing.
     """
+    if name is not None and services:
+        _services(app, name, lambda before: sorted({*before, *services}))
+        if not bins:
+            return
     if name is not None and not sync_only:
         overrides = shims.load_overrides(app.paths)
         if bins:
@@ -46,10 +78,18 @@ def expose(app: App, bins: tuple[str, ...], sync_only: bool, name: str | None) -
 
 @click.command()
 @click.option("--bin", "bins", multiple=True, metavar="PROG", help="Remove only this shim.")
+@click.option(
+    "--service", "services", multiple=True, metavar="UNIT", help="Stop and disable this unit."
+)
 @click.argument("name")
 @click.pass_obj
-def unexpose(app: App, bins: tuple[str, ...], name: str) -> None:
-    """Take a package's programs off PATH (all of them, or --bin PROG)."""
+def unexpose(app: App, bins: tuple[str, ...], services: tuple[str, ...], name: str) -> None:
+    """Take a package's programs off PATH (all of them, or --bin PROG), or stop and
+    disable units of its portable service (--service UNIT)."""
+    if services:
+        _services(app, name, lambda before: [u for u in before if u not in services])
+        if not bins:
+            return
     current = _current(app, name)
     overrides = shims.load_overrides(app.paths)
     overrides[name] = [b for b in current if b not in bins] if bins else []
