@@ -135,3 +135,35 @@ def test_other_accounts_can_list(system: SystemStack, shared_dir: Path) -> None:
         assert [x["name"] for x in json.loads(r.stdout)] == ["seen"]
     finally:
         assert system.core("remove", "seen").returncode == 0
+
+
+def test_system_shims_run_for_other_users_never_root(system: SystemStack, shared_dir: Path) -> None:
+    import subprocess
+
+    bin_dir = system.root / "usr/local/bin"
+    foreign = bin_dir / "foreigntool"
+    foreign.write_bytes(b"#!/bin/sh\necho admin's own\n")
+    path = tarball(
+        shared_dir / "sys_1.0.tar.gz",
+        {"bin/systool": '#!/bin/sh\necho "systool as $(id -u)"\n', "bin/foreigntool": "x\n"},
+    )
+    try:
+        r = system.core("install", str(path))
+        assert r.returncode == 0, r.stderr.decode()
+        assert f"{foreign} exists and was not written by layershell: left alone" in (
+            r.stderr.decode()
+        )
+        assert foreign.read_bytes() == b"#!/bin/sh\necho admin's own\n"
+        shim = bin_dir / "systool"
+        assert shim.stat().st_uid == 0  # root wrote it; layer accounts cannot
+        otto = pwd.getpwnam(system.otto).pw_uid
+        r = system.as_user(system.otto, [str(shim)])
+        assert r.stdout.decode().strip() == f"systool as {otto}", r.stderr.decode()
+        r2 = subprocess.run([str(shim)], capture_output=True, check=False)
+        assert r2.returncode == 1 and b"refusing to run a layer program as root" in r2.stderr
+        listing = json.loads(system.core("list", "--json").stdout)
+        assert [x["exposes"] for x in listing if x["name"] == "sys"] == [["systool"]]
+    finally:
+        system.core("remove", "sys")
+        foreign.unlink()
+    assert not (bin_dir / "systool").exists()

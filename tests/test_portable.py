@@ -6,6 +6,7 @@ handing installs to the layer account."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,6 +194,8 @@ def test_code_package_with_units_gets_a_generated_image(bed: testbed.Testbed) ->
     assert (image / "usr/lib/os-release").read_text().startswith("ID=layershell-webcode")
     assert bed.exec("systemctl", "is-active", "webcode.service").stdout.strip() == "active"
     assert curl(bed, 8110).strip() == "served by webcode from core's /usr"
+    rows = json.loads(bed.exec("core", "list", "--json", check=True).stdout)
+    assert "webcode_1.0 (portable)" in next(x["exposes"] for x in rows if x["name"] == "webcode")
     assert not bed.host_path("/usr/local/bin/python3").exists()
 
 

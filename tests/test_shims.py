@@ -87,7 +87,9 @@ def test_death_by_signal(shimmed: Identity, sig: signal.Signals) -> None:
     assert r.stdout.decode().strip() == str(128 + sig)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGWINCH, signal.SIGUSR1]
+)
 def test_signal_to_shim_pid_runs_handler(shimmed: Identity, sig: signal.Signals) -> None:
     name = signal.Signals(sig).name[3:]
     proc = shimmed.popen(["trapper", name], stdout=subprocess.PIPE)

@@ -41,6 +41,12 @@ def list_(app: App, as_json: bool, show_all: bool) -> None:
     from layershell import shims
 
     shown = shims.exposed(app.paths)
+    from layershell import portable
+
+    attached = portable.attached(app.paths) if app.paths.mode == "system" else {}
+    for name, version in attached.items():
+        if any(r.name == name and r.version == version for r in rows):
+            shown.setdefault(name, []).append(f"{name}_{version} (portable)")
     if as_json:
         out = [{**r.as_json(), "exposes": shown.get(r.name, []) if r.active else []} for r in rows]
         json.dump(out, sys.stdout, indent=1)
