@@ -40,3 +40,32 @@ def write_atomic(
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def read_json_map(path: str, *, strict: bool = True) -> dict[str, object]:
+    """A small JSON object kept under <state> ({} when the file does not exist). A
+    damaged record that matters (strict) is an error naming the file; a damaged cache is
+    treated as absent, since it is rebuilt."""
+    import json
+
+    from layershell.errors import LayershellError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        if not strict:
+            return {}
+        raise LayershellError(f"cannot read {path}: {exc}", "fix or remove the file") from None
+    return {str(k): v for k, v in data.items()}
+
+
+def write_json(path: str, data: object) -> None:
+    import json
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n", mode=0o644)

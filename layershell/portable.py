@@ -15,7 +15,6 @@ image after a reattach and `detach OLD` would detach the new units (TESTBED.md A
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from layershell.atomic import write_atomic
+from layershell.atomic import read_json_map, write_json
 from layershell.errors import LayershellError
 from layershell.paths import Paths
 from layershell.state import Installed
@@ -138,22 +137,11 @@ def _record_file(paths: Paths) -> str:
 
 
 def attached(paths: Paths) -> dict[str, str]:
-    try:
-        with open(_record_file(paths), encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise PortableError(
-            f"cannot read {_record_file(paths)}: {exc}", "fix or remove it"
-        ) from None
-    return {str(k): str(v) for k, v in data.items()}
+    return {k: str(v) for k, v in read_json_map(_record_file(paths)).items()}
 
 
 def _save(paths: Paths, record: Mapping[str, object], file: str | None = None) -> None:
-    os.makedirs(paths.state_dir, exist_ok=True)
-    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
-    write_atomic(file or _record_file(paths), text)
+    write_json(file or _record_file(paths), record)
 
 
 def _failed_file(paths: Paths) -> str:
@@ -163,11 +151,7 @@ def _failed_file(paths: Paths) -> str:
 def failed(paths: Paths) -> dict[str, str]:
     """package -> the version whose start failed: a full sync does not retry it (that
     would fail every later operation); installing the package again does."""
-    try:
-        with open(_failed_file(paths), encoding="utf-8") as f:
-            return {str(k): str(v) for k, v in json.load(f).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
+    return {k: str(v) for k, v in read_json_map(_failed_file(paths), strict=False).items()}
 
 
 def _mark_failed(paths: Paths, name: str, version: str | None) -> None:
@@ -304,12 +288,8 @@ def _services_file(paths: Paths) -> str:
 def service_overrides(paths: Paths) -> dict[str, list[str]]:
     """package -> the units core expose/unexpose --service set (enabled and started),
     in place of the manifest's enable/start."""
-    try:
-        with open(_services_file(paths), encoding="utf-8") as f:
-            data = json.load(f)
-        return {str(k): [str(u) for u in v] for k, v in data.items() if isinstance(v, list)}
-    except (OSError, ValueError, AttributeError):
-        return {}
+    data = read_json_map(_services_file(paths))
+    return {k: [str(u) for u in v] for k, v in data.items() if isinstance(v, list)}
 
 
 def save_service_overrides(paths: Paths, overrides: dict[str, list[str]]) -> None:

@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from layershell import sandbox
-from layershell.atomic import write_atomic
+from layershell.atomic import read_json_map, write_atomic, write_json
 from layershell.paths import ROOTLESS, Paths
 from layershell.stack import Layer, LayerStack
 from layershell.state import Installed
@@ -308,21 +308,12 @@ def _index_file(paths: Paths) -> str:
 def _load_index(paths: Paths) -> dict[str, list[str]]:
     """package -> the shims sync last wrote for it (so a partial sync need not read every
     file on PATH); rebuilt by every full sync, so a lost index only costs time."""
-    import json
-
-    try:
-        with open(_index_file(paths), encoding="utf-8") as f:
-            data = json.load(f)
-        return {str(k): [str(n) for n in v] for k, v in data.items() if isinstance(v, list)}
-    except (OSError, ValueError, AttributeError):
-        return {}
+    data = read_json_map(_index_file(paths), strict=False)
+    return {k: [str(n) for n in v] for k, v in data.items() if isinstance(v, list)}
 
 
 def _save_index(paths: Paths, index: dict[str, list[str]]) -> None:
-    import json
-
-    os.makedirs(paths.state_dir, exist_ok=True)
-    write_atomic(_index_file(paths), json.dumps(index, sort_keys=True) + "\n", mode=0o644)
+    write_json(_index_file(paths), index)
 
 
 def overrides_file(paths: Paths) -> str:
@@ -331,28 +322,16 @@ def overrides_file(paths: Paths) -> str:
 
 def load_overrides(paths: Paths) -> dict[str, list[str] | None]:
     """Per-package shim lists set by core expose/unexpose (None: back to the default)."""
-    import json
-
-    try:
-        with open(overrides_file(paths), encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        from layershell.errors import LayershellError
-
-        raise LayershellError(
-            f"cannot read {overrides_file(paths)}: {exc}", "fix or remove the file"
-        ) from None
-    return {str(k): v for k, v in data.items() if v is None or isinstance(v, list)}
+    data = read_json_map(overrides_file(paths))
+    return {
+        k: [str(n) for n in v] if isinstance(v, list) else None
+        for k, v in data.items()
+        if v is None or isinstance(v, list)
+    }
 
 
 def save_overrides(paths: Paths, overrides: dict[str, list[str] | None]) -> None:
-    import json
-
-    os.makedirs(paths.state_dir, exist_ok=True)
-    text = json.dumps(overrides, indent=1, sort_keys=True) + "\n"
-    write_atomic(overrides_file(paths), text, mode=0o644)
+    write_json(overrides_file(paths), overrides)
 
 
 def exposed(paths: Paths) -> dict[str, list[str]]:

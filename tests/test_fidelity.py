@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -182,26 +179,6 @@ def test_layer2_cannot_see_layer1_home_or_callers_home(rootless: Identity) -> No
         assert r.stdout.decode().split() == ["no-host-home", "no-arne-home"]
     finally:
         secret.unlink()
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(4)
-
-    def serve() -> None:
-        try:
-            while True:
-                conn, _ = srv.accept()
-                conn.sendall(b"pong")
-                conn.close()
-        except OSError:
-            pass
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield srv.getsockname()[1]
-    srv.close()
 
 
 @pytest.mark.parametrize(("network", "expect"), [(True, "pong"), (False, "no-net")])

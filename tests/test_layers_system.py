@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import stat
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,29 +94,6 @@ def test_setuid_root_copy_gives_no_root(system: SystemStack) -> None:
         assert out(r).splitlines() == [otto_uid, otto_uid], err(r)
     finally:
         target.unlink()
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A TCP listener on the host's 127.0.0.1 that answers 'pong'."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    srv.settimeout(20)
-
-    def serve() -> None:
-        try:
-            while True:
-                conn, _ = srv.accept()
-                conn.sendall(b"pong\n")
-                conn.close()
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield srv.getsockname()[1]
-    srv.close()
 
 
 CONNECT = (

@@ -7,10 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -188,26 +185,6 @@ def test_shadowing_is_warned(fresh_rootless: Identity, shared_dir: Path) -> None
     r = core(fresh_rootless, "install", str(pkg))
     assert r.returncode == 0
     assert "shadows /usr/bin/true" in r.stderr.decode()
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-
-    def serve() -> None:
-        try:
-            while True:
-                conn, _ = srv.accept()
-                conn.sendall(b"pong")
-                conn.close()
-        except OSError:
-            pass
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield srv.getsockname()[1]
-    srv.close()
 
 
 @pytest.mark.parametrize(

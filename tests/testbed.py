@@ -779,47 +779,17 @@ def install_layershell(tb: Testbed, venv: Path | None = None) -> None:
 
 # Portable service images --------------------------------------------------------------
 
-# Builds a minimal directory image from the container's own binaries (dash, sleep and
-# their libraries), the way /work/shared/testbed/mk-portable.sh does. Empty mount points
-# and bind targets (etc/machine-id, etc/resolv.conf) are required by the profiles.
-_MAKE_PORTABLE = r"""
-set -eu
-DIR=$1 NAME=$2 VER=$3
-rm -rf "$DIR"; mkdir -p "$DIR"; cd "$DIR"
-mkdir -p usr/bin usr/lib/systemd/system etc proc sys dev run tmp var/tmp var/lib
-: > etc/machine-id; : > etc/resolv.conf
-ln -s usr/bin bin; ln -s usr/bin sbin; ln -s usr/lib lib; ln -s usr/lib64 lib64
-copy_bin() {
-  for f in "$1" $(ldd "$1" | awk '/=>/ {print $3} /^[ \t]*\/lib/ && !/=>/ {print $1}'); do
-    r=$(readlink -f "$f"); case "$f" in /lib/*|/lib64/*|/bin/*) f=/usr$f;; esac
-    mkdir -p "$DIR$(dirname "$f")"; cp -L "$r" "$DIR$f"
-  done
-}
-copy_bin /usr/bin/dash; ln -sf dash usr/bin/sh
-copy_bin /usr/bin/sleep
-cat > usr/lib/os-release <<EOF
-ID=$NAME
-VERSION_ID=$VER
-PRETTY_NAME="$NAME portable $VER"
-PORTABLE_PRETTY_NAME="$NAME portable service $VER"
-EOF
-ln -s ../usr/lib/os-release etc/os-release
-cat > "usr/lib/systemd/system/$NAME.service" <<EOF
-[Unit]
-Description=$NAME portable test service $VER
-[Service]
-ExecStart=/usr/bin/sh -c 'echo "$NAME $VER started"; exec sleep infinity'
-[Install]
-WantedBy=multi-user.target
-EOF
-"""
+# The image builder lives in tests/data/mk-portable-package.sh (shared with
+# tests/test_portable.py): a directory image made from the container's own binaries.
+MAKE_PORTABLE = Path(__file__).resolve().parent / "data" / "mk-portable-package.sh"
 
 
 def make_portable(tb: Testbed, directory: str, name: str, version: str) -> None:
     """Build a directory portable image at the container's `directory` whose unit
     `<name>.service` runs a shell then sleeps. Name the directory `<name>_<version>`
     (the part before `_` must match the unit names)."""
-    tb.exec("sh", "-c", _MAKE_PORTABLE, "make-portable", directory, name, version, check=True)
+    script = MAKE_PORTABLE.read_text()
+    tb.exec("sh", "-c", script, "mk-portable-package", directory, name, version, check=True)
 
 
 def main(argv: Sequence[str]) -> int:
