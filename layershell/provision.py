@@ -230,6 +230,68 @@ def _init_layer(
         _ensure_dir(path, 0o700, owner, report)
 
 
+UNITS = ("layershell-firstboot.service", "layershell-inbox.path", "layershell-inbox.service")
+ENABLED = ("layershell-firstboot.service", "layershell-inbox.path")
+PROFILE_WORDS = ("default", "nonetwork", "strict", "trusted")
+
+
+def inbox_dirs(layers: LayerStack, paths: Paths) -> list[tuple[str, str]]:
+    """(directory, account) for every /opt/inbox/<profile>/<user> of installing layers."""
+    return [
+        (os.path.join(paths.inbox_dir, profile, layer.account), layer.account)
+        for layer in layers.layers
+        if layer.level == 1
+        for profile in PROFILE_WORDS
+    ]
+
+
+def path_dropin(dirs: list[str]) -> str:
+    return f"{MARKER}: the inbox directories (a path unit watches no subdirectories).\n" + (
+        "[Path]\n" + "".join(f"PathChanged={d}\n" for d in dirs)
+    )
+
+
+def _install_units(layers: LayerStack, paths: Paths, report: Report) -> None:
+    """Units in /etc/systemd/system, enabled the systemd way: a preset file and
+    `systemctl preset` (offline with --root), never hand-made symlinks."""
+    unit_dir = os.path.join(paths.root, "etc/systemd/system")
+    for unit in UNITS:
+        with open(os.path.join(stack.data_dir(), "units", unit), encoding="utf-8") as f:
+            text = f"# {MARKER[2:]}: installed by core init.\n" + f.read()
+        _write_managed(os.path.join(unit_dir, unit), text, 0o644, report)
+    # Paths as the host being set up sees them (under --root, without the root).
+    watched = ["/" + os.path.relpath(d, paths.root) for d, _ in inbox_dirs(layers, paths)]
+    dropin = os.path.join(unit_dir, "layershell-inbox.path.d", "50-inbox-dirs.conf")
+    _write_managed(dropin, path_dropin(watched), 0o644, report)
+    preset = os.path.join(paths.root, "etc/systemd/system-preset/50-layershell.preset")
+    _write_managed(
+        preset,
+        f"{MARKER}: enable layershell's units.\n" + "".join(f"enable {u}\n" for u in ENABLED),
+        0o644,
+        report,
+    )
+    import shutil
+    import subprocess
+
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        report.warnings.append("no systemctl: layershell's units are installed but not enabled")
+        return
+    result = subprocess.run(
+        [systemctl, f"--root={paths.root}", "preset", *ENABLED],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        report.warnings.append(f"systemctl preset failed: {result.stderr.strip()}")
+    elif paths.root == "/" and os.path.isdir("/run/systemd/system"):
+        # A running systemd (first boot): load the new drop-in and watch the new dirs.
+        subprocess.run([systemctl, "daemon-reload"], capture_output=True, check=False)
+        subprocess.run(
+            [systemctl, "--no-block", "restart", "layershell-inbox.path"],
+            capture_output=True, check=False,
+        )  # fmt: skip
+
+
 def _layer_dirs(layer: Layer, paths: Paths, home: str) -> list[str]:
     store = paths.store(layer.name)
     dirs = [sandbox.expand(t, store, paths.pkgs_dir, paths.state_dir) for _, t in layer.writable]
@@ -311,6 +373,12 @@ def init(paths: Paths, *, create_users: bool = False) -> Report:
         for layer in layers.layers[1:]:
             account = _account_for(layer, paths, create_users, launcher, report)
             _init_layer(layer, paths, (account.uid, account.gid), report, home=layer.home)
+        for directory, name in inbox_dirs(layers, paths):
+            found = accounts.lookup(name)
+            owner = (found.uid, found.gid) if found else (0, 0)
+            _ensure_dir(os.path.dirname(directory), 0o755, (0, 0), report)
+            _ensure_dir(directory, 0o755, owner, report)
+        _install_units(layers, paths, report)
     if stack.read_cache(paths.stack_cache, layers.source) is None:
         if not stack.write_cache(paths.stack_cache, layers):
             raise LayershellError(f"cannot write {paths.stack_cache}")

@@ -1,0 +1,63 @@
+"""`core firstboot`: what layershell-firstboot.service runs, once per host."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+from layershell import manifest, provision
+from layershell.atomic import write_atomic
+from layershell.cli import inbox_cmd, listing
+from layershell.cli import install as install_cmd
+from layershell.cli.app import App
+
+
+def stamp_file(app: App) -> str:
+    return os.path.join(app.paths.state_dir, "firstboot.stamp")
+
+
+def _step(ctx: click.Context, command: click.Command, **params: object) -> bool:
+    """Run another core command in this process; True if it succeeded."""
+    try:
+        ctx.invoke(command, **params)
+    except SystemExit as exc:
+        return not exc.code
+    return True
+
+
+@click.command()
+@click.option("--force", is_flag=True, help="Run even if the stamp says it already ran.")
+@click.pass_context
+def firstboot(ctx: click.Context, force: bool) -> None:
+    """Set the host up once: core init, the inbox, then the manifest's packages that the
+    inbox did not already bring. On success writes <state>/firstboot.stamp, which keeps
+    layershell-firstboot.service from ever running again; on failure exits 1 (visible in
+    systemctl status and the journal) and runs again at the next boot."""
+    app: App = ctx.obj
+    stamp = stamp_file(app)
+    if os.path.exists(stamp) and not force:
+        app.out.print(f"first boot already done ({stamp})")
+        return
+    report = provision.init(app.paths, create_users=True)
+    for line in report.done:
+        app.err.print(line)
+    ok = _step(ctx, inbox_cmd.inbox_cmd, directory=None)
+    if os.path.exists(app.paths.manifest_file):
+        loaded = manifest.load_manifest(app.paths.manifest_file)
+        have = {r.name for r in listing.installed(app) if r.active}
+        missing = [p.name for p in loaded.packages if p.name not in have]
+        if missing:
+            app.err.print(f"installing from {app.paths.manifest_file}: {', '.join(missing)}")
+            ok = _step(
+                ctx, install_cmd.install, config=app.paths.manifest_file, no_wait=False,
+                quiet=True, connect_timeout=10.0, read_timeout=30.0, retries=3, profile=None,
+                items=tuple(missing),
+            ) and ok  # fmt: skip
+    if not ok:
+        app.err.print("core firstboot: something failed (see above); it runs again next boot")
+        sys.exit(1)
+    write_atomic(stamp, time.strftime("%Y-%m-%dT%H:%M:%S%z\n"), mode=0o644)
+    app.out.print(f"first boot done; wrote {stamp}")
