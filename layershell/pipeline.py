@@ -77,6 +77,20 @@ def _local_path(url: str) -> str:
     return urllib.parse.unquote(urllib.parse.urlsplit(url).path)
 
 
+def spec_record(spec: manifest.PackageSpec, repository: str | None) -> dict[str, object]:
+    """What the record keeps of a manifest entry (exposure and updates act on it)."""
+    return {
+        "version_kind": spec.version_kind.value,
+        "track_stream": spec.track_stream.value,
+        "profile": spec.profile.value,
+        "install_method": spec.install_method.value,
+        "enable": list(spec.enable),
+        "start": list(spec.start),
+        "expose": None if spec.expose is None else list(spec.expose),
+        "repository": repository,
+    }
+
+
 class Planner:
     """Resolves requests to jobs, reading indexes through the fetcher (cached, 304s)."""
 
@@ -105,16 +119,7 @@ class Planner:
             spec.name, repository, spec.version, spec.version_kind.value,
             spec.track_stream.value, spec.sha256,
         )  # fmt: skip
-        record: dict[str, object] = {
-            "version_kind": spec.version_kind.value,
-            "track_stream": spec.track_stream.value,
-            "profile": spec.profile.value,
-            "install_method": spec.install_method.value,
-            "enable": list(spec.enable),
-            "start": list(spec.start),
-            "expose": None if spec.expose is None else list(spec.expose),
-            "repository": repository,
-        }
+        record = spec_record(spec, repository)
         return Job(art.name, art.version, art.url, None, art.sha256, art.size, record)
 
     def from_reference(self, text: str) -> Job:
@@ -135,7 +140,9 @@ class Planner:
         return Job(art.name, art.version, art.url, None, art.sha256, art.size, record)
 
     @staticmethod
-    def from_tarball(path: str, profile: str | None = None) -> Job:
+    def from_tarball(
+        path: str, profile: str | None = None, loaded: manifest.Manifest | None = None
+    ) -> Job:
         parsed = repo.split_artifact_name(os.path.basename(path))
         if parsed is None:
             raise LayershellError(
@@ -145,6 +152,12 @@ class Planner:
             )
         name, version, _ = parsed
         record: dict[str, object] = {"version_kind": "file"}
+        spec = loaded.get(name) if loaded is not None else None
+        if spec is not None:
+            # A tarball the manifest names (the inbox, after Ignition): the manifest says
+            # how it is exposed; the path's profile, if any, wins for the profile.
+            record = {**spec_record(spec, loaded.repository_for(spec) if loaded else None),
+                      "version_kind": "file"}  # fmt: skip
         if profile is not None:
             record["profile"] = profile
         return Job(name, version, None, os.path.abspath(path), None, None, record)
@@ -173,7 +186,7 @@ def plan_jobs(
             if "://" in text or text.startswith("file:"):
                 jobs.append(planner.from_reference(text))
             elif os.path.isfile(text):
-                jobs.append(planner.from_tarball(text, profile))
+                jobs.append(planner.from_tarball(text, profile, loaded))
             elif loaded is not None and loaded.get(text) is not None:
                 specs.append(loaded.get(text))  # type: ignore[arg-type]
             else:

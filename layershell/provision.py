@@ -257,7 +257,7 @@ def _install_units(layers: LayerStack, paths: Paths, report: Report) -> None:
     unit_dir = os.path.join(paths.root, "etc/systemd/system")
     for unit in UNITS:
         with open(os.path.join(stack.data_dir(), "units", unit), encoding="utf-8") as f:
-            text = f"# {MARKER[2:]}: installed by core init.\n" + f.read()
+            text = f.read()  # carries the marker; core ignition writes the same bytes
         _write_managed(os.path.join(unit_dir, unit), text, 0o644, report)
     # Paths as the host being set up sees them (under --root, without the root).
     watched = ["/" + os.path.relpath(d, paths.root) for d, _ in inbox_dirs(layers, paths)]
@@ -374,10 +374,11 @@ def init(paths: Paths, *, create_users: bool = False) -> Report:
             account = _account_for(layer, paths, create_users, launcher, report)
             _init_layer(layer, paths, (account.uid, account.gid), report, home=layer.home)
         for directory, name in inbox_dirs(layers, paths):
+            # root writes, the account reads through its group (as core ignition sets it)
             found = accounts.lookup(name)
-            owner = (found.uid, found.gid) if found else (0, 0)
+            owner = (0, found.gid) if found else (0, 0)
             _ensure_dir(os.path.dirname(directory), 0o755, (0, 0), report)
-            _ensure_dir(directory, 0o755, owner, report)
+            _ensure_dir(directory, 0o750, owner, report)
         _install_units(layers, paths, report)
     if stack.read_cache(paths.stack_cache, layers.source) is None:
         if not stack.write_cache(paths.stack_cache, layers):

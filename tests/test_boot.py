@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,111 @@ def test_inbox_drop_is_installed_within_ten_seconds(initialised: testbed.Testbed
     wait_for(lambda: installed(tb).get("later") == "2.0", 10)
     status = tb.exec("systemctl", "status", "--no-pager", "layershell-inbox.service").stdout
     assert "layershell" in status
+
+
+# --- the whole chain: core ignition -> real Ignition -> first boot -> reboot ------------
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="module")
+def first_booted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed.Testbed]:
+    import shutil
+    import subprocess
+    import sys
+
+    from tests import ignition_tools
+    from tests.packages import Repository
+    from tests.servers import HttpRepo
+    from tests.support import make_shared_dir
+    from tests.test_ignition import run_ignition
+
+    testbed.require_testbed()
+    tools = ignition_tools.require()
+    work = make_shared_dir("layershell-firstboot-")
+    repo = Repository(work / "repo")
+    repo.add("greet", "v1", {"bin/greet": '#!/bin/sh\necho "greet v1 says hi to $(id -un)"\n'})
+    image = work / "svcweb-tree"
+    subprocess.run(
+        ["sh", str(DATA / "mk-portable-package.sh"), str(image), "svcweb", "1.0"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        ["tar", "-C", str(image), "-czf", str(repo.arch_dir / "svcweb_1.0.tar.gz"), "."],
+        check=True,
+    )
+    repo.index()
+    http = HttpRepo(repo.root).start()
+    manifest = work / "composable.yaml"
+    manifest.write_text(
+        f"composable:\n  default_repository: {http.url}\n  packages:\n"
+        "    - name: greet\n      version: latest\n      profile: default\n"
+        "    - name: svcweb\n      version: '1.0'\n      profile: strict\n"
+        "      enable: [svcweb.service]\n      start: [svcweb.service]\n"
+    )
+    config = work / "config.ign"
+    r = subprocess.run(
+        [sys.executable, "-m", "layershell", "ignition", str(manifest), "-o", str(config)],
+        capture_output=True, text=True, check=False, cwd="/",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    ignition_tools.validate(tools, config)
+    tb = testbed.Testbed()
+
+    def prepare(root: Path) -> None:
+        (root / "etc/machine-id").write_text("uninitialized\n")  # systemd's first boot
+        # The testbed has only loopback: without this, network-online.target (which the
+        # first-boot unit waits for, the manifest naming an http repository) would wait
+        # for systemd-networkd-wait-online's two-minute timeout.
+        mask = root / "etc/systemd/system/systemd-networkd-wait-online.service"
+        mask.parent.mkdir(parents=True, exist_ok=True)
+        mask.symlink_to("/dev/null")
+        (root / "etc/selinux").mkdir(exist_ok=True)
+        (root / "etc/selinux/config").write_text("SELINUX=disabled\nSELINUXTYPE=targeted\n")
+        ign_work = Path(tmp_path_factory.mktemp("ignition"))
+        run_ignition(tools, config, root, ign_work)
+        testbed.install_layershell(tb)
+
+    try:
+        tb.start(prepare=prepare)
+        yield tb
+    finally:
+        tb.stop()
+        http.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_first_boot_installs_both_packages(first_booted: testbed.Testbed) -> None:
+    tb = first_booted
+    assert tb.host_path("/var/lib/layershell/firstboot.stamp").exists()
+    assert installed(tb) == {"greet": "v1", "svcweb": "1.0"}
+    r = tb.exec("runuser", "-u", "otto", "--", "/usr/local/bin/greet")
+    assert r.stdout.strip() == "greet v1 says hi to otto", r.stderr
+    journal = tb.exec(
+        "journalctl", "--no-pager", "-o", "cat", "-u", "layershell-firstboot", "-u", "svcweb"
+    ).stdout
+    assert tb.exec("systemctl", "is-active", "svcweb.service").stdout.strip() == "active", journal
+    drop_in = tb.host_path("/etc/systemd/system.attached/svcweb.service.d/10-profile.conf")
+    strict = tb.host_path("/usr/lib/systemd/portable/profile/strict/service.conf")
+    assert drop_in.read_text() == strict.read_text()
+
+
+def test_after_reboot_service_is_back_and_first_boot_did_not_run_again(
+    first_booted: testbed.Testbed,
+) -> None:
+    tb = first_booted
+    stamp = tb.host_path("/var/lib/layershell/firstboot.stamp")
+    before = stamp.read_text()
+    tb.reboot()
+    state = ""
+    for _ in range(50):
+        state = tb.exec("systemctl", "is-active", "svcweb.service").stdout.strip()
+        if state == "active":
+            break
+        time.sleep(0.2)
+    assert state == "active"
+    shown = tb.exec(
+        "systemctl", "show", "-p", "ConditionResult", "layershell-firstboot.service"
+    ).stdout.strip()
+    assert shown == "ConditionResult=no"  # skipped: the stamp exists
+    assert stamp.read_text() == before

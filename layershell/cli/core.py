@@ -10,7 +10,7 @@ from layershell import __version__
 from layershell.cli import check as check_cmd
 from layershell.cli import expose as expose_cmd
 from layershell.cli import firstboot as firstboot_cmd
-from layershell.cli import inbox_cmd, listing, repo_cmd
+from layershell.cli import ignition_cmd, inbox_cmd, listing, repo_cmd
 from layershell.cli import init as init_cmd
 from layershell.cli import install as install_cmd
 from layershell.cli import remove as remove_cmd
@@ -61,6 +61,7 @@ cli.add_command(check_cmd.check)
 cli.add_command(expose_cmd.expose)
 cli.add_command(expose_cmd.unexpose)
 cli.add_command(firstboot_cmd.firstboot)
+cli.add_command(ignition_cmd.ignition)
 cli.add_command(inbox_cmd.inbox_cmd)
 cli.add_command(init_cmd.init)
 cli.add_command(install_cmd.install)

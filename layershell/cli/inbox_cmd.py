@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import click
 
-from layershell import fetch, inbox, pipeline, repo, target
-from layershell.cli.app import App, load_stack
+from layershell import fetch, inbox, manifest, pipeline, repo, target
+from layershell.cli.app import App, load_stack, sync_exposure
 from layershell.errors import LayershellError
 
 
@@ -30,6 +31,14 @@ def inbox_cmd(app: App, directory: str | None) -> None:
         target.installing_layers(layers),
     )}  # fmt: skip
 
+    def host_manifest() -> manifest.Manifest | None:
+        if not os.path.exists(app.paths.manifest_file):
+            return None
+        try:
+            return manifest.load_manifest(app.paths.manifest_file)
+        except LayershellError:
+            return None
+
     def install_one(drop: inbox.Drop) -> tuple[bool, str]:
         where = targets[drop.user]
         args = ["install", "--quiet", "--profile", drop.profile, drop.path]
@@ -45,7 +54,7 @@ def inbox_cmd(app: App, directory: str | None) -> None:
         try:
             fetcher = fetch.Fetcher(where.cache_dir, progress=fetch.progress_for(quiet=True))
             planner = pipeline.Planner(fetcher, arch=repo.host_arch(), os_version=None)
-            job = planner.from_tarball(drop.path, profile=drop.profile)
+            job = planner.from_tarball(drop.path, drop.profile, host_manifest())
             report = pipeline.run(where, [job], fetcher, log=lambda _: None)
         except LayershellError as exc:
             return False, exc.message
@@ -57,5 +66,6 @@ def inbox_cmd(app: App, directory: str | None) -> None:
     results = inbox.process(where_dir, set(targets), install_one, app.err.print)
     if not results:
         app.out.print(f"inbox {where_dir}: nothing to do")
-    if any(not r.ok for r in results):
+    exposed = sync_exposure(app) if any(r.ok for r in results) else True
+    if any(not r.ok for r in results) or not exposed:
         sys.exit(1)

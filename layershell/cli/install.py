@@ -9,6 +9,7 @@ import click
 
 from layershell import fetch, manifest, pipeline, repo, target
 from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
+from layershell.errors import ConfigError
 
 
 @click.command()
@@ -58,6 +59,15 @@ def install(
         )
     )
     loaded = manifest.load_manifest(config_file) if config_file and needs_manifest else None
+    if loaded is None and config_file and items:
+        # Tarballs the host manifest names take its exposure settings; a broken host
+        # manifest must not block them, so it is only a warning here.
+        try:
+            loaded = manifest.load_manifest(config_file)
+        except ConfigError as exc:
+            app.err.print(f"warning: {config_file} is not valid, its settings are not used:")
+            for problem in exc.problems:
+                app.err.print(f"  {problem}")
     args = ["install", *(["--config", os.path.abspath(config)] if config else [])]
     args += ["--no-wait"] * no_wait + ["--quiet"] * quiet
     args += ["--connect-timeout", str(connect_timeout), "--read-timeout", str(read_timeout)]

@@ -1,0 +1,468 @@
+"""`core ignition`: render a host's first-boot Ignition config (or Butane) from its manifest.
+
+The config makes a freshly provisioned host ready for layershell's first-boot unit:
+
+- the manifest itself at /etc/layershell/composable.yaml;
+- every package's tarball in the inbox, /opt/inbox/<profile>/<user>/<name>_<version>.tar.gz,
+  with its sha256 for Ignition to verify. Versions are resolved now, by the planner
+  `core install` uses, so the host gets exactly what was resolved here. Ignition fetches
+  only http(s) and data: URLs: http(s) artifacts are referenced, file:// and ftp:// ones
+  are fetched here and embedded as data: URLs, up to a size limit;
+- the accounts of the layers above the host, with layer-shell as their shell;
+- the directories layershell expects, with their owners and modes;
+- the first-boot and inbox units from units/, enabled.
+
+Rendering only reads the manifest and the stack and fetches artifacts (into a temporary
+cache); it never needs root and never writes anything but its output. docs/boot.md
+describes the result.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import tempfile
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import yaml
+
+from layershell import fetch, load, manifest, pipeline, repo, sandbox, stack, verify
+from layershell.errors import LayershellError
+from layershell.manifest import Manifest
+from layershell.paths import Paths
+from layershell.stack import LayerStack
+
+Log = Callable[[str], None]
+
+
+class Format(str, Enum):
+    butane = "butane"
+    ignition = "ignition"
+
+
+DEFAULT_SPEC = "3.3.0"
+# The oldest spec whose `verification.hash` accepts sha256 (3.0.0 knows only sha512).
+MIN_SPEC = (3, 1, 0)
+SPEC_RE = re.compile(r"^3\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-experimental)?$")
+# Butane's fcos variant: the version that produces each Ignition spec.
+BUTANE_VARIANT = "fcos"
+BUTANE_VERSIONS = {"3.1.0": "1.1.0", "3.2.0": "1.3.0", "3.3.0": "1.4.0", "3.4.0": "1.5.0",
+                   "3.5.0": "1.6.0"}  # fmt: skip
+DEFAULT_MAX_EMBED = 1 << 20
+
+# Where things go on the provisioned host (system mode, root "/").
+HOST = Paths.system("/")
+LAYER_SHELL = os.path.join(HOST.bin_dir, "layer-shell")
+INBOX_USER_MODE = 0o750  # root writes (Ignition, `core inbox`), the account's group reads
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+FIRSTBOOT_UNIT = "layershell-firstboot.service"
+# name -> enabled (None: not mentioned, e.g. a service only its .path unit starts)
+UNITS: dict[str, bool | None] = {
+    FIRSTBOOT_UNIT: True,
+    "layershell-inbox.path": True,
+    "layershell-inbox.service": None,
+}
+NETWORK_DROPIN = "10-layershell-network.conf"
+NETWORK_DROPIN_TEXT = "[Unit]\nWants=network-online.target\nAfter=network-online.target\n"
+REMOTE_SCHEMES = ("http", "https", "ftp")
+FETCHED_BY_IGNITION = ("http", "https")
+
+# Ignition's JSON names -> Butane's YAML names, for the keys this module writes.
+BUTANE_KEYS = {"homeDir": "home_dir", "noCreateHome": "no_create_home"}
+
+EMBED_HINT = (
+    "Ignition cannot fetch file:// or ftp:// URLs, so those packages are embedded in the"
+    " config; serve the repository over http(s) so Ignition fetches it, or raise the"
+    " limit with --max-embed BYTES"
+)
+
+
+class RenderError(LayershellError):
+    """The manifest is valid, but it cannot become an Ignition config as it is."""
+
+    exit_code = 1
+
+
+# --- the config, independent of its format ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class File:
+    path: str
+    source: str  # an http(s) URL or a data: URL
+    mode: int = FILE_MODE
+    owner: str | None = None  # account and group name; None = root
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Directory:
+    path: str
+    mode: int = DIR_MODE
+    owner: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    home: str
+    shell: str = LAYER_SHELL
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    contents: str
+    enabled: bool | None = None
+    dropins: tuple[tuple[str, str], ...] = ()  # (name, contents)
+
+
+@dataclass(frozen=True)
+class Package:
+    """One package as rendered: what was resolved and how the host gets it."""
+
+    name: str
+    version: str
+    url: str
+    sha256: str
+    inbox_path: str
+    embedded: bool
+    size: int | None
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the host gets, in a stable order (paths sorted, users in stack order)."""
+
+    files: tuple[File, ...]
+    directories: tuple[Directory, ...]
+    users: tuple[User, ...]
+    units: tuple[Unit, ...]
+    packages: tuple[Package, ...]
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+def default_units_dir() -> str:
+    return os.path.join(stack.data_dir(), "units")
+
+
+def read_manifest(path: str) -> tuple[Manifest, bytes]:
+    """The validated manifest and its exact bytes (what is validated is what is embedded);
+    raises ConfigError (exit 2) listing every problem."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        manifest.load_manifest(path)  # words the problem as every command does
+        raise
+    return manifest.validate(load.load_text(text, path)), data
+
+
+def check_spec(spec: str, fmt: Format) -> str:
+    """The Ignition spec version to write; for Butane, the Butane version producing it."""
+    m = SPEC_RE.match(spec)
+    if m is None or (3, int(m[1]), int(m[2])) < MIN_SPEC:
+        raise LayershellError(
+            f"--spec {spec!r}: layershell writes Ignition spec 3.1.0 or newer",
+            f"use a version such as {DEFAULT_SPEC} (the default) or 3.4.0",
+            exit_code=2,
+        )
+    if fmt is Format.butane:
+        butane = BUTANE_VERSIONS.get(spec)
+        if butane is None:
+            known = ", ".join(BUTANE_VERSIONS)
+            raise LayershellError(
+                f"--spec {spec}: no Butane {BUTANE_VARIANT} version is known to produce it",
+                f"use one of {known}, or --format ignition",
+                exit_code=2,
+            )
+        return butane
+    return spec
+
+
+def layer_home(layer: stack.Layer) -> str:
+    """A layer account's home on the provisioned host: its layers.yaml template expanded
+    with the system paths, else /home/<account>."""
+    if not layer.home:
+        return os.path.join("/home", layer.account)
+    return sandbox.expand(layer.home, HOST.store(layer.name), HOST.pkgs_dir, HOST.state_dir)
+
+
+def _scheme(url: str) -> str:
+    return urllib.parse.urlsplit(url).scheme.lower()
+
+
+def data_url(data: bytes) -> str:
+    """RFC 2397, base64: for tarballs."""
+    return "data:;base64," + base64.b64encode(data).decode("ascii")
+
+
+def text_data_url(data: bytes) -> str:
+    """RFC 2397, percent-encoded: for text, which stays readable in the config."""
+    return "data:," + urllib.parse.quote_from_bytes(data, safe="/")
+
+
+def _read_units(units_dir: str, remote: bool) -> tuple[Unit, ...]:
+    units = []
+    for name, enabled in sorted(UNITS.items()):
+        path = os.path.join(units_dir, name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                contents = f.read()
+        except OSError as exc:
+            raise RenderError(
+                f"cannot read the unit {path}: {exc.strerror}",
+                "layershell ships its units in units/; reinstall it",
+            ) from None
+        dropins = (
+            ((NETWORK_DROPIN, NETWORK_DROPIN_TEXT),) if remote and name == FIRSTBOOT_UNIT else ()
+        )
+        units.append(Unit(name, contents, enabled, dropins))
+    return tuple(units)
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+@contextmanager
+def _temporary_fetcher(progress: fetch.Progress | None) -> Iterator[fetch.Fetcher]:
+    with tempfile.TemporaryDirectory(prefix="layershell-ignition-") as cache:
+        yield fetch.Fetcher(cache, progress=progress)
+
+
+def _local_size(url: str) -> int | None:
+    try:
+        return os.stat(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).st_size
+    except OSError:
+        return None  # the fetch says why, in its own words
+
+
+def _too_big(job: pipeline.Job, size: int, limit: int) -> RenderError:
+    return RenderError(
+        f"{job.name} {job.version}: {pipeline.redact(job.url or '')} is {size} bytes,"
+        f" over the limit of {limit} bytes for a package embedded in the config",
+        EMBED_HINT,
+    )
+
+
+def _check_users(loaded: Manifest, account: str, layer: str) -> None:
+    # `core inbox` installs only from the installing layer's account's directory, so a
+    # tarball for anyone else would wait there forever: refuse it now, as install does.
+    for spec in loaded.packages:
+        if spec.user is not None and spec.user != account:
+            raise LayershellError(
+                f"{loaded.file}:{spec.line}: package {spec.name} is for user {spec.user},"
+                f" but the installing layer {layer} belongs to {account}",
+                "set user: to the layer's account, or leave it out",
+                exit_code=2,
+            )
+
+
+def _package(
+    job: pipeline.Job, profile: str, account: str, fetcher: fetch.Fetcher, max_embed: int
+) -> tuple[Package, File]:
+    url = job.url
+    assert url is not None  # a manifest package always resolves to a URL
+    file_name = os.path.basename(urllib.parse.urlsplit(url).path)
+    parsed = repo.split_artifact_name(urllib.parse.unquote(file_name))
+    ext = parsed[2] if parsed else ".tar.gz"
+    inbox = os.path.join(HOST.inbox_dir, profile, account, f"{job.name}_{job.version}{ext}")
+    if _scheme(url) in FETCHED_BY_IGNITION:
+        if job.sha256 is None:
+            raise RenderError(
+                f"{job.name} {job.version}: nothing gives the sha256 of {url}",
+                "add sha256: to the package in the manifest",
+            )
+        package = Package(job.name, job.version, url, job.sha256, inbox, False, job.size)
+        return package, File(inbox, url, FILE_MODE, account, job.sha256)
+    path = fetcher.fetch(url, sha256=job.sha256, size=job.size, name=job.name)
+    size = os.path.getsize(path)
+    if size > max_embed:
+        raise _too_big(job, size, max_embed)
+    with open(path, "rb") as f:
+        data = f.read()
+    digest = job.sha256 or verify.sha256_file(path)
+    package = Package(job.name, job.version, url, digest, inbox, True, size)
+    return package, File(inbox, data_url(data), FILE_MODE, account, digest)
+
+
+def render(
+    loaded: Manifest,
+    manifest_bytes: bytes,
+    layers: LayerStack,
+    *,
+    arch: str | None = None,
+    os_version: str | None = None,
+    max_embed: int = DEFAULT_MAX_EMBED,
+    units_dir: str | None = None,
+    fetcher: fetch.Fetcher | None = None,
+    progress: fetch.Progress | None = None,
+    log: Log | None = None,
+) -> Config:
+    """The config for a host that gets `loaded` (whose file holds `manifest_bytes`).
+
+    arch and os_version are the target host's (default: this host's), for resolving
+    `os` versions and the repository's arch directory. Without `fetcher`, artifacts are
+    fetched into a temporary cache that is removed afterwards.
+    """
+    if fetcher is None:
+        with _temporary_fetcher(progress) as temporary:
+            return render(
+                loaded, manifest_bytes, layers, arch=arch, os_version=os_version,
+                max_embed=max_embed, units_dir=units_dir, fetcher=temporary, log=log,
+            )  # fmt: skip
+    installing = layers.layers[1]
+    account = installing.account
+    _check_users(loaded, account, installing.name)
+    planner = pipeline.Planner(
+        fetcher,
+        arch=arch or repo.host_arch(),
+        os_version=os_version if os_version is not None else pipeline.os_version(HOST),
+    )
+    # Every package resolved, and every embedding checked against the limit where the
+    # size is known, before anything is downloaded.
+    planned = [
+        (spec, planner.from_spec(spec, loaded.repository_for(spec))) for spec in loaded.packages
+    ]
+    for _, job in planned:
+        url = job.url or ""
+        if _scheme(url) in FETCHED_BY_IGNITION:
+            continue
+        size = (
+            job.size
+            if job.size is not None
+            else (_local_size(url) if _scheme(url) == "file" else None)
+        )
+        if size is not None and size > max_embed:
+            raise _too_big(job, size, max_embed)
+    files = [File(HOST.manifest_file, text_data_url(manifest_bytes))]
+    packages = []
+    profiles: set[str] = set()
+    for spec, job in planned:
+        package, entry = _package(job, spec.profile.value, account, fetcher, max_embed)
+        if log is not None:
+            how = "embedded" if package.embedded else "fetched by Ignition from"
+            log(f"{package.name} {package.version}: {package.inbox_path}, {how} {job.origin}")
+        packages.append(package)
+        files.append(entry)
+        profiles.add(spec.profile.value)
+    directories = [
+        Directory(HOST.config_dir),
+        Directory(HOST.state_dir),
+        Directory(HOST.pkgs_dir, DIR_MODE, account, account),
+        Directory(HOST.inbox_dir),
+    ]
+    for profile in sorted(profiles):
+        directories.append(Directory(os.path.join(HOST.inbox_dir, profile)))
+        directories.append(
+            Directory(
+                os.path.join(HOST.inbox_dir, profile, account), INBOX_USER_MODE, None, account
+            )
+        )
+    users = tuple(User(x.account, layer_home(x)) for x in layers.layers if x.level >= 1)
+    remote = any(_scheme(loaded.repository_for(spec)) in REMOTE_SCHEMES for spec in loaded.packages)
+    return Config(
+        files=tuple(sorted(files, key=lambda f: f.path)),
+        directories=tuple(sorted(directories, key=lambda d: d.path)),
+        users=users,
+        units=_read_units(units_dir or default_units_dir(), remote),
+        packages=tuple(packages),
+    )
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+class _Mode(int):
+    """A file mode: octal in Butane (0644), as its documentation writes them."""
+
+
+def _owner(name: str | None) -> dict[str, Any]:
+    return {"name": name} if name is not None else {}
+
+
+def tree(config: Config, *, butane: bool) -> dict[str, Any]:
+    """The config as Ignition's JSON object (without `ignition:`), or with Butane's
+    key names. Butane and Ignition carry the same data, data: URLs included."""
+
+    def mode(value: int) -> int:
+        return _Mode(value) if butane else value
+
+    def key(name: str) -> str:
+        return BUTANE_KEYS.get(name, name) if butane else name
+
+    files = []
+    for f in config.files:
+        contents: dict[str, Any] = {"source": f.source}
+        if f.sha256 is not None:
+            contents["verification"] = {"hash": f"sha256-{f.sha256}"}
+        entry: dict[str, Any] = {"path": f.path, "mode": mode(f.mode), "contents": contents}
+        if f.owner is not None:
+            entry |= {"user": _owner(f.owner), "group": _owner(f.owner)}
+        files.append(entry)
+    directories = []
+    for d in config.directories:
+        entry = {"path": d.path, "mode": mode(d.mode)}
+        if d.owner is not None:
+            entry["user"] = _owner(d.owner)
+        if d.group is not None:
+            entry["group"] = _owner(d.group)
+        directories.append(entry)
+    users = [{"name": u.name, key("homeDir"): u.home, "shell": u.shell} for u in config.users]
+    units = []
+    for u in config.units:
+        unit: dict[str, Any] = {"name": u.name, "contents": u.contents}
+        if u.enabled is not None:
+            unit["enabled"] = u.enabled
+        if u.dropins:
+            unit["dropins"] = [{"name": n, "contents": c} for n, c in u.dropins]
+        units.append(unit)
+    return {
+        "passwd": {"users": users},
+        "storage": {"directories": directories, "files": files},
+        "systemd": {"units": units},
+    }
+
+
+class _ButaneDumper(yaml.SafeDumper):
+    """Block style, literal blocks for multi-line text, octal modes."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+def _represent_mode(dumper: yaml.SafeDumper, value: _Mode) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:int", f"0{int(value):o}")
+
+
+_ButaneDumper.add_representer(str, _represent_str)
+_ButaneDumper.add_representer(_Mode, _represent_mode)
+
+
+def dump(config: Config, fmt: Format, spec: str = DEFAULT_SPEC) -> str:
+    """The config as text: Ignition JSON (sorted keys) or Butane YAML; spec is the
+    Ignition spec version (checked by check_spec)."""
+    version = check_spec(spec, fmt)
+    if fmt is Format.ignition:
+        body = {"ignition": {"version": version}, **tree(config, butane=False)}
+        return json.dumps(body, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+    body = {"variant": BUTANE_VARIANT, "version": version, **tree(config, butane=True)}
+    text: str = yaml.dump(
+        body, Dumper=_ButaneDumper, sort_keys=False, default_flow_style=False, width=100
+    )
+    return text
