@@ -110,16 +110,26 @@ def process(
     install_one: Callable[[Drop], tuple[bool, str]],
     log: Callable[[str], None],
 ) -> list[Settled]:
-    """Install every drop; settle each; report what is not ours to touch."""
-    found = scan(inbox_dir, users)
+    """Install every drop; settle each; report what is not ours to touch.
+
+    Scans again after each round until a scan finds nothing: a path unit does not start
+    a run that is already going, so a tarball that lands during a run must be seen by
+    that run."""
     results: list[Settled] = []
-    for path, reason in found.ignored:
-        log(f"inbox: skipped {path}: {reason}")
-    for path, reason in found.refused:
-        log(f"inbox: refused {path}: {reason}")
-        results.append(settle(path, False, reason))
-    for drop in found.drops:
-        ok, reason = install_one(drop)
-        results.append(settle(drop.path, ok, reason))
-        log(f"inbox: {'installed' if ok else 'failed'} {drop.path}: {reason}")
+    reported: set[str] = set()
+    for _ in range(100):
+        found = scan(inbox_dir, users)
+        for path, reason in found.ignored:
+            if path not in reported:
+                reported.add(path)
+                log(f"inbox: skipped {path}: {reason}")
+        if not found.drops and not found.refused:
+            break
+        for path, reason in found.refused:
+            log(f"inbox: refused {path}: {reason}")
+            results.append(settle(path, False, reason))
+        for drop in found.drops:
+            ok, reason = install_one(drop)
+            results.append(settle(drop.path, ok, reason))
+            log(f"inbox: {'installed' if ok else 'failed'} {drop.path}: {reason}")
     return results

@@ -212,7 +212,12 @@ class _Resolver:
         return self.artifact(version, entry, entry.sha256)
 
     def latest(self, stream: str) -> Artifact:
-        if stream == "stable":
+        if stream == "stable" and self.index is not None and self.name in self.index.latest:
+            # The index records <name>_latest: no second request (fleet-friendly checks).
+            return self.pinned(
+                self.index.latest[self.name], f" (named by {self.name}_{repo.LATEST})"
+            )
+        if stream == "stable" and self.index is None:
             latest_url = f"{repo.arch_url(self.repository, self.arch)}/{self.name}_{repo.LATEST}"
             content = self.get_text(latest_url)
             if content is not None:

@@ -18,7 +18,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -354,6 +354,9 @@ class Index:
     arch: str
     packages: Mapping[str, tuple[IndexEntry, ...]]  # entries newest first
     format: int = INDEX_FORMAT
+    # name -> the version its <name>_latest file names, recorded when the index was
+    # built, so a client with the index never fetches the file (one request per check).
+    latest: Mapping[str, str] = field(default_factory=dict)
 
     def entries(self, name: str) -> tuple[IndexEntry, ...]:
         return self.packages.get(name, ())
@@ -437,10 +440,16 @@ def parse_index(data: bytes, source: str) -> Index:
             seen.add(entry.version)
             good.append(entry)
         parsed[name] = _sorted_entries(good)
+    latest = doc.get("latest", {})
+    if not isinstance(latest, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and VERSION_RE.match(v) for k, v in latest.items()
+    ):
+        problem("latest", "must map package names to versions")
+        latest = {}
     if problems:
         raise fail()
     assert isinstance(arch, str)
-    return Index(arch=arch, packages=parsed)
+    return Index(arch=arch, packages=parsed, latest=dict(latest))
 
 
 def _parse_entry(
@@ -505,6 +514,8 @@ def render_index(index: Index) -> bytes:
             for name in sorted(index.packages)
         },
     }
+    if index.latest:
+        doc["latest"] = dict(sorted(index.latest.items()))
     # Keys in a fixed order rather than sorted: "version" first reads best, and the
     # output is as stable either way.
     return (json.dumps(doc, indent=2) + "\n").encode()
@@ -664,8 +675,13 @@ def build_index(
         sha, size = sha256_file(item.path)
         found[name][version] = (item.name, size, sha)
 
+    latest: dict[str, str] = {}
     for name_ in latest_files:
-        warnings.extend(_latest_warnings(directory, name_, found))
+        problems_ = _latest_warnings(directory, name_, found)
+        warnings.extend(problems_)
+        content = read_latest(os.path.join(directory, name_))
+        if not problems_ and content is not None:
+            latest[name_[: -len(LATEST) - 1]] = latest_version(name_[: -len(LATEST) - 1], content)
     for name, listed in sorted(narrowed.items()):
         for version in sorted(listed, key=version_key):
             if version not in found.get(name, {}):
@@ -685,7 +701,7 @@ def build_index(
                 )
             entries.append(IndexEntry(version, file, sha, size, streams))
         packages[name] = _sorted_entries(entries)
-    return Index(arch=arch, packages=dict(sorted(packages.items()))), warnings
+    return Index(arch=arch, packages=dict(sorted(packages.items())), latest=latest), warnings
 
 
 def write_index(

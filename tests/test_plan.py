@@ -40,8 +40,14 @@ class Server:
         return self.files.get(url)
 
 
-def index_bytes(*versions: tuple[str, list[str]], name: str = "goss", arch: str = ARCH) -> bytes:
-    """An index of `name` with (version, streams) pairs; sha256 = sha(version)."""
+def index_bytes(
+    *versions: tuple[str, list[str]],
+    name: str = "goss",
+    arch: str = ARCH,
+    latest: str | None = None,
+) -> bytes:
+    """An index of `name` with (version, streams) pairs; sha256 = sha(version); `latest`:
+    the version a <name>_latest file named when the index was built."""
     entries = [
         {
             "version": v,
@@ -52,16 +58,20 @@ def index_bytes(*versions: tuple[str, list[str]], name: str = "goss", arch: str 
         }
         for v, streams in versions
     ]
-    return json.dumps({"format": 1, "arch": arch, "packages": {name: entries}}).encode()
+    doc: dict[str, object] = {"format": 1, "arch": arch, "packages": {name: entries}}
+    if latest is not None:
+        doc["latest"] = {name: latest}
+    return json.dumps(doc).encode()
 
 
 # A package on its way through the streams: v0.0.3 is in testing, v0.0.2 reached next,
 # v0.0.1 is stable.
-STAGED = index_bytes(
+STAGED_VERSIONS: tuple[tuple[str, list[str]], ...] = (
     ("v0.0.1", ALL),
     ("v0.0.2", ["next", "testing"]),
     ("v0.0.3", ["testing"]),
 )
+STAGED = index_bytes(*STAGED_VERSIONS)
 
 
 def resolve(
@@ -209,21 +219,24 @@ def test_latest_orders_versions_naturally() -> None:
 
 
 def test_latest_file_names_the_stable_version() -> None:
-    # The index has v0.0.4 on stable too, but the publisher's goss_latest says v0.0.2.
-    index = index_bytes(("v0.0.1", ALL), ("v0.0.2", ALL), ("v0.0.4", ALL))
-    server = Server({INDEX_URL: index, f"{BASE}/goss_latest": b"v0.0.2\n"})
+    # The index has v0.0.4 on stable too, but the publisher's goss_latest said v0.0.2 when
+    # the index was built: the index records it, and the file itself is not fetched.
+    index = index_bytes(("v0.0.1", ALL), ("v0.0.2", ALL), ("v0.0.4", ALL), latest="v0.0.2")
+    server = Server({INDEX_URL: index, f"{BASE}/goss_latest": b"v0.0.4\n"})
     assert resolve(server, "latest", "latest", "stable") == artifact("v0.0.2")
-    assert server.asked == [f"{BASE}/goss_latest", INDEX_URL]
+    assert server.asked == [INDEX_URL]  # one request: a fleet's check stays one 304
 
 
-def test_latest_file_as_a_symlink_target() -> None:
-    server = Server({INDEX_URL: STAGED, f"{BASE}/goss_latest": b"goss_v0.0.2.tar.gz"})
-    assert resolve(server, "latest", "latest", "stable") == artifact("v0.0.2")
+def test_latest_file_is_read_when_there_is_no_index() -> None:
+    server = Server({f"{BASE}/goss_latest": b"goss_v0.0.2.tar.gz"})  # a symlink's target
+    got = resolve(server, "latest", "latest", "stable", pin=sha("v0.0.2"))
+    assert got.version == "v0.0.2"
+    assert server.asked[0] == INDEX_URL
 
 
 @pytest.mark.parametrize("stream", ["next", "testing"])
 def test_latest_file_counts_only_for_stable(stream: str) -> None:
-    server = Server({INDEX_URL: STAGED, f"{BASE}/goss_latest": b"v0.0.1"})
+    server = Server({INDEX_URL: index_bytes(*STAGED_VERSIONS, latest="v0.0.1")})
     assert resolve(server, "latest", "latest", stream).version != "v0.0.1"
     assert f"{BASE}/goss_latest" not in server.asked
 
@@ -237,7 +250,7 @@ def test_latest_file_without_index_needs_a_pin() -> None:
 
 
 def test_latest_file_naming_a_missing_version() -> None:
-    server = Server({INDEX_URL: STAGED, f"{BASE}/goss_latest": b"v0.0.9"})
+    server = Server({INDEX_URL: index_bytes(*STAGED_VERSIONS, latest="v0.0.9")})
     err = refused(server, "latest", "latest")
     assert err.message == (
         f"{WHO}version v0.0.9 (named by goss_latest) is not in the index at {INDEX_URL}"
@@ -246,7 +259,7 @@ def test_latest_file_naming_a_missing_version() -> None:
 
 
 def test_latest_file_that_is_not_a_version() -> None:
-    server = Server({INDEX_URL: STAGED, f"{BASE}/goss_latest": b"<html>not found</html>"})
+    server = Server({f"{BASE}/goss_latest": b"<html>not found</html>"})
     err = refused(server, "latest", "latest")
     assert err.message == (
         f"{WHO}{BASE}/goss_latest: goss_latest does not hold a version: '<html>not found</html>'"

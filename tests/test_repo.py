@@ -798,3 +798,21 @@ def test_latest_version_refuses(content: bytes, problem: str) -> None:
         repo.latest_version("goss", content)
     assert err.value.message == problem
     assert "goss_latest" in err.value.hint
+
+
+def test_build_index_records_latest_files(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    arch_dir = tmp_path / "x86_64"
+    arch_dir.mkdir()
+    for version in ("v1", "v2"):
+        with tarfile.open(arch_dir / f"goss_{version}.tar.gz", "w:gz") as tar:
+            info = tarfile.TarInfo("bin/goss")
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"#!"))
+    os.symlink("goss_v1.tar.gz", arch_dir / "goss_latest")
+    index, _ = repo.write_index(str(arch_dir))
+    assert index.latest == {"goss": "v1"}
+    parsed = repo.parse_index((arch_dir / "index.json").read_bytes(), "index.json")
+    assert parsed.latest == {"goss": "v1"}
