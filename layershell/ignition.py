@@ -70,6 +70,9 @@ UNITS: dict[str, bool | None] = {
     FIRSTBOOT_UNIT: True,
     "layershell-inbox.path": True,
     "layershell-inbox.service": None,
+    "layershell-update.timer": True,
+    "layershell-update.service": None,
+    "layershell-os-update.service": True,
 }
 NETWORK_DROPIN = "10-layershell-network.conf"
 NETWORK_DROPIN_TEXT = "[Unit]\nWants=network-online.target\nAfter=network-online.target\n"

@@ -105,7 +105,7 @@ class Planner:
             return repo.read_latest(_local_path(url))
         return self.fetcher.get_text(url)
 
-    def _resolve(
+    def resolve(
         self, name: str, repository: str, version: str, kind: str, stream: str, pin: str | None
     ) -> plan.Artifact:
         return plan.resolve(
@@ -115,7 +115,7 @@ class Planner:
         )  # fmt: skip
 
     def from_spec(self, spec: manifest.PackageSpec, repository: str) -> Job:
-        art = self._resolve(
+        art = self.resolve(
             spec.name, repository, spec.version, spec.version_kind.value,
             spec.track_stream.value, spec.sha256,
         )  # fmt: skip
@@ -131,7 +131,7 @@ class Planner:
                 exit_code=2,
             )
         kind = plan.LATEST if ref.version == "latest" else plan.PINNED
-        art = self._resolve(ref.name, ref.repository, ref.version, kind, "stable", None)
+        art = self.resolve(ref.name, ref.repository, ref.version, kind, "stable", None)
         record: dict[str, object] = {
             "version_kind": kind,
             "track_stream": "stable",

@@ -230,8 +230,14 @@ def _init_layer(
         _ensure_dir(path, 0o700, owner, report)
 
 
-UNITS = ("layershell-firstboot.service", "layershell-inbox.path", "layershell-inbox.service")
-ENABLED = ("layershell-firstboot.service", "layershell-inbox.path")
+UNITS = (
+    "layershell-firstboot.service", "layershell-inbox.path", "layershell-inbox.service",
+    "layershell-update.timer", "layershell-update.service", "layershell-os-update.service",
+)  # fmt: skip
+ENABLED = (
+    "layershell-firstboot.service", "layershell-inbox.path", "layershell-update.timer",
+    "layershell-os-update.service",
+)  # fmt: skip
 PROFILE_WORDS = ("default", "nonetwork", "strict", "trusted")
 
 

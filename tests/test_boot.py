@@ -78,7 +78,20 @@ def test_inbox_drop_is_installed_within_ten_seconds(initialised: testbed.Testbed
     assert tb.host_path(f"{inbox}/done/dropped_1.0.tar.gz").exists()
     # A later drop still works after a failed one.
     drop(tb, "later_2.0.tar.gz", program("later", "2.0"), inbox)
-    wait_for(lambda: installed(tb).get("later") == "2.0", 10)
+    try:
+        wait_for(lambda: installed(tb).get("later") == "2.0", 10)
+    except AssertionError:
+        journal = tb.exec(
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "short-precise",
+            "-u",
+            "layershell-inbox.service",
+            "-u",
+            "layershell-inbox.path",
+        ).stdout
+        raise AssertionError(journal) from None
     status = tb.exec("systemctl", "status", "--no-pager", "layershell-inbox.service").stdout
     assert "layershell" in status
 

@@ -10,7 +10,7 @@ from layershell import __version__
 from layershell.cli import check as check_cmd
 from layershell.cli import expose as expose_cmd
 from layershell.cli import firstboot as firstboot_cmd
-from layershell.cli import ignition_cmd, inbox_cmd, listing, repo_cmd
+from layershell.cli import ignition_cmd, inbox_cmd, listing, repo_cmd, update_cmd
 from layershell.cli import init as init_cmd
 from layershell.cli import install as install_cmd
 from layershell.cli import remove as remove_cmd
@@ -70,6 +70,9 @@ cli.add_command(listing.info)
 cli.add_command(remove_cmd.remove)
 cli.add_command(repo_cmd.repo_group)
 cli.add_command(shell_cmd.shell)
+cli.add_command(update_cmd.update_cmd)
+cli.add_command(update_cmd.rollback)
+cli.add_command(update_cmd.gc)
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def firstboot(ctx: click.Context, force: bool) -> None:
     report = provision.init(app.paths, create_users=True)
     for line in report.done:
         app.err.print(line)
-    ok = _step(ctx, inbox_cmd.inbox_cmd, directory=None)
+    ok = _step(ctx, inbox_cmd.inbox_cmd, directory=None, requeue_if_pending=False, linger=0.0)
     if os.path.exists(app.paths.manifest_file):
         loaded = manifest.load_manifest(app.paths.manifest_file)
         have = {r.name for r in listing.installed(app) if r.active}
@@ -59,5 +59,8 @@ def firstboot(ctx: click.Context, force: bool) -> None:
     if not ok:
         app.err.print("core firstboot: something failed (see above); it runs again next boot")
         sys.exit(1)
+    from layershell.cli import update_cmd
+
+    update_cmd.remember_os(app)  # the OS version these packages were resolved for
     write_atomic(stamp, time.strftime("%Y-%m-%dT%H:%M:%S%z\n"), mode=0o644)
     app.out.print(f"first boot done; wrote {stamp}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import click
 
@@ -15,8 +16,22 @@ from layershell.errors import LayershellError
 
 @click.command("inbox")
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
+@click.option(
+    "--requeue-if-pending",
+    is_flag=True,
+    help="Install nothing; if tarballs wait, start layershell-inbox.service again "
+    "(its ExecStopPost: a tarball that landed while it ran started no run).",
+)
+@click.option(
+    "--linger",
+    type=float,
+    default=1.0,
+    show_default=True,
+    metavar="S",
+    help="After the last tarball, wait this long for more before ending.",
+)
 @click.pass_obj
-def inbox_cmd(app: App, directory: str | None) -> None:
+def inbox_cmd(app: App, directory: str | None, requeue_if_pending: bool, linger: float) -> None:
     """Install the tarballs dropped in the inbox (default /opt/inbox).
 
     \b
@@ -26,6 +41,13 @@ def inbox_cmd(app: App, directory: str | None) -> None:
     """
     where_dir = directory or app.paths.inbox_dir
     layers = load_stack(app)
+    if requeue_if_pending:
+        accounts = {x.account for x in target.installing_layers(layers)}
+        if inbox.scan(where_dir, accounts).drops:
+            subprocess.run(
+                ["systemctl", "--no-block", "start", "layershell-inbox.service"], check=False
+            )
+        return
     targets = {t.account: t for t in map(
         lambda layer: target.target_for(app.paths, layers, layer.account),
         target.installing_layers(layers),
@@ -63,9 +85,25 @@ def inbox_cmd(app: App, directory: str | None) -> None:
         outcome = report.outcomes[0]
         return True, f"{outcome.status} {outcome.name} {outcome.version}"
 
-    results = inbox.process(where_dir, set(targets), install_one, app.err.print)
+    results: list[inbox.Settled] = []
+    exposed = True
+    lingered = False
+    for _ in range(100):
+        # A path unit ignores what happens while the unit it started runs, so a tarball
+        # that lands during this run starts no other: look again after exposing, and
+        # linger a moment after the last batch before ending (docs/boot.md).
+        batch = inbox.process(where_dir, set(targets), install_one, app.err.print)
+        if not batch:
+            if lingered or not results or not linger:
+                break
+            lingered = True
+            time.sleep(linger)
+            continue
+        lingered = False
+        results += batch
+        if any(r.ok for r in batch):
+            exposed = sync_exposure(app) and exposed
     if not results:
         app.out.print(f"inbox {where_dir}: nothing to do")
-    exposed = sync_exposure(app) if any(r.ok for r in results) else True
     if any(not r.ok for r in results) or not exposed:
         sys.exit(1)

@@ -1,0 +1,157 @@
+"""`core update`, `core rollback`, `core gc`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from layershell import fetch, lock, pipeline, repo, target
+from layershell import update as updates
+from layershell.atomic import write_atomic
+from layershell.cli import listing
+from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
+from layershell.state import State
+
+
+def os_record(app: App) -> str:
+    return os.path.join(app.paths.state_dir, "os-version")
+
+
+def remember_os(app: App) -> None:
+    """The OS version packages were last resolved for (the boot-time check compares)."""
+    version = pipeline.os_version(app.paths)
+    if version is not None and os.access(os.path.dirname(os_record(app)) or ".", os.W_OK):
+        write_atomic(os_record(app), version + "\n", mode=0o644)
+
+
+def os_changed(app: App) -> bool:
+    try:
+        with open(os_record(app), encoding="utf-8") as f:
+            before = f.read().strip()
+    except FileNotFoundError:
+        return True
+    return before != (pipeline.os_version(app.paths) or "")
+
+
+@click.command("update")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="The plan as JSON (with --dry-run).")
+@click.option("--keep", type=int, default=1, show_default=True, help="Previous versions kept.")
+@click.option("--if-os-changed", is_flag=True, help="Only if the OS version changed (boot).")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.argument("names", nargs=-1)
+@click.pass_obj
+def update_cmd(
+    app: App,
+    dry_run: bool,
+    as_json: bool,
+    keep: int,
+    if_os_changed: bool,
+    no_wait: bool,
+    quiet: bool,
+    names: tuple[str, ...],
+) -> None:
+    """Move packages that follow a stream (version: latest) or the OS (version: os) to
+    their newest version: installed side by side, switched atomically, the previous
+    --keep versions kept for core rollback. With --if-os-changed (the boot-time unit),
+    only OS-matched packages, and only when the OS version changed since the last run."""
+    if if_os_changed and not os_changed(app):
+        if not quiet:
+            app.out.print("OS version unchanged: nothing to do")
+        return
+    where = target.target_for(app.paths, load_stack(app))
+    args = ["update", f"--keep={keep}", *(["--dry-run"] * dry_run), *(["--json"] * as_json)]
+    args += ["--no-wait"] * no_wait + ["--quiet"] * quiet + list(names)
+    if if_os_changed:
+        args.append("--if-os-changed")
+    handed = hand_to_account(app, where, args)
+    if handed is not None:
+        ok = dry_run or sync_exposure(app)
+        if handed == 0 and not dry_run:
+            remember_os(app)
+        sys.exit(handed or (0 if ok else 1))
+
+    def log(line: str) -> None:
+        if not quiet:
+            app.err.print(line)
+
+    fetcher = fetch.Fetcher(where.cache_dir, progress=fetch.progress_for(quiet=quiet))
+    planner = pipeline.Planner(
+        fetcher, arch=repo.host_arch(), os_version=pipeline.os_version(app.paths)
+    )
+    rows = listing.installed(app)
+    steps = updates.plan(rows, planner, set(names) if names else None, os_only=if_os_changed)
+    if dry_run:
+        if as_json:
+            json.dump([s.as_json() for s in steps], sys.stdout, indent=1)
+            sys.stdout.write("\n")
+            return
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False)
+        for col in ("NAME", "CURRENT", "NEW", "FOLLOWS", "STREAM", "NOTE"):
+            table.add_column(col)
+        for s in steps:
+            table.add_row(s.name, s.current, s.new or "-", s.kind, s.stream, s.error)
+        app.out.print(table)
+        return
+    jobs = [s.job for s in steps if s.job is not None]
+    for s in steps:
+        if s.error:
+            app.err.print(f"warning: {s.name}: {s.error}")
+    report = pipeline.run(where, jobs, fetcher, no_wait=no_wait, log=log)
+    with lock.held(where.lock_file, no_wait=no_wait, waiting=log), State(where.database) as db:
+        for outcome in report.outcomes:
+            updates.prune(where, db, outcome.name, keep, log)
+    for o in report.outcomes:
+        app.out.print(f"updated {o.name} to {o.version}")
+    if not jobs:
+        app.out.print("everything is up to date")
+    for f in report.failures:
+        app.err.print(f"core: error: {f.name}: {f.error.message}")
+    exposed = sync_exposure(app, {o.name for o in report.outcomes})
+    if not report.failures:
+        remember_os(app)
+    if report.failures or not exposed:
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--to", "to", metavar="VERSION", help="Version to go back to.")
+@click.option("--no-wait", is_flag=True)
+@click.argument("name")
+@click.pass_obj
+def rollback(app: App, to: str | None, no_wait: bool, name: str) -> None:
+    """Switch a package back to the version installed before (or --to VERSION)."""
+    where = target.target_for(app.paths, load_stack(app))
+    args = ["rollback", name, *(["--to", to] if to else []), *(["--no-wait"] * no_wait)]
+    handed = hand_to_account(app, where, args)
+    if handed is not None:
+        ok = sync_exposure(app)
+        sys.exit(handed or (0 if ok else 1))
+    before, after = updates.rollback(where, name, to, no_wait=no_wait, log=app.err.print)
+    app.out.print(f"rolled {name} back from {before} to {after}")
+    if not sync_exposure(app, {name}):
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--keep", type=int, default=0, show_default=True, help="Inactive versions kept.")
+@click.option("--no-wait", is_flag=True)
+@click.pass_obj
+def gc(app: App, keep: int, no_wait: bool) -> None:
+    """Remove inactive versions and download-cache entries that nothing uses."""
+    where = target.target_for(app.paths, load_stack(app))
+    handed = hand_to_account(app, where, ["gc", f"--keep={keep}", *(["--no-wait"] * no_wait)])
+    if handed is not None:
+        ok = sync_exposure(app)
+        sys.exit(handed or (0 if ok else 1))
+    removed = updates.gc(where, keep=keep, no_wait=no_wait, log=app.err.print)
+    for line in removed:
+        app.out.print(f"removed {line}")
+    if not removed:
+        app.out.print("nothing to remove")

@@ -1,0 +1,148 @@
+"""Updates: newer versions on a package's stream, installed side by side and switched to
+atomically; rollback to an installed version; garbage collection.
+
+The switch is the install's own: one database transaction makes the new version active,
+then the /opt/pkgs/<name> link (and with it every shim) moves, then root reattaches a
+portable service. layershell's record is the truth throughout: reconcile puts the link
+back in line after a crash, and the exposure sync attaches what the record says.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from layershell import install, lock
+from layershell.errors import LayershellError
+from layershell.pipeline import Job, Planner
+from layershell.state import Installed, State
+from layershell.target import Target
+
+FOLLOWING = ("latest", "os")  # version kinds an update moves
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One package's update: from `current` to `new` (None: nothing newer)."""
+
+    name: str
+    current: str
+    new: str | None
+    stream: str
+    kind: str
+    repository: str
+    job: Job | None = None
+    error: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "current": self.current,
+            "new": self.new,
+            "stream": self.stream,
+            "version_kind": self.kind,
+            "repository": self.repository,
+            "error": self.error or None,
+        }
+
+
+def plan(
+    rows: list[Installed], planner: Planner, names: set[str] | None = None, *, os_only: bool = False
+) -> list[Step]:
+    """Resolve every active package that follows a stream (or the OS) again."""
+    steps: list[Step] = []
+    for row in sorted((r for r in rows if r.active), key=lambda r: r.name):
+        kind = str(row.spec.get("version_kind") or "")
+        if names is not None and row.name not in names:
+            continue
+        if kind not in FOLLOWING or (os_only and kind != "os"):
+            if names is not None:
+                steps.append(Step(row.name, row.version, None, "", kind, "", None,
+                                  f"pinned ({kind or 'file'}): nothing to follow"))  # fmt: skip
+            continue
+        repository = str(row.spec.get("repository") or "")
+        stream = str(row.spec.get("track_stream") or "stable")
+        try:
+            art = planner.resolve(row.name, repository, kind, kind, stream, None)
+        except LayershellError as exc:
+            steps.append(Step(row.name, row.version, None, stream, kind, repository, None,
+                              exc.message))  # fmt: skip
+            continue
+        if art.version == row.version:
+            steps.append(Step(row.name, row.version, None, stream, kind, repository))
+            continue
+        job = Job(art.name, art.version, art.url, None, art.sha256, art.size, dict(row.spec))
+        steps.append(Step(row.name, row.version, art.version, stream, kind, repository, job))
+    return steps
+
+
+def prune(target: Target, db: State, name: str, keep: int, log: Log) -> list[str]:
+    """Remove inactive versions of `name` beyond the `keep` most recently installed."""
+    inactive = sorted(
+        (r for r in db.versions(name) if not r.active), key=lambda r: r.installed_at, reverse=True
+    )
+    removed = []
+    for row in inactive[keep:]:
+        install.remove(target, db, name, row.version)
+        log(f"removed {name} {row.version} (keeping {keep} previous)")
+        removed.append(row.version)
+    return removed
+
+
+def rollback(
+    target: Target, name: str, to: str | None, *, no_wait: bool = False, log: Log
+) -> tuple[str, str]:
+    """Make an installed version active again: `to`, else the one installed before the
+    active one. Returns (from, to)."""
+    with lock.held(target.lock_file, no_wait=no_wait, waiting=log), State(target.database) as db:
+        install.reconcile(target, db, log)
+        versions = sorted(db.versions(name), key=lambda r: r.installed_at)
+        active = next((r for r in versions if r.active), None)
+        if not versions or active is None:
+            raise LayershellError(f"{name} is not installed", "see core list")
+        if to is None:
+            older = [r for r in versions if r.installed_at < active.installed_at]
+            if not older:
+                raise LayershellError(
+                    f"{name} {active.version} is the oldest installed version",
+                    f"installed: {', '.join(r.version for r in versions)}",
+                )
+            chosen = older[-1]
+        else:
+            found = [r for r in versions if r.version == to]
+            if not found:
+                raise LayershellError(
+                    f"{name} {to} is not installed",
+                    f"installed: {', '.join(r.version for r in versions)}",
+                )
+            chosen = found[0]
+        if chosen.version == active.version:
+            return active.version, chosen.version
+        with db.transaction():
+            db.record(chosen, activate=True)
+            db.event(name, chosen.version, "rollback", f"from {active.version}")
+        install.switch_link(target, name, chosen.version)
+        return active.version, chosen.version
+
+
+def gc(target: Target, *, keep: int = 0, no_wait: bool = False, log: Log) -> list[str]:
+    """Remove inactive versions (all but `keep` per package) and download-cache entries
+    that no installed version uses."""
+    done: list[str] = []
+    with lock.held(target.lock_file, no_wait=no_wait, waiting=log), State(target.database) as db:
+        install.reconcile(target, db, log)
+        for name in sorted({r.name for r in db.all()}):
+            done += [f"{name} {v}" for v in prune(target, db, name, keep, log)]
+        used = {r.sha256 for r in db.all()}
+        cache = os.path.join(target.cache_dir, "sha256")
+        try:
+            entries = os.listdir(cache)
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            if entry not in used:
+                os.unlink(os.path.join(cache, entry))
+                done.append(f"cache {entry[:12]}")
+    return done
