@@ -471,3 +471,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
+
+
+def base_url(kind: str, root: str | os.PathLike[str], servers: Servers) -> str:
+    """A repository at `root` as a file://, http:// or ftp:// URL (kind)."""
+    if kind == "file":
+        return f"file://{root}"
+    if kind == "http":
+        return servers.http(root).url
+    return servers.ftp(root).url

@@ -27,6 +27,7 @@ from layershell.cli.core import Group
 from tests import ignition_tools
 from tests.packages import ARCH, Repository
 from tests.servers import Servers
+from tests.servers import base_url as servers_base_url
 
 SHELL = "/usr/local/bin/layer-shell"
 ARNE_HOME = "/var/lib/layershell/layers/arne/home"
@@ -69,11 +70,7 @@ def repository(tmp_path: Path) -> Repository:
 
 
 def base_url(kind: str, r: Repository, servers: Servers) -> str:
-    if kind == "file":
-        return r.file_url
-    if kind == "http":
-        return servers.http(r.root).url
-    return servers.ftp(r.root).url
+    return servers_base_url(kind, r.root, servers)
 
 
 def write_manifest(tmp_path: Path, text: str) -> Path:

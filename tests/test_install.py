@@ -15,6 +15,7 @@ import pytest
 from layershell import repo
 from tests.packages import ARCH, Repository, program, tarball
 from tests.servers import Servers
+from tests.servers import base_url as servers_base_url
 from tests.support import Identity, python_cmd
 
 
@@ -66,11 +67,7 @@ def repository(shared_dir: Path) -> Repository:
 
 
 def base_url(kind: str, r: Repository, servers: Servers) -> str:
-    if kind == "file":
-        return r.file_url
-    if kind == "http":
-        return servers.http(r.root).url
-    return servers.ftp(r.root).url
+    return servers_base_url(kind, r.root, servers)
 
 
 @pytest.mark.parametrize("kind", ["file", "http", "ftp"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,6 @@ from tests.packages import tarball
 
 pytestmark = pytest.mark.slow
 
-DATA = Path(__file__).resolve().parent / "data"
 PROFILES = {  # profile -> (install_method, listener port)
     "default": ("copy", 8101),
     "trusted": ("symlink", 8102),
@@ -46,13 +44,7 @@ def manifest(names: dict[str, tuple[str, str]]) -> str:
 def bed() -> Iterator[testbed.Testbed]:
     testbed.require_testbed()
 
-    def prepare(root: Path) -> None:
-        target = root / "usr/local/sbin/mk-portable-package"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((DATA / "mk-portable-package.sh").read_bytes())
-        target.chmod(0o755)
-
-    tb = testbed.Testbed(prepare=prepare)
+    tb = testbed.Testbed(prepare=testbed.add_portable_builder)
     tb.start()
     try:
         testbed.install_layershell(tb)

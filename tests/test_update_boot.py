@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,6 @@ from tests.packages import tarball
 
 pytestmark = pytest.mark.slow
 
-DATA = Path(__file__).resolve().parent / "data"
 MANIFEST = """\
 composable:
   default_repository: file:///srv/repo
@@ -69,13 +67,7 @@ def versions(tb: testbed.Testbed) -> dict[str, str]:
 def bed() -> Iterator[tuple[testbed.Testbed, str]]:
     testbed.require_testbed()
 
-    def prepare(root: Path) -> None:
-        target = root / "usr/local/sbin/mk-portable-package"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((DATA / "mk-portable-package.sh").read_bytes())
-        target.chmod(0o755)
-
-    tb = testbed.Testbed(prepare=prepare)
+    tb = testbed.Testbed(prepare=testbed.add_portable_builder)
     tb.start()
     try:
         testbed.install_layershell(tb)

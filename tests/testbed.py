@@ -784,6 +784,15 @@ def install_layershell(tb: Testbed, venv: Path | None = None) -> None:
 MAKE_PORTABLE = Path(__file__).resolve().parent / "data" / "mk-portable-package.sh"
 
 
+def add_portable_builder(root: Path) -> None:
+    """Put the image builder in a container's root as /usr/local/sbin/mk-portable-package
+    (a Testbed `prepare` step)."""
+    target = root / "usr/local/sbin/mk-portable-package"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(MAKE_PORTABLE.read_bytes())
+    target.chmod(0o755)
+
+
 def make_portable(tb: Testbed, directory: str, name: str, version: str) -> None:
     """Build a directory portable image at the container's `directory` whose unit
     `<name>.service` runs a shell then sleeps. Name the directory `<name>_<version>`
