@@ -75,7 +75,8 @@ def test_inbox_drop_is_installed_within_ten_seconds(initialised: testbed.Testbed
     wait_for(lambda: tb.host_path(f"{inbox}/failed/broken_1.0.tar.gz.reason").exists(), 10)
     reason = tb.host_path(f"{inbox}/failed/broken_1.0.tar.gz.reason").read_text()
     assert "broken_1.0.tar.gz: not a package archive (accepted formats:" in reason
-    assert tb.host_path(f"{inbox}/done/dropped_1.0.tar.gz").exists()
+    # The record comes first, the move to done/ right after it.
+    wait_for(lambda: tb.host_path(f"{inbox}/done/dropped_1.0.tar.gz").exists(), 10)
     # A later drop still works after a failed one.
     drop(tb, "later_2.0.tar.gz", program("later", "2.0"), inbox)
     try:
