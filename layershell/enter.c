@@ -216,20 +216,37 @@ static int ndeny = 0;
 
 static int under(const char *path, const char *prefix);
 
-static int denied(const char *path) {
+static const struct op *all_ops;
+static int all_nops; /* how many operations are already in place when a bind happens */
+
+/* A caller's directory (cwd or home) may be bound into the view only if it is not one
+ * of the protected trees or inside one, AND does not contain one: a bind of a parent
+ * would cover, from above, the mounts that protect what lies below it (the stores'
+ * tmpfs, the read-only /opt/pkgs, ~/.local/bin). */
+static int denied(const char *path, int containing_too) {
     char real[PATH_MAX];
     const char *check = realpath(path, real) ? real : path;
     for (int k = 0; k < ndeny; k++)
-        if (under(check, cwd_deny[k]) || under(path, cwd_deny[k]))
+        if (under(check, cwd_deny[k]) || under(path, cwd_deny[k]) ||
+            (containing_too && (under(cwd_deny[k], check) || under(cwd_deny[k], path))))
             return 1;
+    for (int k = 0; k < all_nops; k++) {
+        const char *dst = all_ops[k].dst;
+        if (dst && dst[0] == '/' && dst[1] && (under(dst, check) || under(dst, path)))
+            return 1;
+    }
     return 0;
 }
 
 /* The caller's $HOME, as the program starts: never "/", never a denied path. */
-static void bind_home(const char *view, const char *mode) {
+static void bind_home(const char *view, const char *mode, int position) {
     const char *home = getenv("HOME");
     struct stat st;
-    if (!home || home[0] != '/' || strcmp(home, "/") == 0 || denied(home) ||
+    all_nops = position; /* only what is mounted before the home can be covered by it */
+    /* Protected trees inside the home are covered again by operations after this one
+     * (shims.py puts the stores' tmpfs after the home), so only what is already
+     * mounted counts here. */
+    if (!home || home[0] != '/' || strcmp(home, "/") == 0 || denied(home, 0) ||
         stat(home, &st) < 0 || !S_ISDIR(st.st_mode))
         return;
     char target[PATH_MAX];
@@ -241,7 +258,7 @@ static void bind_home(const char *view, const char *mode) {
 static void run_op(const char *view, const struct op *op) {
     char target[PATH_MAX];
     if (op->kind == BIND_HOME) {
-        bind_home(view, op->src);
+        bind_home(view, op->src, (int)(op - all_ops));
         return;
     }
     if (op->kind == SYMLINK_OP) {
@@ -433,13 +450,15 @@ int main(int argc, char **argv) {
         die_errno("cannot make / private", NULL);
     if (mount("tmpfs", view, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
         die_errno("cannot mount the view on", view);
+    all_ops = ops;
     for (int k = 0; k < nops; k++)
         run_op(view, &ops[k]);
+    all_nops = nops; /* the cwd is bound after everything */
 
     if (bind_cwd && have_cwd && strcmp(cwd, "/") != 0) {
         char shown[PATH_MAX * 2];
         snprintf(shown, sizeof shown, "%s%s", view, cwd);
-        if (!denied(cwd) && !same_dir(shown, cwd_st.st_dev, cwd_st.st_ino)) {
+        if (!denied(cwd, 1) && !same_dir(shown, cwd_st.st_dev, cwd_st.st_ino)) {
             char target[PATH_MAX];
             in_view(view, cwd, target, sizeof target);
             mkdir_p(target, 0755);

@@ -249,3 +249,18 @@ def test_root_cannot_run_a_shim(shimmed: Identity) -> None:
     r = subprocess.run([shim(shimmed, "exiter"), "0"], capture_output=True, check=False)
     assert r.returncode == 1
     assert b"refusing to run a layer program as root" in r.stderr
+
+
+def test_a_parent_cwd_cannot_uncover_protected_trees(shimmed: Identity) -> None:
+    # The caller stands above its home: binding that directory would cover, from above,
+    # the mounts that hide layer 1's store and keep ~/.local/bin read-only.
+    parent = str(shimmed.home.parent)
+    planted = shimmed.home / ".local/bin/planted"
+    pkg_file = shimmed.home / ".local/share/layershell/pkgs/fid_1.0/bin/catter"
+    for target in (planted, pkg_file, shimmed.home / ".profile"):
+        r = shimmed.run(["writeto", str(target)], cwd=parent)
+        assert r.stdout.decode().strip() == "denied", (target, r.stderr)
+    assert not planted.exists()
+    assert pkg_file.read_text() == PROGRAMS["bin/catter"]
+    r = shimmed.run(["where"], cwd=parent)
+    assert r.stdout.decode().splitlines()[0] == "/"  # not kept: the program starts in /
