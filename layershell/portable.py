@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -72,12 +73,71 @@ def units_in(tree: str) -> list[str]:
     return sorted(found)
 
 
+EXEC_KEYS = ("ExecStart", "ExecStartPre", "ExecStartPost", "ExecReload", "ExecStop",
+             "ExecStopPost", "ExecCondition")  # fmt: skip
+MAX_UNIT_BYTES = 1 << 20
+
+
+def _read_unit(tree: str, unit: str) -> tuple[str, str]:
+    """(unit directory, text) of a package's unit: a regular file inside the tree, read
+    without following links (root reads it; a link to /etc/shadow must not be)."""
+    for d in UNIT_DIRS:
+        path = os.path.join(tree, d, unit)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise PortableError(f"{unit}: not a regular file in the package ({exc.strerror})",
+                                "a unit must be a plain file") from None  # fmt: skip
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise PortableError(f"{unit}: not a regular file in the package")
+            data = f.read(MAX_UNIT_BYTES + 1)
+        if len(data) > MAX_UNIT_BYTES or os.path.realpath(os.path.dirname(path)) != (
+            os.path.join(os.path.realpath(tree), d)
+        ):
+            raise PortableError(f"{unit}: too large or outside the package tree")
+        return d, data.decode("utf-8", errors="replace")
+    raise PortableError(f"{unit}: not found in the package")
+
+
+def check_unit(unit: str, text: str) -> None:
+    """Refuse what would let a unit escape its profile: systemd runs an Exec line with a
+    '+' prefix (and '!'/'!!') with full privileges, outside User=, DynamicUser=,
+    capability and namespace settings, and PermissionsStartOnly= does that for the
+    others. A package's unit runs under its profile, never as plain root."""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep:
+            continue
+        if key in EXEC_KEYS:
+            prefix = value.strip()
+            while prefix and prefix[0] in "@-:+!|":
+                if prefix[0] in "+!":
+                    raise PortableError(
+                        f"{unit}:{number}: {key}= with a '{prefix[0]}' prefix would run "
+                        "outside the service's profile, with full privileges",
+                        "remove the prefix; a package's service runs under its profile",
+                    )
+                prefix = prefix[1:]
+        if key == "PermissionsStartOnly":
+            raise PortableError(
+                f"{unit}:{number}: PermissionsStartOnly= would run commands outside the profile",
+                "remove it",
+            )
+
+
 def portable_image(row: Installed) -> Image | None:
     """The package as a portable image, or None when its tree is not one."""
     units = units_in(row.path)
     has_os_release = any(os.path.lexists(os.path.join(row.path, p)) for p in OS_RELEASE)
     if not units:
         return None
+    for unit in units:
+        check_unit(unit, _read_unit(row.path, unit)[1])
     wrong = [u for u in units if not matches(u, row.name)]
     if wrong:
         raise PortableError(
@@ -121,14 +181,11 @@ def generate_image(row: Installed, target: str, pkgs_inner: str) -> None:
         f"BindReadOnlyPaths={row.path}:{tree} {row.path}:{pkgs_inner}/{row.name}\n"
     )
     for unit in units_in(row.path):
-        source = next(
-            os.path.join(row.path, d, unit)
-            for d in UNIT_DIRS
-            if os.path.exists(os.path.join(row.path, d, unit))
-        )
-        with open(source, encoding="utf-8") as src:
-            text = src.read()
-        with open(os.path.join(target, "usr/lib/systemd/system", unit), "w") as out:
+        _, text = _read_unit(row.path, unit)
+        check_unit(unit, text)
+        out_path = os.path.join(target, "usr/lib/systemd/system", unit)
+        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text + (binds if unit.endswith(".service") else ""))
 
 
@@ -242,6 +299,16 @@ def attach(
         os.rename(tmp, target)
     profile = str(row.spec.get("profile") or "default")
     method = str(row.spec.get("install_method") or "auto")
+    if profile not in ("default", "nonetwork", "strict", "trusted"):
+        raise PortableError(f"{image.name}: unknown profile {profile!r}")
+    if method not in ("copy", "symlink", "auto"):
+        raise PortableError(f"{image.name}: unknown install_method {method!r}")
+    if profile == "trusted" and not _granted_trusted(paths, image.name):
+        raise PortableError(
+            f"{image.name}: the trusted profile (no sandbox) must come from the host's "
+            f"manifest, {paths.manifest_file}; the layer's own record cannot grant it",
+            "add it there with profile: trusted, or use another profile",
+        )
     enable = _units(row, "enable", paths)
     start = _units(row, "start", paths)
     previous = record.get(image.name)
@@ -294,6 +361,17 @@ def service_overrides(paths: Paths) -> dict[str, list[str]]:
 
 def save_service_overrides(paths: Paths, overrides: dict[str, list[str]]) -> None:
     _save(paths, overrides, _services_file(paths))
+
+
+def _granted_trusted(paths: Paths, name: str) -> bool:
+    """Root attaches with `trusted` only what root's own manifest says is trusted."""
+    from layershell import manifest
+
+    try:
+        spec = manifest.load_manifest(paths.manifest_file).get(name)
+    except LayershellError:
+        return False
+    return spec is not None and spec.profile.value == "trusted"
 
 
 def _units(row: Installed, key: str, paths: Paths | None = None) -> list[str]:
@@ -401,6 +479,12 @@ def sync(
             errors.append(exc.message)
     for name, row in sorted(active.items()):
         if only is not None and name not in only:
+            continue
+        from layershell.shims import trusted_row
+
+        why = trusted_row(paths, row)
+        if why:
+            errors.append(f"not attaching {why}")
             continue
         try:
             image = portable_image(row)

@@ -34,6 +34,25 @@ BIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]*$")
 KEEP_ENV = ("TERM", "COLORTERM", "NO_COLOR", "LANG", "LANGUAGE", "TZ", "HOME", "USER",
             "LOGNAME")  # fmt: skip
 KEEP_PREFIXES = ("LC_",)
+# Commands a package may never shadow on PATH: they ask for passwords or change who
+# the caller is, and a shim runs package code with the caller's terminal.
+SENSITIVE = frozenset({
+    "sudo", "su", "passwd", "login", "ssh", "ssh-add", "ssh-agent", "scp", "sftp", "pkexec",
+    "doas", "chsh", "chfn", "newgrp", "sg", "runuser", "gpg", "gpg-agent", "pinentry",
+    "core", "layer-shell", "systemctl", "portablectl", "rpm-ostree", "bootc",
+})  # fmt: skip
+
+
+def trusted_row(paths: Paths, row: Installed) -> str:
+    """Why root must not act on a record the layer account wrote ("" if it may): its
+    name, version and path must be what layershell itself would have written."""
+    from layershell import repo
+
+    if not repo.NAME_RE.match(row.name) or not repo.VERSION_RE.match(row.version):
+        return f"{row.name!r} {row.version!r}: not a package name and version"
+    if row.path != os.path.join(paths.pkgs_dir, f"{row.name}_{row.version}"):
+        return f"{row.name} {row.version}: recorded at {row.path!r}, not in {paths.pkgs_dir}"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -238,7 +257,17 @@ def sync(
     for row in rows:
         if not row.active or (only is not None and row.name not in only):
             continue
+        why = trusted_row(paths, row)
+        if why:
+            report.warnings.append(f"not exposing {why}")
+            continue
         for shim in wanted(row, inner, overrides.get(row.name)):
+            if shim.name in SENSITIVE:
+                report.collisions.append(
+                    f"{shim.name}: {shim.package} may not put a command of that name on PATH "
+                    "(it asks for passwords or changes identity)"
+                )
+                continue
             if shim.name in desired:
                 report.collisions.append(
                     f"{shim.name}: both {desired[shim.name].package} and {shim.package} "

@@ -61,8 +61,9 @@ def bed() -> Iterator[testbed.Testbed]:
                 check=True, timeout=300,
             )  # fmt: skip
         tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
+        # The host's own manifest: only it can grant a package's service `trusted`.
         tb.write(
-            "/srv/composable.yaml",
+            "/etc/layershell/composable.yaml",
             manifest({f"svc{p}": (p, m) for p, (m, _) in PROFILES.items()}),
         )
         tb.write("/srv/bad.yaml", manifest({"svcbad": ("default", "copy")}))
@@ -80,7 +81,7 @@ def bed() -> Iterator[testbed.Testbed]:
         )
         tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
         tb.write("/srv/code.yaml", manifest({"webcode": ("default", "copy")}))
-        r = tb.exec("core", "install", "--quiet", "--config", "/srv/composable.yaml", timeout=600)
+        r = tb.exec("core", "install", "--quiet", timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
         yield tb
     finally:
@@ -224,3 +225,19 @@ def test_same_unit_name_from_two_images_is_refused_clearly(bed: testbed.Testbed)
         assert "same unit name" in r.stderr
     finally:
         bed.exec("rm", "-f", "/etc/systemd/system/svctrusted.service")
+
+
+def test_trusted_needs_the_hosts_manifest(bed: testbed.Testbed) -> None:
+    arch = bed.exec("uname", "-m", check=True).stdout.strip()
+    bed.exec(
+        "sh", "-c",
+        f"mk-portable-package /srv/src/svcown svcown 1.0 && "
+        f"tar -C /srv/src/svcown -czf /srv/repo/{arch}/svcown_1.0.tar.gz .",
+        check=True,
+    )  # fmt: skip
+    bed.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
+    bed.write("/srv/own.yaml", manifest({"svcown": ("trusted", "copy")}))
+    r = bed.exec("core", "install", "--quiet", "--config", "/srv/own.yaml", timeout=300)
+    assert r.returncode == 1
+    assert "the trusted profile (no sandbox) must come from the host's manifest" in r.stderr
+    assert not bed.host_path(f"{ATTACHED}/svcown.service").exists()
