@@ -97,11 +97,19 @@ static void map_ids(unsigned inside_uid, unsigned outside_uid, unsigned inside_g
 /* The host path of `dest` inside the view, following links as the layer would (Fedora
  * CoreOS: /usr/local -> ../var/usrlocal); ".." stops at the view's root and an
  * absolute link restarts there, so no link leads out of the view. */
+/* snprintf, or die rather than act on a path cut short (it could name an ancestor). */
+#define FIT(buf, ...)                                                                     \
+    do {                                                                                  \
+        int fit_n = snprintf((buf), sizeof(buf), __VA_ARGS__);                            \
+        if (fit_n < 0 || (size_t)fit_n >= sizeof(buf))                                    \
+            die(1, "layer %s: a path is too long (over %zu bytes)", layer, sizeof(buf));  \
+    } while (0)
+
 static void in_view(const char *view, const char *dest, char *out, size_t outlen) {
     char pending[PATH_MAX * 2];
     char resolved[PATH_MAX] = "";
     int hops = 0;
-    snprintf(pending, sizeof pending, "%s", dest);
+    FIT(pending, "%s", dest);
     char *rest = pending;
     while (*rest) {
         while (*rest == '/')
@@ -125,7 +133,7 @@ static void in_view(const char *view, const char *dest, char *out, size_t outlen
             continue;
         }
         char candidate[PATH_MAX * 2];
-        snprintf(candidate, sizeof candidate, "%s%s/%s", view, resolved, part);
+        FIT(candidate, "%s%s/%s", view, resolved, part);
         char link[PATH_MAX];
         ssize_t n = readlink(candidate, link, sizeof link - 1);
         if (n >= 0) {
@@ -133,17 +141,21 @@ static void in_view(const char *view, const char *dest, char *out, size_t outlen
                 die(1, "layer %s: too many symbolic links resolving %s", layer, dest);
             link[n] = 0;
             char next[PATH_MAX * 2];
-            snprintf(next, sizeof next, "%s/%s", link, rest);
+            FIT(next, "%s/%s", link, rest);
             if (link[0] == '/')
                 resolved[0] = 0;
-            snprintf(pending, sizeof pending, "%s", next);
+            FIT(pending, "%s", next);
             rest = pending;
             continue;
         }
         size_t used = strlen(resolved);
-        snprintf(resolved + used, sizeof resolved - used, "/%s", part);
+        int added = snprintf(resolved + used, sizeof resolved - used, "/%s", part);
+        if (added < 0 || (size_t)added >= sizeof resolved - used)
+            die(1, "layer %s: a path is too long: %s", layer, dest);
     }
-    snprintf(out, outlen, "%s%s", view, resolved);
+    int total = snprintf(out, outlen, "%s%s", view, resolved);
+    if (total < 0 || (size_t)total >= outlen)
+        die(1, "layer %s: a path is too long: %s", layer, dest);
 }
 
 static void mkdir_p(const char *path, mode_t mode) {
@@ -411,7 +423,7 @@ int main(int argc, char **argv) {
     /* The environment, computed before anything changes. */
     int nenv = 0;
     extern char **environ;
-    for (char **e = environ; *e && nenv < MAX_ENV; e++) {
+    for (char **e = environ; *e; e++) {
         size_t eq = strcspn(*e, "=");
         int ok = !clearenv_;
         for (int k = 0; !ok && k < nkeep; k++)
@@ -421,8 +433,11 @@ int main(int argc, char **argv) {
         for (int k = 0; ok && k < nset; k++)
             if (strlen(setenv_kv[k][0]) == eq && !strncmp(*e, setenv_kv[k][0], eq))
                 ok = 0;
-        if (ok && !(eq == 3 && !strncmp(*e, "PWD", 3)))
+        if (ok && !(eq == 3 && !strncmp(*e, "PWD", 3))) {
+            if (nenv >= MAX_ENV - nset - 2) /* room for --setenv and PWD, never cut */
+                die(1, "too many environment variables to pass into layer %s", layer);
             env_out[nenv++] = *e;
+        }
     }
     for (int k = 0; k < nset && nenv < MAX_ENV - 1; k++) {
         size_t len = strlen(setenv_kv[k][0]) + strlen(setenv_kv[k][1]) + 2;

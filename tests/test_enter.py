@@ -119,3 +119,15 @@ def test_refuses_root_when_asked(rootless: Identity) -> None:
     )
     assert r.returncode == 1
     assert b"refusing to run a layer program as root" in r.stderr
+
+
+def test_too_many_variables_is_refused_not_cut(fresh_rootless: Identity) -> None:
+    # Past the executor's table the --setenv entries (PATH, strict's HOME) would be lost.
+    many = {f"LC_X{i}": "1" for i in range(600)}
+    r = fresh_rootless.run(
+        [*base(fresh_rootless), "--clearenv", "--keep-env-prefix", "LC_", "--setenv", "HOME",
+         "/tmp", "--", "true"],
+        env=many,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert b"too many environment variables" in r.stderr
