@@ -17,6 +17,7 @@ APT_PACKAGES=(
   util-linux passwd login sudo             # unshare, setpriv, useradd, su, runuser
   libpam-modules libpam-runtime            # PAM session for core shell
   procps iproute2 ca-certificates bubblewrap  # tests and bench baselines
+  systemd                                  # systemctl: core init enables units by preset
   mmdebstrap systemd-container             # the systemd testbed (tests/testbed.py)
 )
 

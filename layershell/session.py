@@ -42,17 +42,22 @@ class Request:
         self.login = login
 
 
-def layer_shell_argv(layer: str, request: Request) -> list[str]:
-    """A `layer-shell` command line for another process (an account after a handover, an
-    install.sh run). It starts through this very interpreter with an explicit sys.path,
-    so it works before any launcher exists and whatever the caller's PATH."""
+def this_python(call: str) -> list[str]:
+    """argv running `call` (Python) through this very interpreter with this process's
+    sys.path, so another account's process (after a handover, an install.sh run) finds
+    the same layershell whatever its PATH and before any launcher exists."""
     import sys
 
-    code = (
-        f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
+    code = f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; {call}"
+    return [sys.executable, "-I", "-S", "-c", code]
+
+
+def layer_shell_argv(layer: str, request: Request) -> list[str]:
+    """A `layer-shell` command line for another process."""
+    args = this_python(
         "from layershell.shell_main import main; main(['layer-shell', *sys.argv[1:]])"
     )
-    args = [sys.executable, "-I", "-S", "-c", code, "--layer", layer]
+    args += ["--layer", layer]
     if request.login:
         args.append("-l")
     if request.command is not None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 import pwd
-import sys
 from dataclasses import dataclass
 
-from layershell import sandbox
+from layershell import sandbox, session
 from layershell.errors import LayershellError, PermissionRefused
 from layershell.paths import ROOTLESS, SYSTEM, Paths
 from layershell.stack import Layer, LayerStack
@@ -144,8 +143,5 @@ def as_account_argv(paths: Paths, args: list[str]) -> tuple[list[str], dict[str,
     env[HANDED_OVER_ENV] = "1"  # root syncs shims and services itself afterwards
     if paths.root != "/":
         env["LAYERSHELL_ROOT"] = paths.root
-    code = (
-        f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
-        "from layershell.cli.core import main; sys.argv[0] = 'core'; main()"
-    )
-    return [sys.executable, "-I", "-c", code, *args], env
+    argv = session.this_python("from layershell.cli.core import main; sys.argv[0] = 'core'; main()")
+    return [*argv, *args], env
