@@ -161,6 +161,24 @@ def test_install_layershell_runs_inside(tb: Testbed) -> None:
     assert tb.exec("test", "-x", "/var/lib/layershell/libexec/layershell-enter").returncode == 0
 
 
+def test_hostile_archives_are_refused_on_the_testbeds_python(tb: Testbed) -> None:
+    """The testbed has Debian 12's newest python3.11, whose tarfile parses headers in
+    _frombuf() where older point releases (maybe the host's) use frombuf(): unpack's
+    strict header rules must hold on both, so the hostile corpus runs there too."""
+    install_layershell(tb)
+    tb.copy_in(REPO / "tests", "/srv/lstests/tests")
+    tb.copy_in(REPO / "pyproject.toml", "/srv/lstests/pyproject.toml")
+    r = tb.exec(
+        "sh", "-c",
+        "cd /srv/lstests && /opt/layershell/venv/bin/python -m pytest -q -p no:cacheprovider "
+        "tests/test_unpack.py",
+        env={"LAYERSHELL_SKIP_INSTALL_CHECK": "1"},
+        timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "skipped" not in r.stdout
+
+
 def test_reboot_keeps_disk_state_and_clears_run(tb: Testbed) -> None:
     script = "echo kept > /var/lib/lstb-state; echo gone > /run/lstb-volatile"
     tb.exec("sh", "-c", script, check=True)
