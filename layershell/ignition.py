@@ -73,6 +73,8 @@ UNITS: dict[str, bool | None] = {
     "layershell-update.timer": True,
     "layershell-update.service": None,
     "layershell-os-update.service": True,
+    "layershell-repair.path": True,
+    "layershell-repair.service": None,
 }
 NETWORK_DROPIN = "10-layershell-network.conf"
 NETWORK_DROPIN_TEXT = "[Unit]\nWants=network-online.target\nAfter=network-online.target\n"

@@ -345,7 +345,8 @@ def attach(
         )
     record[image.name] = image.version
     _save(paths, record)
-    _mark_failed(paths, image.name, None)
+    if failed(paths).get(image.name) == image.version:
+        _mark_failed(paths, image.name, None)  # a retry worked; another version's mark stays
 
 
 def _services_file(paths: Paths) -> str:
@@ -452,6 +453,7 @@ def detach(
     shutil.rmtree(target, ignore_errors=True)
     del record[name]
     _save(paths, record)
+    _mark_failed(paths, name, None)  # removed: a later install starts afresh
 
 
 def sync(

@@ -233,10 +233,11 @@ def _init_layer(
 UNITS = (
     "layershell-firstboot.service", "layershell-inbox.path", "layershell-inbox.service",
     "layershell-update.timer", "layershell-update.service", "layershell-os-update.service",
+    "layershell-repair.path", "layershell-repair.service",
 )  # fmt: skip
 ENABLED = (
     "layershell-firstboot.service", "layershell-inbox.path", "layershell-update.timer",
-    "layershell-os-update.service",
+    "layershell-os-update.service", "layershell-repair.path",
 )  # fmt: skip
 PROFILE_WORDS = ("default", "nonetwork", "strict", "trusted")
 
@@ -290,12 +291,16 @@ def _install_units(layers: LayerStack, paths: Paths, report: Report) -> None:
     if result.returncode != 0:
         report.warnings.append(f"systemctl preset failed: {result.stderr.strip()}")
     elif paths.root == "/" and os.path.isdir("/run/systemd/system"):
-        # A running systemd (first boot): load the new drop-in and watch the new dirs.
+        # A running systemd (first boot): load the new drop-in and watch the new dirs,
+        # and watch for interrupted operations from now on, not only after a reboot.
         subprocess.run([systemctl, "daemon-reload"], capture_output=True, check=False)
-        subprocess.run(
-            [systemctl, "--no-block", "restart", "layershell-inbox.path"],
-            capture_output=True, check=False,
-        )  # fmt: skip
+        for verb, unit in (
+            ("restart", "layershell-inbox.path"),
+            ("start", "layershell-repair.path"),
+        ):
+            subprocess.run(
+                [systemctl, "--no-block", verb, unit], capture_output=True, check=False
+            )  # fmt: skip
 
 
 def _layer_dirs(layer: Layer, paths: Paths, home: str) -> list[str]:

@@ -138,6 +138,8 @@ def as_account_argv(paths: Paths, args: list[str]) -> tuple[list[str], dict[str,
     env = {
         k: v for k, v in os.environ.items() if k in ("TERM", "LANG", "NO_COLOR") or k[:3] == "LC_"
     }
+    if os.environ.get("LAYERSHELL_CRASH_AT"):
+        env["LAYERSHELL_CRASH_AT"] = os.environ["LAYERSHELL_CRASH_AT"]  # crash tests
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     env["LAYERSHELL_MODE"] = SYSTEM
     env[HANDED_OVER_ENV] = "1"  # root syncs shims and services itself afterwards

@@ -10,7 +10,7 @@ back in line after a crash, and the exposure sync attaches what the record says.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from layershell import install, lock
@@ -49,9 +49,16 @@ class Step:
 
 
 def plan(
-    rows: list[Installed], planner: Planner, names: set[str] | None = None, *, os_only: bool = False
+    rows: list[Installed],
+    planner: Planner,
+    names: set[str] | None = None,
+    *,
+    os_only: bool = False,
+    held: Mapping[str, str] | None = None,
 ) -> list[Step]:
-    """Resolve every active package that follows a stream (or the OS) again."""
+    """Resolve every active package that follows a stream (or the OS) again. `held`:
+    package -> a version whose service failed to start; an update does not retry it
+    (a daily timer would flip to it and back every day); `core install` does."""
     steps: list[Step] = []
     for row in sorted((r for r in rows if r.active), key=lambda r: r.name):
         kind = str(row.spec.get("version_kind") or "")
@@ -72,6 +79,11 @@ def plan(
             continue
         if art.version == row.version:
             steps.append(Step(row.name, row.version, None, stream, kind, repository))
+            continue
+        if held and held.get(row.name) == art.version:
+            steps.append(Step(row.name, row.version, None, stream, kind, repository, None,
+                              f"held at {row.version}: {art.version}'s service did not start "
+                              f"(core install {row.name} to retry)"))  # fmt: skip
             continue
         job = Job(art.name, art.version, art.url, None, art.sha256, art.size, dict(row.spec))
         steps.append(Step(row.name, row.version, art.version, stream, kind, repository, job))

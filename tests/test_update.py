@@ -12,7 +12,7 @@ import pytest
 
 from tests.packages import ARCH, Repository
 from tests.servers import Servers
-from tests.support import Identity, python_cmd
+from tests.support import Identity, SystemStack, python_cmd
 
 
 def core(
@@ -153,8 +153,8 @@ def test_if_os_changed_does_nothing_when_it_did_not(
 def test_sigkill_between_commit_and_switch_is_repaired_by_the_next_run(
     setup: tuple[Identity, Repository, str],
 ) -> None:
-    # Known window (issue 6 note): the record says 2.0, the link still points at 1.0,
-    # until the next operation's reconcile moves the link to what the record says.
+    # Rootless (no services, no repair unit): the record says 2.0 and the link, so every
+    # shim, still 1.0 (the host runs 1.0 entirely) until the next operation's reconcile.
     ident, repo, _ = setup
     publish(repo, "2.0")
     r = core(ident, "update", env={"LAYERSHELL_CRASH_AT": "committed"})
@@ -162,3 +162,59 @@ def test_sigkill_between_commit_and_switch_is_repaired_by_the_next_run(
     assert active(ident) == {"tool": "2.0"}
     assert core(ident, "update").returncode == 0
     assert shim_says(ident) == "tool 2.0"
+
+
+def test_rootless_repair_moves_the_link_to_the_record(
+    setup: tuple[Identity, Repository, str],
+) -> None:
+    ident, repo, _ = setup
+    publish(repo, "2.0")
+    assert core(ident, "update", env={"LAYERSHELL_CRASH_AT": "committed"}).returncode == -9
+    assert shim_says(ident) == "tool 1.0"  # the link is behind the record
+    r = core(ident, "repair")
+    assert r.returncode == 0, r.stderr.decode()
+    assert "at tool_2.0, the active version in the record" in r.stderr.decode()
+    assert shim_says(ident) == "tool 2.0"
+
+
+def root_core(
+    system: SystemStack, *args: str, crash_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**system.env, **({"LAYERSHELL_CRASH_AT": crash_at} if crash_at else {})}
+    return subprocess.run(
+        python_cmd(*args), env=env, capture_output=True, text=True, timeout=120, cwd="/"
+    )
+
+
+@pytest.mark.parametrize("point", ["committed", "shims-switched"])
+def test_interrupted_root_operation_is_finished_by_the_next(
+    system: SystemStack, shared_dir: Path, point: str
+) -> None:
+    """Without systemd to start layershell-repair.service, the next root operation
+    repairs first. (The booted testbed covers the unit: test_update_boot.py.)"""
+    repo = Repository(shared_dir / f"sysrepo-{point}")
+    repo.add("upd", "1.0", {"bin/upd": '#!/bin/sh\necho "upd 1.0"\n'})
+    repo.index()
+    shim = system.root / "usr/local/bin/upd"
+    journal = system.root / "var/lib/layershell/operation.json"
+    r = root_core(system, "install", f"{repo.file_url}/{ARCH}/upd_latest")
+    assert r.returncode == 0, r.stderr
+    try:
+        assert not journal.exists()  # an operation that ended leaves no journal
+        r = root_core(system, "repair", "--if-interrupted")
+        assert r.returncode == 0 and "no interrupted operation" in r.stdout
+        repo.add("upd", "2.0", {"bin/upd": '#!/bin/sh\necho "upd 2.0"\n'})
+        repo.index()
+        r = root_core(system, "update", crash_at=point)
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        assert json.loads(journal.read_text())["operation"] == "update"
+        r = root_core(system, "update")
+        assert r.returncode == 0, r.stderr
+        assert "repairing after an interrupted operation" in r.stderr
+        assert not journal.exists()
+        said = system.as_user(system.otto, [str(shim)]).stdout.decode().strip()
+        assert said == "upd 2.0"
+        rows = json.loads(root_core(system, "list", "--json").stdout)
+        assert [(x["name"], x["version"]) for x in rows if x["name"] == "upd"] == [("upd", "2.0")]
+    finally:
+        assert root_core(system, "remove", "upd").returncode == 0

@@ -14,6 +14,7 @@ from layershell.cli import ignition_cmd, inbox_cmd, listing, repo_cmd, update_cm
 from layershell.cli import init as init_cmd
 from layershell.cli import install as install_cmd
 from layershell.cli import remove as remove_cmd
+from layershell.cli import repair as repair_cmd
 from layershell.cli import shell as shell_cmd
 from layershell.cli.app import make_app
 from layershell.errors import LayershellError
@@ -68,6 +69,7 @@ cli.add_command(install_cmd.install)
 cli.add_command(listing.list_)
 cli.add_command(listing.info)
 cli.add_command(remove_cmd.remove)
+cli.add_command(repair_cmd.repair_cmd)
 cli.add_command(repo_cmd.repo_group)
 cli.add_command(shell_cmd.shell)
 cli.add_command(update_cmd.update_cmd)

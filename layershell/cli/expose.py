@@ -6,7 +6,7 @@ import click
 
 from layershell import portable, shims
 from layershell.cli import listing
-from layershell.cli.app import App, load_stack, sync_exposure
+from layershell.cli.app import App, load_stack, operation, sync_exposure
 from layershell.errors import LayershellError
 
 
@@ -58,22 +58,23 @@ def expose(
     bin/); with --bin, add those programs. --service UNIT enables and starts UNIT of an
     attached portable image. --sync rewrites every shim and attaches what is missing.
     """
-    if name is not None and services:
-        _services(app, name, lambda before: sorted({*before, *services}))
-        if not bins:
-            return
-    if name is not None and not sync_only:
-        overrides = shims.load_overrides(app.paths)
-        if bins:
-            overrides[name] = sorted({*_current(app, name), *bins})
-        else:
-            _current(app, name)  # must be installed
-            overrides.pop(name, None)
-        shims.save_overrides(app.paths, overrides)
-    elif not sync_only:
-        raise click.UsageError("name a package, or use --sync")
-    if not sync_exposure(app):
-        raise SystemExit(1)
+    with operation(app, "expose"):
+        if name is not None and services:
+            _services(app, name, lambda before: sorted({*before, *services}))
+            if not bins:
+                return
+        if name is not None and not sync_only:
+            overrides = shims.load_overrides(app.paths)
+            if bins:
+                overrides[name] = sorted({*_current(app, name), *bins})
+            else:
+                _current(app, name)  # must be installed
+                overrides.pop(name, None)
+            shims.save_overrides(app.paths, overrides)
+        elif not sync_only:
+            raise click.UsageError("name a package, or use --sync")
+        if not sync_exposure(app):
+            raise SystemExit(1)
 
 
 @click.command()
@@ -86,13 +87,14 @@ def expose(
 def unexpose(app: App, bins: tuple[str, ...], services: tuple[str, ...], name: str) -> None:
     """Take a package's programs off PATH (all of them, or --bin PROG), or stop and
     disable units of its portable service (--service UNIT)."""
-    if services:
-        _services(app, name, lambda before: [u for u in before if u not in services])
-        if not bins:
-            return
-    current = _current(app, name)
-    overrides = shims.load_overrides(app.paths)
-    overrides[name] = [b for b in current if b not in bins] if bins else []
-    shims.save_overrides(app.paths, overrides)
-    if not sync_exposure(app):
-        raise SystemExit(1)
+    with operation(app, "unexpose"):
+        if services:
+            _services(app, name, lambda before: [u for u in before if u not in services])
+            if not bins:
+                return
+        current = _current(app, name)
+        overrides = shims.load_overrides(app.paths)
+        overrides[name] = [b for b in current if b not in bins] if bins else []
+        shims.save_overrides(app.paths, overrides)
+        if not sync_exposure(app):
+            raise SystemExit(1)

@@ -10,7 +10,7 @@ import time
 import click
 
 from layershell import fetch, inbox, manifest, pipeline, repo, target
-from layershell.cli.app import App, load_stack, sync_exposure
+from layershell.cli.app import App, load_stack, operation, sync_exposure
 from layershell.errors import LayershellError
 
 
@@ -88,21 +88,22 @@ def inbox_cmd(app: App, directory: str | None, requeue_if_pending: bool, linger:
     results: list[inbox.Settled] = []
     exposed = True
     lingered = False
-    for _ in range(100):
-        # A path unit ignores what happens while the unit it started runs, so a tarball
-        # that lands during this run starts no other: look again after exposing, and
-        # linger a moment after the last batch before ending (docs/boot.md).
-        batch = inbox.process(where_dir, set(targets), install_one, app.err.print)
-        if not batch:
-            if lingered or not results or not linger:
-                break
-            lingered = True
-            time.sleep(linger)
-            continue
-        lingered = False
-        results += batch
-        if any(r.ok for r in batch):
-            exposed = sync_exposure(app) and exposed
+    with operation(app, "inbox"):
+        for _ in range(100):
+            # A path unit ignores what happens while the unit it started runs, so a tarball
+            # that lands during this run starts no other: look again after exposing, and
+            # linger a moment after the last batch before ending (docs/boot.md).
+            batch = inbox.process(where_dir, set(targets), install_one, app.err.print)
+            if not batch:
+                if lingered or not results or not linger:
+                    break
+                lingered = True
+                time.sleep(linger)
+                continue
+            lingered = False
+            results += batch
+            if any(r.ok for r in batch):
+                exposed = sync_exposure(app) and exposed
     if not results:
         app.out.print(f"inbox {where_dir}: nothing to do")
     if any(not r.ok for r in results) or not exposed:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from layershell import fetch, manifest, pipeline, repo, target
-from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
+from layershell.cli.app import App, hand_to_account, load_stack, operation, sync_exposure
 from layershell.errors import ConfigError
 
 
@@ -73,10 +73,11 @@ def install(
     args += ["--connect-timeout", str(connect_timeout), "--read-timeout", str(read_timeout)]
     args += ["--retries", str(retries)] + (["--profile", profile] if profile else [])
     args += [os.path.abspath(i) if os.path.isfile(i) else i for i in items]
-    handed = hand_to_account(app, where, args)
-    if handed is not None:
-        exposed = sync_exposure(app)
-        sys.exit(handed or (0 if exposed else 1))
+    with operation(app, "install", no_wait=no_wait):
+        handed = hand_to_account(app, where, args)
+        if handed is not None:
+            exposed = sync_exposure(app)
+            sys.exit(handed or (0 if exposed else 1))
 
     def log(line: str) -> None:
         if not quiet:

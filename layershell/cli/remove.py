@@ -7,7 +7,7 @@ import sys
 import click
 
 from layershell import pipeline, target
-from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
+from layershell.cli.app import App, hand_to_account, load_stack, operation, sync_exposure
 
 
 @click.command()
@@ -17,10 +17,11 @@ from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
 def remove(app: App, no_wait: bool, names: tuple[str, ...]) -> None:
     """Remove packages (every installed version) from the installing layer."""
     where = target.target_for(app.paths, load_stack(app))
-    handed = hand_to_account(app, where, ["remove", *(["--no-wait"] * no_wait), *names])
-    if handed is not None:
-        exposed = sync_exposure(app)
-        sys.exit(handed or (0 if exposed else 1))
+    with operation(app, "remove", no_wait=no_wait):
+        handed = hand_to_account(app, where, ["remove", *(["--no-wait"] * no_wait), *names])
+        if handed is not None:
+            exposed = sync_exposure(app)
+            sys.exit(handed or (0 if exposed else 1))
     for line in pipeline.remove(where, list(names), no_wait=no_wait, log=app.err.print):
         app.out.print(f"removed {line}")
     if not sync_exposure(app, set(names)):

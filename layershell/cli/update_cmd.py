@@ -8,12 +8,47 @@ import sys
 
 import click
 
-from layershell import fetch, lock, pipeline, repo, target
+from layershell import fetch, lock, pipeline, portable, repo, target
 from layershell import update as updates
 from layershell.atomic import write_atomic
 from layershell.cli import listing
-from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
+from layershell.cli.app import (
+    App,
+    as_root_of_system,
+    hand_to_account,
+    load_stack,
+    operation,
+    sync_exposure,
+)
 from layershell.state import State
+
+
+def active_versions(app: App) -> dict[str, str]:
+    return {r.name: r.version for r in listing.installed(app) if r.active}
+
+
+def switch_exposure(app: App, where: target.Target, before: dict[str, str], keep: int) -> bool:
+    """Root, after the account switched packages: shims and services follow. A package
+    whose new service does not start goes back, shims and all, to the version it had;
+    the others keep `keep` previous versions."""
+    ok = sync_exposure(app)
+    broken = portable.failed(app.paths)
+    after = active_versions(app)
+    moved = sorted(n for n, v in after.items() if before.get(n) not in (None, v))
+    back = [n for n in moved if broken.get(n) == after[n]]
+    for name in back:
+        app.err.print(
+            f"core: error: {name} {after[name]}: its service did not start; switching "
+            f"{name} back to {before[name]}"
+        )
+        status = hand_to_account(app, where, ["rollback", name, "--to", before[name]])
+        if status != 0 or not sync_exposure(app, {name}):
+            app.err.print(f"core: error: {name}: switching back failed too; run: core repair")
+        ok = False
+    kept = [n for n in moved if n not in back]
+    if kept:
+        hand_to_account(app, where, ["update", "--prune-only", f"--keep={keep}", *kept])
+    return ok
 
 
 def os_record(app: App) -> str:
@@ -43,6 +78,7 @@ def os_changed(app: App) -> bool:
 @click.option("--if-os-changed", is_flag=True, help="Only if the OS version changed (boot).")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--prune-only", is_flag=True, hidden=True)  # root, once the switch held
 @click.argument("names", nargs=-1)
 @click.pass_obj
 def update_cmd(
@@ -53,6 +89,7 @@ def update_cmd(
     if_os_changed: bool,
     no_wait: bool,
     quiet: bool,
+    prune_only: bool,
     names: tuple[str, ...],
 ) -> None:
     """Move packages that follow a stream (version: latest) or the OS (version: os) to
@@ -68,12 +105,27 @@ def update_cmd(
     args += ["--no-wait"] * no_wait + ["--quiet"] * quiet + list(names)
     if if_os_changed:
         args.append("--if-os-changed")
-    handed = hand_to_account(app, where, args)
-    if handed is not None:
-        ok = dry_run or sync_exposure(app)
-        if handed == 0 and not dry_run:
+    if dry_run:
+        handed = hand_to_account(app, where, args)
+        if handed is not None:
+            sys.exit(handed)
+    elif as_root_of_system(app):
+        with operation(app, "update", no_wait=no_wait):
+            before = active_versions(app)
+            handed = hand_to_account(app, where, args)
+            assert handed is not None
+            ok = switch_exposure(app, where, before, keep)
+        if handed == 0:
             remember_os(app)
         sys.exit(handed or (0 if ok else 1))
+    elif prune_only:
+        with (
+            lock.held(where.lock_file, no_wait=no_wait, waiting=app.err.print),
+            State(where.database) as db,
+        ):
+            for name in names:
+                updates.prune(where, db, name, keep, app.err.print)
+        return
 
     def log(line: str) -> None:
         if not quiet:
@@ -84,7 +136,13 @@ def update_cmd(
         fetcher, arch=repo.host_arch(), os_version=pipeline.os_version(app.paths)
     )
     rows = listing.installed(app)
-    steps = updates.plan(rows, planner, set(names) if names else None, os_only=if_os_changed)
+    steps = updates.plan(
+        rows,
+        planner,
+        set(names) if names else None,
+        os_only=if_os_changed,
+        held=portable.failed(app.paths),
+    )
     if dry_run:
         if as_json:
             json.dump([s.as_json() for s in steps], sys.stdout, indent=1)
@@ -104,9 +162,10 @@ def update_cmd(
         if s.error:
             app.err.print(f"warning: {s.name}: {s.error}")
     report = pipeline.run(where, jobs, fetcher, no_wait=no_wait, log=log)
-    with lock.held(where.lock_file, no_wait=no_wait, waiting=log), State(where.database) as db:
-        for outcome in report.outcomes:
-            updates.prune(where, db, outcome.name, keep, log)
+    if os.environ.get(target.HANDED_OVER_ENV) != "1":  # else root prunes once services run
+        with lock.held(where.lock_file, no_wait=no_wait, waiting=log), State(where.database) as db:
+            for outcome in report.outcomes:
+                updates.prune(where, db, outcome.name, keep, log)
     for o in report.outcomes:
         app.out.print(f"updated {o.name} to {o.version}")
     if not jobs:
@@ -129,10 +188,11 @@ def rollback(app: App, to: str | None, no_wait: bool, name: str) -> None:
     """Switch a package back to the version installed before (or --to VERSION)."""
     where = target.target_for(app.paths, load_stack(app))
     args = ["rollback", name, *(["--to", to] if to else []), *(["--no-wait"] * no_wait)]
-    handed = hand_to_account(app, where, args)
-    if handed is not None:
-        ok = sync_exposure(app)
-        sys.exit(handed or (0 if ok else 1))
+    with operation(app, "rollback", no_wait=no_wait):
+        handed = hand_to_account(app, where, args)
+        if handed is not None:
+            ok = sync_exposure(app)
+            sys.exit(handed or (0 if ok else 1))
     before, after = updates.rollback(where, name, to, no_wait=no_wait, log=app.err.print)
     app.out.print(f"rolled {name} back from {before} to {after}")
     if not sync_exposure(app, {name}):
@@ -146,10 +206,11 @@ def rollback(app: App, to: str | None, no_wait: bool, name: str) -> None:
 def gc(app: App, keep: int, no_wait: bool) -> None:
     """Remove inactive versions and download-cache entries that nothing uses."""
     where = target.target_for(app.paths, load_stack(app))
-    handed = hand_to_account(app, where, ["gc", f"--keep={keep}", *(["--no-wait"] * no_wait)])
-    if handed is not None:
-        ok = sync_exposure(app)
-        sys.exit(handed or (0 if ok else 1))
+    with operation(app, "gc", no_wait=no_wait):
+        handed = hand_to_account(app, where, ["gc", f"--keep={keep}", *(["--no-wait"] * no_wait)])
+        if handed is not None:
+            ok = sync_exposure(app)
+            sys.exit(handed or (0 if ok else 1))
     removed = updates.gc(where, keep=keep, no_wait=no_wait, log=app.err.print)
     for line in removed:
         app.out.print(f"removed {line}")

@@ -1,0 +1,65 @@
+"""The operation journal: a root operation that changes what runs (install, update,
+rollback, remove, gc, expose, the inbox) finishes even when its process is killed.
+
+Under <state>/operation.lock the operation writes <state>/operation.json first and
+removes it last. A package's switch happens in two places, the layer account's link
+(every shim at once) and root's `portablectl reattach`; no order of the two is atomic
+by itself, so a kill between them would leave shims on one version and the service on
+the other. The journal closes that window: while it exists, the host may be between
+two states, and `core repair` (the layer's reconcile, then every shim and service
+synced to the record) ends it. layershell-repair.path starts that the moment the file
+appears; the repair waits on the lock, so it does its work only if the operation died.
+Without systemd, the next root operation repairs first (docs/updates.md).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from layershell import lock
+from layershell.atomic import read_json_map, write_json
+from layershell.paths import Paths
+
+JOURNAL = "operation.json"
+LOCK = "operation.lock"
+
+
+def journal_file(paths: Paths) -> str:
+    return os.path.join(paths.state_dir, JOURNAL)
+
+
+def lock_file(paths: Paths) -> str:
+    return os.path.join(paths.state_dir, LOCK)
+
+
+def interrupted(paths: Paths) -> dict[str, object] | None:
+    """The journal of an operation that did not end, or None. Call with the lock held:
+    otherwise it may belong to an operation that is still running."""
+    if not os.path.lexists(journal_file(paths)):
+        return None
+    # A damaged journal still says that something was interrupted.
+    return read_json_map(journal_file(paths), strict=False) or {"operation": "unknown"}
+
+
+@contextmanager
+def held(
+    paths: Paths, *, no_wait: bool = False, waiting: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    with lock.held(lock_file(paths), no_wait=no_wait, waiting=waiting):
+        yield
+
+
+def begin(paths: Paths, operation: str) -> None:
+    write_json(
+        journal_file(paths), {"operation": operation, "pid": os.getpid(), "started": time.time()}
+    )
+
+
+def end(paths: Paths) -> None:
+    try:
+        os.unlink(journal_file(paths))
+    except FileNotFoundError:
+        pass
