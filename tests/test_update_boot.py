@@ -49,13 +49,18 @@ def dual(version: str) -> dict[str, bytes | str]:
 DAEMON = {"libexec/dual-daemon": 0o755}
 
 
-def publish(tb: testbed.Testbed, arch: str, version: str) -> None:
+def publish_svcup(tb: testbed.Testbed, arch: str, version: str, *flags: str) -> None:
+    """svcup VERSION into the repository (flags: mk-portable-package's, e.g. fail)."""
     tb.exec(
         "sh", "-c",
-        f"mk-portable-package /srv/src/svcup-{version} svcup {version} && "
+        f"mk-portable-package /srv/src/svcup-{version} svcup {version} {' '.join(flags)} && "
         f"tar -C /srv/src/svcup-{version} -czf /srv/repo/{arch}/svcup_{version}.tar.gz .",
         check=True,
     )  # fmt: skip
+
+
+def publish(tb: testbed.Testbed, arch: str, version: str) -> None:
+    publish_svcup(tb, arch, version)
     tarball(
         tb.root / f"srv/repo/{arch}/tool_{version}.tar.gz",
         {"bin/tool": f'#!/bin/sh\necho "tool {version}"\n'},
@@ -194,13 +199,8 @@ def test_sigkill_mid_update_leaves_one_version(
 def test_update_whose_service_fails_goes_back_whole(bed: tuple[testbed.Testbed, str]) -> None:
     tb, arch = bed
     old = versions(tb)["svcup"]
-    tb.exec(
-        "sh", "-c",
-        "mk-portable-package /srv/src/svcup-9.0 svcup 9.0 fail && "
-        f"tar -C /srv/src/svcup-9.0 -czf /srv/repo/{arch}/svcup_9.0.tar.gz . && "
-        f"core repo index /srv/repo/{arch}",
-        check=True,
-    )  # fmt: skip
+    publish_svcup(tb, arch, "9.0", "fail")
+    tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
     r = tb.exec("core", "update", "svcup", timeout=300)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"svcup 9.0: its service did not start; switching svcup back to {old}" in r.stderr
