@@ -31,6 +31,10 @@ def journal_file(paths: Paths) -> str:
     return os.path.join(paths.state_dir, JOURNAL)
 
 
+def failed_file(paths: Paths) -> str:
+    return os.path.join(paths.state_dir, "operation.failed.json")
+
+
 def lock_file(paths: Paths) -> str:
     return os.path.join(paths.state_dir, LOCK)
 
@@ -52,14 +56,24 @@ def held(
         yield
 
 
-def begin(paths: Paths, operation: str) -> None:
-    write_json(
-        journal_file(paths), {"operation": operation, "pid": os.getpid(), "started": time.time()}
-    )
+def begin(paths: Paths, operation: str, before: dict[str, str]) -> None:
+    """`before`: the active versions as the operation began (a repair goes back to them
+    for a package left on a version whose service failed)."""
+    record = {"operation": operation, "pid": os.getpid(), "started": time.time()}
+    write_json(journal_file(paths), {**record, "before": before})
 
 
 def end(paths: Paths) -> None:
     try:
         os.unlink(journal_file(paths))
+    except FileNotFoundError:
+        pass
+
+
+def give_up(paths: Paths) -> None:
+    """A repair that failed: the journal moves aside (the path unit would start the
+    repair again and again); `core repair` by hand does the whole repair anyway."""
+    try:
+        os.replace(journal_file(paths), failed_file(paths))
     except FileNotFoundError:
         pass

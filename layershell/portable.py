@@ -221,6 +221,14 @@ def _mark_failed(paths: Paths, name: str, version: str | None) -> None:
     _save(paths, marks, _failed_file(paths))
 
 
+def clear_failed(paths: Paths, names: Sequence[str]) -> None:
+    """Forget the failure marks of `names`: root is switching them deliberately (install,
+    rollback), which retries a version whose start failed."""
+    marks = failed(paths)
+    if any(n in marks for n in names):
+        _save(paths, {k: v for k, v in marks.items() if k not in names}, _failed_file(paths))
+
+
 def _check(result: subprocess.CompletedProcess[str], what: str) -> None:
     if result.returncode != 0:
         raise PortableError(

@@ -90,15 +90,22 @@ def plan(
     return steps
 
 
-def prune(target: Target, db: State, name: str, keep: int, log: Log) -> list[str]:
-    """Remove inactive versions of `name` beyond the `keep` most recently installed."""
+def prune(
+    target: Target, db: State, name: str, keep: int, log: Log, held: str | None = None
+) -> list[str]:
+    """Remove inactive versions of `name` beyond the `keep` most recently installed. A
+    `held` version (its service did not start) goes first and does not count: the
+    version to go back to is a good one."""
     inactive = sorted(
         (r for r in db.versions(name) if not r.active), key=lambda r: r.installed_at, reverse=True
     )
+    doomed = [r for r in inactive if r.version == held]
+    doomed += [r for r in inactive if r.version != held][keep:]
     removed = []
-    for row in inactive[keep:]:
+    for row in doomed:
         install.remove(target, db, name, row.version)
-        log(f"removed {name} {row.version} (keeping {keep} previous)")
+        why = "its service did not start" if row.version == held else f"keeping {keep} previous"
+        log(f"removed {name} {row.version} ({why})")
         removed.append(row.version)
     return removed
 

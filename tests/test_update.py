@@ -218,3 +218,25 @@ def test_interrupted_root_operation_is_finished_by_the_next(
         assert [(x["name"], x["version"]) for x in rows if x["name"] == "upd"] == [("upd", "2.0")]
     finally:
         assert root_core(system, "remove", "upd").returncode == 0
+
+
+def test_a_repair_that_cannot_work_moves_the_journal_aside(system: SystemStack) -> None:
+    """layershell-repair.path starts the repair while the journal exists: one that fails
+    (here: a broken layers.yaml) must not be started again and again."""
+    state = system.root / "var/lib/layershell"
+    journal, failed = state / "operation.json", state / "operation.failed.json"
+    layers = system.root / "etc/layershell/layers.yaml"
+    saved = layers.read_text()
+    journal.write_text('{"operation": "update", "pid": 1}\n')
+    layers.write_text("layers: [\n")
+    try:
+        r = root_core(system, "repair", "--if-interrupted")
+        assert r.returncode != 0
+        assert f"repair failed; see {failed}" in r.stderr
+        assert not journal.exists() and failed.exists()
+    finally:
+        layers.write_text(saved)
+        journal.unlink(missing_ok=True)
+        failed.unlink(missing_ok=True)
+    r = root_core(system, "repair", "--if-interrupted")
+    assert r.returncode == 0 and "no interrupted operation" in r.stdout

@@ -205,12 +205,28 @@ def test_update_whose_service_fails_goes_back_whole(bed: tuple[testbed.Testbed, 
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"svcup 9.0: its service did not start; switching svcup back to {old}" in r.stderr
     assert "svcup 9.0 is broken on purpose" in r.stderr  # its journal lines, shown
+    assert "removed svcup 9.0 (its service did not start)" in r.stderr
     assert versions(tb)["svcup"] == old
     wait_says(tb, f"svcup {old} running")
     assert tb.host_path(f"/var/lib/portables/svcup_{old}").is_dir()
+    assert not tb.host_path("/opt/pkgs/svcup_9.0").exists()
     # The next check holds it back instead of flipping to 9.0 and back every day.
     plan = json.loads(tb.exec("core", "update", "--dry-run", "--json", "svcup").stdout)
     assert plan[0]["new"] is None and f"held at {old}" in plan[0]["error"]
+    # Installing it by name retries it: it fails again and goes back again.
+    r = tb.exec("core", "install", "svcup", timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"switching svcup back to {old}" in r.stderr
+    wait_says(tb, f"svcup {old} running")
+    # Killed after the failure, before going back: the repair goes back.
+    r = tb.exec(
+        "core", "install", "svcup", env={"LAYERSHELL_CRASH_AT": "switching-back"}, timeout=300
+    )
+    assert r.returncode in (-9, 137), r.stdout + r.stderr
+    wait_repaired(tb)
+    assert versions(tb)["svcup"] == old
+    wait_says(tb, f"svcup {old} running")
+    assert tb.exec("systemctl", "is-active", "svcup.service").stdout.strip() == "active"
 
 
 def test_os_update_moves_os_matched_package(bed: tuple[testbed.Testbed, str]) -> None:

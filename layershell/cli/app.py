@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -55,6 +53,14 @@ def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
     from layershell import install
 
     install.died_with(result.returncode)
+    if result.returncode < 0 and args[:1] != ["repair"]:
+        # Killed (the OOM killer, say) between the record and the link: bring the layer
+        # in line with its record before root exposes anything from it.
+        app.err.print(
+            f"core: error: the layer account's process died (signal {-result.returncode}); "
+            "bringing the layer in line with its record"
+        )
+        hand_to_account(app, target, ["repair", "--quiet"])
     return result.returncode
 
 
@@ -111,57 +117,3 @@ def as_root_of_system(app: App) -> bool:
     import os
 
     return app.paths.mode == paths_mod.SYSTEM and os.getuid() == 0
-
-
-_running: list[str] = []  # operation() nests (firstboot runs inbox and install in one process)
-
-
-@contextmanager
-def operation(app: App, what: str, *, no_wait: bool = False) -> Iterator[None]:
-    """A root operation under the journal (journal.py): an interrupted one is repaired
-    first; if this one dies before it ends, layershell-repair.service (or the next
-    operation) repairs it."""
-    import click
-
-    from layershell import journal
-    from layershell.errors import LayershellError
-
-    if _running or not as_root_of_system(app):
-        _running.append(what)
-        try:
-            yield
-        finally:
-            _running.pop()
-        return
-    with journal.held(app.paths, no_wait=no_wait, waiting=app.err.print):
-        if journal.interrupted(app.paths) is not None:
-            app.err.print("repairing after an interrupted operation (core repair) ...")
-            repair(app)
-        journal.begin(app.paths, what)
-        _running.append(what)
-        try:
-            yield
-        except (SystemExit, LayershellError, click.ClickException):
-            journal.end(app.paths)  # it ended, and said how
-            raise
-        except BaseException:
-            raise  # a bug or ^C: the journal stays, the repair unit (or next operation) mends
-        else:
-            journal.end(app.paths)
-        finally:
-            _running.pop()
-
-
-def repair(app: App) -> bool:
-    """Root: every installing layer's reconcile (as its account), then every shim and
-    service synced to the record; ends the journal. False if something failed."""
-    from layershell import journal, target
-
-    layers = load_stack(app)
-    ok = True
-    for layer in target.installing_layers(layers):
-        where = target.target_for(app.paths, layers, layer.account)
-        ok = hand_to_account(app, where, ["repair", "--quiet"]) in (0, None) and ok
-    ok = sync_exposure(app) and ok
-    journal.end(app.paths)
-    return ok

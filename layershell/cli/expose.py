@@ -6,7 +6,8 @@ import click
 
 from layershell import portable, shims
 from layershell.cli import listing
-from layershell.cli.app import App, load_stack, operation, sync_exposure
+from layershell.cli.app import App, load_stack, sync_exposure
+from layershell.cli.switch import operation
 from layershell.errors import LayershellError
 
 

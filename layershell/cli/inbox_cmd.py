@@ -10,7 +10,8 @@ import time
 import click
 
 from layershell import fetch, inbox, manifest, pipeline, repo, target
-from layershell.cli.app import App, load_stack, operation, sync_exposure
+from layershell.cli.app import App, load_stack, sync_exposure
+from layershell.cli.switch import operation
 from layershell.errors import LayershellError
 
 

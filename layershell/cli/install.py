@@ -8,8 +8,26 @@ import sys
 import click
 
 from layershell import fetch, manifest, pipeline, repo, target
-from layershell.cli.app import App, hand_to_account, load_stack, operation, sync_exposure
-from layershell.errors import ConfigError
+from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
+from layershell.cli.switch import operation
+from layershell.errors import ConfigError, LayershellError
+
+
+def named(items: tuple[str, ...]) -> set[str]:
+    """The package names an install names (installing one again retries its service)."""
+    names: set[str] = set()
+    for item in items:
+        if os.path.isfile(item):
+            parsed = repo.split_artifact_name(os.path.basename(item))
+            names.update(parsed[:1] if parsed else ())
+        elif "://" in item or item.startswith("file:"):
+            try:
+                names.add(repo.parse_reference(item).name)
+            except LayershellError:
+                continue
+        else:
+            names.add(item)
+    return names
 
 
 @click.command()
@@ -73,10 +91,10 @@ def install(
     args += ["--connect-timeout", str(connect_timeout), "--read-timeout", str(read_timeout)]
     args += ["--retries", str(retries)] + (["--profile", profile] if profile else [])
     args += [os.path.abspath(i) if os.path.isfile(i) else i for i in items]
-    with operation(app, "install", no_wait=no_wait):
+    with operation(app, "install", no_wait=no_wait) as op:
         handed = hand_to_account(app, where, args)
         if handed is not None:
-            exposed = sync_exposure(app)
+            exposed = op.expose(where, retry=named(items))
             sys.exit(handed or (0 if exposed else 1))
 
     def log(line: str) -> None:

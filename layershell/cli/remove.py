@@ -7,7 +7,8 @@ import sys
 import click
 
 from layershell import pipeline, target
-from layershell.cli.app import App, hand_to_account, load_stack, operation, sync_exposure
+from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
+from layershell.cli.switch import operation
 
 
 @click.command()

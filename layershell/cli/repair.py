@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from layershell import install, journal, lock, target
-from layershell.cli.app import App, as_root_of_system, load_stack, repair, sync_exposure
+from layershell.cli.app import App, as_root_of_system, load_stack, sync_exposure
+from layershell.cli.switch import repair
 from layershell.state import State
 
 
@@ -24,7 +26,12 @@ def repair_cmd(app: App, if_interrupted: bool, quiet: bool) -> None:
     after a crash: interrupted installs are removed, links point at the active
     versions, every shim and service follows. Safe to run at any time."""
     if as_root_of_system(app):
-        with journal.held(app.paths, waiting=app.err.print):
+        if if_interrupted and not os.path.lexists(journal.journal_file(app.paths)):
+            # The common case, said without taking the lock from the next operation.
+            if not quiet:
+                app.out.print("no interrupted operation")
+            return
+        with journal.held(app.paths, waiting=None if quiet else app.err.print):
             pending = journal.interrupted(app.paths)
             if pending is None and if_interrupted:
                 if not quiet:
@@ -35,7 +42,14 @@ def repair_cmd(app: App, if_interrupted: bool, quiet: bool) -> None:
                     f"repairing after an interrupted core {pending.get('operation', '?')} "
                     f"(pid {pending.get('pid', '?')})"
                 )
-            ok = repair(app)
+            try:
+                ok = repair(app, pending)
+            except BaseException:
+                # The path unit starts this again while the journal exists: a repair that
+                # cannot work must not loop. The file stays for the administrator.
+                journal.give_up(app.paths)
+                app.err.print(f"core: error: repair failed; see {journal.failed_file(app.paths)}")
+                raise
         if not quiet:
             app.out.print("repaired" if ok else "repair incomplete (see above)")
         sys.exit(0 if ok else 1)

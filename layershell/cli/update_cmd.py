@@ -12,43 +12,9 @@ from layershell import fetch, lock, pipeline, portable, repo, target
 from layershell import update as updates
 from layershell.atomic import write_atomic
 from layershell.cli import listing
-from layershell.cli.app import (
-    App,
-    as_root_of_system,
-    hand_to_account,
-    load_stack,
-    operation,
-    sync_exposure,
-)
+from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
+from layershell.cli.switch import operation
 from layershell.state import State
-
-
-def active_versions(app: App) -> dict[str, str]:
-    return {r.name: r.version for r in listing.installed(app) if r.active}
-
-
-def switch_exposure(app: App, where: target.Target, before: dict[str, str], keep: int) -> bool:
-    """Root, after the account switched packages: shims and services follow. A package
-    whose new service does not start goes back, shims and all, to the version it had;
-    the others keep `keep` previous versions."""
-    ok = sync_exposure(app)
-    broken = portable.failed(app.paths)
-    after = active_versions(app)
-    moved = sorted(n for n, v in after.items() if before.get(n) not in (None, v))
-    back = [n for n in moved if broken.get(n) == after[n]]
-    for name in back:
-        app.err.print(
-            f"core: error: {name} {after[name]}: its service did not start; switching "
-            f"{name} back to {before[name]}"
-        )
-        status = hand_to_account(app, where, ["rollback", name, "--to", before[name]])
-        if status != 0 or not sync_exposure(app, {name}):
-            app.err.print(f"core: error: {name}: switching back failed too; run: core repair")
-        ok = False
-    kept = [n for n in moved if n not in back]
-    if kept:
-        hand_to_account(app, where, ["update", "--prune-only", f"--keep={keep}", *kept])
-    return ok
 
 
 def os_record(app: App) -> str:
@@ -101,6 +67,7 @@ def update_cmd(
             app.out.print("OS version unchanged: nothing to do")
         return
     where = target.target_for(app.paths, load_stack(app))
+    target.must_run_as_account(where)  # the layer's account or root, nobody else
     args = ["update", f"--keep={keep}", *(["--dry-run"] * dry_run), *(["--json"] * as_json)]
     args += ["--no-wait"] * no_wait + ["--quiet"] * quiet + list(names)
     if if_os_changed:
@@ -110,11 +77,10 @@ def update_cmd(
         if handed is not None:
             sys.exit(handed)
     elif as_root_of_system(app):
-        with operation(app, "update", no_wait=no_wait):
-            before = active_versions(app)
+        with operation(app, "update", no_wait=no_wait) as op:
             handed = hand_to_account(app, where, args)
             assert handed is not None
-            ok = switch_exposure(app, where, before, keep)
+            ok = op.expose(where, keep)
         if handed == 0:
             remember_os(app)
         sys.exit(handed or (0 if ok else 1))
@@ -123,8 +89,9 @@ def update_cmd(
             lock.held(where.lock_file, no_wait=no_wait, waiting=app.err.print),
             State(where.database) as db,
         ):
+            held = portable.failed(app.paths)
             for name in names:
-                updates.prune(where, db, name, keep, app.err.print)
+                updates.prune(where, db, name, keep, app.err.print, held.get(name))
         return
 
     def log(line: str) -> None:
@@ -188,10 +155,10 @@ def rollback(app: App, to: str | None, no_wait: bool, name: str) -> None:
     """Switch a package back to the version installed before (or --to VERSION)."""
     where = target.target_for(app.paths, load_stack(app))
     args = ["rollback", name, *(["--to", to] if to else []), *(["--no-wait"] * no_wait)]
-    with operation(app, "rollback", no_wait=no_wait):
+    with operation(app, "rollback", no_wait=no_wait) as op:
         handed = hand_to_account(app, where, args)
         if handed is not None:
-            ok = sync_exposure(app)
+            ok = op.expose(where)
             sys.exit(handed or (0 if ok else 1))
     before, after = updates.rollback(where, name, to, no_wait=no_wait, log=app.err.print)
     app.out.print(f"rolled {name} back from {before} to {after}")
