@@ -42,15 +42,17 @@ CRASH_ENV = "LAYERSHELL_CRASH_AT"
 
 def checkpoint(name: str) -> None:
     """Crash-consistency tests kill the process here, for real, with SIGKILL: the same
-    state a power cut or the OOM killer leaves (tests/test_install.py)."""
-    if os.environ.get(CRASH_ENV) == name:
+    state a power cut or the OOM killer leaves (tests/test_install.py). "account:NAME"
+    kills only the layer account's process root handed the work to."""
+    if os.environ.get(CRASH_ENV) in (name, f"account:{name}"):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
 def died_with(returncode: int) -> None:
     """In a crash test, root's operation dies with the account's process it handed the
-    work to: the test kills `core update`, not half of it."""
-    if os.environ.get(CRASH_ENV) and returncode == -signal.SIGKILL:
+    work to: the test kills `core update`, not half of it (unless it says account:)."""
+    point = os.environ.get(CRASH_ENV, "")
+    if point and not point.startswith("account:") and returncode == -signal.SIGKILL:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

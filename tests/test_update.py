@@ -240,3 +240,29 @@ def test_a_repair_that_cannot_work_moves_the_journal_aside(system: SystemStack) 
         failed.unlink(missing_ok=True)
     r = root_core(system, "repair", "--if-interrupted")
     assert r.returncode == 0 and "no interrupted operation" in r.stdout
+
+
+def test_when_only_the_accounts_process_dies_root_reconciles_first(
+    system: SystemStack, shared_dir: Path
+) -> None:
+    """The OOM killer takes the account's `core update` after the record's commit, before
+    the link moved; root lives on: it reconciles the layer before it exposes anything."""
+    repo = Repository(shared_dir / "sysrepo-oom")
+    repo.add("oom", "1.0", {"bin/oom": '#!/bin/sh\necho "oom 1.0"\n'})
+    repo.index()
+    r = root_core(system, "install", f"{repo.file_url}/{ARCH}/oom_latest")
+    assert r.returncode == 0, r.stderr
+    try:
+        repo.add("oom", "2.0", {"bin/oom": '#!/bin/sh\necho "oom 2.0"\n'})
+        repo.index()
+        r = root_core(system, "update", "oom", crash_at="account:committed")
+        assert r.returncode == 128 + signal.SIGKILL, r.stderr
+        assert "the layer account's process died (signal 9)" in r.stderr
+        assert "pointing" in r.stderr and "at oom_2.0, the active version in the record" in (
+            r.stderr
+        )
+        shim = system.root / "usr/local/bin/oom"
+        assert system.as_user(system.otto, [str(shim)]).stdout.decode().strip() == "oom 2.0"
+        assert not (system.root / "var/lib/layershell/operation.json").exists()
+    finally:
+        assert root_core(system, "remove", "oom").returncode == 0

@@ -61,6 +61,7 @@ def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
             "bringing the layer in line with its record"
         )
         hand_to_account(app, target, ["repair", "--quiet"])
+        return 128 - result.returncode  # as a shell reports it, not a negative exit status
     return result.returncode
 
 
