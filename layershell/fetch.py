@@ -321,6 +321,20 @@ def _ftp_code(exc: ftplib.Error) -> str:
     return str(exc)[:3]
 
 
+def _ftp_failure(url: str, exc: BaseException, read_timeout: float) -> Exception:
+    """An FTP error as layershell's: 550 is a 404, another permanent reply a clear error,
+    the rest (temporary replies, broken connections, timeouts) worth another attempt."""
+    if isinstance(exc, ftplib.error_perm):
+        if _ftp_code(exc) == "550":
+            return NotFound(url)
+        return FetchError(
+            f"the FTP server refused {url}: {exc}", "check the URL and the server", url=url
+        )
+    if isinstance(exc, ftplib.Error):
+        return _Transient(f"FTP {exc}")
+    return _Transient(_reason(exc, read_timeout))
+
+
 def _ftp_query(ftp: ftplib.FTP, command: str) -> str | None:
     """The argument of a 213 reply to SIZE/MDTM, or None when the server lacks it."""
     try:
@@ -791,20 +805,13 @@ class Fetcher:
                 finally:
                     part.save()
         except ftplib.error_perm as e:
-            code = _ftp_code(e)
-            if code == "550":
-                raise NotFound(url) from e
-            if part.size:
+            if _ftp_code(e) != "550" and part.size:
                 # Most likely REST refused: start over from the first byte.
                 part.reset()
                 raise _Transient(f"the FTP server refused to resume ({e}); starting over") from e
-            raise FetchError(
-                f"the FTP server refused {url}: {e}", "check the URL and the server", url=url
-            ) from e
-        except (ftplib.error_temp, ftplib.error_reply, ftplib.error_proto) as e:
-            raise _Transient(f"FTP {e}") from e
-        except (OSError, EOFError) as e:
-            raise _Transient(_reason(e, self.read_timeout)) from e
+            raise _ftp_failure(url, e, self.read_timeout) from e
+        except (ftplib.Error, OSError, EOFError) as e:
+            raise _ftp_failure(url, e, self.read_timeout) from e
         if total is not None and part.size < total:
             raise _Transient(f"the transfer ended after {part.size} of {total} bytes")
 
@@ -917,16 +924,8 @@ class Fetcher:
                 # which only costs one extra download next time).
                 mdtm = _ftp_query(ftp, f"MDTM {path}")
                 length = _ftp_query(ftp, f"SIZE {path}")
-        except ftplib.error_perm as e:
-            if _ftp_code(e) == "550":
-                raise NotFound(url) from e
-            raise FetchError(
-                f"the FTP server refused {url}: {e}", "check the URL and the server", url=url
-            ) from e
-        except (ftplib.error_temp, ftplib.error_reply, ftplib.error_proto) as e:
-            raise _Transient(f"FTP {e}") from e
-        except (OSError, EOFError) as e:
-            raise _Transient(_reason(e, self.read_timeout)) from e
+        except (ftplib.Error, OSError, EOFError) as e:
+            raise _ftp_failure(url, e, self.read_timeout) from e
         if length is not None and length.isdigit() and len(body) < int(length):
             raise _Transient(f"the transfer ended after {len(body)} of {length} bytes")
         validator = f"{mdtm} {length}" if mdtm and length else None
