@@ -56,13 +56,20 @@ def drop(tb: testbed.Testbed, name: str, files: dict[str, bytes | str] | None, d
     assert r.returncode == 0, r.stderr
 
 
-def wait_for(predicate: object, timeout: float) -> float:
+def wait_for(predicate: object, timeout: float, tb: testbed.Testbed | None = None) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if predicate():  # type: ignore[operator]
             return time.monotonic() - start
         time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s")
+    raise AssertionError(f"not within {timeout} s" + (f"\n{inbox_journal(tb)}" if tb else ""))
+
+
+def inbox_journal(tb: testbed.Testbed) -> str:
+    """What the inbox and repair units did, for a failure message."""
+    units = ("layershell-inbox.service", "layershell-inbox.path", "layershell-repair.service")
+    argv = ["journalctl", "--no-pager", "-o", "short-precise"]
+    return tb.exec(*argv, *(a for u in units for a in ("-u", u))).stdout
 
 
 def test_inbox_drop_is_installed_within_ten_seconds(initialised: testbed.Testbed) -> None:
@@ -70,7 +77,7 @@ def test_inbox_drop_is_installed_within_ten_seconds(initialised: testbed.Testbed
     inbox = "/opt/inbox/default/arne"
     drop(tb, "broken_1.0.tar.gz", None, inbox)
     drop(tb, "dropped_1.0.tar.gz", program("dropped", "1.0"), inbox)
-    took = wait_for(lambda: installed(tb).get("dropped") == "1.0", 10)
+    took = wait_for(lambda: installed(tb).get("dropped") == "1.0", 10, tb)
     assert took < 10
     wait_for(lambda: tb.host_path(f"{inbox}/failed/broken_1.0.tar.gz.reason").exists(), 10)
     reason = tb.host_path(f"{inbox}/failed/broken_1.0.tar.gz.reason").read_text()
@@ -79,20 +86,7 @@ def test_inbox_drop_is_installed_within_ten_seconds(initialised: testbed.Testbed
     wait_for(lambda: tb.host_path(f"{inbox}/done/dropped_1.0.tar.gz").exists(), 10)
     # A later drop still works after a failed one.
     drop(tb, "later_2.0.tar.gz", program("later", "2.0"), inbox)
-    try:
-        wait_for(lambda: installed(tb).get("later") == "2.0", 10)
-    except AssertionError:
-        journal = tb.exec(
-            "journalctl",
-            "--no-pager",
-            "-o",
-            "short-precise",
-            "-u",
-            "layershell-inbox.service",
-            "-u",
-            "layershell-inbox.path",
-        ).stdout
-        raise AssertionError(journal) from None
+    wait_for(lambda: installed(tb).get("later") == "2.0", 10, tb)
     status = tb.exec("systemctl", "status", "--no-pager", "layershell-inbox.service").stdout
     assert "layershell" in status
 
