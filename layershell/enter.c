@@ -27,6 +27,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -250,6 +255,9 @@ static int denied(const char *path, int containing_too) {
     return 0;
 }
 
+static const char *home_mode; /* how the caller's home was bound, NULL if it was not */
+static int home_position;    /* and where among the operations */
+
 /* The caller's $HOME, as the program starts: never "/", never a denied path. */
 static void bind_home(const char *view, const char *mode, int position) {
     const char *home = getenv("HOME");
@@ -265,6 +273,8 @@ static void bind_home(const char *view, const char *mode, int position) {
     in_view(view, home, target, sizeof target);
     mkdir_p(target, 0755);
     bind(home, target, 0, strcmp(mode, "ro") == 0, 1);
+    home_mode = mode;
+    home_position = position;
 }
 
 static void run_op(const char *view, const struct op *op) {
@@ -315,13 +325,76 @@ static int under(const char *path, const char *prefix) {
     return strncmp(path, prefix, n) == 0 && (path[n] == 0 || path[n] == '/');
 }
 
-static unsigned parse_uint(const char *text, const char *what) {
+/* Modes are octal, as sandbox.py writes them ("1777"): base 0 read that as decimal. */
+static unsigned parse_mode(const char *text) {
     char *end;
     errno = 0;
-    unsigned long v = strtoul(text, &end, 0);
-    if (errno || *end || v > 0xfffffffeUL)
-        die(2, "bad %s: %s", what, text);
+    unsigned long v = strtoul(text, &end, 8);
+    if (errno || *end || end == text || v > 07777)
+        die(2, "bad mode: %s", text);
     return (unsigned)v;
+}
+
+/* The seccomp filter every layer program runs under: TIOCSTI pushes bytes into a
+ * terminal's input queue and TIOCLINUX (selection paste) does the same on a virtual
+ * console, so a program that still has its caller's terminal could type commands into
+ * the caller's shell (CVE-2017-5226 for Flatpak, which blocks them the same way). Both
+ * fail with EPERM; every other ioctl, job control and window size included, is
+ * untouched. The kernel compares only the low 32 bits of an ioctl's request (it is an
+ * unsigned int), so the filter does too: setting high bits cannot slip past it
+ * (CVE-2019-10063). Syscalls of another ABI than the executable's (i386 on x86_64,
+ * arm on arm64) are checked with that ABI's numbers; x32 and unknown ABIs are refused. */
+#if defined(__x86_64__)
+#define NATIVE_ARCH AUDIT_ARCH_X86_64
+#define NATIVE_IOCTL 16
+#define COMPAT_ARCH AUDIT_ARCH_I386
+#define COMPAT_IOCTL 54
+#define X32_BIT 0x40000000u
+#elif defined(__aarch64__)
+#define NATIVE_ARCH AUDIT_ARCH_AARCH64
+#define NATIVE_IOCTL 29
+#define COMPAT_ARCH AUDIT_ARCH_ARM
+#define COMPAT_IOCTL 54
+#else
+#error "layershell-enter: add this architecture's seccomp numbers (see block_terminal_injection)"
+#endif
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ARG1_LOW (offsetof(struct seccomp_data, args) + sizeof(__u64))
+#else
+#define ARG1_LOW (offsetof(struct seccomp_data, args) + sizeof(__u64) + sizeof(__u32))
+#endif
+
+static void block_terminal_injection(void) {
+    /* Jumps count instructions to skip; the labels in the comments are their targets. */
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_ARCH, 0, 3),   /* else -> compat */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+#ifdef X32_BIT
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, X32_BIT, 9, 0),      /* x32 -> nosys */
+#else
+        BPF_JUMP(BPF_JMP | BPF_JA, 0, 0, 0),
+#endif
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_IOCTL, 3, 6),  /* -> request, allow */
+        /* compat: */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, COMPAT_ARCH, 0, 7),   /* else -> nosys */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, COMPAT_IOCTL, 0, 3),  /* else -> allow */
+        /* request: */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG1_LOW),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),       /* -> eperm */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0),     /* -> eperm */
+        /* allow: */
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        /* eperm: */
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        /* nosys: */
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+    };
+    struct sock_fprog prog = {.len = (unsigned short)(sizeof code / sizeof code[0]),
+                              .filter = code};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+        die_errno("cannot install the seccomp filter", NULL);
 }
 
 static const char *need(int argc, char **argv, int i, const char *opt) {
@@ -362,7 +435,7 @@ int main(int argc, char **argv) {
             struct op *op = &ops[nops++];
             op->kind = !strcmp(a, "--tmpfs") ? TMPFS : DIR_OP;
             op->dst = need(argc, argv, ++i, a);
-            op->mode = (mode_t)parse_uint(need(argc, argv, ++i, a), "mode");
+            op->mode = (mode_t)parse_mode(need(argc, argv, ++i, a));
         } else if (!strcmp(a, "--bind-home")) {
             struct op *op = &ops[nops++];
             op->kind = BIND_HOME;
@@ -478,6 +551,13 @@ int main(int argc, char **argv) {
             in_view(view, cwd, target, sizeof target);
             mkdir_p(target, 0755);
             bind(cwd, target, 0, strcmp(bind_cwd, "ro") == 0, 1);
+            /* A cwd above the home (/home) covered the home's own bind: bind the home
+             * again on top, so a read-only home stays read-only from any cwd. */
+            const char *h = getenv("HOME");
+            char real_home[PATH_MAX], real_cwd[PATH_MAX];
+            if (home_mode && h && realpath(h, real_home) && realpath(cwd, real_cwd) &&
+                under(real_home, real_cwd))
+                bind_home(view, home_mode, home_position);
         }
     }
 
@@ -500,6 +580,7 @@ int main(int argc, char **argv) {
                 die_errno("cannot chdir to", "/");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         die_errno("cannot set no_new_privs", NULL);
+    block_terminal_injection();
 
     /* PWD names where the program really starts. */
     char *pwd = getcwd(here, sizeof here);

@@ -1,7 +1,9 @@
 """Root hands a layer to its account: `core shell --layer NAME` (and `layer-shell` run
 as root). Like su: a PAM session is opened as root, a child drops to the account and
 starts `layer-shell` as it, the parent waits, forwards TERM and HUP, and closes the
-session when the child is gone. Nothing of the layer ever runs as host root.
+session when the child is gone. Nothing of the layer ever runs as host root, and
+nothing of it gets root's terminal: the child runs in a session of its own, on a pty
+root's process relays when stdin is a terminal (terminal.py; `su --pty` does the same).
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import os
 import pwd
 import signal
 
-from layershell import pam, session
+from layershell import pam, session, terminal
 from layershell.errors import LayershellError, PermissionRefused
 from layershell.paths import SYSTEM, Paths
 from layershell.session import LOGIN_KEEP, Request
 from layershell.stack import Layer, LayerStack
 
-FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT,
+             signal.SIGQUIT)  # fmt: skip
 
 
 def account(name: str) -> pwd.struct_passwd:
@@ -68,9 +71,11 @@ def run(paths: Paths, stack: LayerStack, layer: Layer, request: Request) -> int:
     with pam.session(pw.pw_name) as pam_env:
         child_argv = session.layer_shell_argv(layer.name, request)
         env = child_env(paths, pw, pam_env)
+        pty = terminal.prepare()
         pid = os.fork()
         if pid == 0:  # child: become the account, then start layer-shell as it
             try:
+                terminal.child_side(pty)
                 os.initgroups(pw.pw_name, pw.pw_gid)
                 os.setgid(pw.pw_gid)
                 os.setuid(pw.pw_uid)
@@ -83,21 +88,12 @@ def run(paths: Paths, stack: LayerStack, layer: Layer, request: Request) -> int:
                 os.write(2, f"core shell: cannot start the session: {exc}\n".encode())
             finally:
                 os._exit(127)
-        # Parent: the terminal sends INT and QUIT to the whole foreground group, so the
-        # child already gets them; TERM and HUP are passed on as su does.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+        # Parent: the child is not in root's foreground process group any more (keys
+        # reach it through its own pty), so every signal root's process gets that
+        # should end or tell the session is passed on, INT and QUIT too.
         for sig in FORWARDED:
             signal.signal(sig, lambda signum, _frame: os.kill(pid, signum))
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                status = 1 << 8
-                break
-            except InterruptedError:
-                continue
-        for sig in (*FORWARDED, signal.SIGINT, signal.SIGQUIT):
+        status = terminal.relay(pty, pid) if pty else terminal.wait(pid)
+        for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
     return wait_status(status)

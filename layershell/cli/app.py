@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -10,6 +11,9 @@ from layershell import paths as paths_mod
 from layershell.paths import Paths
 from layershell.stack import LayerStack
 from layershell.target import Target
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 @dataclass(frozen=True)
@@ -47,22 +51,41 @@ def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
     if not target_mod.must_run_as_account(target):
         return None
     argv, env = target_mod.as_account_argv(app.paths, args)
-    result = subprocess.run(
-        argv, env=env, cwd="/", user=target.uid, group=target.gid, extra_groups=[], check=False
-    )
+    # A session of its own: the account's process (and anything it runs) has no
+    # controlling terminal, so it cannot push input into root's (TIOCSTI needs the
+    # caller's own). It is then out of the terminal's process group: root passes on
+    # the keyboard's INT and QUIT itself.
+    proc = subprocess.Popen(
+        argv, env=env, cwd="/", user=target.uid, group=target.gid, extra_groups=[],
+        start_new_session=True,
+    )  # fmt: skip
+    returncode = _wait_forwarding(proc)
     from layershell import install
 
-    install.died_with(result.returncode)
-    if result.returncode < 0 and args[:1] != ["repair"]:
+    install.died_with(returncode)
+    if returncode < 0 and args[:1] != ["repair"]:
         # Killed (the OOM killer, say) between the record and the link: bring the layer
         # in line with its record before root exposes anything from it.
         app.err.print(
-            f"core: error: the layer account's process died (signal {-result.returncode}); "
+            f"core: error: the layer account's process died (signal {-returncode}); "
             "bringing the layer in line with its record"
         )
         hand_to_account(app, target, ["repair", "--quiet"])
-        return 128 - result.returncode  # as a shell reports it, not a negative exit status
-    return result.returncode
+        return 128 - returncode  # as a shell reports it, not a negative exit status
+    return returncode
+
+
+def _wait_forwarding(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for `proc`, passing on INT, QUIT, TERM and HUP (it has its own session)."""
+    import signal
+
+    forwarded = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda n, _f: proc.send_signal(n)) for sig in forwarded}
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def sync_shims(app: App, only: set[str] | None = None) -> None:
