@@ -68,6 +68,7 @@ FIRSTBOOT_UNIT = "layershell-firstboot.service"
 # name -> enabled (None: not mentioned, e.g. a service only its .path unit starts)
 UNITS: dict[str, bool | None] = {
     FIRSTBOOT_UNIT: True,
+    "layershell-mounts.service": True,
     "layershell-inbox.path": True,
     "layershell-inbox.service": None,
     "layershell-update.timer": True,
