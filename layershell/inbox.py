@@ -69,8 +69,6 @@ def _level_problem(d: safepath.Dir) -> str:
 
 def _file_problem(path: str, st: os.stat_result) -> str:
     why = safepath.why_untrusted(st)
-    if st.st_nlink != 1 and not why:
-        why = f"linked {st.st_nlink} times"  # a name of the file elsewhere, maybe not root's
     return f"{path} is {why}, not root's alone ({TRUST_HINT})" if why else ""
 
 

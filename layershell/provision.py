@@ -370,8 +370,8 @@ def _check_owned(layers: LayerStack, paths: Paths) -> None:
                 problems.append(exc.message)
     if problems:
         raise safepath.UnsafePath(
-            "core init changes nothing through a link or a file a layer may have put in "
-            "place of one of its directories:\n  " + "\n  ".join(problems),
+            "core init changed nothing: a layer's directories are not plain directories "
+            "(init follows no link a layer account could have made):\n  " + "\n  ".join(problems),
             HINT,
         )
 
