@@ -158,6 +158,12 @@ def _write_managed(path: str, data: str | bytes, mode: int, report: Report) -> N
         data = data.encode()
     name = os.path.basename(path)
     with _own_dir(os.path.dirname(path)) as d:
+        st = d.lstat(name)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            # A link (dev.sh links layer-shell to the venv's) is not ours: never
+            # written through, nor replaced.
+            report.warnings.append(f"left {path} alone: it was not written by layershell")
+            return
         current = safepath.read_file(d, name)
         if current == data:
             report.unchanged.append(path)

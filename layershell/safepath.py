@@ -68,13 +68,14 @@ def who(uid: int) -> str:
         return f"uid {uid}"
 
 
-def why_untrusted(st: os.stat_result) -> str:
+def why_untrusted(st: os.stat_result, *, sticky_ok: bool = True) -> str:
     """'' when a directory or file with this stat is root's (or the caller's) alone to
     change, else why not ("owned by arne", "writable by its group")."""
     if st.st_uid not in _trusted_uids():
         return f"owned by {who(st.st_uid)}"
     bits = _others_can_write(st)
-    if bits and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
+    sticky = sticky_ok and stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+    if bits and not sticky:
         return "writable by others" if bits & 0o002 else "writable by its group"
     return ""
 
@@ -249,10 +250,11 @@ def trusted_dir(path: str, *, hint: str = "", create: bool = False) -> Dir:
     """Open `path` and refuse it unless it is trusted: root (or the caller) alone can
     change what it holds. For root's own directories before writing into them."""
     d = walk(path, hint=hint, create=0o755 if create else None)
-    if not d.trusted:
+    why = why_untrusted(d.st, sticky_ok=False)
+    if why or not d.trusted:
         d.close()
         raise UnsafePath(
-            f"{path} is not root's own ({why_untrusted(d.st) or 'a directory above it is not'})",
+            f"{path} is not root's own ({why or 'a directory above it is not'})",
             hint
             or "make it and every directory above it owned by root and not writable "
             "by group or others",

@@ -271,3 +271,104 @@ def test_inbox_follows_no_symlink_below_a_directory_arne_can_write(stack: System
         shutil.rmtree(target)
         os.chown(udir, saved[0], saved[1])
         udir.chmod(saved[2])
+
+
+# --- the mount across a reboot, in a booted systemd (tests/testbed.py) ----------------
+
+
+def _mounted_nosuid(tb: object, path: str) -> bool:
+    from tests import testbed
+
+    assert isinstance(tb, testbed.Testbed)
+    mounts = tb.exec("cat", "/proc/self/mounts").stdout
+    return any(
+        line.split()[1] == path and {"nosuid", "nodev"} <= set(line.split()[3].split(","))
+        for line in mounts.splitlines()
+    )
+
+
+def test_pkgs_is_nosuid_again_after_a_reboot() -> None:
+    """core init mounts /opt/pkgs nosuid,nodev now and enables layershell-mounts.service,
+    which mounts it again at the next boot (a mount does not survive one)."""
+    from tests import testbed
+
+    testbed.require_testbed()
+    tb = testbed.Testbed()
+    tb.start()
+    try:
+        testbed.install_layershell(tb)
+        r = tb.exec("core", "init", "--create-users")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert _mounted_nosuid(tb, "/opt/pkgs"), r.stdout + r.stderr
+        unit = "layershell-mounts.service"
+        assert tb.exec("systemctl", "is-enabled", unit).stdout.strip() == "enabled"
+        tb.reboot()
+        assert tb.exec("systemctl", "is-active", unit).stdout.strip() == "active", tb.exec(
+            "journalctl", "-u", unit, "--no-pager"
+        ).stdout
+        assert _mounted_nosuid(tb, "/opt/pkgs")
+        assert "0 changes" in tb.exec("core", "init").stdout
+    finally:
+        tb.stop()
+
+
+# --- safepath itself: which links it follows ---------------------------------------------
+
+
+needs_root = pytest.mark.skipif(not support.IS_ROOT, reason="needs root: chowns to uid 65534")
+
+
+@needs_root
+def test_safepath_follows_a_link_root_made_in_roots_directory(tmp_path: Path) -> None:
+    """As /opt -> var/opt on Fedora CoreOS: root's own link, in root's own directory."""
+    from layershell import safepath
+
+    top = tmp_path / "root"
+    (top / "var/opt").mkdir(parents=True)
+    (top / "opt").symlink_to("var/opt")
+    (top / "usr").mkdir()
+    (top / "usr/local").symlink_to("../var/usrlocal")
+    assert safepath.ensure_dir(str(top / "opt/pkgs"), 0o755, None)[0]  # created
+    assert (top / "var/opt/pkgs").is_dir()
+    safepath.ensure_dir(str(top / "usr/local/bin"), 0o755, None)
+    assert (top / "var/usrlocal/bin").is_dir()
+    with safepath.trusted_dir(str(top / "opt/pkgs")) as d:
+        assert d.trusted
+
+
+@needs_root
+@pytest.mark.parametrize("where", ["others-dir", "sticky-dir"])
+def test_safepath_refuses_a_link_someone_else_could_have_made(tmp_path: Path, where: str) -> None:
+    from layershell import safepath
+
+    canary = tmp_path / "canary"
+    canary.mkdir(mode=0o700)
+    if where == "others-dir":  # a directory of uid 65534's (arne's store)
+        parent = tmp_path / "store"
+        parent.mkdir()
+        os.chown(parent, support.NOBODY, support.NOBODY)
+    else:  # /tmp: world-writable and sticky; the link is not root's
+        parent = tmp_path / "tmp"
+        parent.mkdir()
+        parent.chmod(0o1777)
+    link = parent / "tree"
+    link.symlink_to(canary)
+    os.chown(link, support.NOBODY, support.NOBODY, follow_symlinks=False)
+    for path in (link, link / "below"):
+        with pytest.raises(safepath.UnsafePath, match="a symbolic link where a directory"):
+            safepath.ensure_dir(str(path), 0o755, (support.NOBODY, support.NOBODY))
+    assert owner_mode(canary) == (0, 0, 0o700)
+    assert list(canary.iterdir()) == []
+    with pytest.raises(safepath.UnsafePath, match="is not root's own"):
+        safepath.trusted_dir(str(parent if where == "others-dir" else tmp_path / "tmp"))
+
+
+@needs_root
+def test_safepath_refuses_a_file_and_names_it(tmp_path: Path) -> None:
+    from layershell import safepath
+
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(safepath.UnsafePath) as caught:
+        safepath.ensure_dir(str(tmp_path / "plain/sub"), 0o755, None, hint="fix it")
+    assert caught.value.message == f"{tmp_path}/plain: a file where a directory was expected"
+    assert caught.value.hint == "fix it"
