@@ -68,6 +68,7 @@ FIRSTBOOT_UNIT = "layershell-firstboot.service"
 # name -> enabled (None: not mentioned, e.g. a service only its .path unit starts)
 UNITS: dict[str, bool | None] = {
     FIRSTBOOT_UNIT: True,
+    "layershell-mounts.service": True,
     "layershell-inbox.path": True,
     "layershell-inbox.service": None,
     "layershell-update.timer": True,
@@ -292,7 +293,10 @@ def _package(
                 "add sha256: to the package in the manifest",
             )
         package = Package(job.name, job.version, url, job.sha256, inbox, False, job.size)
-        return package, File(inbox, url, FILE_MODE, account, job.sha256)
+        # root's, not the account's: core inbox installs only what root alone could
+        # have changed (the account could otherwise rewrite what root installs with the
+        # profile its directory names); the account reads it through the directory.
+        return package, File(inbox, url, FILE_MODE, None, job.sha256)
     path = fetcher.fetch(url, sha256=job.sha256, size=job.size, name=job.name)
     size = os.path.getsize(path)
     if size > max_embed:
@@ -301,7 +305,7 @@ def _package(
         data = f.read()
     digest = job.sha256 or verify.sha256_file(path)
     package = Package(job.name, job.version, url, digest, inbox, True, size)
-    return package, File(inbox, data_url(data), FILE_MODE, account, digest)
+    return package, File(inbox, data_url(data), FILE_MODE, None, digest)
 
 
 def render(

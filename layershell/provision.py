@@ -4,16 +4,24 @@ Creates each layer's store, views and writable trees with the right owners and m
 installs the PAM service and the `layer-shell` launcher, compiles the stack cache and,
 with create_users, the layer accounts (layer-shell as their login shell). Running it
 again changes nothing that is already right; it never overwrites a file it did not write.
+
+Root works here inside trees a layer account can write (its store, /opt/pkgs, its
+home), so every directory is reached through safepath: walked from "/" without following
+a link the account could have planted, and changed through its descriptor. A link or a
+file where a directory belongs stops init with the path and what to do, before anything
+is changed. In system mode /opt/pkgs is bind-mounted onto itself nosuid,nodev (again at
+every boot by layershell-mounts.service), so a setuid file a package leaves there is
+inert on the host.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 
-from layershell import accounts, sandbox, stack
-from layershell.atomic import write_atomic
+from layershell import accounts, safepath, sandbox, stack
 from layershell.errors import LayershellError, PermissionRefused
 from layershell.paths import ROOTLESS, Paths
 from layershell.stack import Layer, LayerStack
@@ -113,50 +121,57 @@ def compile_helper(existing: bytes | None = None) -> bytes:
     return built
 
 
+HINT = "remove it and run core init again"
+
+
 def _ensure_dir(path: str, mode: int, owner: tuple[int, int] | None, report: Report) -> None:
-    created = not os.path.isdir(path)
-    os.makedirs(path, mode=mode, exist_ok=True)
-    st = os.stat(path)
-    changed = (st.st_mode & 0o7777) != mode
-    os.chmod(path, mode)
-    if owner is not None and (st.st_uid, st.st_gid) != owner:
-        os.chown(path, *owner)
-        changed = True
+    """mkdir -p, owner and mode, through descriptors (a link is refused, never followed)."""
+    created, changed = safepath.ensure_dir(path, mode, owner, hint=HINT)
     if created:
         report.done.append(f"created {path}")
-        return
     elif changed:
         report.done.append(f"fixed owner/mode of {path}")
     else:
         report.unchanged.append(path)
 
 
+def _own_dir(path: str) -> safepath.Dir:
+    """A directory root writes its own files into: created if missing, and refused
+    unless root (rootless: the caller) alone can change it, the directories above too."""
+    if os.geteuid() != 0:
+        return safepath.walk(path, hint=HINT, create=0o755)
+    return safepath.trusted_dir(path, hint=HINT, create=True)
+
+
 def _ours(path: str) -> bytes | None:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
+        with safepath.walk(os.path.dirname(path), hint=HINT) as d:
+            data = safepath.read_file(d, os.path.basename(path))
+    except (OSError, LayershellError):
         return None
-    return data if MARKER.encode() in data else None
+    return data if data is not None and MARKER.encode() in data else None
 
 
 def _write_managed(path: str, data: str | bytes, mode: int, report: Report) -> None:
     """Write `data` unless a file we did not write is already there (pipx's rule)."""
     if isinstance(data, str):
         data = data.encode()
-    try:
-        with open(path, "rb") as f:
-            current: bytes | None = f.read()
-    except FileNotFoundError:
-        current = None
-    if current == data:
-        report.unchanged.append(path)
-        return
-    if current is not None and MARKER.encode() not in current:
-        report.warnings.append(f"left {path} alone: it was not written by layershell")
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_atomic(path, data, mode=mode)
+    name = os.path.basename(path)
+    with _own_dir(os.path.dirname(path)) as d:
+        st = d.lstat(name)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            # A link (dev.sh links layer-shell to the venv's) is not ours: never
+            # written through, nor replaced.
+            report.warnings.append(f"left {path} alone: it was not written by layershell")
+            return
+        current = safepath.read_file(d, name)
+        if current == data:
+            report.unchanged.append(path)
+            return
+        if current is not None and MARKER.encode() not in current:
+            report.warnings.append(f"left {path} alone: it was not written by layershell")
+            return
+        safepath.write_file(d, name, data, mode=mode)
     report.done.append(f"wrote {path}")
 
 
@@ -177,16 +192,13 @@ def pam_text(pam_dir: str) -> str:
 
 def _add_shell(root: str, shell: str, report: Report) -> None:
     shells = os.path.join(root, "etc/shells")
-    try:
-        with open(shells, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = ""
-    if shell in text.split():
-        report.unchanged.append(shells)
-        return
-    os.makedirs(os.path.dirname(shells), exist_ok=True)
-    write_atomic(shells, text + ("" if text.endswith("\n") or not text else "\n") + shell + "\n")
+    with _own_dir(os.path.dirname(shells)) as d:
+        text = (safepath.read_file(d, "shells") or b"").decode("utf-8", errors="surrogateescape")
+        if shell in text.split():
+            report.unchanged.append(shells)
+            return
+        text += ("" if text.endswith("\n") or not text else "\n") + shell + "\n"
+        safepath.write_file(d, "shells", text.encode("utf-8", errors="surrogateescape"))
     report.done.append(f"added {shell} to {shells}")
 
 
@@ -211,7 +223,15 @@ def _account_for(
         else os.path.join("/home", layer.account)
     )
     if layer.home:
-        os.makedirs(os.path.dirname(home), exist_ok=True)
+        # useradd makes the home by name: its parent must hold no link of anyone's
+        # (a store left by an earlier account of that name), nor the home itself.
+        with safepath.walk(os.path.dirname(home), hint=HINT, create=0o755) as d:
+            st = d.lstat(os.path.basename(home))
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory"
+                raise safepath.UnsafePath(
+                    f"{home}: {kind} where the new account's home was expected", HINT
+                )
     created = accounts.create(layer.account, home=home, shell=launcher)
     report.done.append(f"created account {created.name} (uid {created.uid}, shell {launcher})")
     return created
@@ -221,7 +241,7 @@ def _init_layer(
     layer: Layer, paths: Paths, owner: tuple[int, int] | None, report: Report, *, home: str
 ) -> None:
     _ensure_dir(paths.store(layer.name), 0o755, owner, report)
-    _ensure_dir(paths.view(layer.name), 0o755, None, report)
+    _ensure_dir(paths.view(layer.name), 0o755, None if owner is None else (0, 0), report)
     for _, template in layer.writable:
         target = sandbox.expand(template, paths.store(layer.name), paths.pkgs_dir, paths.state_dir)
         _ensure_dir(target, 0o755, owner, report)
@@ -231,13 +251,13 @@ def _init_layer(
 
 
 UNITS = (
-    "layershell-firstboot.service", "layershell-inbox.path", "layershell-inbox.service",
-    "layershell-update.timer", "layershell-update.service", "layershell-os-update.service",
-    "layershell-repair.path", "layershell-repair.service",
+    "layershell-mounts.service", "layershell-firstboot.service", "layershell-inbox.path",
+    "layershell-inbox.service", "layershell-update.timer", "layershell-update.service",
+    "layershell-os-update.service", "layershell-repair.path", "layershell-repair.service",
 )  # fmt: skip
 ENABLED = (
-    "layershell-firstboot.service", "layershell-inbox.path", "layershell-update.timer",
-    "layershell-os-update.service", "layershell-repair.path",
+    "layershell-mounts.service", "layershell-firstboot.service", "layershell-inbox.path",
+    "layershell-update.timer", "layershell-os-update.service", "layershell-repair.path",
 )  # fmt: skip
 PROFILE_WORDS = ("default", "nonetwork", "strict", "trusted")
 
@@ -311,26 +331,149 @@ def _layer_dirs(layer: Layer, paths: Paths, home: str) -> list[str]:
     return dirs
 
 
+def _within(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _roots_own(paths: Paths) -> tuple[str, ...]:
+    """Directories of root's under {state} that no layer may be given."""
+    return (paths.views_dir, paths.cache_dir, os.path.dirname(paths.helper))
+
+
 def _check_owned(layers: LayerStack, paths: Paths) -> None:
     """init hands every writable tree and home to the layer's account (chown): refuse
-    any that is not inside layershell's own directories, so a typo in layers.yaml can
-    never give /etc to a layer."""
-    allowed = (os.path.realpath(paths.state_dir), os.path.realpath(paths.pkgs_dir))
+    any that is not, by name, the layer's own store, /opt/pkgs or a directory of its
+    own under {state}, so layers.yaml can never give /etc, libexec or another layer's
+    store to a layer. Names only, never where a path leads (realpath would follow the
+    layer's links). Then walk every one as init will: a symbolic link or a file in
+    their place stops init here, before anything is changed, each named."""
+    problems: list[str] = []
     for layer in layers.layers[1:]:
+        store = paths.store(layer.name)
         for path in _layer_dirs(layer, paths, layer.home):
-            real = os.path.realpath(path)
-            if not any(real == a or real.startswith(a + "/") for a in allowed):
+            ok = (
+                _within(path, store)
+                or _within(path, paths.pkgs_dir)
+                or (
+                    _within(path, paths.state_dir)
+                    and path != paths.state_dir
+                    and not _within(path, paths.stores_dir)
+                    and not any(_within(path, d) for d in _roots_own(paths))
+                )
+            )
+            if not ok:
                 raise LayershellError(
                     f"layer {layer.name}: {path} is outside layershell's directories "
-                    f"({paths.state_dir}, {paths.pkgs_dir})",
+                    f"for it ({store}, {paths.pkgs_dir}, or a directory of its own in "
+                    f"{paths.state_dir})",
                     "use the {store}, {pkgs} or {state} placeholders in layers.yaml",
                     exit_code=2,
                 )
+        for path in [store, *_layer_dirs(layer, paths, layer.home)]:
+            try:
+                safepath.probe(path, hint=HINT)
+            except safepath.UnsafePath as exc:
+                problems.append(exc.message)
+    if problems:
+        raise safepath.UnsafePath(
+            "core init changed nothing: a layer's directories are not plain directories "
+            "(init follows no link a layer account could have made):\n  " + "\n  ".join(problems),
+            HINT,
+        )
 
 
-def init(paths: Paths, *, create_users: bool = False) -> Report:
+# mount(2) flags (linux/mount.h), and the statvfs flags a bind remount must keep.
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_RELATIME = 1024, 2048, 4096, 1 << 21
+MNT_DETACH = 2
+_KEEP = (
+    (os.ST_RDONLY, MS_RDONLY), (os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, MS_NOATIME),
+    (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME),
+)  # fmt: skip
+
+
+def _mount(source: str | None, target: str, flags: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
+    if libc.mount(source and source.encode(), target.encode(), None, flags, None) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def _umount(target: str) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.umount2(target.encode(), MNT_DETACH)
+
+
+def _mount_id(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    raise OSError(f"no mnt_id in /proc/self/fdinfo/{fd}")
+
+
+def mount_pkgs(paths: Paths, report: Report, *, required: bool) -> None:
+    """Bind-mount the packages directory onto itself nosuid,nodev, unless a mount with
+    both options is already there: a setuid (or device) file a package leaves behind is
+    inert on the host. Through descriptors (/proc/self/fd), like everything else here.
+    Without the privilege to mount (a container), a warning, or an error if `required`."""
+    pkgs = paths.pkgs_dir
+    try:
+        with (
+            safepath.walk(os.path.dirname(pkgs), hint=HINT) as up,
+            up.child(os.path.basename(pkgs), hint=HINT) as d,
+        ):
+            flags = os.fstatvfs(d.fd).f_flag
+            mounted = _mount_id(d.fd) != _mount_id(up.fd)
+            if mounted and flags & os.ST_NOSUID and flags & os.ST_NODEV:
+                report.unchanged.append(f"{pkgs} (mounted nosuid,nodev)")
+                return
+            if not mounted:
+                _mount(f"/proc/self/fd/{d.fd}", f"/proc/self/fd/{d.fd}", MS_BIND)
+            # The bind mount now covers d: open its root, the one to remount.
+            with up.child(os.path.basename(pkgs), hint=HINT) as top:
+                keep = sum(ms for st, ms in _KEEP if flags & st)
+                try:
+                    _mount(None, f"/proc/self/fd/{top.fd}",
+                           MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | keep)  # fmt: skip
+                except OSError:
+                    if not mounted:
+                        _umount(f"/proc/self/fd/{top.fd}")
+                    raise
+    except safepath.MissingPath:
+        if required:
+            raise
+        return  # no layer keeps packages here
+    except OSError as exc:
+        message = f"cannot mount {pkgs} nosuid,nodev: {exc.strerror or exc}"
+        hint = (
+            "a setuid file a package leaves there keeps its bit on the host; mounting "
+            "needs root with CAP_SYS_ADMIN (docs/layers.md)"
+        )
+        if required:
+            raise LayershellError(message, hint) from None
+        report.warnings.append(f"{message} ({hint})")
+        return
+    report.done.append(f"mounted {pkgs} nosuid,nodev (a bind mount onto itself)")
+
+
+def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False) -> Report:
+    """Everything core init does; with mounts_only just the nosuid,nodev mount of the
+    packages directory (layershell-mounts.service, at every boot)."""
     report = Report()
     rootless = paths.mode == ROOTLESS
+    if mounts_only:
+        if rootless or os.getuid() != 0:
+            raise PermissionRefused(
+                "core init --mounts is for root in system mode", "run: sudo core init --mounts"
+            )
+        mount_pkgs(paths, report, required=True)
+        return report
     if rootless and os.getuid() == 0:
         raise PermissionRefused(
             "rootless mode is for ordinary users; as root it would run packages as host root",
@@ -374,8 +517,8 @@ def init(paths: Paths, *, create_users: bool = False) -> Report:
         # Layer accounts find system mode by this file (paths.detect); write it once and
         # never again: from then on it is the operator's.
         if not os.path.exists(paths.layers_file):
-            with open(layers.source, "rb") as f:
-                write_atomic(paths.layers_file, f.read(), mode=0o644)
+            with open(layers.source, "rb") as f, _own_dir(paths.config_dir) as d:
+                safepath.write_file(d, os.path.basename(paths.layers_file), f.read())
             report.done.append(f"wrote {paths.layers_file} (from {layers.source})")
             layers = stack.load(paths.layers_file, paths.stack_cache)
         _write_managed(os.path.join(paths.pam_dir, "layer-shell"), pam_text(paths.pam_dir),
@@ -391,6 +534,7 @@ def init(paths: Paths, *, create_users: bool = False) -> Report:
             _ensure_dir(os.path.dirname(directory), 0o755, (0, 0), report)
             _ensure_dir(directory, 0o750, owner, report)
         _install_units(layers, paths, report)
+        mount_pkgs(paths, report, required=False)
     if stack.read_cache(paths.stack_cache, layers.source) is None:
         if not stack.write_cache(paths.stack_cache, layers):
             raise LayershellError(f"cannot write {paths.stack_cache}")

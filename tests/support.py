@@ -226,7 +226,18 @@ def system_stack() -> Iterator[SystemStack]:
         assert init.returncode == 0, init.stderr.decode()
         yield stack
     finally:
+        unmount_pkgs(root)
         for user in (arne, otto):
             subprocess.run(["userdel", "--remove", user], capture_output=True, check=False)
         pam_file.unlink(missing_ok=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def unmount_pkgs(root: Path) -> None:
+    """Undo core init's nosuid,nodev bind mount of ROOT/opt/pkgs (docs/layers.md)."""
+    pkgs = os.path.realpath(root / "opt/pkgs")
+    for _ in range(8):  # one per mount stacked there; init makes at most one
+        with open("/proc/self/mounts", encoding="utf-8") as f:
+            if not any(line.split()[1] == pkgs for line in f):
+                return
+        subprocess.run(["umount", "-l", pkgs], capture_output=True, check=False)

@@ -14,14 +14,19 @@ from layershell.cli.app import App
     is_flag=True,
     help="Create the layer accounts that do not exist yet (layer-shell as their shell).",
 )
+@click.option(
+    "--mounts",
+    is_flag=True,
+    help="Only mount the packages directory nosuid,nodev (layershell-mounts.service).",
+)
 @click.pass_obj
-def init(app: App, create_users: bool) -> None:
+def init(app: App, create_users: bool, mounts: bool) -> None:
     """Create the layer stores, views, PAM service and layer-shell launcher.
 
     Idempotent: running it again changes only what is missing or wrong, and it never
     overwrites a file that layershell did not write.
     """
-    report = provision.init(app.paths, create_users=create_users)
+    report = provision.init(app.paths, create_users=create_users, mounts_only=mounts)
     for line in report.done:
         app.out.print(line)
     for line in report.warnings:
