@@ -7,22 +7,40 @@ colour only on a TTY and never with NO_COLOR (rich honours it).
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from rich.console import Console
 
 from layershell.errors import ConfigError, LayershellError
 
+# C0 controls but tab and newline, DEL and C1 controls, shown as \xNN. What core prints
+# carries a package's own text (member names, install.sh's log, a unit's journal), and an
+# escape sequence in it would reach the terminal: OSC 52 writes the clipboard its user
+# pastes from next, and some terminals answer queries by typing into the input.
+_UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0))}
+
+
+def printable(text: str) -> str:
+    return text.translate(_UNSAFE)
+
+
+class _Console(Console):
+    """A rich console that never writes a control character it was handed."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().print(*(printable(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
 
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, markup=False, highlight=False, soft_wrap=True)
+    return _Console(stderr=stderr, markup=False, highlight=False, soft_wrap=True)
 
 
 def report_error(prog: str, exc: LayershellError) -> int:
     """Print an error the way every command does and return its exit status."""
     if isinstance(exc, ConfigError):
-        sys.stderr.writelines(f"{problem}\n" for problem in exc.problems)
+        sys.stderr.writelines(f"{printable(str(problem))}\n" for problem in exc.problems)
     else:
-        sys.stderr.write(f"{prog}: error: {exc.message}\n")
+        sys.stderr.write(f"{prog}: error: {printable(exc.message)}\n")
     if exc.hint:
-        sys.stderr.write(f"  hint: {exc.hint}\n")
+        sys.stderr.write(f"  hint: {printable(exc.hint)}\n")
     return exc.exit_code
