@@ -27,7 +27,7 @@ def printable(text: str) -> str:
 class _Console(Console):
     """A rich console that never writes a control character it was handed."""
 
-    def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def print(self, *objects: Any, **kwargs: Any) -> None:
         super().print(*(printable(o) if isinstance(o, str) else o for o in objects), **kwargs)
 
 
