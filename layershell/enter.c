@@ -343,7 +343,8 @@ static unsigned parse_mode(const char *text) {
  * untouched. The kernel compares only the low 32 bits of an ioctl's request (it is an
  * unsigned int), so the filter does too: setting high bits cannot slip past it
  * (CVE-2019-10063). Syscalls of another ABI than the executable's (i386 on x86_64,
- * arm on arm64) are checked with that ABI's numbers; x32 and unknown ABIs are refused. */
+ * arm on arm64, s390 on s390x) are checked with that ABI's numbers; x32 and unknown
+ * ABIs are refused. These are Fedora CoreOS's architectures. */
 #if defined(__x86_64__)
 #define NATIVE_ARCH AUDIT_ARCH_X86_64
 #define NATIVE_IOCTL 16
@@ -354,6 +355,16 @@ static unsigned parse_mode(const char *text) {
 #define NATIVE_ARCH AUDIT_ARCH_AARCH64
 #define NATIVE_IOCTL 29
 #define COMPAT_ARCH AUDIT_ARCH_ARM
+#define COMPAT_IOCTL 54
+#elif defined(__s390x__)
+#define NATIVE_ARCH AUDIT_ARCH_S390X
+#define NATIVE_IOCTL 54
+#define COMPAT_ARCH AUDIT_ARCH_S390
+#define COMPAT_IOCTL 54
+#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define NATIVE_ARCH AUDIT_ARCH_PPC64LE
+#define NATIVE_IOCTL 54
+#define COMPAT_ARCH NATIVE_ARCH /* no 32-bit ABI: a second look at the arch fails */
 #define COMPAT_IOCTL 54
 #else
 #error "layershell-enter: add this architecture's seccomp numbers (see block_terminal_injection)"
