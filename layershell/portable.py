@@ -233,6 +233,8 @@ def attach(
     if not paths.portables_dir.startswith(("/var/lib/portables", "/etc/portables")):
         log(f"note: {paths.portables_dir} is not /var/lib/portables (SELinux on Fedora needs it)")
     os.makedirs(paths.portables_dir, mode=0o700, exist_ok=True)
+    if row.path != os.path.join(paths.pkgs_dir, image.image_name):  # root reads only there
+        raise PortableError(f"{image.name}: recorded at {row.path!r}, not in {paths.pkgs_dir}")
     texts = images.ensure(row.path, target, dict(image.texts), _generated(image, pkgs_inner))
 
     profile = str(row.spec.get("profile") or "default")

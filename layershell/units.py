@@ -458,16 +458,30 @@ def aliases(value: str, ctx: Context) -> str:
 
 
 def exec_line(value: str, ctx: Context) -> str:
-    """systemd runs a '+', '!' or '!!' line with full privileges, outside User=,
-    DynamicUser=, capabilities and namespaces; '@', '-' and ':' change nothing of that."""
-    for ch in value:
-        if ch in "+!":
+    """systemd runs a '+', '!' or '!!' command with full privileges, outside User=,
+    DynamicUser=, capabilities and namespaces; '@', '-' and ':' change nothing of that.
+    One line may hold several commands, separated by a lone ';', each with its prefixes,
+    and systemd unquotes and unescapes a command's first word before it reads them."""
+    words = value.split()  # a superset of systemd's separators: never fewer commands
+    # A quoted or escaped ';' is an argument to systemd; taken as a separator here too.
+    starts = [0] + [i + 1 for i, w in enumerate(words) if w in (";", "';'", '";"', "\\;")]
+    for i in starts:
+        if i >= len(words):
+            continue
+        word = words[i]
+        if any(c in word for c in "\"'\\"):
             return (
-                f"a '{ch}' prefix would run the command outside the service's profile, "
+                f"{word!r}: a quoted or escaped command, which systemd unquotes before it "
+                "reads the prefixes; write the command's path plainly"
+            )
+        rest = word.lstrip("@-:")
+        if rest[:1] in ("+", "!"):
+            return (
+                f"a '{rest[0]}' prefix would run the command outside the service's profile, "
                 f"with full privileges"
             )
-        if ch not in "@-:":
-            break
+        if rest.startswith("%"):
+            return f"{word!r}: a specifier as the command; write the command's path plainly"
     return ""
 
 
@@ -476,8 +490,9 @@ def package_dirs(value: str, ctx: Context) -> str:
     to its dynamic user): a host directory of another name must never be."""
     bad = []
     for word in value.split():
-        first = word.split(":", 1)[0].split("/", 1)[0]
-        if first != ctx.name and not matches(first, ctx.name):
+        first = word.split("/", 1)[0]
+        # ':' names a link systemd makes (SOURCE:LINK): a host path of any name.
+        if ":" in word or (first != ctx.name and not matches(first, ctx.name)):
             bad.append(word)
     if bad:
         return (
@@ -496,6 +511,7 @@ def socket_path(value: str, ctx: Context) -> str:
         and len(parts) >= 3
         and (parts[2] == ctx.name or matches(parts[2], ctx.name))
         and all(p not in ("", ".", "..") for p in parts[2:])
+        and not any(c in value for c in "%\\\"'")  # no specifier, escape or quote
     ):
         return ""
     return (
