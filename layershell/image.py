@@ -90,7 +90,7 @@ def unit_texts(checked: Mapping[str, bytes], generated: Generated | None) -> dic
     return out
 
 
-def _copy_file(src_dir: int, name: str, dst_dir: int) -> None:
+def _copy_file(src_dir: int, name: str, dst_dir: int, owner: int) -> None:
     try:
         src = os.open(
             name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_dir
@@ -99,8 +99,8 @@ def _copy_file(src_dir: int, name: str, dst_dir: int) -> None:
         return  # changed under us (now a link, a FIFO): not copied
     try:
         st = os.fstat(src)
-        if not stat.S_ISREG(st.st_mode):
-            return
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != owner:
+            return  # only the package's own files: not a hard link to one of root's
         mode = st.st_mode & KEEP_MODE
         dst = os.open(
             name,
@@ -132,6 +132,7 @@ def copy_tree(src_fd: int, dst_fd: int, skip: Callable[[str], bool] = units.excl
             listed = list(it)
         stack.append((src, dst, rel, iter(listed)))
 
+    owner = os.fstat(src_fd).st_uid
     push(os.dup(src_fd), os.dup(dst_fd), "")
     try:
         while stack:
@@ -156,7 +157,7 @@ def copy_tree(src_fd: int, dst_fd: int, skip: Callable[[str], bool] = units.excl
                 os.fchmod(out, (st.st_mode & KEEP_MODE) | 0o700)
                 push(child, out, rel)
             elif stat.S_ISREG(st.st_mode):
-                _copy_file(src, entry.name, dst)
+                _copy_file(src, entry.name, dst, owner)
             elif stat.S_ISLNK(st.st_mode):
                 target = os.readlink(entry.name, dir_fd=src)
                 if not units.link_allowed(rel, target):

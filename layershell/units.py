@@ -156,15 +156,19 @@ def _open_dir(root_fd: int, rel: str) -> tuple[int | None, str]:
             os.close(fd)
 
 
-def _read(dir_fd: int, name: str) -> bytes | str:
-    """A unit file's bytes, or why it cannot be read: root never follows a link here."""
+def _read(dir_fd: int, name: str, owner: int) -> bytes | str:
+    """A unit file's bytes, or why it cannot be read: root never follows a link here, nor
+    reads a file the tree's owner does not own (a hard link to one of root's files)."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError as exc:
         return "a link, not a plain file" if exc.errno == errno.ELOOP else str(exc.strerror)
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
             return "not a plain file"
+        if st.st_uid != owner:
+            return f"owned by uid {st.st_uid}, not by the package's owner (a hard link?)"
         data = f.read(MAX_UNIT_BYTES + 1)
     if len(data) > MAX_UNIT_BYTES:
         return f"larger than {MAX_UNIT_BYTES // 1024} KiB"
@@ -192,6 +196,7 @@ def scan(root_fd: int, label: str = "") -> tuple[list[UnitProblem], list[UnitFil
         return os.path.join(label, rel) if label else rel
 
     seen: set[tuple[int, int]] = set()
+    owner = os.fstat(root_fd).st_uid
     for directory in SEARCH_PATHS:
         fd, why = _open_dir(root_fd, directory)
         if why:
@@ -239,7 +244,7 @@ def scan(root_fd: int, label: str = "") -> tuple[list[UnitProblem], list[UnitFil
                     message, hint = problem
                     problems.append(UnitProblem(where(rel), 0, "path", message, hint))
                     continue
-                data = _read(fd, entry)
+                data = _read(fd, entry, owner)
                 if isinstance(data, str):
                     problems.append(
                         UnitProblem(where(rel), 0, "path", data, "a unit must be a plain file")

@@ -199,6 +199,21 @@ def test_links_on_unit_paths(tmp_path: Path) -> None:
     ]
 
 
+def test_only_the_packages_own_files_are_read(tmp_path: Path) -> None:
+    """A hard link to one of root's files is owned by root, not by the layer account."""
+    tree = package(tmp_path / "goss_1.0", {f"{UNITS}/goss.service": service(""), "etc/x": "x"})
+    for path in [tree, *tree.rglob("*")]:
+        os.lchown(path, 12345, 12345)
+    os.chown(tree / UNITS / "goss.service", 0, 0)
+    os.chown(tree / "etc/x", 0, 0)
+    assert problems(tree) == [
+        f"{UNITS}/goss.service: path: owned by uid 0, not by the package's owner (a hard "
+        "link?) (a unit must be a plain file)"
+    ]
+    image.build(str(tree), str(tmp_path / "image"), {}, None)
+    assert not (tmp_path / "image/etc/x").exists()
+
+
 def test_merged_usr_link_is_fine(tmp_path: Path) -> None:
     tree = package(tmp_path, {f"{UNITS}/goss.service": service("")})
     os.symlink("usr/lib", tmp_path / "lib")
