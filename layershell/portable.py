@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from layershell import image as images
+from layershell import units
 from layershell.atomic import read_json_map, write_json
 from layershell.errors import LayershellError
 from layershell.paths import Paths
 from layershell.state import Installed
 
-UNIT_DIRS = ("usr/lib/systemd/system", "lib/systemd/system", "etc/systemd/system")
+UNIT_DIRS = units.UNIT_DIRS
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target")
 OS_RELEASE = ("usr/lib/os-release", "etc/os-release")
 ATTACHED = "/etc/systemd/system.attached"
@@ -52,15 +53,14 @@ class Image:
     version: str
     units: tuple[str, ...]
     generated: bool = False  # a code package's units in an image that shares core's /usr
+    texts: tuple[tuple[str, bytes], ...] = ()  # the units as checked: the image gets these
 
     @property
     def image_name(self) -> str:
         return f"{self.name}_{self.version}"
 
 
-def matches(unit: str, name: str) -> bool:
-    """systemd attaches only units named after the image: NAME.x, NAME-x, NAME@x."""
-    return any(unit.startswith(name + sep) for sep in (".", "-", "@"))
+matches = units.matches
 
 
 def units_in(tree: str) -> list[str]:
@@ -73,120 +73,56 @@ def units_in(tree: str) -> list[str]:
     return sorted(found)
 
 
-EXEC_KEYS = ("ExecStart", "ExecStartPre", "ExecStartPost", "ExecReload", "ExecStop",
-             "ExecStopPost", "ExecCondition")  # fmt: skip
-MAX_UNIT_BYTES = 1 << 20
-
-
-def _read_unit(tree: str, unit: str) -> tuple[str, str]:
-    """(unit directory, text) of a package's unit: a regular file inside the tree, read
-    without following links (root reads it; a link to /etc/shadow must not be)."""
-    for d in UNIT_DIRS:
-        path = os.path.join(tree, d, unit)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise PortableError(f"{unit}: not a regular file in the package ({exc.strerror})",
-                                "a unit must be a plain file") from None  # fmt: skip
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise PortableError(f"{unit}: not a regular file in the package")
-            data = f.read(MAX_UNIT_BYTES + 1)
-        if len(data) > MAX_UNIT_BYTES or os.path.realpath(os.path.dirname(path)) != (
-            os.path.join(os.path.realpath(tree), d)
-        ):
-            raise PortableError(f"{unit}: too large or outside the package tree")
-        return d, data.decode("utf-8", errors="replace")
-    raise PortableError(f"{unit}: not found in the package")
-
-
-def check_unit(unit: str, text: str) -> None:
-    """Refuse what would let a unit escape its profile: systemd runs an Exec line with a
-    '+' prefix (and '!'/'!!') with full privileges, outside User=, DynamicUser=,
-    capability and namespace settings, and PermissionsStartOnly= does that for the
-    others. A package's unit runs under its profile, never as plain root."""
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep:
-            continue
-        if key in EXEC_KEYS:
-            prefix = value.strip()
-            while prefix and prefix[0] in "@-:+!|":
-                if prefix[0] in "+!":
-                    raise PortableError(
-                        f"{unit}:{number}: {key}= with a '{prefix[0]}' prefix would run "
-                        "outside the service's profile, with full privileges",
-                        "remove the prefix; a package's service runs under its profile",
-                    )
-                prefix = prefix[1:]
-        if key == "PermissionsStartOnly":
-            raise PortableError(
-                f"{unit}:{number}: PermissionsStartOnly= would run commands outside the profile",
-                "remove it",
-            )
+def check_package(row: Installed) -> units.Report:
+    """What units.py says of the package tree of `row`, read by root without following
+    any link (the tree is the layer account's)."""
+    fd = images.open_package(row.path)
+    try:
+        return units.check_tree(fd, row.name)
+    except OSError as exc:
+        raise PortableError(f"{row.name} {row.version}: cannot read its units: {exc}") from None
+    finally:
+        os.close(fd)
 
 
 def portable_image(row: Installed) -> Image | None:
-    """The package as a portable image, or None when its tree is not one."""
-    units = units_in(row.path)
-    has_os_release = any(os.path.lexists(os.path.join(row.path, p)) for p in OS_RELEASE)
-    if not units:
-        return None
-    for unit in units:
-        check_unit(unit, _read_unit(row.path, unit)[1])
-    wrong = [u for u in units if not matches(u, row.name)]
-    if wrong:
+    """The package as a portable image, or None when it ships no units; a package whose
+    units break a rule of units.py is refused with every problem, by file and line."""
+    if os.path.basename(row.path) != f"{row.name}_{row.version}":
+        raise PortableError(f"{row.name} {row.version}: recorded at {row.path!r}")
+    report = check_package(row)
+    if report.problems:
+        listed = "\n".join(f"  {p}" for p in report.problems)
         raise PortableError(
-            f"{row.name} {row.version}: units {', '.join(wrong)} do not start with the "
-            f"package name; portablectl would not attach them",
-            f"name them {row.name}.service, {row.name}-x.service or {row.name}@.service",
+            f"{row.name} {row.version}: not attached, its units leave what layershell can "
+            f"sandbox:\n{listed}",
+            "see docs/exposure.md (portable services) for the units and keys accepted",
         )
-    return Image(row.name, row.version, tuple(units), generated=not has_os_release)
-
-
-# Mount points the portable profiles bind onto (TESTBED.md A.3: missing ones fail).
-SKELETON_DIRS = ("usr", "proc", "sys", "dev", "run", "tmp", "var/tmp", "etc", "opt/pkgs")
-SKELETON_FILES = ("etc/machine-id", "etc/resolv.conf")
+    if not report.units:
+        return None
+    has_os_release = any(os.path.lexists(os.path.join(row.path, p)) for p in OS_RELEASE)
+    return Image(
+        row.name,
+        row.version,
+        tuple(u.name for u in report.units),
+        generated=not has_os_release,
+        texts=tuple((u.name, u.data) for u in report.units),
+    )
 
 
 def generate_image(row: Installed, target: str, pkgs_inner: str) -> None:
     """An image for a code package that ships units but no os-release: an os-release, the
-    empty mount points, and the package's units with core's /usr, /etc and the package
-    tree bound read-only, so its programs run from the host's /usr as a shim's do."""
-    os.makedirs(target)
-    for d in SKELETON_DIRS:
-        os.makedirs(os.path.join(target, d), exist_ok=True)
-    for name in SKELETON_FILES:
-        open(os.path.join(target, name), "w").close()
-    for link, dest in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"),
-                       ("lib64", "usr/lib64")):  # fmt: skip
-        os.symlink(dest, os.path.join(target, link))
-    os.makedirs(os.path.join(target, "usr/lib/systemd/system"), exist_ok=True)
-    release = (
-        f"ID=layershell-{row.name}\nVERSION_ID={row.version}\n"
-        f'PORTABLE_PRETTY_NAME="{row.name} {row.version} (layershell package)"\n'
-    )
-    with open(os.path.join(target, "usr/lib/os-release"), "w", encoding="utf-8") as out:
-        out.write(release)
-    tree = f"{pkgs_inner}/{row.name}_{row.version}"
-    binds = (
-        "\n[Service]\n"
-        "# Added by layershell: this image shares core's /usr and /etc, read-only, and\n"
-        "# sees its package where shims see it.\n"
-        "BindReadOnlyPaths=/usr /etc/passwd /etc/group /etc/nsswitch.conf /etc/ld.so.cache\n"
-        f"BindReadOnlyPaths={row.path}:{tree} {row.path}:{pkgs_inner}/{row.name}\n"
-    )
-    for unit in units_in(row.path):
-        _, text = _read_unit(row.path, unit)
-        check_unit(unit, text)
-        out_path = os.path.join(target, "usr/lib/systemd/system", unit)
-        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text + (binds if unit.endswith(".service") else ""))
+    empty mount points, a copy of the package tree where shims see it, and the package's
+    checked units with core's /usr and /etc bound read-only, so its programs run from the
+    host's /usr as a shim's do (image.py builds it)."""
+    image = portable_image(row)
+    if image is None:
+        raise PortableError(f"{row.name} {row.version}: no units to attach")
+    images.build(row.path, target, dict(image.texts), _generated(image, pkgs_inner))
+
+
+def _generated(image: Image, pkgs_inner: str) -> images.Generated | None:
+    return images.Generated(image.name, image.version, pkgs_inner) if image.generated else None
 
 
 def _record_file(paths: Paths) -> str:
@@ -297,14 +233,10 @@ def attach(
     if not paths.portables_dir.startswith(("/var/lib/portables", "/etc/portables")):
         log(f"note: {paths.portables_dir} is not /var/lib/portables (SELinux on Fedora needs it)")
     os.makedirs(paths.portables_dir, mode=0o700, exist_ok=True)
-    if not os.path.isdir(target):
-        tmp = target + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        if image.generated:
-            generate_image(row, tmp, pkgs_inner)
-        else:
-            shutil.copytree(row.path, tmp, symlinks=True)
-        os.rename(tmp, target)
+    if row.path != os.path.join(paths.pkgs_dir, image.image_name):  # root reads only there
+        raise PortableError(f"{image.name}: recorded at {row.path!r}, not in {paths.pkgs_dir}")
+    texts = images.ensure(row.path, target, dict(image.texts), _generated(image, pkgs_inner))
+
     profile = str(row.spec.get("profile") or "default")
     method = str(row.spec.get("install_method") or "auto")
     if profile not in ("default", "nonetwork", "strict", "trusted"):
@@ -324,10 +256,12 @@ def attach(
     if previous == image.version:
         verb = "attach"
     argv = ["portablectl", verb, "--profile", profile, f"--copy={method}", target]
+    before = images.attached_names(ATTACHED)
     if previous != image.version or not _is_attached(image, run):
         log(f"{verb}ing {image.image_name} (profile {profile}, --copy={method})")
         _check(run(argv), f"portablectl {verb} {image.image_name}")
     try:
+        _verify_attached(image, target, texts, before)
         for unit in enable:
             _check(run(["systemctl", "enable", unit]), f"systemctl enable {unit}")
         for unit in start:
@@ -419,6 +353,18 @@ def apply_services(
             if state != "active":
                 errors.append(f"{unit} did not start (state: {state}):\n{_journal(unit, run)}")
     return errors
+
+
+def _verify_attached(image: Image, target: str, texts: dict[str, bytes], before: set[str]) -> None:
+    """What systemd attached must be exactly what layershell checked (raises, and attach
+    rolls back, on any difference)."""
+    wrong = images.verify_attached(ATTACHED, target, texts, before)
+    if wrong:
+        raise PortableError(
+            f"{image.image_name}: what portablectl attached is not what layershell checked; "
+            "detached:\n" + "\n".join(f"  {w}" for w in wrong),
+            f"ls -l {ATTACHED}",
+        )
 
 
 def _is_attached(image: Image, run: Run) -> bool:
