@@ -26,6 +26,7 @@ link; `reconcile` repoints it. The database is the truth.
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import tempfile
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from layershell import repo, session, trees, unpack
+from layershell import repo, sandbox, session, trees, unpack
 from layershell.errors import LayershellError
 from layershell.stack import Layer
 from layershell.state import Installed, State
@@ -387,6 +388,51 @@ def run_install_script(
         )
 
 
+def recheck(target: Target, name: str, version: str) -> trees.TreeReport:
+    """Before an installed, inactive version becomes visible again (activation,
+    rollback): the same rule as a new install, since a tree an older layershell
+    installed may still carry what its install.sh left."""
+    limits = InstallLimits.of(target.layer)
+    try:
+        return trees.neutralise(
+            target.package_dir(name, version), owner=os.getuid(), max_depth=limits.max_depth
+        )
+    except trees.TreeRefused as exc:
+        raise PackageRefused(
+            f"{name} {version}: {exc.where}: {exc.reason}; it stays inactive",
+            f"remove it (core remove {name}) and install it again",
+        ) from None
+
+
+def layer_trees(target: Target) -> list[str]:
+    """The host directories install.sh can write: the layer's writable trees and its
+    home (the same templates session.py binds)."""
+    state = os.path.dirname(os.path.dirname(target.store))  # <state>/layers/<layer>
+    layer = target.layer
+    found = [sandbox.expand(t, target.store, target.pkgs_dir, state) for _, t in layer.writable]
+    if layer.home or target.pkgs_dir.startswith(state + os.sep):  # rootless: {store}/home
+        found.append(
+            sandbox.expand(layer.home or "{store}/home", target.store, target.pkgs_dir, state)
+        )
+    else:
+        found.append(pwd.getpwuid(os.getuid()).pw_dir)
+    return list(dict.fromkeys(found))
+
+
+def _sweep_layer(target: Target, src: Source) -> list[str]:
+    """install.sh may also have left a setuid bit or a capability elsewhere in its layer
+    (/usr/local, the home, another package's tree), where any local user could run it:
+    strip those too, as notes naming the host path. The new package itself is left to
+    _finish_tree (which also refuses what cannot be made safe)."""
+    notes = []
+    own = os.path.basename(target.package_dir(src.name, src.version))
+    for root in layer_trees(target):
+        skip = (own, ".staging", ".trash") if root == target.pkgs_dir else ()
+        for key, what in trees.strip_privileges(root, owner=os.getuid(), skip=skip):
+            notes.append(f"{os.path.join(root, key)}: {what} (outside the package, by install.sh)")
+    return notes
+
+
 def _finish_tree(target: Target, src: Source, db: State, limits: InstallLimits) -> trees.TreeReport:
     """Neutralise and measure the finished tree (after install.sh), and check the budget
     and the free-space floor with what it really takes on disk."""
@@ -440,14 +486,17 @@ def install(
             )
         if known.active:
             return Outcome(src.name, src.version, final, "unchanged", known.files, known.bytes)
+        again = recheck(target, src.name, src.version)
         with db.transaction():
             db.record(known, activate=True)
         switch_link(target, src.name, src.version)
-        return Outcome(src.name, src.version, final, "activated", known.files, known.bytes)
+        notes = tuple(f"{path}: {what}" for path, what in again.stripped)
+        return Outcome(src.name, src.version, final, "activated", known.files, known.bytes, notes)
     if os.getuid() == 0:
         # Defence in depth: root hands installs to the layer's account (target.py).
         raise LayershellError("refusing to unpack a package as root", "this is a bug")
     left = _admit(target, src, db, limits)
+    swept: list[str] = []
     os.makedirs(target.staging_dir, exist_ok=True)
     staging = tempfile.mkdtemp(dir=target.staging_dir, prefix=f"{src.name}_{src.version}.")
     try:
@@ -475,6 +524,7 @@ def install(
                 limits=limits,
                 file_size=left,
             )
+            swept = _sweep_layer(target, src)
         # After install.sh, before anything can see the package: nothing privileged in
         # it, and it fits the budget with what install.sh added.
         report = _finish_tree(target, src, db, limits)
@@ -502,6 +552,7 @@ def install(
     switch_link(target, src.name, src.version)
     notes = tuple(f"{path}: {what}" for path, what in result.stripped)
     notes += tuple(f"{path}: {what} (after install.sh)" for path, what in report.stripped)
+    notes += tuple(swept)
     return Outcome(
         src.name, src.version, final, "installed", report.files, report.disk_bytes, notes
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Collection
 from dataclasses import dataclass
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -168,7 +169,7 @@ class TreeRefused(Exception):
 
 @dataclass(frozen=True)
 class TreeReport:
-    """files: entries other than directories; disk_bytes: space the tree takes on disk
+    """files: regular files (each name of a hard link); disk_bytes: space the tree takes on disk
     (allocated blocks, each inode once: a sparse file counts what it uses, a
     fallocate'd one what it reserves); stripped: (entry, what was neutralised)."""
 
@@ -274,8 +275,7 @@ class _Walk:
             self.seen.add(inode)
         self.disk += st.st_blocks * 512
         if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
-            self.files += 1  # a symbolic link, FIFO or socket: nothing to strip
-            return None
+            return None  # a symbolic link, FIFO or socket: nothing to strip
         if stat.S_ISDIR(kind) and depth > self.max_depth:
             raise TreeRefused(
                 shown, f"the tree is more than {self.max_depth} directories deep, the limit"
@@ -341,3 +341,75 @@ def neutralise(root: str, *, owner: int, max_depth: int) -> TreeReport:
             os.close(fd)
         os.close(parent_fd)
     return TreeReport(walk.files, walk.directories, walk.disk, tuple(walk.stripped))
+
+
+def strip_privileges(root: str, *, owner: int, skip: Collection[str] = ()) -> list[tuple[str, str]]:
+    """Remove setuid and setgid bits and file capabilities from every regular file of
+    `owner` under root (except the top-level names in skip), at any depth, never
+    following a link and holding two fds at most (going up is openat("..") checked
+    against the identity recorded going down). For the trees of a layer outside the
+    package being installed: install.sh can write there too. A directory that cannot
+    be read is not entered (no other account can reach into it either)."""
+    stripped: list[tuple[str, str]] = []
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return stripped
+    st = os.fstat(fd)
+    top = sorted(set(os.listdir(fd)) - set(skip), reverse=True)
+    levels: list[tuple[str, list[str], int, int]] = [("", top, st.st_dev, st.st_ino)]
+    try:
+        while levels:
+            rel, names, _, _ = levels[-1]
+            if not names:
+                levels.pop()
+                if not levels:
+                    break
+                up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = up
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != levels[-1][2:]:
+                    raise OSError(errno.EBUSY, f"{root} changed while it was checked")
+                continue
+            name = names.pop()
+            key = f"{rel}/{name}" if rel else name
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if st.st_uid != owner:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except PermissionError:
+                    continue
+                now = os.fstat(child)
+                if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                    os.close(child)
+                    continue
+                os.close(fd)
+                fd = child
+                levels.append((key, sorted(os.listdir(fd), reverse=True), st.st_dev, st.st_ino))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            mode = stat.S_IMODE(st.st_mode)
+            what = [
+                f"{word} bit stripped"
+                for bit, word in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"))
+                if mode & bit
+            ]
+            drop = [x for x in _xattrs(fd, name) if x == CAPABILITY_XATTR]
+            if drop:
+                what.append("file capability removed")
+            if what:
+                try:
+                    _fix(fd, name, st, mode & ~0o6000 if mode & 0o6000 else None, drop)
+                except TreeRefused as exc:
+                    raise OSError(errno.EPERM, f"{root}/{key}: {exc.reason}") from None
+                stripped.extend((key, w) for w in what)
+    finally:
+        os.close(fd)
+    return stripped

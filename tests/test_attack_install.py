@@ -126,6 +126,38 @@ def test_setuid_and_setgid_bits_from_install_sh_are_stripped(
     assert "note: suidsh: shared-data: group and world write removed (after install.sh)" in err(r)
 
 
+OUTSIDE_SH = """\
+cp /bin/id /usr/local/idsuid
+chmod 4755 /usr/local/idsuid
+mkdir -p "$HOME/deep/er"
+cp /bin/id "$HOME/deep/er/idsgid"
+chmod 2755 "$HOME/deep/er/idsgid"
+chmod 4755 /opt/pkgs/other_1.0/bin/other
+"""
+
+
+def test_setuid_bits_install_sh_leaves_elsewhere_in_its_layer_are_stripped(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    """The same attack outside the package: /usr/local, the layer's home and another
+    package's tree are the account's files on the host too."""
+    other = tarball(shared_dir / "other_1.0.tar.gz", program("other", "1.0"))
+    assert core(fresh_rootless, "install", str(other)).returncode == 0
+    path = tarball(
+        shared_dir / "spread_1.0.tar.gz", {**program("spread", "1.0"), "install.sh": OUTSIDE_SH}
+    )
+    r = core(fresh_rootless, "install", str(path))
+    assert r.returncode == 0, err(r)
+    store = fresh_rootless.home / ".local/share/layershell/layers/arne"
+    for p in (
+        store / "usr-local/idsuid",
+        store / "home/deep/er/idsgid",
+        pkgs(fresh_rootless) / "other_1.0/bin/other",
+    ):
+        assert not os.lstat(p).st_mode & 0o6000, f"{p}: {oct(os.lstat(p).st_mode)}"
+    assert f"{store}/usr-local/idsuid: setuid bit stripped (outside the package" in err(r)
+
+
 # A v2 security.capability: cap_net_raw permitted+effective. Set by the layer's
 # pseudo-root, the kernel stores it as v3 with the account as its root uid.
 CAP_SH = """\
