@@ -256,12 +256,33 @@ def _util(name: str) -> str:
     )
 
 
+def contain_options() -> tuple[str, ...]:
+    """CONTAIN, probed once: a kernel that refuses a new /proc in a user namespace
+    (some container runtimes lock overmounts on /proc) still gets the pid namespace,
+    whose death kills everything it holds; only /proc then shows the host's pids.
+    Without user or pid namespaces at all, install.sh is refused: it cannot be
+    contained."""
+    unshare = _util("unshare")
+    failure = ""
+    for options in (CONTAIN, tuple(o for o in CONTAIN if o != "--mount-proc")):
+        probe = subprocess.run(
+            [unshare, *options, "--", "true"], capture_output=True, check=False, timeout=30
+        )
+        if probe.returncode == 0:
+            return options
+        failure = failure or probe.stderr.decode(errors="replace").strip()
+    raise InstallScriptFailed(
+        f"install.sh cannot be contained: {unshare} {' '.join(CONTAIN)} failed: {failure}",
+        "install.sh needs unprivileged user and pid namespaces; nothing was installed",
+    )
+
+
 def sandbox_argv(inner: list[str], *, memory: int, file_size: int) -> list[str]:
     """The command that runs `inner` (a layer-shell command line) contained."""
     return [
         _util("setpriv"), "--pdeathsig", "KILL", "--",
         _util("prlimit"), f"--as={memory}", f"--fsize={file_size}", "--",
-        _util("unshare"), *CONTAIN, "--", *inner,
+        _util("unshare"), *contain_options(), "--", *inner,
     ]  # fmt: skip
 
 
