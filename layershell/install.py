@@ -431,7 +431,9 @@ def layer_trees(target: Target) -> list[str]:
     state = os.path.dirname(os.path.dirname(target.store))  # <state>/layers/<layer>
     layer = target.layer
     found = [sandbox.expand(t, target.store, target.pkgs_dir, state) for _, t in layer.writable]
-    if layer.home or target.pkgs_dir.startswith(state + os.sep):  # rootless: {store}/home
+    # As session.home_of: the layer's template; in rootless mode (packages live under
+    # the state directory) {store}/home; else the account's password-database home.
+    if layer.home or target.pkgs_dir.startswith(state + os.sep):
         found.append(
             sandbox.expand(layer.home or "{store}/home", target.store, target.pkgs_dir, state)
         )

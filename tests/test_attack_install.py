@@ -158,6 +158,28 @@ def test_setuid_bits_install_sh_leaves_elsewhere_in_its_layer_are_stripped(
     assert f"{store}/usr-local/idsuid: setuid bit stripped (outside the package" in err(r)
 
 
+@pytest.mark.parametrize("how", ["install", "rollback"])
+def test_a_version_made_active_again_is_neutralised_again(
+    fresh_rootless: Identity, shared_dir: Path, how: str
+) -> None:
+    """A tree an older layershell installed may still carry what its install.sh left;
+    making it visible again goes through the same rule."""
+    one = tarball(shared_dir / "again_1.0.tar.gz", program("again", "1.0"))
+    two = tarball(shared_dir / "again_2.0.tar.gz", program("again", "2.0"))
+    assert core(fresh_rootless, "install", str(one)).returncode == 0
+    assert core(fresh_rootless, "install", str(two)).returncode == 0
+    old = pkgs(fresh_rootless) / "again_1.0/bin/again"
+    os.chmod(old, 0o4755)  # as an older layershell left it
+    if how == "install":
+        r = core(fresh_rootless, "install", str(one))
+    else:
+        r = core(fresh_rootless, "rollback", "again")
+    assert r.returncode == 0, err(r)
+    assert installed(fresh_rootless) == {"again": "1.0"}
+    assert not os.lstat(old).st_mode & 0o6000
+    assert "bin/again: setuid bit stripped" in err(r)
+
+
 # A v2 security.capability: cap_net_raw permitted+effective. Set by the layer's
 # pseudo-root, the kernel stores it as v3 with the account as its root uid.
 CAP_SH = """\
