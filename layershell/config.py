@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 from layershell import load
@@ -21,7 +22,19 @@ PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 PLACEHOLDERS = ("store", "pkgs", "state")
 TEMPLATE_START_RE = re.compile(r"^\{(store|pkgs|state)\}(/|$)")
 TOP_KEYS = ("layers",)
-LAYER_KEYS = ("name", "account", "parent", "home", "writable", "network", "shell")
+LAYER_KEYS = ("name", "account", "parent", "home", "writable", "network", "shell", "limits")
+# An installing layer's install limits (install.InstallLimits; docs/packages.md, "Safe
+# installs"): key -> (kind, smallest, largest). Sizes take K, M, G or T (powers of 1024).
+LIMIT_KEYS: dict[str, tuple[str, float, float]] = {
+    "disk_budget": ("size", 1 << 20, 1 << 50),
+    "max_depth": ("count", 1, 256),  # one fd per level is held while a tree is walked
+    "script_timeout": ("seconds", 1, 7 * 86400),
+    "script_memory": ("size", 64 << 20, 1 << 50),  # layer-shell itself needs ~30 MiB
+    "min_free": ("size-or-percent", 0, 1 << 50),
+}
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 HOST_ONLY_KEYS = ("name", "account")
 # Paths a layer may not claim as its own writable tree: they belong to the host view.
 RESERVED = frozenset({"/", "/usr", "/etc", "/proc", "/dev", "/sys", "/tmp", "/run", "/var"})
@@ -69,6 +82,91 @@ def _template(doc: Document, path: KeyPath, value: object, problems: list[Proble
         problems.append(doc.problem(path, "must not contain '..'", "name the directory directly"))
         return ""
     return value
+
+
+def parse_size(value: object) -> int | None:
+    """20G, 512M, 1.5GiB, 4096 (bytes) -> bytes; None if it is not a size."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str) or not (m := SIZE_RE.match(value)):
+        return None
+    return int(float(m.group(1)) * UNITS[m.group(2).upper()])
+
+
+def _limit(
+    doc: Document, path: KeyPath, key: str, value: object, problems: list[Problem]
+) -> tuple[str, int | float] | None:
+    kind, low, high = LIMIT_KEYS[key]
+    number: int | float | None
+    out = key
+    if kind == "count":
+        number = value if isinstance(value, int) and not isinstance(value, bool) else None
+        shape = "a whole number"
+    elif kind == "seconds":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = value if ok else None  # type: ignore[assignment]
+        shape = "a number of seconds"
+    else:
+        number = parse_size(value)
+        shape = "a size such as 20G, 512M or a number of bytes"
+        if kind == "size-or-percent":
+            shape = "a size such as 2G, or a percentage of the filesystem such as 5%"
+            if number is None and isinstance(value, str) and (m := PERCENT_RE.match(value)):
+                number, out, low, high = float(m.group(1)), "min_free_percent", 0, 50
+    if number is None:
+        problems.append(doc.problem(path, f"must be {shape}, not {value!r}"))
+        return None
+    if not low <= number <= high:
+        shown = (lambda n: f"{n:g}%") if out == "min_free_percent" else _shown_limit(kind)
+        problems.append(
+            doc.problem(path, f"must be between {shown(low)} and {shown(high)}, not {value!r}")
+        )
+        return None
+    return out, number
+
+
+def _shown_limit(kind: str) -> Callable[[float], str]:
+    if kind in ("size", "size-or-percent"):
+        return lambda n: _size_words(int(n))
+    return lambda n: f"{n:g}"
+
+
+def _size_words(n: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if n >= UNITS[unit] and n % UNITS[unit] == 0:
+            return f"{n // UNITS[unit]}{unit}"
+    return str(n)
+
+
+def _limits(
+    doc: Document, path: KeyPath, raw: object, level: int, problems: list[Problem]
+) -> tuple[tuple[str, int | float], ...]:
+    if level != 1:
+        problems.append(
+            doc.problem(
+                path,
+                "only a layer that installs packages (the one just above the host) has "
+                "install limits",
+                "move limits: to that layer",
+                key=True,
+            )
+        )
+        return ()
+    if not isinstance(raw, dict):
+        problems.append(
+            doc.problem(path, "must be a mapping of limits", "for example  disk_budget: 20G")
+        )
+        return ()
+    problems.extend(_check_keys(doc, path, raw, tuple(LIMIT_KEYS)))
+    found = []
+    for key, value in raw.items():
+        if key in LIMIT_KEYS:
+            pair = _limit(doc, (*path, key), key, value, problems)
+            if pair is not None:
+                found.append(pair)
+    return tuple(found)
 
 
 def _layer(
@@ -176,6 +274,9 @@ def _layer(
             target = _template(doc, kpath, host, problems)
             if target:
                 writable.append((inner, target))
+    limits: tuple[tuple[str, int | float], ...] = ()
+    if "limits" in raw and previous is not None:
+        limits = _limits(doc, (*path, "limits"), raw["limits"], previous.level + 1, problems)
     if len(problems) > before:
         return None
     assert isinstance(name, str) and isinstance(account, str)
@@ -188,6 +289,7 @@ def _layer(
         writable=tuple(writable),
         network=bool(network),
         shell=str(shell),
+        limits=limits,
     )
 
 

@@ -2,23 +2,31 @@
 
 The order makes every crash leave the old state or the new one:
 
-1. unpack into `/opt/pkgs/.staging/<name>_<version>.<random>/tree` (unpack.py refuses
+1. admit it: the archive's headers (unpack.scan) against the layer's limits: the depth
+   limit, the disk budget (what the layer's packages use, from the records, plus what
+   this one unpacks to) and the free-space floor of the filesystem; nothing is written;
+2. unpack into `/opt/pkgs/.staging/<name>_<version>.<random>/tree` (unpack.py refuses
    anything unsafe and leaves nothing behind);
-2. rename the tree to `/opt/pkgs/<name>_<version>` (one rename);
-3. run its install.sh, if any, inside the layer as pseudo-root; on failure the tree goes
-   to `.trash` and is deleted;
-4. record it, active, in one database transaction (the moment the install happens);
-5. point the `/opt/pkgs/<name>` link at it (rename of a new link over the old one).
+3. rename the tree to `/opt/pkgs/<name>_<version>` (one rename);
+4. run its install.sh, if any, inside the layer as pseudo-root, contained (its own pid
+   namespace: everything it started dies when it exits; a time limit, a memory limit,
+   a file-size limit, a watch on free space; its exit status in the install log);
+5. neutralise and measure the finished tree in one walk (trees.neutralise: setuid and
+   setgid bits, file capabilities, ACLs, devices, foreign hard links, depth), and check
+   the budget again with what install.sh added;
+6. record it, active, in one database transaction (the moment the install happens);
+7. point the `/opt/pkgs/<name>` link at it (rename of a new link over the old one).
+A failure at 2 to 6 sends the tree to `.trash`, where it is deleted (trees.remove).
 
-A crash before 4 leaves a directory the database does not know; `reconcile`, run under
-the lock before every operation, deletes it. A crash between 4 and 5 leaves a stale
+A crash before 6 leaves a directory the database does not know; `reconcile`, run under
+the lock before every operation, deletes it. A crash between 6 and 7 leaves a stale
 link; `reconcile` repoints it. The database is the truth.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import pwd
 import signal
 import subprocess
 import tempfile
@@ -26,13 +34,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from layershell import repo, session, unpack
+from layershell import repo, sandbox, session, trees, unpack
 from layershell.errors import LayershellError
+from layershell.stack import Layer
 from layershell.state import Installed, State
 from layershell.target import Target
 
 INSTALL_SCRIPT = "install.sh"
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+# A layer's install limits: layers.yaml, `limits:` of the installing layer (config.py
+# validates them; docs/packages.md, "Safe installs", documents them).
+DEFAULT_DISK_BUDGET = 20 * GiB
+DEFAULT_MAX_DEPTH = unpack.Limits().max_depth
 DEFAULT_SCRIPT_TIMEOUT = 300.0
+DEFAULT_SCRIPT_MEMORY = 4 * GiB
+# Free space an install may never go below: 5 % of the filesystem or 1 GiB, the smaller.
+DEFAULT_MIN_FREE_PERCENT = 5.0
+DEFAULT_MIN_FREE_CAP = GiB
+WATCH_INTERVAL = 0.5  # s between checks of free space while install.sh runs
 
 Log = Callable[[str], None]
 
@@ -60,6 +80,106 @@ class InstallScriptFailed(LayershellError):
     exit_code = 1
 
 
+class PackageRefused(LayershellError):
+    """Over a limit of the layer, or not safe to expose; nothing of it was installed."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class InstallLimits:
+    """What one install may use (layers.yaml `limits:`; every field has a default).
+
+    disk_budget: bytes all package trees of the layer may take on disk together.
+    max_depth: directories a package tree may nest, at unpack and after install.sh.
+    script_timeout: seconds install.sh may run, with everything it started.
+    script_memory: address space of each process of install.sh (RLIMIT_AS).
+    min_free / min_free_percent: the free-space floor of the filesystem (bytes, or a
+    percentage of its size); neither set: 5 % or 1 GiB, the smaller."""
+
+    disk_budget: int = DEFAULT_DISK_BUDGET
+    max_depth: int = DEFAULT_MAX_DEPTH
+    script_timeout: float = DEFAULT_SCRIPT_TIMEOUT
+    script_memory: int = DEFAULT_SCRIPT_MEMORY
+    min_free: int | None = None
+    min_free_percent: float | None = None
+
+    @classmethod
+    def of(cls, layer: Layer) -> InstallLimits:
+        return cls(**dict(layer.limits))  # type: ignore[arg-type]
+
+    def floor(self, fs_size: int) -> int:
+        """The free-space floor, in bytes, on a filesystem of fs_size bytes."""
+        if self.min_free is not None:
+            return self.min_free
+        if self.min_free_percent is not None:
+            return int(fs_size * self.min_free_percent / 100)
+        return min(int(fs_size * DEFAULT_MIN_FREE_PERCENT / 100), DEFAULT_MIN_FREE_CAP)
+
+
+def human(n: int) -> str:
+    """1536 -> '1.5 KiB' (bytes below 1 KiB as they are)."""
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _free(path: str) -> tuple[int, int]:
+    """(bytes available to this account, filesystem size) of path's filesystem."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
+def _budget_hint(layer: str) -> str:
+    return (
+        f"raise limits.disk_budget of layer {layer} in layers.yaml (docs/packages.md, "
+        '"Safe installs"), or make room: core remove NAME, core gc'
+    )
+
+
+def _used(db: State) -> int:
+    """What the layer's package trees take on disk, from their records (measured after
+    each install): a running total, so no install walks the whole layer."""
+    return sum(r.bytes for r in db.all())
+
+
+def _admit(target: Target, src: Source, db: State, limits: InstallLimits) -> int:
+    """Check the archive against the layer's limits before anything is unpacked; the
+    budget left for it, in bytes."""
+    layer = target.layer.name
+    scan = unpack.scan(src.archive)
+    what = f"{src.name} {src.version}"
+    if scan.depth > limits.max_depth:
+        raise PackageRefused(
+            f"{what}: entry {unpack.show(scan.deepest)}: "
+            f"{unpack.depth_refusal(scan.depth, limits.max_depth)} (limits.max_depth of "
+            f"layer {layer}); nothing was installed",
+            f"if the package really needs it, raise limits.max_depth of layer {layer} "
+            "in layers.yaml",
+        )
+    used = _used(db)
+    left = limits.disk_budget - used
+    if scan.total_bytes > left:
+        raise PackageRefused(
+            f"{what}: it unpacks to {human(scan.total_bytes)}, but layer {layer} has "
+            f"{human(max(left, 0))} of its disk budget left ({human(used)} of "
+            f"{human(limits.disk_budget)} used); nothing was installed",
+            _budget_hint(layer),
+        )
+    os.makedirs(target.pkgs_dir, exist_ok=True)
+    free, size = _free(target.pkgs_dir)
+    floor = limits.floor(size)
+    if free - scan.total_bytes < floor:
+        raise PackageRefused(
+            f"{what}: it unpacks to {human(scan.total_bytes)}, which would leave "
+            f"{human(max(free - scan.total_bytes, 0))} free on the filesystem of "
+            f"{target.pkgs_dir}, below the floor of {human(floor)}; nothing was installed",
+            f"free some space there, or set limits.min_free of layer {layer} in layers.yaml",
+        )
+    return left
+
+
 @dataclass(frozen=True)
 class Source:
     """A verified archive, ready to install."""
@@ -85,11 +205,16 @@ class Outcome:
 
 
 def _discard(target: Target, path: str) -> None:
-    """Move a tree out of the way in one rename, then delete it."""
+    """Move a tree out of the way in one rename, then delete it (iteratively: a tree
+    may be deeper than Python recurses). If the deletion fails, the tree waits in
+    .trash, where reconcile deletes it at the next operation."""
     os.makedirs(target.trash_dir, exist_ok=True)
     doomed = tempfile.mkdtemp(dir=target.trash_dir)
     os.rename(path, os.path.join(doomed, "tree"))
-    shutil.rmtree(doomed, ignore_errors=True)
+    try:
+        trees.remove(doomed)
+    except OSError:
+        pass
 
 
 def switch_link(target: Target, name: str, version: str | None) -> None:
@@ -106,21 +231,127 @@ def switch_link(target: Target, name: str, version: str | None) -> None:
     os.rename(tmp, link)
 
 
+UTIL_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
+# install.sh's command line, in front of layer-shell, all util-linux:
+# - setpriv --pdeathsig KILL: when `core install` dies, so does the sandbox below;
+# - prlimit: the memory limit (RLIMIT_AS, per process) and the file-size limit
+#   (RLIMIT_FSIZE: no one file beyond the disk budget left), inherited by every process;
+# - unshare: a user namespace of its own (the account mapped to itself, so the executor
+#   nests its namespaces below it as usual), a pid namespace whose init is install.sh's
+#   shell, and a /proc of that namespace, which the view binds. When the shell exits,
+#   the kernel kills every process left in the namespace (setsid, double forks, nohup
+#   included) and unshare returns only once they are gone. --kill-child: unshare's death
+#   (SIGKILL, or its pdeathsig) kills the namespace's init, and with it the namespace.
+CONTAIN = ("--user", "--map-current-user", "--pid", "--fork", "--kill-child", "--mount-proc")
+
+
+def _util(name: str) -> str:
+    for directory in UTIL_DIRS:
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK):
+            return path
+    raise InstallScriptFailed(
+        f"install.sh cannot be contained: util-linux {name} is missing",
+        "install util-linux; nothing was installed",
+    )
+
+
+def contain_options() -> tuple[str, ...]:
+    """CONTAIN, probed once: a kernel that refuses a new /proc in a user namespace
+    (some container runtimes lock overmounts on /proc) still gets the pid namespace,
+    whose death kills everything it holds; only /proc then shows the host's pids.
+    Without user or pid namespaces at all, install.sh is refused: it cannot be
+    contained."""
+    unshare = _util("unshare")
+    failure = ""
+    for options in (CONTAIN, tuple(o for o in CONTAIN if o != "--mount-proc")):
+        probe = subprocess.run(
+            [unshare, *options, "--", "true"], capture_output=True, check=False, timeout=30
+        )
+        if probe.returncode == 0:
+            return options
+        failure = failure or probe.stderr.decode(errors="replace").strip()
+    raise InstallScriptFailed(
+        f"install.sh cannot be contained: {unshare} {' '.join(CONTAIN)} failed: {failure}",
+        "install.sh needs unprivileged user and pid namespaces; nothing was installed",
+    )
+
+
+def sandbox_argv(inner: list[str], *, memory: int, file_size: int) -> list[str]:
+    """The command that runs `inner` (a layer-shell command line) contained."""
+    return [
+        _util("setpriv"), "--pdeathsig", "KILL", "--",
+        _util("prlimit"), f"--as={memory}", f"--fsize={file_size}", "--",
+        _util("unshare"), *contain_options(), "--", *inner,
+    ]  # fmt: skip
+
+
+def _kill_contained(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the namespace's init (unshare's child; setpriv and prlimit exec'ed into
+    unshare, so proc is unshare): the kernel then kills the rest,
+    and unshare's wait returns once they are all gone; then unshare itself."""
+    try:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            children = [int(pid) for pid in f.read().split()]
+    except OSError:
+        children = []
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _status_words(status: int) -> str:
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"was killed by {name}"
+    return f"exited with status {status}"
+
+
 def run_install_script(
-    target: Target, src: Source, *, timeout: float, log: Log, lock_fd: int | None = None
+    target: Target,
+    src: Source,
+    *,
+    timeout: float,
+    log: Log,
+    lock_fd: int | None = None,
+    limits: InstallLimits | None = None,
+    file_size: int | None = None,
 ) -> None:
-    """install.sh, inside the layer, as its pseudo-root, with a timeout and a log file."""
+    """install.sh, inside the layer, as its pseudo-root, contained (CONTAIN), with a time
+    limit, a memory and file-size limit, a free-space watch and a log file that ends
+    with how it ended. file_size: the disk budget left (no one file may exceed it)."""
+    limits = limits or InstallLimits()
     inner = target.inner_dir(src.name, src.version)
     os.makedirs(target.log_dir, exist_ok=True)
     log_path = os.path.join(target.log_dir, f"{src.name}_{src.version}.install.log")
-    argv = session.layer_shell_argv(
+    shell = session.layer_shell_argv(
         target.layer.name,
         # The package directory has another path inside the layer: start the script there.
         session.Request(command=f'cd "$PKG_DIR" && exec /bin/sh -e ./{INSTALL_SCRIPT}'),
     )
+    size_limit = file_size if file_size is not None and file_size > 0 else 1 << 62
+    argv = sandbox_argv(shell, memory=limits.script_memory, file_size=size_limit)
     env = dict(os.environ)
     env.update(PKG_NAME=src.name, PKG_VERSION=src.version, PKG_DIR=inner)
     log(f"running {src.name}'s install.sh in layer {target.layer.name} (log: {log_path})")
+    watched = list(dict.fromkeys((target.pkgs_dir, target.store)))
+    floors = {path: limits.floor(_free(path)[1]) for path in watched}
+    killed = ""
+    started = time.monotonic()
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
             argv,
@@ -129,30 +360,131 @@ def run_install_script(
             stderr=subprocess.STDOUT,
             cwd=target.package_dir(src.name, src.version),
             env=env,
-            start_new_session=True,  # one process group: a timeout ends all of it
-            # The script holds the layer's lock too: if `core install` is killed, the next
-            # run waits for an orphaned script to end before it cleans up after both.
+            start_new_session=True,  # the caller's terminal and signals are not its
+            # The script holds the layer's lock too, while it lives.
             pass_fds=(lock_fd,) if lock_fd is not None else (),
         )
-        try:
-            status = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise InstallScriptFailed(
-                f"{src.name} {src.version}: install.sh ran longer than {timeout:g} s and was "
-                f"stopped; the install was rolled back",
-                f"see {log_path}",
-            ) from None
-    if status != 0:
-        with open(log_path, "rb") as f:
-            tail = f.read().decode(errors="replace").splitlines()[-15:]
-        shown = "\n".join("    " + line for line in tail)
+        while True:
+            left = started + timeout - time.monotonic()
+            try:
+                status = proc.wait(timeout=max(min(WATCH_INTERVAL, left), 0.01))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() >= started + timeout:
+                killed = f"ran longer than {timeout:g} s (the time limit) and was killed"
+            for path in watched:
+                free = _free(path)[0]
+                if free < floors[path]:
+                    killed = (
+                        f"left only {human(free)} free on the filesystem of {path}, below "
+                        f"the floor of {human(floors[path])}, and was killed"
+                    )
+            if killed:
+                _kill_contained(proc)
+                status = proc.returncode
+                break
+    elapsed = time.monotonic() - started
+    with open(log_path, "rb") as f:
+        tail = f.read().decode(errors="replace").splitlines()[-15:]
+    ending = killed or _status_words(status)
+    with open(log_path, "ab") as f:
+        f.write(
+            f"\n--- layershell: install.sh {ending} after {elapsed:.1f} s; every process it "
+            "started ended with it\n".encode()
+        )
+    if killed:
         raise InstallScriptFailed(
-            f"{src.name} {src.version}: install.sh failed with exit status {status}; the "
-            f"install was rolled back. Its last lines:\n{shown}",
+            f"{src.name} {src.version}: install.sh {killed}, with every process it "
+            "started; the install was rolled back",
+            f"see {log_path}",
+        )
+    if status != 0:
+        shown = "\n".join("    " + line for line in tail)
+        how = f"failed with exit status {status}" if status > 0 else _status_words(status)
+        raise InstallScriptFailed(
+            f"{src.name} {src.version}: install.sh {how}; the install was rolled back. "
+            f"Its last lines:\n{shown}",
             f"full log: {log_path}",
         )
+
+
+def recheck(target: Target, name: str, version: str) -> trees.TreeReport:
+    """Before an installed, inactive version becomes visible again (activation,
+    rollback): the same rule as a new install, since a tree an older layershell
+    installed may still carry what its install.sh left."""
+    limits = InstallLimits.of(target.layer)
+    try:
+        return trees.neutralise(
+            target.package_dir(name, version), owner=os.getuid(), max_depth=limits.max_depth
+        )
+    except trees.TreeRefused as exc:
+        raise PackageRefused(
+            f"{name} {version}: {exc.where}: {exc.reason}; it stays inactive",
+            f"remove it (core remove {name}) and install it again",
+        ) from None
+
+
+def layer_trees(target: Target) -> list[str]:
+    """The host directories install.sh can write: the layer's writable trees and its
+    home (the same templates session.py binds)."""
+    state = os.path.dirname(os.path.dirname(target.store))  # <state>/layers/<layer>
+    layer = target.layer
+    found = [sandbox.expand(t, target.store, target.pkgs_dir, state) for _, t in layer.writable]
+    # As session.home_of: the layer's template; in rootless mode (packages live under
+    # the state directory) {store}/home; else the account's password-database home.
+    if layer.home or target.pkgs_dir.startswith(state + os.sep):
+        found.append(
+            sandbox.expand(layer.home or "{store}/home", target.store, target.pkgs_dir, state)
+        )
+    else:
+        found.append(pwd.getpwuid(os.getuid()).pw_dir)
+    return list(dict.fromkeys(found))
+
+
+def _sweep_layer(target: Target, src: Source) -> list[str]:
+    """install.sh may also have left a setuid bit or a capability elsewhere in its layer
+    (/usr/local, the home, another package's tree), where any local user could run it:
+    strip those too, as notes naming the host path. The new package itself is left to
+    _finish_tree (which also refuses what cannot be made safe)."""
+    notes = []
+    own = os.path.basename(target.package_dir(src.name, src.version))
+    for root in layer_trees(target):
+        skip = (own, ".staging", ".trash") if root == target.pkgs_dir else ()
+        for key, what in trees.strip_privileges(root, owner=os.getuid(), skip=skip):
+            notes.append(f"{os.path.join(root, key)}: {what} (outside the package, by install.sh)")
+    return notes
+
+
+def _finish_tree(target: Target, src: Source, db: State, limits: InstallLimits) -> trees.TreeReport:
+    """Neutralise and measure the finished tree (after install.sh), and check the budget
+    and the free-space floor with what it really takes on disk."""
+    what = f"{src.name} {src.version}"
+    final = target.package_dir(src.name, src.version)
+    try:
+        report = trees.neutralise(final, owner=os.getuid(), max_depth=limits.max_depth)
+    except trees.TreeRefused as exc:
+        raise PackageRefused(
+            f"{what}: {exc.where}: {exc.reason}; the install was rolled back",
+            "install.sh must leave its package a plain tree of the layer's own files",
+        ) from None
+    used = _used(db)
+    if used + report.disk_bytes > limits.disk_budget:
+        raise PackageRefused(
+            f"{what}: with what install.sh wrote it takes {human(report.disk_bytes)} on "
+            f"disk, and layer {target.layer.name} would use {human(used + report.disk_bytes)}"
+            f" of its disk budget of {human(limits.disk_budget)}; the install was rolled back",
+            _budget_hint(target.layer.name),
+        )
+    free, size = _free(final)
+    if free < limits.floor(size):
+        raise PackageRefused(
+            f"{what}: only {human(free)} is left free on the filesystem of {final}, below "
+            f"the floor of {human(limits.floor(size))}; the install was rolled back",
+            "free some space there, or set limits.min_free of layer "
+            f"{target.layer.name} in layers.yaml",
+        )
+    return report
 
 
 def install(
@@ -160,10 +492,11 @@ def install(
     src: Source,
     db: State,
     *,
-    script_timeout: float = DEFAULT_SCRIPT_TIMEOUT,
+    script_timeout: float | None = None,
     log: Log = lambda _: None,
     lock_fd: int | None = None,
 ) -> Outcome:
+    limits = InstallLimits.of(target.layer)
     final = target.package_dir(src.name, src.version)
     known = db.get(src.name, src.version)
     if known is not None and os.path.isdir(final):
@@ -176,28 +509,48 @@ def install(
             )
         if known.active:
             return Outcome(src.name, src.version, final, "unchanged", known.files, known.bytes)
+        again = recheck(target, src.name, src.version)
         with db.transaction():
             db.record(known, activate=True)
         switch_link(target, src.name, src.version)
-        return Outcome(src.name, src.version, final, "activated", known.files, known.bytes)
+        notes = tuple(f"{path}: {what}" for path, what in again.stripped)
+        return Outcome(src.name, src.version, final, "activated", known.files, known.bytes, notes)
     if os.getuid() == 0:
         # Defence in depth: root hands installs to the layer's account (target.py).
         raise LayershellError("refusing to unpack a package as root", "this is a bug")
+    left = _admit(target, src, db, limits)
+    swept: list[str] = []
     os.makedirs(target.staging_dir, exist_ok=True)
     staging = tempfile.mkdtemp(dir=target.staging_dir, prefix=f"{src.name}_{src.version}.")
     try:
         tree = os.path.join(staging, "tree")
-        result = unpack.unpack(src.archive, tree)
+        caps = unpack.Limits(
+            max_total_bytes=max(min(unpack.Limits().max_total_bytes, left), 1),
+            max_depth=limits.max_depth,
+        )
+        result = unpack.unpack(src.archive, tree, caps)
         checkpoint("unpacked")
         if os.path.lexists(final):
             _discard(target, final)  # an unrecorded leftover (reconcile normally got it)
         os.rename(tree, final)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        trees.remove(staging)
     try:
         checkpoint("renamed")
         if os.path.isfile(os.path.join(final, INSTALL_SCRIPT)):
-            run_install_script(target, src, timeout=script_timeout, log=log, lock_fd=lock_fd)
+            run_install_script(
+                target,
+                src,
+                timeout=limits.script_timeout if script_timeout is None else script_timeout,
+                log=log,
+                lock_fd=lock_fd,
+                limits=limits,
+                file_size=left,
+            )
+            swept = _sweep_layer(target, src)
+        # After install.sh, before anything can see the package: nothing privileged in
+        # it, and it fits the budget with what install.sh added.
+        report = _finish_tree(target, src, db, limits)
         checkpoint("before-commit")
         record = Installed(
             name=src.name,
@@ -207,8 +560,8 @@ def install(
             sha256=src.sha256,
             source=src.origin,
             size=src.size,
-            files=result.files,
-            bytes=result.total_bytes,
+            files=report.files,
+            bytes=report.disk_bytes,
             installed_at=time.time(),
             active=True,
             spec=src.spec,
@@ -221,8 +574,10 @@ def install(
     checkpoint("committed")
     switch_link(target, src.name, src.version)
     notes = tuple(f"{path}: {what}" for path, what in result.stripped)
+    notes += tuple(f"{path}: {what} (after install.sh)" for path, what in report.stripped)
+    notes += tuple(swept)
     return Outcome(
-        src.name, src.version, final, "installed", result.files, result.total_bytes, notes
+        src.name, src.version, final, "installed", report.files, report.disk_bytes, notes
     )
 
 
@@ -260,9 +615,10 @@ def reconcile(target: Target, db: State, log: Log = lambda _: None) -> None:
     Runs before every operation, so it costs one listdir and one query, plus a readlink
     per active package; it stats only what disagrees."""
     for leftover in (target.staging_dir, target.trash_dir):
-        if os.path.isdir(leftover):
-            for entry in os.listdir(leftover):
-                shutil.rmtree(os.path.join(leftover, entry), ignore_errors=True)
+        # Iteratively: a leftover may be 10,000 directories deep (an older layershell
+        # left such trees); one that cannot go is reported, and does not block the run.
+        for path, exc in trees.empty(leftover):
+            log(f"warning: cannot remove {path}: {exc.strerror or exc}")
     try:
         entries = set(os.listdir(target.pkgs_dir))
     except FileNotFoundError:

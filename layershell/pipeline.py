@@ -233,7 +233,7 @@ def run(
     *,
     no_wait: bool = False,
     log: Log,
-    script_timeout: float = install.DEFAULT_SCRIPT_TIMEOUT,
+    script_timeout: float | None = None,  # None: the layer's limits.script_timeout
 ) -> Report:
     outcomes: list[Outcome] = []
     failures: list[Failure] = []

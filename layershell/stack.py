@@ -11,7 +11,7 @@ from __future__ import annotations
 import marshal
 import os
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: Layer.limits
 
 # A layer's privilege follows from its level; nothing else decides it.
 HOST, PSEUDO_ROOT, USER = "host", "pseudo-root", "user"
@@ -20,9 +20,13 @@ HOST, PSEUDO_ROOT, USER = "host", "pseudo-root", "user"
 class Layer:
     """One layer of the stack. `writable` maps a path inside the layer to a host path
     template ({store}, {pkgs}, {state}); `home` is a template too, "" meaning the
-    account's home from the password database."""
+    account's home from the password database. `limits`: an installing layer's install
+    limits from layers.yaml, (key, number) pairs with sizes in bytes, validated by
+    config.py and read by install.InstallLimits; () for the defaults."""
 
-    __slots__ = ("account", "home", "level", "name", "network", "parent", "shell", "writable")
+    __slots__ = (
+        "account", "home", "level", "limits", "name", "network", "parent", "shell", "writable",
+    )  # fmt: skip
 
     name: str
     level: int
@@ -32,6 +36,7 @@ class Layer:
     writable: tuple[tuple[str, str], ...]
     network: bool
     shell: str
+    limits: tuple[tuple[str, int | float], ...]
 
     def __init__(
         self,
@@ -43,6 +48,7 @@ class Layer:
         writable: tuple[tuple[str, str], ...] = (),
         network: bool = True,
         shell: str = "/bin/bash",
+        limits: tuple[tuple[str, int | float], ...] = (),
     ) -> None:
         for key, value in (
             ("name", name),
@@ -53,6 +59,7 @@ class Layer:
             ("writable", tuple((str(a), str(b)) for a, b in writable)),
             ("network", bool(network)),
             ("shell", shell),
+            ("limits", tuple((str(k), v) for k, v in limits)),
         ):
             object.__setattr__(self, key, value)
 
@@ -73,6 +80,7 @@ class Layer:
             self.writable,
             self.network,
             self.shell,
+            self.limits,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -128,7 +136,17 @@ class LayerStack:
         """Rootless mode: every layer maps to the calling account."""
         return LayerStack(
             tuple(
-                Layer(x.name, x.level, account, x.parent, x.home, x.writable, x.network, x.shell)
+                Layer(
+                    x.name,
+                    x.level,
+                    account,
+                    x.parent,
+                    x.home,
+                    x.writable,
+                    x.network,
+                    x.shell,
+                    x.limits,
+                )
                 for x in self.layers
             ),
             self.source,

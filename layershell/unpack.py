@@ -53,6 +53,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import IO, TYPE_CHECKING, Protocol
 
+from layershell import trees
 from layershell.errors import LayershellError
 
 if TYPE_CHECKING:
@@ -105,11 +106,33 @@ class Limits:
     max_ratio: float = 100
     max_path_length: int = 4096
     max_name_length: int = 255
+    max_depth: int = 64  # directories nested in the package (docs/packages.md, "Limits")
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if value <= 0:
                 raise ValueError(f"Limits.{name} must be positive, not {value}")
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What an archive would unpack to, from its headers alone (scan())."""
+
+    entries: int
+    total_bytes: int  # of regular files
+    depth: int  # the deepest directory nesting
+    deepest: str  # an entry at that depth
+
+
+def entry_depth(name: str, is_dir: bool) -> int:
+    """How many directories deep an entry lies in the package: `a/b/` is 2 deep, and
+    so is `a/b/file`."""
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    return len(parts) if is_dir else max(len(parts) - 1, 0)
+
+
+def depth_refusal(depth: int, limit: int) -> str:
+    return f"the path is {depth} directories deep, over the limit of {limit}"
 
 
 @dataclass(frozen=True)
@@ -469,63 +492,9 @@ class _Dirs:
         self._key, self._fd = "", self.root
 
 
-def _first_subdir(fd: int) -> str | None:
-    """Unlink every non-directory in fd; return the name of a subdirectory, if any."""
-    with os.scandir(fd) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                return entry.name
-            os.unlink(entry.name, dir_fd=fd)
-    return None
-
-
-def _remove_tree(parent_fd: int, name: str) -> None:
-    """rm -rf parent_fd/name without following links, iteratively (a hostile archive can
-    nest deeper than Python recurses) and with two fds open at most (deeper than the fd
-    limit, too): going up is openat("..") checked against the identity recorded going
-    down, so a directory moved meanwhile stops the removal instead of misdirecting it."""
-    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-    above: list[tuple[str, int, int]] = []  # (child name, parent's st_dev, st_ino)
-    try:
-        while True:
-            child = _first_subdir(fd)
-            if child is not None:
-                st = os.fstat(fd)
-                child_fd = os.open(child, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = child_fd
-                above.append((child, st.st_dev, st.st_ino))
-                continue
-            if not above:
-                break
-            child, dev, ino = above.pop()
-            up = os.open("..", _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = up
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != (dev, ino):
-                raise OSError(f"{name} was moved while it was being removed")
-            os.rmdir(child, dir_fd=fd)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=parent_fd)
-
-
 def _mtime(member: tarfile.TarInfo) -> float | None:
     value = member.mtime
     return float(value) if 0 <= value < 1 << 33 else None
-
-
-def _neutralise(mode: int) -> tuple[int, list[str]]:
-    """The mode to use (at most 0755) and what was taken away."""
-    what = []
-    for bit, word in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"), (stat.S_ISVTX, "sticky")):
-        if mode & bit:
-            what.append(f"{word} bit stripped")
-    writers = [w for bit, w in ((0o020, "group"), (0o002, "world")) if mode & bit]
-    if writers:
-        what.append(f"{' and '.join(writers)} write removed")
-    return mode & 0o755, what
 
 
 # --- the unpacker ------------------------------------------------------------------------
@@ -661,6 +630,9 @@ class _Unpacker:
             if kind == tarfile.DIRTYPE:
                 return  # "./": the target itself, made by unpack()
             raise self.refuse("the name is empty")
+        depth = entry_depth(key, kind == tarfile.DIRTYPE)
+        if depth > self.limits.max_depth:
+            raise self.refuse(depth_refusal(depth, self.limits.max_depth))
         if kind == tarfile.DIRTYPE:
             self.check_place(key, is_dir=True)
             self.directory(key, member)
@@ -710,7 +682,7 @@ class _Unpacker:
         return self.dirs.open(key.rpartition("/")[0])
 
     def note(self, key: str, mode: int) -> int:
-        safe, what = _neutralise(mode & 0o7777)
+        safe, what = trees.neutral_mode(mode & 0o7777)
         self.stripped.extend((key, w) for w in what)
         return safe
 
@@ -823,26 +795,32 @@ def _make_target(target: str) -> tuple[int, str, int]:
         raise UnpackError(f"cannot unpack into {target}: {exc.strerror}") from None
 
 
+def _bomb_check(limits: Limits, compressed: _Meter) -> Callable[[int], None]:
+    """The check run on every read of the decompressed stream: a bomb stops early."""
+    stream_cap = limits.max_total_bytes + METADATA_PER_ENTRY * limits.max_files + MiB
+
+    def check(expanded: int) -> None:
+        allowed = max(RATIO_FLOOR, limits.max_ratio * compressed.count)
+        if expanded > allowed:
+            raise _Refused(
+                None,
+                f"decompression bomb: {expanded} bytes came out of the first "
+                f"{compressed.count} bytes of the archive, over the limit of "
+                f"{limits.max_ratio:g} to 1",
+            )
+        if expanded > stream_cap:
+            raise _Refused(None, f"the archive expands beyond {stream_cap} bytes")
+
+    return check
+
+
 def unpack(archive: str, target: str, limits: Limits | None = None) -> UnpackResult:
     """Unpack archive into the new directory target, or refuse and leave no trace."""
     limits = limits or Limits()
     raw_file, fmt = _open_archive(archive)
     with raw_file:
         compressed = _Meter(raw_file)
-        stream_cap = limits.max_total_bytes + METADATA_PER_ENTRY * limits.max_files + MiB
-
-        def check(expanded: int) -> None:
-            allowed = max(RATIO_FLOOR, limits.max_ratio * compressed.count)
-            if expanded > allowed:
-                raise _Refused(
-                    None,
-                    f"decompression bomb: {expanded} bytes came out of the first "
-                    f"{compressed.count} bytes of the archive, over the limit of "
-                    f"{limits.max_ratio:g} to 1",
-                )
-            if expanded > stream_cap:
-                raise _Refused(None, f"the archive expands beyond {stream_cap} bytes")
-
+        check = _bomb_check(limits, compressed)
         expanded = _Prefetched(_Meter(_decompressed(fmt, io.BufferedReader(compressed)), check))
         parent_fd, name, target_fd = _make_target(target)
         try:
@@ -856,6 +834,55 @@ def unpack(archive: str, target: str, limits: Limits | None = None) -> UnpackRes
         finally:
             expanded.close()
             os.close(parent_fd)
+
+
+def scan(archive: str, limits: Limits | None = None) -> Scan:
+    """Read the archive's headers without writing anything: how many entries, how many
+    bytes of files and how deep it would unpack. The install checks the layer's disk
+    budget and the depth limit against it before unpacking (install.py). A bomb, a
+    damaged stream or too many entries are refused here as by unpack(); everything
+    else is left to unpack(), which checks every entry again as it writes it."""
+    limits = limits or Limits()
+    raw_file, fmt = _open_archive(archive)
+    with raw_file:
+        compressed = _Meter(raw_file)
+        check = _bomb_check(limits, compressed)
+        stream = io.BufferedReader(_Meter(_decompressed(fmt, io.BufferedReader(compressed)), check))
+        entries = total = depth = 0
+        deepest = ""
+        current: str | None = None
+        try:
+            with tarfile.open(
+                fileobj=stream,
+                mode="r|",
+                tarinfo=_StrictTarInfo,
+                encoding="utf-8",
+                errors="surrogateescape",
+            ) as tar:
+                while (member := tar.next()) is not None:
+                    tar.members.clear()  # type: ignore[attr-defined]
+                    current = member.name
+                    entries += 1
+                    if entries > limits.max_files:
+                        raise _Refused(
+                            f"entry {show(member.name)}",
+                            f"too many entries: the limit is {limits.max_files}",
+                        )
+                    if member.type in _FILE_TYPES and member.size > 0:
+                        total += member.size
+                    here = entry_depth(member.name, member.type == tarfile.DIRTYPE)
+                    if here > depth:
+                        depth, deepest = here, member.name
+        except _Refused as exc:
+            raise UnsafeArchive(archive, exc.entry or _after(current), exc.reason) from None
+        except Exception as exc:
+            reason = f"the archive cannot be read ({exc})"
+            raise UnsafeArchive(archive, _after(current), reason) from None
+    return Scan(entries, total, depth, deepest)
+
+
+def _after(name: str | None) -> str:
+    return f"the entry after {show(name)}" if name is not None else "the first entry"
 
 
 def _unpack_stream(archive: str, stream: IO[bytes], target_fd: int, limits: Limits) -> UnpackResult:
@@ -893,7 +920,7 @@ def _clean_up(
 ) -> None:
     os.close(target_fd)
     try:
-        _remove_tree(parent_fd, name)
+        trees.remove_at(parent_fd, name)
     except OSError as failure:
         raise UnpackError(
             f"{archive}: {exc}; and the partly unpacked {target} could not be removed: "
@@ -925,6 +952,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-ratio", type=float, default=defaults.max_ratio)
     parser.add_argument("--max-path-length", type=_positive, default=defaults.max_path_length)
     parser.add_argument("--max-name-length", type=_positive, default=defaults.max_name_length)
+    parser.add_argument("--max-depth", type=_positive, default=defaults.max_depth)
     args = parser.parse_args(argv)
     limits = Limits(
         max_total_bytes=args.max_bytes,
@@ -932,6 +960,7 @@ def main(argv: list[str] | None = None) -> int:
         max_ratio=args.max_ratio,
         max_path_length=args.max_path_length,
         max_name_length=args.max_name_length,
+        max_depth=args.max_depth,
     )
     try:
         result = unpack(args.archive, args.target, limits)

@@ -139,6 +139,8 @@ def rollback(
             chosen = found[0]
         if chosen.version == active.version:
             return active.version, chosen.version
+        for path, what in install.recheck(target, name, chosen.version).stripped:
+            log(f"note: {name}: {path}: {what}")
         with db.transaction():
             db.record(chosen, activate=True)
             db.event(name, chosen.version, "rollback", f"from {active.version}")

@@ -310,6 +310,7 @@ CASES: tuple[Case, ...] = (
         "deep-tree-then-escape",
         archive(f(DEEP + "f"), f("../canary")),
         "'../canary'",
+        limits=Limits(max_depth=2000),  # past the depth limit, to test the cleanup
     ),
     refused(
         "bushy-tree-then-escape",

@@ -318,6 +318,70 @@ BAD: list[Any] = [
         [(8, 18, "layers.1.writable./opt/pkgs: must be a path (text)")],
         id="writable-value-number",
     ),
+    # --- limits (issue 10: install limits of the installing layer) ---------------------
+    pytest.param(
+        yml(*HOST, *ARNE, "    limits:", "      disk_budget: lots"),
+        [
+            (
+                8,
+                20,
+                "layers.1.limits.disk_budget: must be a size such as 20G, 512M or a number "
+                "of bytes, not 'lots'",
+            )
+        ],
+        id="limits-size-not-a-size",
+    ),
+    pytest.param(
+        yml(*HOST, *ARNE, "    limits:", "      disk_budget: 10K"),
+        [(8, 20, "layers.1.limits.disk_budget: must be between 1M and 1024T, not '10K'")],
+        id="limits-size-too-small",
+    ),
+    pytest.param(
+        yml(*HOST, *ARNE, "    limits:", "      max_depth: 1000", "      script_timeout: true"),
+        [
+            (8, 18, "layers.1.limits.max_depth: must be between 1 and 256, not 1000"),
+            (9, 23, "layers.1.limits.script_timeout: must be a number of seconds, not True"),
+        ],
+        id="limits-numbers",
+    ),
+    pytest.param(
+        yml(*HOST, *ARNE, "    limits:", "      disk_budge: 20G", "      min_free: 90%"),
+        [
+            (8, 7, "layers.1.limits.disk_budge: unknown key (did you mean 'disk_budget'?)"),
+            (9, 17, "layers.1.limits.min_free: must be between 0% and 50%, not '90%'"),
+        ],
+        id="limits-unknown-key-and-percent",
+    ),
+    pytest.param(
+        yml(*HOST, *ARNE, "    limits: 20G"),
+        [(7, 13, "layers.1.limits: must be a mapping of limits (for example  disk_budget: 20G)")],
+        id="limits-not-a-mapping",
+    ),
+    pytest.param(
+        yml(
+            *HOST,
+            *ARNE,
+            "  - name: otto",
+            "    account: otto",
+            "    parent: arne",
+            "    limits:",
+            "      max_depth: 8",
+        ),
+        [
+            (
+                10,
+                5,
+                "layers.2.limits: only a layer that installs packages (the one just above "
+                "the host) has install limits (move limits: to that layer)",
+            )
+        ],
+        id="limits-on-a-user-layer",
+    ),
+    pytest.param(
+        yml(*HOST, "    limits:", "      max_depth: 8", *ARNE),
+        [(4, 5, f"layers.0.limits: {ON_HOST}")],
+        id="limits-on-the-host",
+    ),
     # --- several problems at once, in document order per layer -----------------------
     pytest.param(
         yml(
@@ -409,7 +473,7 @@ def test_shipped_stack() -> None:
     otto = Layer("otto", 2, "otto", parent="arne")
     assert layers.layers == (core, arne, otto)
     assert [x.as_tuple() for x in layers.layers] == [
-        ("core", 0, "core", "", "", (), True, "/bin/bash"),
+        ("core", 0, "core", "", "", (), True, "/bin/bash", ()),
         (
             "arne",
             1,
@@ -419,8 +483,9 @@ def test_shipped_stack() -> None:
             (("/opt/pkgs", "{pkgs}"), ("/usr/local", "{store}/usr-local")),
             True,
             "/bin/bash",
+            (),
         ),
-        ("otto", 2, "otto", "arne", "", (), True, "/bin/bash"),
+        ("otto", 2, "otto", "arne", "", (), True, "/bin/bash", ()),
     ]
     assert layers.names == ("core", "arne", "otto")
     assert [x.kind for x in layers.layers] == [stack.HOST, stack.PSEUDO_ROOT, stack.USER]
@@ -450,6 +515,12 @@ CUSTOM = yml(
     "      /srv/cache: /var/cache/build",
     "    network: false",
     "    shell: /bin/sh",
+    "    limits:",
+    "      disk_budget: 20G",
+    "      max_depth: 32",
+    "      script_timeout: 90.5",
+    "      script_memory: 1.5GiB",
+    "      min_free: 5%",
     "  - name: run-1",
     "    account: runner$",
     "    parent: build",
@@ -467,7 +538,7 @@ def test_valid_custom_file(tmp_path: Path) -> None:
     layers = config.load_stack(str(path))
     assert layers.source == str(path)
     assert [x.as_tuple() for x in layers.layers] == [
-        ("base", 0, "base_admin", "", "", (), True, "/bin/bash"),
+        ("base", 0, "base_admin", "", "", (), True, "/bin/bash", ()),
         (
             "build",
             1,
@@ -477,9 +548,16 @@ def test_valid_custom_file(tmp_path: Path) -> None:
             (("/opt/tools", "{pkgs}/tools"), ("/srv/cache", "/var/cache/build")),
             False,
             "/bin/sh",
+            (
+                ("disk_budget", 20 << 30),
+                ("max_depth", 32),
+                ("script_timeout", 90.5),
+                ("script_memory", 3 << 29),
+                ("min_free_percent", 5.0),
+            ),
         ),
-        ("run-1", 2, "runner$", "build", "", (), True, "/bin/bash"),
-        ("run_2", 3, "_run2", "run-1", "{store}", (), True, "/bin/bash"),
+        ("run-1", 2, "runner$", "build", "", (), True, "/bin/bash", ()),
+        ("run_2", 3, "_run2", "run-1", "{store}", (), True, "/bin/bash", ()),
     ]
     assert [x.kind for x in layers.layers] == [stack.HOST, stack.PSEUDO_ROOT, stack.USER, "user"]
 

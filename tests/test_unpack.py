@@ -443,3 +443,53 @@ def test_hostile_entries_are_really_in_the_archives(tmp_path: Path) -> None:
             path = tmp_path / case.filename
             case.build(path)
             assert wanted[case.name] in list(entries_of(path)), case.name
+
+
+# --- the depth limit (issue 10, attack 9) --------------------------------------------
+
+
+def test_a_package_2000_directories_deep_is_refused(scene: Scene) -> None:
+    """Before the limit it unpacked, and every later rmtree of it hit RecursionError."""
+    archive = scene.inbox / "deep.tar.gz"
+    hostile.archive(f("ok"), f("d/" * 2000 + "f"))(archive)
+    with pytest.raises(UnsafeArchive) as caught:
+        unpack(str(archive), str(scene.target))
+    assert "the path is 2000 directories deep, over the limit of 64" in caught.value.message
+    assert not os.path.lexists(scene.target)
+
+
+@pytest.mark.parametrize(("depth", "ok"), [(64, True), (65, False)])
+def test_depth_limit_counts_directories(scene: Scene, depth: int, ok: bool) -> None:
+    archive = scene.inbox / "edge.tar.gz"
+    # A file 64 directories deep is fine, and so is the 64th directory itself.
+    hostile.archive(d("d/" * depth), f("d/" * depth + "f"))(archive)
+    if ok:
+        unpack(str(archive), str(scene.target))
+        assert (scene.target / ("d/" * depth + "f")).is_file()
+    else:
+        with pytest.raises(UnsafeArchive, match=f"the path is {depth} directories deep"):
+            unpack(str(archive), str(scene.target))
+        assert not os.path.lexists(scene.target)
+
+
+def test_depth_limit_is_configurable(scene: Scene) -> None:
+    archive = scene.inbox / "deep.tar.gz"
+    hostile.archive(f("a/b/c/f"))(archive)
+    with pytest.raises(UnsafeArchive, match="3 directories deep, over the limit of 2"):
+        unpack(str(archive), str(scene.target), Limits(max_depth=2))
+    assert main([str(archive), str(scene.target), "--max-depth", "3"]) == 0
+
+
+def test_scan_reads_headers_only(scene: Scene) -> None:
+    from layershell.unpack import scan
+
+    archive = scene.inbox / "scan.tar.gz"
+    hostile.archive(d("x/y"), f("x/y/z/f", b"12345"), f("g", b"abc"), sym("l", "g"))(archive)
+    found = scan(str(archive))
+    assert (found.entries, found.total_bytes, found.depth) == (4, 8, 3)
+    assert found.deepest == "x/y/z/f"
+    assert not os.path.lexists(scene.target)  # nothing was written anywhere
+    bomb = scene.inbox / "bomb.tar.gz"
+    hostile.build_bomb(bomb)
+    with pytest.raises(UnsafeArchive, match="decompression bomb"):
+        scan(str(bomb))
