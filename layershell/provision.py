@@ -417,12 +417,30 @@ def _mount_id(fd: int) -> int:
     raise OSError(f"no mnt_id in /proc/self/fdinfo/{fd}")
 
 
-def mount_pkgs(paths: Paths, report: Report, *, required: bool) -> None:
-    """Bind-mount the packages directory onto itself nosuid,nodev, unless a mount with
-    both options is already there: a setuid (or device) file a package leaves behind is
-    inert on the host. Through descriptors (/proc/self/fd), like everything else here.
-    Without the privilege to mount (a container), a warning, or an error if `required`."""
-    pkgs = paths.pkgs_dir
+def nosuid_dirs(layers: LayerStack, paths: Paths) -> list[str]:
+    """Every host directory a layer account writes: the packages, the layers' stores
+    (usr-local, homes, caches) and any other writable tree or home layers.yaml gives
+    them; the outermost of each nest only. A layer's pseudo-root can chmod 4755 there
+    at any time, not only while install.sh runs."""
+    found = [paths.pkgs_dir, paths.stores_dir]
+    for layer in layers.layers[1:]:
+        found += _layer_dirs(layer, paths, layer.home)
+    found = sorted(set(found))
+    return [d for d in found if not any(d != top and _within(d, top) for top in found)]
+
+
+def mount_nosuid(paths: Paths, report: Report, *, required: bool) -> None:
+    layers = stack.load(paths.layers_file, paths.stack_cache)
+    for directory in nosuid_dirs(layers, paths):
+        mount_pkgs(directory, report, required=required)
+
+
+def mount_pkgs(pkgs: str, report: Report, *, required: bool) -> None:
+    """Bind-mount `pkgs` (a directory layer accounts write) onto itself nosuid,nodev,
+    unless a mount with both options is already there: a setuid (or device) file a
+    package leaves behind is inert on the host. Through descriptors (/proc/self/fd),
+    like everything else here. Without the privilege to mount (a container), a warning,
+    or an error if `required`."""
     try:
         with (
             safepath.walk(os.path.dirname(pkgs), hint=HINT) as up,
@@ -472,7 +490,7 @@ def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False)
             raise PermissionRefused(
                 "core init --mounts is for root in system mode", "run: sudo core init --mounts"
             )
-        mount_pkgs(paths, report, required=True)
+        mount_nosuid(paths, report, required=True)
         return report
     if rootless and os.getuid() == 0:
         raise PermissionRefused(
@@ -534,7 +552,7 @@ def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False)
             _ensure_dir(os.path.dirname(directory), 0o755, (0, 0), report)
             _ensure_dir(directory, 0o750, owner, report)
         _install_units(layers, paths, report)
-        mount_pkgs(paths, report, required=False)
+        mount_nosuid(paths, report, required=False)
     if stack.read_cache(paths.stack_cache, layers.source) is None:
         if not stack.write_cache(paths.stack_cache, layers):
             raise LayershellError(f"cannot write {paths.stack_cache}")

@@ -234,8 +234,13 @@ def system_stack() -> Iterator[SystemStack]:
 
 
 def unmount_pkgs(root: Path) -> None:
-    """Undo core init's nosuid,nodev bind mount of ROOT/opt/pkgs (docs/layers.md)."""
-    pkgs = os.path.realpath(root / "opt/pkgs")
+    """Undo core init's nosuid,nodev bind mounts of ROOT/opt/pkgs and the layers' stores
+    (docs/layers.md)."""
+    for where in ("opt/pkgs", "var/lib/layershell/layers"):
+        _unmount_all(os.path.realpath(root / where))
+
+
+def _unmount_all(pkgs: str) -> None:
     for _ in range(8):  # one per mount stacked there; init makes at most one
         with open("/proc/self/mounts", encoding="utf-8") as f:
             if not any(line.split()[1] == pkgs for line in f):

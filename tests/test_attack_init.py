@@ -154,14 +154,20 @@ def pkgs_mount_options(pkgs: Path) -> set[str] | None:
     return found
 
 
-def test_setuid_file_in_pkgs_gives_no_euid(stack: SystemStack) -> None:
-    """Attack 5's host half: arne leaves a setuid copy of id in /opt/pkgs; otto runs it
-    on the host. /opt/pkgs is mounted nosuid,nodev, so the bit is inert."""
+@pytest.mark.parametrize("where", ["opt/pkgs", "var/lib/layershell/layers/arne/usr-local"])
+def test_setuid_file_in_pkgs_gives_no_euid(stack: SystemStack, where: str) -> None:
+    """Attack 5's host half: arne leaves a setuid copy of id in /opt/pkgs, or in its
+    store's usr-local (pseudo-root can chmod there at any time, not only in install.sh);
+    otto runs it on the host. Both are on nosuid,nodev mounts, so the bit is inert."""
     pkgs = stack.root / "opt/pkgs"
     options = pkgs_mount_options(pkgs)
     assert options is not None, f"{pkgs} is not a mount point"
     assert {"nosuid", "nodev"} <= options, options
-    tool = pkgs / "id-suid-arne"
+    stores = stack.root / "var/lib/layershell/layers"
+    options = pkgs_mount_options(stores)
+    assert options is not None, f"{stores} is not a mount point"
+    assert {"nosuid", "nodev"} <= options, options
+    tool = stack.root / where / "id-suid-arne"
     as_arne(stack, f'cp /usr/bin/id "{tool}" && chmod 4755 "{tool}"')
     try:
         assert tool.stat().st_mode & stat.S_ISUID
