@@ -70,7 +70,7 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
     `only` limits the work to the packages an operation changed."""
     import os
 
-    from layershell import shims
+    from layershell import grants, shims
     from layershell.cli import listing
     from layershell.target import HANDED_OVER_ENV
 
@@ -85,6 +85,7 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
         listing.installed(app, only),
         shims.load_overrides(app.paths),
         only,
+        grants.Table.load(app.paths),  # root's word about each package, never the record
     )
     for path in report.written:
         app.err.print(f"exposed {path}")
