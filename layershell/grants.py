@@ -143,6 +143,15 @@ def record(paths: Paths, grants: Mapping[str, Grant | None]) -> None:
     write_json(grants_file(paths), {k: v.as_json() for k, v in sorted(table.items())})
 
 
+def forget_removed(paths: Paths, rows: Iterable[Installed], only: set[str] | None) -> None:
+    """Drop the grants of packages no longer in any record (of `only`, if given): a
+    name root once granted and the account removed, then installs again on its own,
+    gets nothing from that old word."""
+    names = {r.name for r in rows}
+    table = load(paths)
+    record(paths, {n: None for n in table if n not in names and (only is None or n in only)})
+
+
 def may_grant(paths: Paths) -> bool:
     """Whoever exposes writes grants: root in system mode, the caller in rootless mode.
     A layer account running a command itself grants nothing (and could not write)."""

@@ -483,3 +483,37 @@ def test_an_inbox_drop_not_put_there_by_root_is_not_granted(
         assert not (stack.root / "usr/local/bin/atkinbox").exists()
     finally:
         stack.core("remove", "atkinbox")
+
+
+def test_a_grant_ends_with_the_package(stack: support.SystemStack, shared_dir: Path) -> None:
+    path = package(shared_dir, "atkregrant", ("atkregrant",))
+    assert stack.core("install", "--profile", "trusted", str(path)).returncode == 0
+    assert shim_profile(stack, "atkregrant") == "trusted"  # root's own word
+    assert stack.core("remove", "atkregrant").returncode == 0
+    r = as_arne(stack, "install", str(path))  # the account, on its own, later
+    assert r.returncode == 0, err(r)
+    try:
+        assert stack.core("expose", "--sync").returncode == 0
+        assert shim_profile(stack, "atkregrant") == "default"
+    finally:
+        stack.core("remove", "atkregrant")
+
+
+def test_root_lists_no_directory_through_the_packages_links(
+    stack: support.SystemStack, shared_dir: Path
+) -> None:
+    secret = shared_dir / "root-only"
+    secret.mkdir(mode=0o700)
+    (secret / "secret-name").write_text("x")
+    (secret / "secret-name").chmod(0o755)
+    path = package(shared_dir, "atklink", ("atklink",))
+    assert stack.core("install", str(path)).returncode == 0
+    try:
+        tree = stack.root / "opt/pkgs/atklink_1.0"
+        arne_sh(stack, f"rm -r {tree}/bin && ln -s {secret} {tree}/bin")
+        r = stack.core("expose", "--sync")
+        assert r.returncode == 0, err(r)
+        assert not (stack.root / "usr/local/bin/secret-name").exists()
+        assert "secret-name" not in err(r)
+    finally:
+        stack.core("remove", "atklink")

@@ -79,10 +79,13 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
     if not os.access(app.paths.bin_dir, os.W_OK):
         app.err.print(f"note: shims in {app.paths.bin_dir} need root; run: sudo core expose --sync")
         return
+    rows = listing.installed(app, only)
+    if grants.may_grant(app.paths):
+        grants.forget_removed(app.paths, rows, only)
     report = shims.sync(
         app.paths,
         load_stack(app),
-        listing.installed(app, only),
+        rows,
         shims.load_overrides(app.paths),
         only,
         grants.Table.load(app.paths),  # root's word about each package, never the record
