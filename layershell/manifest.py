@@ -61,6 +61,7 @@ class PackageSpec:
     sha256: str | None = None  # 64 lower-case hex digits
     user: str | None = None  # layer account; None = the stack's level-1 account
     expose: tuple[str, ...] | None = None  # executables for PATH; None = all of bin/
+    expose_over: tuple[str, ...] = ()  # of those, the ones that may shadow a host program
     line: int = 0  # where the entry starts in the manifest, for messages
 
 
@@ -98,6 +99,7 @@ PACKAGE_KEYS = (
     "sha256",
     "user",
     "expose",
+    "expose_over",
 )
 # "_" separates name and version in file names (goss_v0.0.1), so neither may contain it.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
@@ -371,6 +373,45 @@ def _version(check: _Checker, path: KeyPath, raw: dict[str, Any]) -> tuple[str, 
     return None
 
 
+def _expose_over(
+    check: _Checker, path: KeyPath, raw: dict[str, Any], expose: tuple[str, ...] | None
+) -> tuple[str, ...] | None:
+    """The host's word that these shims may take a name a host program already has on
+    PATH (ls, python3): each must be one of the package's `expose`."""
+    where = (*path, "expose_over")
+    names = check.expose(where, raw["expose_over"])
+    if names is None:
+        return None
+    if "expose" not in raw:
+        check.report(
+            where,
+            "needs an expose: list naming those programs",
+            f"add expose: [{', '.join(names) or 'PROG'}] to the package",
+        )
+        return None
+    if expose is None:
+        return None  # expose itself is wrong, and says so
+    from layershell.shims import sensitive
+
+    ok = True
+    for index, name in enumerate(names):
+        if sensitive(name):
+            check.report(
+                (*where, index),
+                f"{name!r} asks for passwords or changes identity: never put on PATH",
+                "remove it; a package's program can run under another name",
+            )
+            ok = False
+        elif name not in expose:
+            check.report(
+                (*where, index),
+                f"{name!r} is not in the package's expose: list",
+                f"add it to expose: too, or remove it here (expose: [{', '.join(expose)}])",
+            )
+            ok = False
+    return names if ok else None
+
+
 def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> PackageSpec | None:
     if not isinstance(raw, dict):
         check.report(path, "each package must be a mapping (name:, version:, ...)")
@@ -434,6 +475,9 @@ def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> 
     expose = None
     if "expose" in raw:
         expose = check.expose((*path, "expose"), raw["expose"])
+    expose_over: tuple[str, ...] = ()
+    if "expose_over" in raw:
+        expose_over = _expose_over(check, path, raw, expose) or ()
     if len(check.problems) > before:
         return None
     assert name is not None and version is not None
@@ -450,6 +494,7 @@ def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> 
         sha256=sha256,
         user=user,
         expose=expose,
+        expose_over=expose_over,
         line=check.doc.mark(path).line,
     )
 

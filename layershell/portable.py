@@ -235,13 +235,15 @@ def attach(
     os.makedirs(paths.portables_dir, mode=0o700, exist_ok=True)
     if row.path != os.path.join(paths.pkgs_dir, image.image_name):  # root reads only there
         raise PortableError(f"{image.name}: recorded at {row.path!r}, not in {paths.pkgs_dir}")
-    texts = images.ensure(row.path, target, dict(image.texts), _generated(image, pkgs_inner))
+    # Root's word only (grants.py): the record may ask for a stricter profile, never
+    # choose units, the install method or a looser profile.
+    from layershell import grants
 
-    profile = str(row.spec.get("profile") or "default")
-    method = str(row.spec.get("install_method") or "auto")
-    if profile not in ("default", "nonetwork", "strict", "trusted"):
+    policy = grants.Table.load(paths).policy(row)
+    profile, method = policy.profile, policy.install_method
+    if profile not in grants.PROFILE_ORDER:
         raise PortableError(f"{image.name}: unknown profile {profile!r}")
-    if method not in ("copy", "symlink", "auto"):
+    if method not in grants.METHODS:
         raise PortableError(f"{image.name}: unknown install_method {method!r}")
     if profile == "trusted" and not _granted_trusted(paths, image.name):
         raise PortableError(
@@ -249,8 +251,10 @@ def attach(
             f"manifest, {paths.manifest_file}; the layer's own record cannot grant it",
             "add it there with profile: trusted, or use another profile",
         )
-    enable = _units(row, "enable", paths)
-    start = _units(row, "start", paths)
+    # Built only once the policy allows the attach: a refusal leaves no image behind.
+    texts = images.ensure(row.path, target, dict(image.texts), _generated(image, pkgs_inner))
+    enable = _units(row, "enable", paths, image)
+    start = _units(row, "start", paths, image)
     previous = record.get(image.name)
     verb = "reattach" if previous and previous != image.version else "attach"
     if previous == image.version:
@@ -317,17 +321,53 @@ def _granted_trusted(paths: Paths, name: str) -> bool:
     return spec is not None and spec.profile.value == "trusted"
 
 
-def _units(row: Installed, key: str, paths: Paths | None = None) -> list[str]:
-    if paths is not None:
-        override = service_overrides(paths).get(row.name)
-        if override is not None:
-            return override
-    value = row.spec.get(key)
-    return [u for u in value if isinstance(u, str)] if isinstance(value, list) else []
+def unit_refusal(unit: object, image: Image) -> str:
+    """Why root must not hand `unit` to systemctl for `image` ("" if it may): a plain
+    unit name (never a path, never an option), named after the package, and a unit of
+    its image (or an instance of a template there)."""
+    from layershell import manifest
+
+    if not isinstance(unit, str) or "/" in unit or not manifest.UNIT_RE.match(unit):
+        return f"{unit!r} is not a unit name"
+    if unit.startswith("-") or not matches(unit, image.name):
+        return f"{unit!r} is not one of {image.name}'s units (they start with {image.name})"
+    stem, _, kind = unit.rpartition(".")
+    template = stem.partition("@")[0] + "@." + kind if "@" in stem else ""
+    if unit not in image.units and template not in image.units:
+        return f"{unit!r} is not a unit of {image.image_name}"
+    return ""
+
+
+def _units(
+    row: Installed, key: str, paths: Paths | None = None, image: Image | None = None
+) -> list[str]:
+    """The units root enables (key "enable") or starts ("start") for `row`: root's own
+    choice (core expose --service), else root's grant (grants.py), never the record;
+    with `image`, only the units of that image (checked again here, right before
+    root hands them to systemctl)."""
+    from layershell import grants
+
+    chosen: list[str] = []
+    override = service_overrides(paths).get(row.name) if paths is not None else None
+    if override is not None:
+        chosen = list(override)
+    elif paths is not None:
+        policy = grants.Table.load(paths).policy(row)
+        chosen = list(policy.enable if key == "enable" else policy.start)
+    if image is None:
+        return [u for u in chosen if isinstance(u, str) and "/" not in u]
+    refused = [why for why in (unit_refusal(u, image) for u in chosen) if why]
+    if refused:
+        raise PortableError(
+            f"{image.name}: not enabling or starting: {'; '.join(refused)}",
+            "name units of the package's image, as in "
+            f"{image.name}.service, in the host's manifest or core expose --service",
+        )
+    return chosen
 
 
 def wanted_services(paths: Paths, row: Installed) -> list[str]:
-    """The units that should be enabled and running for `row`."""
+    """The units that should be enabled and running for `row` (root's word only)."""
     return sorted(set(_units(row, "enable", paths)) | set(_units(row, "start", paths)))
 
 

@@ -7,8 +7,11 @@ root: the executor refuses), in layer 2, with the package's profile deciding wha
 caller it sees (PROFILES; docs/exposure.md has the table).
 
 Shims are pipx-like citizens of PATH: each carries a marker line naming its package; a
-file without our marker is never overwritten (a collision, reported); a name that would
-shadow another program on PATH is warned about; sync changes exactly the package's own.
+file without our marker is never overwritten (a collision, reported); sync changes
+exactly the package's own. Which shims, under which profile, is root's word
+(layershell/grants.py), never the layer account's record: a name a host program already
+has on PATH is refused unless the host's manifest says `expose_over` for it, and the
+identity tools (SENSITIVE) are refused always.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import os
 import re
 import shlex
 import shutil
+import stat
 from dataclasses import dataclass, field
 
 from layershell import sandbox
 from layershell.atomic import read_json_map, write_atomic, write_json
+from layershell.grants import Policy, Table
 from layershell.paths import ROOTLESS, Paths
 from layershell.stack import Layer, LayerStack
 from layershell.state import Installed
@@ -34,13 +39,63 @@ BIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]*$")
 KEEP_ENV = ("TERM", "COLORTERM", "NO_COLOR", "LANG", "LANGUAGE", "TZ", "HOME", "USER",
             "LOGNAME")  # fmt: skip
 KEEP_PREFIXES = ("LC_",)
-# Commands a package may never shadow on PATH: they ask for passwords or change who
-# the caller is, and a shim runs package code with the caller's terminal.
+# Commands no package may ever put on PATH, whatever the manifest says (expose_over
+# cannot lift it): a shim runs package code with the caller's terminal, so a program
+# under one of these names would be typed the caller's passwords or be trusted to
+# change identity. Chosen as: anything that asks for a password or passphrase (sudo,
+# su, sudoedit, ksu, passwd, login, ssh and its key tools, gpg and pinentry, kinit),
+# anything that runs a command as another user or with privileges (run0, pkexec and
+# polkit's agents, doas, runuser, setpriv, systemd-run, machinectl shell, newuidmap),
+# anything that enters or makes namespaces and roots (unshare, nsenter, chroot,
+# systemd-nspawn), the bus and session tools an admin uses as root (busctl, dbus-send,
+# loginctl, homectl, userdbctl, systemctl), account editors, and layershell's own
+# commands. A host program of the same name is refused anyway (expose_over aside);
+# this list also covers hosts that do not have the tool yet.
 SENSITIVE = frozenset({
-    "sudo", "su", "passwd", "login", "ssh", "ssh-add", "ssh-agent", "scp", "sftp", "pkexec",
-    "doas", "chsh", "chfn", "newgrp", "sg", "runuser", "gpg", "gpg-agent", "pinentry",
+    # passwords and passphrases
+    "sudo", "sudoedit", "sudoreplay", "visudo", "su", "ksu", "passwd", "login", "chsh", "chfn",
+    "newgrp", "sg", "gpasswd", "chpasswd", "chage", "vipw", "vigr", "kinit", "kpasswd",
+    "ssh", "ssh-add", "ssh-agent", "ssh-keygen", "ssh-copy-id", "scp", "sftp",
+    "gpg", "gpg2", "gpgv", "gpg-agent", "gpg-connect-agent", "gpgsm", "pinentry",
+    "secret-tool", "systemd-ask-password", "systemd-tty-ask-password-agent",
+    # running as someone else, or with privileges
+    "run0", "pkexec", "pkttyagent", "doas", "runuser", "setpriv", "capsh", "setcap",
+    "systemd-run", "machinectl", "newuidmap", "newgidmap", "fusermount", "fusermount3",
+    "mount", "umount", "unshare", "nsenter", "chroot", "systemd-nspawn",
+    # bus, session and account tools
+    "busctl", "dbus-send", "gdbus", "loginctl", "homectl", "userdbctl", "useradd",
+    "userdel", "usermod", "groupadd", "groupdel", "groupmod",
+    # the host's managers, and layershell's own commands
     "core", "layer-shell", "systemctl", "portablectl", "rpm-ostree", "bootc",
 })  # fmt: skip
+SENSITIVE_PREFIXES = ("pinentry-", "polkit-", "ssh-", "gpg-", "sudo")
+
+# The system PATH (sudo's secure_path, systemd's default, what root's own commands run
+# with: portable._run, target.as_account_argv): a shim name found here is a host
+# program, whatever PATH a particular caller has. Independent of the caller's PATH.
+HOST_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def sensitive(name: str) -> bool:
+    return name in SENSITIVE or name.startswith(SENSITIVE_PREFIXES)
+
+
+def host_program(name: str, bin_dir: str) -> str | None:
+    """The host program `name` would shadow: an entry of that name in a directory of
+    the system PATH other than the shim directory itself (a link counts, even dangling:
+    an alternative may point it somewhere later)."""
+    own = os.path.realpath(bin_dir)
+    for directory in HOST_PATH:
+        if os.path.realpath(directory) == own:
+            continue
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            return path
+    return None
 
 
 def trusted_row(paths: Paths, row: Installed) -> str:
@@ -207,38 +262,124 @@ def owner_of(path: str) -> tuple[str, str] | None:
     return (m.group(1), m.group(2)) if m else None
 
 
-def wanted(row: Installed, inner_pkgs: str, override: list[str] | None) -> list[Shim]:
-    """The shims an active package should have: its manifest's `expose` (or an
-    override from core expose/unexpose), else every executable in its bin/."""
-    raw = override if override is not None else row.spec.get("expose")
-    names: list[str] = [n for n in raw if isinstance(n, str)] if isinstance(raw, list) else []
-    bin_dir = os.path.join(row.path, "bin")
-    # A portable service image carries a whole /usr (sh, sleep, python3...): none of it
-    # goes on PATH unless the manifest names it.
-    is_image = any(os.path.lexists(os.path.join(row.path, p)) for p in OS_RELEASE)
-    if raw is None and not is_image:
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir(start: str | int, parts: list[str]) -> int | None:
+    """A directory fd reached from `start` (a path, or a directory fd, not consumed)
+    component by component without following a link: a package tree is the layer
+    account's, and root must not list through its links. None if one is missing, a
+    link or not a directory."""
+    try:
+        fd = os.open(start, _DIR_FLAGS) if isinstance(start, str) else os.dup(start)
+    except OSError:
+        return None
+    try:
+        for part in parts:
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _entry(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+Tree = tuple[list[str], set[str], bool]
+
+
+def package_tree(pkgs_dir: str, row: Installed) -> Tree:
+    """(executables of bin/, every entry of bin/, is a portable image) of `row`'s tree,
+    read without following a link in it. A link in bin/ counts as a program: it is
+    resolved inside the layer when the shim runs, never by root."""
+    top = _open_dir(pkgs_dir, [f"{row.name}_{row.version}"])
+    if top is None:
+        return [], set(), False
+    try:
+        is_image = False
+        for release in OS_RELEASE:
+            where, _, leaf = release.rpartition("/")
+            fd = _open_dir(top, where.split("/"))
+            if fd is not None:
+                is_image = is_image or _entry(fd, leaf) is not None
+                os.close(fd)
+        bin_fd = _open_dir(top, ["bin"])
+        if bin_fd is None:
+            return [], set(), is_image
         try:
-            names = sorted(
-                e for e in os.listdir(bin_dir)
-                if os.access(os.path.join(bin_dir, e), os.X_OK)
-                and not os.path.isdir(os.path.join(bin_dir, e))
-            )  # fmt: skip
-        except FileNotFoundError:
-            names = []
-    profile = str(row.spec.get("profile") or "default")
+            entries = set(os.listdir(bin_fd))
+            programs = []
+            for entry in sorted(entries):
+                st = _entry(bin_fd, entry)
+                if st is not None and (
+                    stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_mode & 0o111)
+                ):
+                    programs.append(entry)
+            return programs, entries, is_image
+        finally:
+            os.close(bin_fd)
+    finally:
+        os.close(top)
+
+
+def wanted(
+    row: Installed,
+    inner_pkgs: str,
+    override: list[str] | None,
+    policy: Policy,
+    pkgs_dir: str,
+    tree: Tree | None = None,
+) -> list[Shim]:
+    """The shims an active package should have: root's override (core expose/unexpose),
+    else root's grant's `expose`, else every executable in its bin/ (none for a
+    portable image, which carries a whole /usr: sh, sleep, python3...). The profile is
+    the granted one (or a stricter one the record asks for)."""
+    names: list[str]
+    if override is not None:
+        names = list(override)
+    elif policy.expose is not None:
+        names = list(policy.expose)
+    else:
+        programs, _, is_image = tree or package_tree(pkgs_dir, row)
+        names = [] if is_image else programs
     return [
-        Shim(n, row.name, row.version, f"{inner_pkgs}/{row.name}/bin/{n}", profile)
+        Shim(n, row.name, row.version, f"{inner_pkgs}/{row.name}/bin/{n}", policy.profile)
         for n in names
         if BIN_NAME_RE.match(n)
     ]
 
 
 def _shadowed(name: str, bin_dir: str) -> str | None:
+    """Another program of that name on this caller's PATH (beyond the host's)."""
     path = os.pathsep.join(
         p for p in os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(os.pathsep)
         if p and os.path.abspath(p) != os.path.abspath(bin_dir)
     )  # fmt: skip
     return shutil.which(name, path=path)
+
+
+def refusal(shim: Shim, policy: Policy, bin_dir: str) -> str:
+    """Why `shim` may not go on PATH ("" if it may)."""
+    if sensitive(shim.name):
+        return (
+            f"{shim.name}: {shim.package} may not put a command of that name on PATH: it asks "
+            "for passwords or changes identity, and a shim runs package code at the caller's "
+            "terminal (no manifest setting allows it)"
+        )
+    host = host_program(shim.name, bin_dir)
+    if host and shim.name not in policy.expose_over:
+        return (
+            f"{shim.name}: {shim.package} may not shadow the host's {host} on PATH; the "
+            f"host's manifest can allow it with expose_over: [{shim.name}] for {shim.package}"
+        )
+    return ""
 
 
 def sync(
@@ -247,12 +388,15 @@ def sync(
     rows: list[Installed],
     overrides: dict[str, list[str] | None],
     only: set[str] | None = None,
+    table: Table | None = None,
 ) -> SyncReport:
     """Make bin_dir hold exactly the shims the active packages want; with `only`, touch
-    just those packages' shims (what an install or remove changed)."""
+    just those packages' shims (what an install or remove changed). What each package
+    gets is root's word (`table`: grants and the host's manifest)."""
     report = SyncReport()
     inner = pkgs_inner(stack, paths)
     renderer = Renderer(paths, stack)
+    table = table if table is not None else Table.load(paths)
     desired: dict[str, Shim] = {}
     for row in rows:
         if not row.active or (only is not None and row.name not in only):
@@ -261,12 +405,12 @@ def sync(
         if why:
             report.warnings.append(f"not exposing {why}")
             continue
-        for shim in wanted(row, inner, overrides.get(row.name)):
-            if shim.name in SENSITIVE:
-                report.collisions.append(
-                    f"{shim.name}: {shim.package} may not put a command of that name on PATH "
-                    "(it asks for passwords or changes identity)"
-                )
+        policy = table.policy(row)
+        tree = package_tree(paths.pkgs_dir, row)
+        for shim in wanted(row, inner, overrides.get(row.name), policy, paths.pkgs_dir, tree):
+            refused = refusal(shim, policy, paths.bin_dir)
+            if refused:
+                report.collisions.append(refused)
                 continue
             if shim.name in desired:
                 report.collisions.append(
@@ -274,7 +418,7 @@ def sync(
                     f"expose it; kept {desired[shim.name].package}'s"
                 )
                 continue
-            if not os.path.isfile(os.path.join(row.path, "bin", shim.name)):
+            if shim.name not in tree[1]:
                 report.warnings.append(f"{row.name} has no bin/{shim.name} to expose")
                 continue
             desired[shim.name] = shim
@@ -303,7 +447,7 @@ def sync(
         write_atomic(target, text, mode=0o755)
         report.written.append(target)
         other = _shadowed(name, paths.bin_dir)
-        if other:
+        if other:  # a host program the manifest allowed, or one of this caller's own
             report.warnings.append(f"{target} shadows {other} for callers with it first on PATH")
     index = _load_index(paths)
     if only is None:  # a full sync: every file in bin_dir is looked at

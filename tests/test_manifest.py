@@ -574,6 +574,36 @@ BAD: list[Any] = [
         [(6, 14, f"{P0}.expose: needs a value (for example [goss], or [] for none)")],
         id="expose-null",
     ),
+    pytest.param(
+        yml(*TOP, *GOSS, "      expose_over: [ls]"),
+        [(6, 20, f"{P0}.expose_over: needs an expose: list naming those programs"
+                 " (add expose: [ls] to the package)")],
+        id="expose-over-without-expose",
+    ),
+    pytest.param(
+        yml(*TOP, *GOSS, "      expose: [goss, ls]", "      expose_over: [ls, python3]"),
+        [(7, 25, f"{P0}.expose_over.1: 'python3' is not in the package's expose: list"
+                 " (add it to expose: too, or remove it here (expose: [goss, ls]))")],
+        id="expose-over-not-exposed",
+    ),
+    pytest.param(
+        yml(*TOP, *GOSS, "      expose: [goss, sudoedit]", "      expose_over: [sudoedit]"),
+        [(7, 21, f"{P0}.expose_over.0: 'sudoedit' asks for passwords or changes identity:"
+                 " never put on PATH (remove it; a package's program can run under another"
+                 " name)")],
+        id="expose-over-identity-tool",
+    ),
+    pytest.param(
+        yml(*TOP, *GOSS, "      expose: [ls]", "      expose_over: ls"),
+        [(7, 20, f"{P0}.expose_over: must be a list (use a list: [ls])")],
+        id="expose-over-text",
+    ),
+    pytest.param(
+        yml(*TOP, *GOSS, "      expose: [ls]", "      expose_over: [bin/ls]"),
+        [(7, 21, f"{P0}.expose_over.0: 'bin/ls' is a path, not a file name"
+                 " (name the executable in the package's bin/, as in goss)")],
+        id="expose-over-path",
+    ),
     # --- many problems at once, in file order ---------------------------------------
     pytest.param(
         yml(
@@ -605,7 +635,7 @@ BAD: list[Any] = [
                     " (name the executable in the package's bin/, as in goss)"),
             (9, 7, f"{P0}.colour: unknown key (known keys: name, repository, version,"
                    " track_stream, enable, start, profile, install_method, sha256, user,"
-                   " expose)"),
+                   " expose, expose_over)"),
             (11, 19, "composable.packages.1.repository: 'file:relative' is not a file://,"
                      f" http://, https:// or ftp:// URL {URL_EXAMPLE}"),
             (13, 15, BAD_SHA.replace(P0, "composable.packages.1")),
@@ -787,6 +817,11 @@ def test_every_key_set(tmp_path: Path) -> None:
             line=3,
         ),
     )
+
+
+def test_expose_over_is_kept(tmp_path: Path) -> None:
+    loaded = load(tmp_path, yml(*TOP, *GOSS, "      expose: [goss, ls]", "      expose_over: [ls]"))
+    assert (loaded.packages[0].expose, loaded.packages[0].expose_over) == (("goss", "ls"), ("ls",))
 
 
 def test_plus_in_a_package_name_is_fine_without_units(tmp_path: Path) -> None:

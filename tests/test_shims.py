@@ -4,6 +4,7 @@ identity; the shim is called exactly as a user would call it, by its name on PAT
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from layershell.state import Installed
 from tests.packages import Repository, tarball
 from tests.support import IS_ROOT, Identity, python_cmd
 
@@ -180,11 +182,63 @@ def test_remove_and_unexpose_change_only_their_own_shims(
     assert (bin_dir / "layer-shell").exists()
 
 
-def test_shadowing_is_warned(fresh_rootless: Identity, shared_dir: Path) -> None:
-    pkg = tarball(shared_dir / "shadow_1.0.tar.gz", {"bin/true": "#!/bin/sh\nexit 0\n"})
+def test_shadowing_a_host_program_needs_the_manifest(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    files: dict[str, bytes | str] = {"bin/true": "#!/bin/sh\nexit 0\n", "bin/mine": "x\n"}
+    pkg = tarball(shared_dir / "shadow_1.0.tar.gz", files)
     r = core(fresh_rootless, "install", str(pkg))
-    assert r.returncode == 0
+    assert r.returncode == 0, r.stderr.decode()
+    bin_dir = fresh_rootless.home / ".local/bin"
+    assert not (bin_dir / "true").exists() and (bin_dir / "mine").exists()
+    assert "true: shadow may not shadow the host's /usr/bin/true on PATH" in r.stderr.decode()
+    assert "expose_over: [true] for shadow" in r.stderr.decode()
+    # The manifest's word: the shim is written, with the old warning.
+    repo = Repository(shared_dir / "repo")
+    repo.add("shadow", "2.0", files)
+    repo.index()
+    config = fresh_rootless.home / "over.yaml"
+    config.write_text(
+        f"composable:\n  default_repository: {repo.file_url}\n  packages:\n"
+        "    - name: shadow\n      version: '2.0'\n      expose: ['true', mine]\n"
+        "      expose_over: ['true']\n"
+    )
+    r = core(fresh_rootless, "install", "--config", str(config))
+    assert r.returncode == 0, r.stderr.decode()
+    assert (bin_dir / "true").exists()
     assert "shadows /usr/bin/true" in r.stderr.decode()
+    # A plain reinstall by file is root's (here: the caller's) new word: refused again.
+    assert core(fresh_rootless, "install", str(pkg)).returncode == 0
+    assert not (bin_dir / "true").exists()
+
+
+IDENTITY_TOOLS = ["sudo", "sudoedit", "su", "run0", "pkexec", "pkttyagent", "machinectl",
+                  "systemd-run", "ksu", "setpriv", "unshare", "nsenter", "chroot", "busctl",
+                  "loginctl", "homectl", "userdbctl", "ssh-keygen", "gpg2", "pinentry-tty",
+                  "polkit-agent-helper-1", "doas"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", IDENTITY_TOOLS)
+def test_identity_tools_are_refused_even_with_expose_over(tmp_path: Path, name: str) -> None:
+    from layershell import grants, shims
+
+    policy = grants.Table({}, None).policy(
+        Installed("pkg", "1", "arne", "/x", "", "", 0, 0, 0, 0.0, True, {})
+    )
+    allowed = dataclasses.replace(policy, expose_over=(name,))
+    why = shims.refusal(shims.Shim(name, "pkg", "1", "/p", "default"), allowed, str(tmp_path))
+    assert why.startswith(f"{name}: pkg may not put a command of that name on PATH")
+    assert "asks for passwords or changes identity" in why
+
+
+def test_a_host_program_is_found_outside_the_shim_directory_only(tmp_path: Path) -> None:
+    from layershell import shims
+
+    assert shims.host_program("ls", str(tmp_path)) in ("/usr/bin/ls", "/bin/ls")
+    assert shims.host_program("no-such-program-here", str(tmp_path)) is None
+    # The shim directory itself does not count (its own shims, a foreign file there is a
+    # collision instead).
+    assert shims.host_program("ls", "/usr/bin") in (None, "/bin/ls")
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
     `only` limits the work to the packages an operation changed."""
     import os
 
-    from layershell import shims
+    from layershell import grants, shims
     from layershell.cli import listing
     from layershell.target import HANDED_OVER_ENV
 
@@ -102,12 +102,16 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
     if not os.access(app.paths.bin_dir, os.W_OK):
         app.err.print(f"note: shims in {app.paths.bin_dir} need root; run: sudo core expose --sync")
         return
+    rows = listing.installed(app, only)
+    if grants.may_grant(app.paths):
+        grants.forget_removed(app.paths, rows, only)
     report = shims.sync(
         app.paths,
         load_stack(app),
-        listing.installed(app, only),
+        rows,
         shims.load_overrides(app.paths),
         only,
+        grants.Table.load(app.paths),  # root's word about each package, never the record
     )
     for path in report.written:
         app.err.print(f"exposed {path}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from layershell import portable, shims
+from layershell import grants, portable, shims
 from layershell.cli import listing
 from layershell.cli.app import App, load_stack, sync_exposure
 from layershell.cli.switch import operation
@@ -17,11 +17,14 @@ def _current(app: App, name: str) -> list[str]:
         raise LayershellError(f"{name} is not installed", "see core list")
     overrides = shims.load_overrides(app.paths)
     inner = shims.pkgs_inner(load_stack(app), app.paths)
-    return [s.name for s in shims.wanted(rows[0], inner, overrides.get(name))]
+    policy = grants.Table.load(app.paths).policy(rows[0])
+    wanted = shims.wanted(rows[0], inner, overrides.get(name), policy, app.paths.pkgs_dir)
+    return [s.name for s in wanted]
 
 
 def _services(app: App, name: str, change: object) -> None:
-    """Apply a change of a package's enabled-and-started units (root, system mode)."""
+    """Apply a change of a package's enabled-and-started units (root, system mode):
+    each a unit of the package's image, checked before systemctl sees it."""
     import os
 
     rows = [r for r in listing.installed(app, {name}) if r.active]
@@ -29,8 +32,17 @@ def _services(app: App, name: str, change: object) -> None:
         raise LayershellError(f"{name} is not installed", "see core list")
     if os.getuid() != 0:
         raise LayershellError("services need root", f"sudo core expose/unexpose {name} ...")
-    before = portable.wanted_services(app.paths, rows[0])
+    image = portable.portable_image(rows[0])
+    if image is None:
+        raise LayershellError(f"{name} has no units", "see core info " + name)
+    before = [u for u in portable.wanted_services(app.paths, rows[0])
+              if not portable.unit_refusal(u, image)]  # fmt: skip
     after = change(before)  # type: ignore[operator]
+    refused = [why for why in (portable.unit_refusal(u, image) for u in after) if why]
+    if refused:
+        raise LayershellError(
+            f"{name}: {'; '.join(refused)}", f"its units: {', '.join(image.units)}"
+        )
     overrides = portable.service_overrides(app.paths)
     overrides[name] = sorted(after)
     portable.save_service_overrides(app.paths, overrides)

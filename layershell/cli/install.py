@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from layershell import fetch, manifest, pipeline, repo, target
+from layershell import fetch, grants, manifest, pipeline, repo, target
 from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
 from layershell.cli.switch import operation
 from layershell.errors import ConfigError, LayershellError
@@ -40,7 +40,7 @@ def named(items: tuple[str, ...]) -> set[str]:
 @click.option(
     "--profile",
     type=click.Choice([p.value for p in manifest.Profile]),
-    help="Security profile recorded for tarballs (the inbox passes its directory's).",
+    help="Security profile for tarballs (the inbox passes its directory's); root's grants it.",
 )
 @click.argument("items", nargs=-1, metavar="[REF|TARBALL|NAME]...")
 @click.pass_obj
@@ -92,6 +92,10 @@ def install(
     args += ["--retries", str(retries)] + (["--profile", profile] if profile else [])
     args += [os.path.abspath(i) if os.path.isfile(i) else i for i in items]
     with operation(app, "install", no_wait=no_wait) as op:
+        if grants.may_grant(app.paths):
+            # Root's word (the manifest it read, its --profile) is kept by root: what the
+            # account then records is data, never what root acts on (grants.py).
+            grants.record(app.paths, grants.for_install(app.paths, items, loaded, profile))
         handed = hand_to_account(app, where, args)
         if handed is not None:
             exposed = op.expose(where, retry=named(items))

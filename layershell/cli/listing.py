@@ -1,18 +1,125 @@
-"""`core list` and `core info`: read-only views of every installing layer's record."""
+"""`core list` and `core info`: read-only views of every installing layer's record.
+
+`installed()` is also how root learns what a layer holds. The record is the layer
+account's file, so for anyone but that account it is read through state.read_foreign
+(no link followed, nothing created in the store) and every field is checked here:
+a row that is not what layershell itself would have written is left out, with a
+warning. What root then does with a row (profile, units, shims) comes from
+layershell/grants.py, never from the row's spec.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import pwd
+import re
+import sqlite3
 import sys
 import time
+from typing import Any
 
 import click
 
-from layershell import target
+from layershell import repo, target
 from layershell.cli.app import App, load_stack
 from layershell.errors import LayershellError
-from layershell.state import Installed, State
+from layershell.paths import ROOTLESS
+from layershell.stack import Layer
+from layershell.state import Installed, State, StateError, read_foreign
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_TEXT = 4096
+_warned: set[str] = set()  # one warning per bad row and process, however often it is read
+
+
+def _printable(text: str) -> bool:
+    return len(text) <= MAX_TEXT and text.isprintable()
+
+
+def _checked(raw: tuple[Any, ...], layer: Layer, pkgs_dir: str) -> Installed | str:
+    """A row of another account's record as an Installed, or why it is not one."""
+    try:
+        name, version, lay, path, sha256, source, size, files, nbytes, at, active, spec = raw
+    except ValueError:
+        return "a row of the wrong shape"
+    if not (isinstance(name, str) and isinstance(version, str)):
+        return "a row without a text name and version"
+    label = f"{name!r} {version!r}"
+    if not (repo.NAME_RE.match(name) and repo.VERSION_RE.match(version)):
+        return f"{label}: not a package name and version"
+    if len(name) + len(version) > 255:
+        return f"{label}: name and version too long"
+    if lay != layer.name:
+        return f"{label}: recorded for layer {lay!r}, not {layer.name}"
+    if path != os.path.join(pkgs_dir, f"{name}_{version}"):
+        return f"{label}: recorded at {path!r}, not in {pkgs_dir}"
+    if not (isinstance(sha256, str) and SHA256_RE.match(sha256)):
+        return f"{label}: its sha256 is not 64 hex digits"
+    if not (isinstance(source, str) and _printable(source)):
+        return f"{label}: its source is not printable text"
+    if not all(isinstance(n, int) and n >= 0 for n in (size, files, nbytes)):
+        return f"{label}: its sizes are not counts"
+    if not (isinstance(at, (int, float)) and math.isfinite(at)) or active not in (0, 1):
+        return f"{label}: its time or active flag is not one"
+    try:
+        parsed = json.loads(spec) if isinstance(spec, str) else None
+    except (ValueError, RecursionError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        return f"{label}: its spec is not a JSON object"
+    return Installed(
+        name, version, lay, path, sha256, source, size, files, nbytes, float(at),
+        bool(active), parsed,
+    )  # fmt: skip
+
+
+def _foreign(app: App, layer: Layer, uid: int) -> list[Installed]:
+    store = app.paths.store(layer.name)
+    try:
+        st = read_foreign(store, uid)
+        if st is None:
+            return []
+        with st:
+            raw = st.raw()
+    except sqlite3.Error as exc:
+        raise StateError(
+            f"the record of layer {layer.name} ({store}/state.db) cannot be read: {exc}",
+            f"run core repair as {layer.account}, or as root",
+        ) from None
+    except StateError as exc:
+        raise StateError(f"layer {layer.name} ({store}): {exc.message}", exc.hint) from None
+    rows: list[Installed] = []
+    for item in raw:
+        row = _checked(item, layer, app.paths.pkgs_dir)
+        if isinstance(row, str):
+            if row not in _warned:
+                _warned.add(row)
+                app.err.print(f"warning: layer {layer.name}'s record: {row}; ignored")
+            continue
+        rows.append(row)
+    actives: dict[str, int] = {}
+    for row in rows:
+        actives[row.name] = actives.get(row.name, 0) + row.active
+    double = sorted(n for n, count in actives.items() if count > 1)
+    for name in double:
+        if name not in _warned:
+            _warned.add(name)
+            app.err.print(
+                f"warning: layer {layer.name}'s record has more than one active version of "
+                f"{name}; none is used"
+            )
+    return [r for r in rows if r.name not in double]
+
+
+def _owner(app: App, layer: Layer) -> int | None:
+    if app.paths.mode == ROOTLESS:
+        return os.getuid()
+    try:
+        return pwd.getpwnam(layer.account).pw_uid
+    except KeyError:
+        return None  # no account, so no record yet (core init creates it)
 
 
 def installed(app: App, only: set[str] | None = None) -> list[Installed]:
@@ -20,6 +127,12 @@ def installed(app: App, only: set[str] | None = None) -> list[Installed]:
     rows: list[Installed] = []
     layers = load_stack(app)
     for layer in target.installing_layers(layers):
+        uid = _owner(app, layer)
+        if uid is None:
+            continue
+        if uid != os.getuid():
+            rows += [r for r in _foreign(app, layer, uid) if only is None or r.name in only]
+            continue
         db = os.path.join(app.paths.store(layer.name), "state.db")
         if os.path.exists(db):
             with State(db, readonly=True) as st:
@@ -29,6 +142,12 @@ def installed(app: App, only: set[str] | None = None) -> list[Installed]:
                     for name in sorted(only):
                         rows += st.versions(name)
     return rows
+
+
+def _shown(text: object) -> str:
+    """A value of the record as text that cannot drive the terminal."""
+    value = str(text)
+    return value if value.isprintable() else value.encode("unicode_escape").decode()
 
 
 @click.command("list")
@@ -47,8 +166,18 @@ def list_(app: App, as_json: bool, show_all: bool) -> None:
     for name, version in attached.items():
         if any(r.name == name and r.version == version for r in rows):
             shown.setdefault(name, []).append(f"{name}_{version} (portable)")
+    from layershell import grants
+
+    table = grants.Table.load(app.paths)
     if as_json:
-        out = [{**r.as_json(), "exposes": shown.get(r.name, []) if r.active else []} for r in rows]
+        out = [
+            {
+                **r.as_json(),
+                "exposes": shown.get(r.name, []) if r.active else [],
+                "granted": table.policy(r).as_json(),
+            }
+            for r in rows
+        ]
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return
@@ -57,17 +186,17 @@ def list_(app: App, as_json: bool, show_all: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False)
+    out_table = Table(box=None, pad_edge=False)
     for col in ("NAME", "VERSION", "LAYER", "ACTIVE", "INSTALLED", "EXPOSES"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("SOURCE", overflow="fold")
+        out_table.add_column(col, no_wrap=True)
+    out_table.add_column("SOURCE", overflow="fold")
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.installed_at))
         exposes = " ".join(shown.get(r.name, [])) if r.active else ""
-        table.add_row(
-            r.name, r.version, r.layer, "yes" if r.active else "", when, exposes, r.source
+        out_table.add_row(
+            r.name, r.version, r.layer, "yes" if r.active else "", when, exposes, _shown(r.source)
         )
-    app.out.print(table)
+    app.out.print(out_table)
 
 
 @click.command()
@@ -79,13 +208,26 @@ def info(app: App, as_json: bool, name: str) -> None:
     rows = [r for r in installed(app) if r.name == name]
     if not rows:
         raise LayershellError(f"{name} is not installed", "see core list")
+    from layershell import grants
+
+    table = grants.Table.load(app.paths)
     if as_json:
-        json.dump([r.as_json() for r in rows], sys.stdout, indent=1)
+        json.dump(
+            [{**r.as_json(), "granted": table.policy(r).as_json()} for r in rows],
+            sys.stdout,
+            indent=1,
+        )
         sys.stdout.write("\n")
         return
     for r in rows:
         app.out.print(f"{r.name} {r.version}{'  (active)' if r.active else ''}")
         for key in ("layer", "path", "source", "sha256", "files", "bytes"):
-            app.out.print(f"  {key}: {getattr(r, key)}")
+            app.out.print(f"  {key}: {_shown(getattr(r, key))}")
         for key, value in sorted(r.spec.items()):
-            app.out.print(f"  {key}: {value}")
+            app.out.print(f"  {_shown(key)}: {_shown(value)}")
+    policy = table.policy(rows[0])
+    app.out.print(f"granted (what root acts on; from {policy.source}):")
+    app.out.print(f"  profile: {policy.profile}")
+    app.out.print(f"  install_method: {policy.install_method}")
+    for key in ("enable", "start", "expose_over"):
+        app.out.print(f"  {key}: {list(getattr(policy, key))}")
