@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 import time
@@ -14,36 +13,6 @@ from layershell import fetch, grants, inbox, manifest, pipeline, repo, target
 from layershell.cli.app import App, load_stack, sync_exposure
 from layershell.cli.switch import operation
 from layershell.errors import LayershellError
-
-
-def _not_roots_word(drop: inbox.Drop, account_uid: int) -> str:
-    """Why a drop's directory cannot grant it its profile ("" if it can). The path is
-    root's word only if only root could have put the file there: its directory and the
-    profile directory are root's (the caller's, in rootless mode) and writable by no
-    one else, and the file is root's or the layer account's (Ignition writes it owned
-    by the account, so that the account can read it)."""
-    me = os.getuid()
-    user_dir = os.path.dirname(drop.path)
-    for directory in (user_dir, os.path.dirname(user_dir)):
-        try:
-            st = os.lstat(directory)
-        except OSError as exc:
-            return f"cannot check {directory}: {exc.strerror}"
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != me or st.st_mode & 0o022:
-            return (
-                f"{directory} is not uid {me}'s alone (owner uid {st.st_uid}, mode "
-                f"{stat.S_IMODE(st.st_mode):o}): its profile ({drop.profile}) is not granted"
-            )
-    try:
-        owner = os.lstat(drop.path).st_uid
-    except OSError as exc:
-        return f"cannot check its owner: {exc.strerror}"
-    if owner not in (me, account_uid):
-        return (
-            f"owned by uid {owner}, neither uid {me} nor the layer's account: its directory's "
-            f"profile ({drop.profile}) is not granted"
-        )
-    return ""
 
 
 @click.command("inbox")
@@ -95,9 +64,9 @@ def inbox_cmd(app: App, directory: str | None, requeue_if_pending: bool, linger:
 
     def install_one(drop: inbox.Drop) -> tuple[bool, str]:
         where = targets[drop.user]
-        refused = _not_roots_word(drop, where.uid)
-        if refused:
-            return False, refused
+        # inbox.py settled only drops that root alone could have put there (the
+        # tarball and every directory level root's, writable by nobody else): the path,
+        # and so its profile, is root's word.
         if grants.may_grant(app.paths):
             host = host_manifest()
             spec = host.get(drop.name) if host is not None else None
@@ -112,7 +81,8 @@ def inbox_cmd(app: App, directory: str | None, requeue_if_pending: bool, linger:
             argv, env = target.as_account_argv(app.paths, args)
             result = subprocess.run(
                 argv, env=env, cwd="/", user=where.uid, group=where.gid, extra_groups=[],
-                capture_output=True, text=True, check=False,
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+                start_new_session=True,  # no controlling terminal of root's (terminal.py)
             )  # fmt: skip
             if result.returncode == 0:
                 return True, result.stdout.strip() or "installed"
