@@ -164,27 +164,9 @@ def may_grant(paths: Paths) -> bool:
 
 
 @dataclass(frozen=True)
-class Policy:
-    """What root does for one package: derived from root's data only."""
-
-    profile: str  # shims and services
-    install_method: str
-    enable: tuple[str, ...]
-    start: tuple[str, ...]
-    expose: tuple[str, ...] | None
-    expose_over: tuple[str, ...]
-    source: str
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "profile": self.profile,
-            "install_method": self.install_method,
-            "enable": list(self.enable),
-            "start": list(self.start),
-            "expose": None if self.expose is None else list(self.expose),
-            "expose_over": list(self.expose_over),
-            "source": self.source,
-        }
+class Policy(Grant):
+    """What root does for one package: a grant with the profile the record may have
+    tightened, derived from root's data only."""
 
 
 class Table:
@@ -217,15 +199,7 @@ class Table:
         # The record may only tighten: a profile it asks for counts if stricter.
         asked = row.spec.get("profile") if isinstance(row.spec, dict) else None
         profile = stricter(grant.profile, asked) if isinstance(asked, str) else grant.profile
-        return Policy(
-            profile=profile,
-            install_method=grant.install_method,
-            enable=grant.enable,
-            start=grant.start,
-            expose=grant.expose,
-            expose_over=grant.expose_over,
-            source=grant.source,
-        )
+        return Policy(**{**vars(grant), "profile": profile})
 
 
 def for_install(

@@ -348,13 +348,7 @@ WantedBy=multi-user.target
 
 @pytest.fixture(scope="module")
 def bed() -> Iterator[testbed.Testbed]:
-    testbed.require_testbed()
-    tb = testbed.Testbed(prepare=testbed.add_portable_builder)
-    tb.start()
-    try:
-        testbed.install_layershell(tb)
-        tb.exec("core", "init", "--create-users", check=True)
-        arch = tb.exec("uname", "-m", check=True).stdout.strip()
+    with testbed.with_layershell() as (tb, arch):
         for name in ("svcatk", "svcother", "svcself"):
             tb.exec(
                 "sh", "-c",
@@ -370,8 +364,6 @@ def bed() -> Iterator[testbed.Testbed]:
         tb.exec("chmod", "-R", "a+rX", "/srv", check=True)
         tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
         yield tb
-    finally:
-        tb.stop()
 
 
 def _ref(bed: testbed.Testbed, name: str) -> str:

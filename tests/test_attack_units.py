@@ -111,13 +111,7 @@ def build(tb: testbed.Testbed, arch: str, name: str, units: dict[str, str]) -> N
 
 @pytest.fixture(scope="module")
 def bed() -> Iterator[testbed.Testbed]:
-    testbed.require_testbed()
-    tb = testbed.Testbed(prepare=testbed.add_portable_builder)
-    tb.start()
-    try:
-        testbed.install_layershell(tb)
-        tb.exec("core", "init", "--create-users", check=True)
-        arch = tb.exec("uname", "-m", check=True).stdout.strip()
+    with testbed.with_layershell() as (tb, arch):
         for name, (profile, start, units) in HOSTILE.items():
             build(tb, arch, name, units)
             tb.write(f"/srv/{name}.yaml", manifest(name, profile, start))
@@ -125,8 +119,6 @@ def bed() -> Iterator[testbed.Testbed]:
         tb.write("/srv/goodsock.yaml", manifest("goodsock", "strict", ["goodsock.socket"]))
         tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
         yield tb
-    finally:
-        tb.stop()
 
 
 def install(bed: testbed.Testbed, name: str) -> str:

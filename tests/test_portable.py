@@ -42,14 +42,7 @@ def manifest(names: dict[str, tuple[str, str]]) -> str:
 
 @pytest.fixture(scope="module")
 def bed() -> Iterator[testbed.Testbed]:
-    testbed.require_testbed()
-
-    tb = testbed.Testbed(prepare=testbed.add_portable_builder)
-    tb.start()
-    try:
-        testbed.install_layershell(tb)
-        tb.exec("core", "init", "--create-users", check=True)
-        arch = tb.exec("uname", "-m", check=True).stdout.strip()
+    with testbed.with_layershell() as (tb, arch):
         builds = [(f"svc{p}", ["listen", str(port)]) for p, (_, port) in PROFILES.items()]
         builds.append(("svcbad", ["fail"]))
         for name, extra in builds:
@@ -84,8 +77,6 @@ def bed() -> Iterator[testbed.Testbed]:
         r = tb.exec("core", "install", "--quiet", timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
         yield tb
-    finally:
-        tb.stop()
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))

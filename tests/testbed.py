@@ -28,7 +28,8 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -775,6 +776,21 @@ def install_layershell(tb: Testbed, venv: Path | None = None) -> None:
     helper.parent.mkdir(parents=True, exist_ok=True)
     helper.write_bytes(compile_helper())
     helper.chmod(0o755)
+
+
+@contextmanager
+def with_layershell() -> Iterator[tuple[Testbed, str]]:
+    """A booted testbed with the image builder, this host's layershell and `core init
+    --create-users` done; yields it and its architecture (`uname -m`), stops it after."""
+    require_testbed()
+    tb = Testbed(prepare=add_portable_builder)
+    tb.start()
+    try:
+        install_layershell(tb)
+        tb.exec("core", "init", "--create-users", check=True)
+        yield tb, tb.exec("uname", "-m", check=True).stdout.strip()
+    finally:
+        tb.stop()
 
 
 # Portable service images --------------------------------------------------------------
