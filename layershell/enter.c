@@ -266,13 +266,23 @@ static void bind_home(const char *view, const char *mode, int position) {
     /* Protected trees inside the home are covered again by operations after this one
      * (shims.py puts the stores' tmpfs after the home), so only what is already
      * mounted counts here. */
+    char real[PATH_MAX];
     if (!home || home[0] != '/' || strcmp(home, "/") == 0 || denied(home, 0) ||
-        stat(home, &st) < 0 || !S_ISDIR(st.st_mode))
+        stat(home, &st) < 0 || !S_ISDIR(st.st_mode) || !realpath(home, real) ||
+        strcmp(real, "/") == 0)
         return;
+    /* Shown where it really is, and at $HOME too if that differs (Fedora CoreOS: /home
+     * -> var/home): the program's getcwd() names the real path, and a cwd the view did
+     * not show there would be bound again, read-write, over the home. */
     char target[PATH_MAX];
-    in_view(view, home, target, sizeof target);
+    in_view(view, real, target, sizeof target);
     mkdir_p(target, 0755);
-    bind(home, target, 0, strcmp(mode, "ro") == 0, 1);
+    bind(real, target, 0, strcmp(mode, "ro") == 0, 1);
+    if (strcmp(real, home) != 0) {
+        in_view(view, home, target, sizeof target);
+        mkdir_p(target, 0755);
+        bind(real, target, 0, strcmp(mode, "ro") == 0, 1);
+    }
     home_mode = mode;
     home_position = position;
 }
@@ -338,9 +348,10 @@ static unsigned parse_mode(const char *text) {
 /* The seccomp filter every layer program runs under: TIOCSTI pushes bytes into a
  * terminal's input queue and TIOCLINUX (selection paste) does the same on a virtual
  * console, so a program that still has its caller's terminal could type commands into
- * the caller's shell (CVE-2017-5226 for Flatpak, which blocks them the same way). Both
- * fail with EPERM; every other ioctl, job control and window size included, is
- * untouched. The kernel compares only the low 32 bits of an ioctl's request (it is an
+ * the caller's shell (CVE-2017-5226 for Flatpak, which blocks them the same way). They
+ * fail with EPERM, and so do TIOCSETD, and TIOCSPGRP/TIOCSCTTY unless the program is an
+ * interactive shell (block_terminal_injection says why); every other ioctl, window size
+ * included, is untouched, and the caller's own job control of the program works. The kernel compares only the low 32 bits of an ioctl's request (it is an
  * unsigned int), so the filter does too: setting high bits cannot slip past it
  * (CVE-2019-10063). Syscalls of another ABI than the executable's (i386 on x86_64,
  * arm on arm64, s390 on s390x) are checked with that ABI's numbers; x32 and unknown
@@ -375,32 +386,44 @@ static unsigned parse_mode(const char *text) {
 #define ARG1_LOW (offsetof(struct seccomp_data, args) + sizeof(__u64) + sizeof(__u32))
 #endif
 
-static void block_terminal_injection(void) {
-    /* Jumps count instructions to skip; the labels in the comments are their targets. */
+/* Instruction indexes of the filter below; a jump skips (target - next) instructions. */
+enum { I_ARCH, I_IS_NATIVE, I_NR, I_X32, I_IS_IOCTL, I_COMPAT, I_COMPAT_NR, I_COMPAT_IOCTL,
+       I_REQUEST, I_STI, I_LINUX, I_SETD, I_SPGRP, I_SCTTY, I_ALLOW, I_EPERM, I_NOSYS };
+#define TO(from, to) ((unsigned char)((to) - (from) - 1))
+
+/* job_control: the program may make a process group the terminal's foreground
+ * (TIOCSPGRP) and take a controlling terminal (TIOCSCTTY), as a shell running jobs must.
+ * Only an interactive layer shell gets that: anything else could, from a child left
+ * behind, take its caller's terminal back after it exited and read what the caller types
+ * next. TIOCSETD (line disciplines: a dead terminal, kernel modules) is never needed. */
+static void block_terminal_injection(int job_control) {
+    unsigned spgrp = job_control ? TIOCSTI : TIOCSPGRP; /* a repeat of TIOCSTI: no-op */
+    unsigned sctty = job_control ? TIOCSTI : TIOCSCTTY;
     struct sock_filter code[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_ARCH, 0, 3),   /* else -> compat */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        [I_ARCH] = BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        [I_IS_NATIVE] = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_ARCH, 0,
+                                 TO(I_IS_NATIVE, I_COMPAT)),
+        [I_NR] = BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
 #ifdef X32_BIT
-        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, X32_BIT, 9, 0),      /* x32 -> nosys */
+        [I_X32] = BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, X32_BIT, TO(I_X32, I_NOSYS), 0),
 #else
-        BPF_JUMP(BPF_JMP | BPF_JA, 0, 0, 0),
+        [I_X32] = BPF_JUMP(BPF_JMP | BPF_JA, 0, 0, 0),
 #endif
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_IOCTL, 3, 6),  /* -> request, allow */
-        /* compat: */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, COMPAT_ARCH, 0, 7),   /* else -> nosys */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, COMPAT_IOCTL, 0, 3),  /* else -> allow */
-        /* request: */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG1_LOW),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),       /* -> eperm */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0),     /* -> eperm */
-        /* allow: */
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        /* eperm: */
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
-        /* nosys: */
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+        [I_IS_IOCTL] = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_IOCTL,
+                                TO(I_IS_IOCTL, I_REQUEST), TO(I_IS_IOCTL, I_ALLOW)),
+        [I_COMPAT] = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, COMPAT_ARCH, 0, TO(I_COMPAT, I_NOSYS)),
+        [I_COMPAT_NR] = BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        [I_COMPAT_IOCTL] = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, COMPAT_IOCTL, 0,
+                                    TO(I_COMPAT_IOCTL, I_ALLOW)),
+        [I_REQUEST] = BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG1_LOW),
+        [I_STI] = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, TO(I_STI, I_EPERM), 0),
+        [I_LINUX] = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, TO(I_LINUX, I_EPERM), 0),
+        [I_SETD] = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSETD, TO(I_SETD, I_EPERM), 0),
+        [I_SPGRP] = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, spgrp, TO(I_SPGRP, I_EPERM), 0),
+        [I_SCTTY] = BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, sctty, TO(I_SCTTY, I_EPERM), 0),
+        [I_ALLOW] = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        [I_EPERM] = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        [I_NOSYS] = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
     };
     struct sock_fprog prog = {.len = (unsigned short)(sizeof code / sizeof code[0]),
                               .filter = code};
@@ -420,7 +443,7 @@ int main(int argc, char **argv) {
     const char *keep[64], *keep_prefix[16], *setenv_kv[128][2];
     int nops = 0, nkeep = 0, nkeep_prefix = 0, nset = 0;
     const char *view = NULL, *cwd = NULL, *home = NULL, *bind_cwd = NULL, *argv0 = NULL;
-    int pseudo_root = 0, no_net = 0, clearenv_ = 0, refuse_root = 0;
+    int pseudo_root = 0, no_net = 0, clearenv_ = 0, refuse_root = 0, job_control = 0;
     unsigned in_uid = getuid(), in_gid = getgid();
     int i = 1;
 
@@ -465,6 +488,8 @@ int main(int argc, char **argv) {
             no_net = 1;
         } else if (!strcmp(a, "--refuse-root")) {
             refuse_root = 1;
+        } else if (!strcmp(a, "--job-control")) {
+            job_control = 1;
         } else if (!strcmp(a, "--cwd")) {
             cwd = need(argc, argv, ++i, a);
         } else if (!strcmp(a, "--home")) {
@@ -592,7 +617,7 @@ int main(int argc, char **argv) {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         die_errno("cannot set no_new_privs", NULL);
 #ifndef LAYERSHELL_BENCH_NO_FILTER /* only bench/bench_layer_shell.py builds without it */
-    block_terminal_injection();
+    block_terminal_injection(job_control);
 #endif
 
     /* PWD names where the program really starts. */

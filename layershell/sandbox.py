@@ -37,8 +37,8 @@ class Spec:
     """
 
     __slots__ = (
-        "args", "argv0", "bind_cwd", "cwd", "cwd_deny", "env", "home", "keep_env",
-        "keep_prefixes", "layer", "mounts", "network", "program", "pseudo_root",
+        "args", "argv0", "bind_cwd", "cwd", "cwd_deny", "env", "home", "job_control",
+        "keep_env", "keep_prefixes", "layer", "mounts", "network", "program", "pseudo_root",
         "refuse_root", "set_env", "view",
     )  # fmt: skip
 
@@ -59,12 +59,13 @@ class Spec:
     keep_prefixes: tuple[str, ...]
     set_env: tuple[tuple[str, str], ...]
     refuse_root: bool
+    job_control: bool  # may set the terminal's foreground group (an interactive shell)
 
     def __init__(self, **fields: object) -> None:
         defaults: dict[str, object] = {
             "cwd": "", "bind_cwd": "", "cwd_deny": (), "argv0": "", "env": None,
             "keep_env": (), "keep_prefixes": (), "set_env": (), "refuse_root": False,
-            "home": "",
+            "home": "", "job_control": False,
         }  # fmt: skip
         for key in self.__slots__:
             object.__setattr__(self, key, fields[key] if key in fields else defaults[key])
@@ -152,6 +153,8 @@ def helper_argv(spec: Spec, helper: str, *, name: str = "layer-shell") -> list[s
         argv.append("--unshare-net")
     if spec.refuse_root:
         argv.append("--refuse-root")
+    if spec.job_control:
+        argv.append("--job-control")
     if spec.cwd:
         argv += ["--cwd", spec.cwd]
     if spec.home:

@@ -162,4 +162,6 @@ def spec_for(
         argv0=argv[0] if argv[0] != program else "",
         args=argv[1:],
         env=env,
+        # An interactive shell runs jobs: it must set the terminal's foreground group.
+        job_control=not request.command and not request.program,
     )

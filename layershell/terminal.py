@@ -28,6 +28,7 @@ import os
 import select
 import signal
 import termios
+import time
 import tty
 from dataclasses import dataclass
 
@@ -102,22 +103,14 @@ def relay(pty: Pty, pid: int) -> int:
     reading_stdin = True
     try:
         tty.setraw(0, termios.TCSANOW)
-        while True:
+        while status is None:
             watch = [pty.master] + ([0] if reading_stdin else [])
             try:
                 ready, _, _ = select.select(watch, [], [], 0.1)
             except InterruptedError:
-                continue
-            if pty.master in ready:
-                try:
-                    data = os.read(pty.master, 65536)
-                except OSError as exc:
-                    if exc.errno != errno.EIO:
-                        raise
-                    data = b""  # EIO: every descriptor of the pty's other side is closed
-                if not data:
-                    break
-                _write_all(out, data)
+                ready = []
+            if pty.master in ready and not _pass(pty.master, out):
+                break  # every descriptor of the pty's other side is closed
             if 0 in ready:
                 try:
                     data = os.read(0, 65536)
@@ -127,19 +120,43 @@ def relay(pty: Pty, pid: int) -> int:
                     _write_all(pty.master, data)
                 else:
                     reading_stdin = False
-            if status is None:
-                done, wait_status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    status = wait_status
-            if status is not None and not ready:
-                break  # the child is gone and nothing more is coming
+            done, wait_status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = wait_status
+        # The session's leader is gone: root's keys go to root's shell again at once.
+        # What it printed last is passed on, within bounds: a process it left behind
+        # that keeps printing must not keep root's terminal (it is hung up below).
+        deadline = time.monotonic() + DRAIN_SECONDS
+        passed = 0
+        while passed < DRAIN_BYTES and time.monotonic() < deadline:
+            ready, _, _ = select.select([pty.master], [], [], 0.05)
+            if not ready:
+                break
+            n = _pass(pty.master, out)
+            if not n:
+                break
+            passed += n
     finally:
         termios.tcsetattr(0, termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, previous)
-        os.close(pty.master)
-    if status is None:
-        status = wait(pid)
-    return status
+        os.close(pty.master)  # hangs the pty up: SIGHUP to what is left, EIO after
+    return status if status is not None else wait(pid)
+
+
+DRAIN_SECONDS = 1.0
+DRAIN_BYTES = 1 << 20
+
+
+def _pass(master: int, out: int) -> int:
+    """Copy one read of the pty's output to root's terminal; 0 at its end (EIO)."""
+    try:
+        data = os.read(master, 65536)
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            raise
+        return 0
+    _write_all(out, data)
+    return len(data)
 
 
 def wait(pid: int) -> int:

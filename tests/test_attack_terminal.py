@@ -12,7 +12,10 @@ run nothing it was not given.
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -125,6 +128,34 @@ def assert_nothing_typed(child: object, marker: Path, output: str) -> None:
 
 # Shims and layer-shell: the executor's seccomp filter ------------------------------
 
+# Leaves a child behind that, once the program has exited and the caller's shell has its
+# terminal back, makes itself the terminal's foreground group and reads what the caller
+# types next; it also tries to set a line discipline that kills the terminal (N_NULL).
+# What it managed is written to argv[1].
+THIEF = """#!/usr/bin/python3
+import fcntl, os, signal, struct, sys, termios, time
+log = open(sys.argv[1], "w", buffering=1)
+try:
+    fcntl.ioctl(0, termios.TIOCSETD, struct.pack("i", 27))
+    log.write("setd: INJECTED\\n")
+except OSError as e:
+    log.write(f"setd: {e.strerror}\\n")
+if os.fork() == 0:
+    os.setpgid(0, 0)
+    for sig in (signal.SIGTTOU, signal.SIGTTIN, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    time.sleep(1.0)
+    fd = os.open("/dev/tty", os.O_RDWR)
+    try:
+        os.tcsetpgrp(fd, os.getpgrp())
+        log.write("tcsetpgrp: INJECTED\\n")
+        log.write("STOLEN:" + os.read(fd, 1000).decode() + "\\n")
+    except OSError as e:
+        log.write(f"tcsetpgrp: {e.strerror}\\n")
+    os._exit(0)
+print("thief: parent exits", flush=True)
+"""
+
 
 @pytest.fixture
 def injecting_shim(fresh_rootless: Identity, shared_dir: Path, injector: bytes) -> Identity:
@@ -133,6 +164,7 @@ def injecting_shim(fresh_rootless: Identity, shared_dir: Path, injector: bytes) 
         "bin/typer": injector,
         "bin/typer-nap": "#!/bin/sh\nexec sleep 30\n",
         "bin/typer-size": "#!/bin/sh\nexec stty size\n",
+        "bin/typer-thief": THIEF,
     })  # fmt: skip
     repo.index()
     config = fresh_rootless.home / "typer.yaml"
@@ -152,6 +184,28 @@ def test_shim_program_cannot_type_into_its_callers_shell(injecting_shim: Identit
     output = run_in_shell(child, f"typer 'touch {marker}\n'")
     assert_nothing_typed(child, marker, output)
     assert "window: tty" in output  # the caller's terminal is still the program's
+    child.sendline("exit")  # type: ignore[attr-defined]
+
+
+def test_a_shims_leftover_child_cannot_take_the_terminal_back(
+    injecting_shim: Identity, shared_dir: Path
+) -> None:
+    """After the program exits, a child it left makes itself the terminal's foreground
+    process group (allowed in the same session) and reads the caller's next line."""
+    ident = injecting_shim
+    work = shared_dir / "work"  # the cwd: read-write for a default shim, unlike the home
+    work.mkdir()
+    os.chown(work, ident.uid, ident.gid)
+    log = work / "thief.log"
+    child = spawn_shell(ident.argv(["/bin/sh"]), ident.env, str(work))
+    run_in_shell(child, f"typer-thief {log}")
+    time.sleep(2)  # the leftover has tried by now
+    answer = run_in_shell(child, "echo typed-by-$((6*7))-victim")
+    assert "typed-by-42-victim" in answer
+    text = log.read_text()
+    assert "tcsetpgrp: Operation not permitted" in text, text
+    assert "setd: Operation not permitted" in text, text
+    assert "STOLEN" not in text
     child.sendline("exit")  # type: ignore[attr-defined]
 
 
@@ -244,6 +298,48 @@ def test_core_shell_gives_the_layer_a_terminal_of_its_own(system: SystemStack) -
     child.sendline("root")  # type: ignore[attr-defined]
     child.expect_exact("hi-root")  # type: ignore[attr-defined]
     run_in_shell(child, "true")
+
+
+LEFTOVER = """import os, signal, sys, time
+if os.fork():
+    print("started", flush=True)
+    sys.exit(0)
+for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGTSTP):
+    signal.signal(s, signal.SIG_IGN)
+while True:  # every 20 ms: never quiet long enough for a relay that waits for silence
+    os.write(1, b"\\033[0m")
+    time.sleep(0.02)
+"""
+
+
+def test_a_process_left_in_core_shell_does_not_keep_roots_terminal(system: SystemStack) -> None:
+    """The program exits but leaves a child that ignores every signal and keeps printing
+    into the layer's terminal: root's shell must get its terminal back, not wait for it
+    (a fake prompt could then collect what root types)."""
+    tag = f"left-{os.getpid()}"
+    child = root_shell(system)
+    core = " ".join(python_cmd("shell", "--layer", "otto"))
+    try:
+        out = run_in_shell(child, f"{core} -- python3 -c {shlex.quote(LEFTOVER)} {tag}")
+        assert "started" in out
+        # Root's own shell answers, and gets what root types.
+        assert "root-here-42" in run_in_shell(child, "echo root-here-$((6*7))")
+    finally:
+        for pid in pids_with(tag):
+            os.kill(pid, signal.SIGKILL)
+
+
+def pids_with(tag: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if tag.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
 
 
 def test_core_shell_status_and_no_tty_case(system: SystemStack) -> None:

@@ -71,3 +71,32 @@ def test_private_tmp_is_sticky_and_world_writable(rootless: Identity) -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr.decode()
     assert r.stdout.decode().split() == ["1777", "1777", "x"]
+
+
+def test_a_home_behind_a_link_is_read_only_from_inside_it(
+    system: SystemStack, shared_dir: Path
+) -> None:
+    """Fedora CoreOS: /home -> var/home. The home was bound at $HOME only; the program's
+    cwd (getcwd: the real path) was then not shown and got bound read-write."""
+    otto = pwd.getpwnam(system.otto)
+    real = shared_dir / "var-home" / "victim"
+    real.mkdir(parents=True)
+    (shared_dir / "home").symlink_to("var-home")
+    home = shared_dir / "home" / "victim"
+    bashrc = real / ".bashrc"
+    bashrc.write_text("# the user's own\n")
+    for path in (real, bashrc):
+        os.chown(path, otto.pw_uid, otto.pw_gid)
+    package = tarball(shared_dir / "homeprobe_1.0.tar.gz", {"bin/homeprobe": WRITETO})
+    shim = system.root / "usr/local/bin/homeprobe"
+    try:
+        r = system.core("install", str(package))
+        assert r.returncode == 0, r.stderr.decode()
+        for cwd, target in ((home, ".bashrc"), (real, ".bashrc"), (home, str(home / ".bashrc"))):
+            script = f'cd "{cwd}" && exec {shim} "{target}"'
+            r = system.as_user(system.otto, ["env", f"HOME={home}", "sh", "-c", script])
+            assert r.returncode == 0, r.stderr.decode()
+            assert r.stdout.decode().strip() == "denied", (cwd, target)
+        assert bashrc.read_text() == "# the user's own\n"
+    finally:
+        system.core("remove", "homeprobe")
