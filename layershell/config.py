@@ -16,11 +16,11 @@ from layershell.errors import ConfigError, Problem
 from layershell.load import Document, KeyPath
 from layershell.stack import Layer, LayerStack
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,30}\$?$")
+NAME_RE = re.compile(r"\A[a-z][a-z0-9_-]{0,31}\Z")
+ACCOUNT_RE = re.compile(r"\A[a-z_][a-z0-9_-]{0,30}\$?\Z")
 PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 PLACEHOLDERS = ("store", "pkgs", "state")
-TEMPLATE_START_RE = re.compile(r"^\{(store|pkgs|state)\}(/|$)")
+TEMPLATE_START_RE = re.compile(r"\A\{(store|pkgs|state)\}(/|\Z)")
 TOP_KEYS = ("layers",)
 LAYER_KEYS = ("name", "account", "parent", "home", "writable", "network", "shell", "limits")
 # An installing layer's install limits (install.InstallLimits; docs/packages.md, "Safe
@@ -32,8 +32,8 @@ LIMIT_KEYS: dict[str, tuple[str, float, float]] = {
     "script_memory": ("size", 64 << 20, 1 << 50),  # layer-shell itself needs ~30 MiB
     "min_free": ("size-or-percent", 0, 1 << 50),
 }
-SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
-PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+SIZE_RE = re.compile(r"\A\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*\Z", re.IGNORECASE)
+PERCENT_RE = re.compile(r"\A\s*(\d+(?:\.\d+)?)\s*%\s*\Z")
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 HOST_ONLY_KEYS = ("name", "account")
 # Paths a layer may not claim as its own writable tree: they belong to the host view.

@@ -169,6 +169,17 @@ class Policy(Grant):
     tightened, derived from root's data only."""
 
 
+def host_manifest(paths: Paths) -> Manifest | None:
+    """The host's manifest, or None without one; a broken one grants nothing (core check
+    says why)."""
+    if not os.path.exists(paths.manifest_file):
+        return None
+    try:
+        return manifest.load_manifest(paths.manifest_file)
+    except LayershellError:
+        return None
+
+
 class Table:
     """Root's grants and the host manifest, read once per operation."""
 
@@ -178,13 +189,7 @@ class Table:
 
     @classmethod
     def load(cls, paths: Paths) -> Table:
-        host = None
-        if os.path.exists(paths.manifest_file):
-            try:
-                host = manifest.load_manifest(paths.manifest_file)
-            except LayershellError:
-                host = None  # a broken manifest grants nothing (core check says why)
-        return cls(load(paths), host)
+        return cls(load(paths), host_manifest(paths))
 
     def grant(self, name: str) -> Grant:
         if name in self.grants:
@@ -231,7 +236,14 @@ def for_install(
                 name = repo.parse_reference(item).name
             except LayershellError:
                 continue
-            out[name] = replace(NOTHING, source=f"core install {item} (a reference)")
+            # A reference says nothing of exposure: what the host's manifest says of
+            # the package stays in force (None: no grant of root's over it).
+            named = host_manifest(paths)
+            out[name] = (
+                None
+                if named is not None and named.get(name) is not None
+                else replace(NOTHING, source=f"core install {item} (a reference)")
+            )
         elif os.path.isfile(item):
             parsed = repo.split_artifact_name(os.path.basename(item))
             if parsed is None:

@@ -50,7 +50,7 @@ class Format(str, Enum):
 DEFAULT_SPEC = "3.3.0"
 # The oldest spec whose `verification.hash` accepts sha256 (3.0.0 knows only sha512).
 MIN_SPEC = (3, 1, 0)
-SPEC_RE = re.compile(r"^3\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-experimental)?$")
+SPEC_RE = re.compile(r"\A3\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-experimental)?\Z")
 # Butane's fcos variant: the version that produces each Ignition spec.
 BUTANE_VARIANT = "fcos"
 BUTANE_VERSIONS = {"3.1.0": "1.1.0", "3.2.0": "1.3.0", "3.3.0": "1.4.0", "3.4.0": "1.5.0",

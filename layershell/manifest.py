@@ -102,11 +102,11 @@ PACKAGE_KEYS = (
     "expose_over",
 )
 # "_" separates name and version in file names (goss_v0.0.1), so neither may contain it.
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~-]*$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-EXECUTABLE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@-]*$")
-UNIT_RE = re.compile(r"^[A-Za-z0-9:_.\\@-]{1,255}$")
+NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9.+-]*\Z")
+VERSION_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.+~-]*\Z")
+SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+EXECUTABLE_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._+@-]*\Z")
+UNIT_RE = re.compile(r"\A[A-Za-z0-9:_.\\@-]{1,255}\Z")
 # The unit types `portablectl attach` picks up from an image.
 UNIT_TYPES = ("service", "socket", "timer", "path", "target")
 SCHEMES = ("file", "http", "https", "ftp")

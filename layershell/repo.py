@@ -54,11 +54,11 @@ KNOWN_ARCHES = frozenset(
 
 # Names may contain "_" (node_exporter), versions may not: the last "_" of
 # `<name>_<version>` is the separator.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~-]*$")
-ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_HOST_RE = re.compile(r"^(?:[^@/\s]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(?::[0-9]+)?$")
+NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
+VERSION_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.+~-]*\Z")
+ARCH_RE = re.compile(r"\A[a-z0-9][a-z0-9_]*\Z")
+SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+_HOST_RE = re.compile(r"\A(?:[^@/\s]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(?::[0-9]+)?\Z")
 _RUNS_RE = re.compile(r"[0-9]+|[^0-9]+")
 
 REFERENCE_FORM = (
@@ -266,7 +266,7 @@ def parse_os_release(text: str) -> dict[str, str]:
             continue
         key, sep, value = line.partition("=")
         key = key.strip()
-        if sep and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             values[key] = _unquote(value.strip())
     return values
 

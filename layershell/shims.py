@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from layershell import sandbox
 from layershell.atomic import read_json_map, write_atomic, write_json
+from layershell.errors import LayershellError
 from layershell.grants import Policy, Table
 from layershell.paths import ROOTLESS, Paths
 from layershell.stack import Layer, LayerStack
@@ -33,7 +34,7 @@ from layershell.state import Installed
 MARKER = "# Managed by layershell"
 SHIM_RE = re.compile(r"^# Managed by layershell: shim for (\S+) of package (\S+)", re.M)
 OS_RELEASE = ("usr/lib/os-release", "etc/os-release")
-BIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]*$")
+BIN_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._+@-]*\Z")
 
 # What a shim passes through of the caller's environment (docs/exposure.md).
 KEEP_ENV = ("TERM", "COLORTERM", "NO_COLOR", "LANG", "LANGUAGE", "TZ", "HOME", "USER",
@@ -234,6 +235,14 @@ class Renderer:
         return self._lines[profile]
 
     def render(self, shim: Shim) -> str:
+        # The comment line is shell too: a field with a newline in it would put a
+        # command of the record's into the script root writes. The name rules refuse
+        # that already; this is the last line of defence, at the one place it matters.
+        for text in (shim.name, shim.package, shim.version, shim.profile, shim.program):
+            if not text.isprintable():
+                raise LayershellError(
+                    f"refusing to write a shim for {text!r}: not printable", "this is a bug"
+                )
         line = (
             self._line(shim.profile)
             .replace(_PROGRAM, shlex.quote(shim.program))

@@ -65,7 +65,7 @@ MAX_UNIT_BYTES = 64 * 1024
 MAX_ENTRIES = 512
 WHITESPACE = " \t\n\r"
 
-UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.[a-z]+$")
+UNIT_NAME_RE = re.compile(r"\A[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.[a-z]+\Z")
 BAD_BYTES_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 

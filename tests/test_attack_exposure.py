@@ -508,3 +508,101 @@ def test_root_lists_no_directory_through_the_packages_links(
         assert "secret-name" not in err(r)
     finally:
         stack.core("remove", "atklink")
+
+
+# -- from the attack review: a newline in a record field, a reference, a record's time --
+
+PLANT_ROW = """\
+import os, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+cols = [c[1] for c in db.execute("PRAGMA table_info(packages)")]
+row = dict(zip(cols, db.execute("SELECT * FROM packages LIMIT 1").fetchone()))
+row.update(name=sys.argv[2], version=sys.argv[3], path=sys.argv[4], active=1)
+db.execute(
+    f"INSERT INTO packages ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+    [row[c] for c in cols],
+)
+db.commit()
+os.makedirs(os.path.join(sys.argv[4], "bin"))
+with open(os.path.join(sys.argv[4], "bin", "nltool"), "w") as f:
+    f.write("#!/bin/sh\\necho nltool\\n")
+os.chmod(os.path.join(sys.argv[4], "bin", "nltool"), 0o755)
+"""
+
+
+def test_a_newline_in_a_record_puts_no_command_into_a_shim(
+    stack: support.SystemStack, shared_dir: Path
+) -> None:
+    """`^...$` also matched a trailing newline: arne recorded package "atknl\\n" version
+    "id\\n" (and made the directory), and root's shim carried `id` on a line of its own,
+    run by every caller outside the sandbox, root included."""
+    path = package(shared_dir, "atkseed", ("atkseed",))
+    assert stack.core("install", str(path)).returncode == 0
+    bad = str(stack.root / "opt/pkgs" / "atknl\n_id\n")
+    try:
+        db = str(store(stack) / "state.db")
+        r = stack.as_user(stack.arne, [sys.executable, "-c", PLANT_ROW, db, "atknl\n", "id\n", bad])
+        assert r.returncode == 0, err(r)
+        r = stack.core("expose", "--sync")
+        assert not (stack.root / "usr/local/bin/nltool").exists(), err(r)
+        assert "not a package name and version" in err(r)
+        for shim in (stack.root / "usr/local/bin").iterdir():
+            assert "\nid\n" not in shim.read_text(errors="replace"), shim
+    finally:
+        stack.as_user(stack.arne, ["rm", "-rf", bad])
+        stack.core("remove", "atkseed")
+
+
+def test_a_reference_keeps_the_host_manifests_profile(
+    stack: support.SystemStack, shared_dir: Path
+) -> None:
+    """Installing by reference recorded a `default` grant that outranked the host
+    manifest's `strict` for the same package."""
+    repo = Repository(shared_dir / "repo")
+    repo.add("atkref", "1.0", {"bin/atkref": "#!/bin/sh\necho atkref\n"})
+    repo.index()
+    host = stack.root / "etc/layershell/composable.yaml"
+    host.write_text(
+        f"composable:\n  default_repository: {repo.file_url}\n  packages:\n"
+        "    - name: atkref\n      version: '1.0'\n      profile: strict\n"
+    )
+    try:
+        ref = f"{repo.file_url}/{arch()}/atkref_1.0"
+        r = stack.core("install", ref)
+        assert r.returncode == 0, err(r)
+        edit_spec(stack, "atkref", {})  # the record asks for nothing stricter
+        assert stack.core("expose", "--sync").returncode == 0
+        assert shim_profile(stack, "atkref") == "strict"
+    finally:
+        stack.core("remove", "atkref")
+        host.unlink()
+
+
+def arch() -> str:
+    from layershell import repo as repo_mod
+
+    return repo_mod.host_arch()
+
+
+SET_TIME = """\
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("UPDATE packages SET installed_at = 1e300 WHERE name = ?", (sys.argv[2],))
+db.commit()
+"""
+
+
+def test_a_record_from_the_far_future_gives_no_traceback(
+    stack: support.SystemStack, shared_dir: Path
+) -> None:
+    path = package(shared_dir, "atktime", ("atktime",))
+    assert stack.core("install", str(path)).returncode == 0
+    try:
+        db = str(store(stack) / "state.db")
+        r = stack.as_user(stack.arne, [sys.executable, "-c", SET_TIME, db, "atktime"])
+        assert r.returncode == 0, err(r)
+        r = stack.core("list")
+        assert "Traceback" not in err(r), err(r)
+        assert "its time or active flag is not one" in err(r)
+    finally:
+        stack.core("remove", "atktime")

@@ -11,7 +11,6 @@ layershell/grants.py, never from the row's spec.
 from __future__ import annotations
 
 import json
-import math
 import os
 import pwd
 import re
@@ -29,7 +28,7 @@ from layershell.paths import ROOTLESS
 from layershell.stack import Layer
 from layershell.state import Installed, State, StateError, read_foreign
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 MAX_TEXT = 4096
 _warned: set[str] = set()  # one warning per bad row and process, however often it is read
 
@@ -61,7 +60,8 @@ def _checked(raw: tuple[Any, ...], layer: Layer, pkgs_dir: str) -> Installed | s
         return f"{label}: its source is not printable text"
     if not all(isinstance(n, int) and n >= 0 for n in (size, files, nbytes)):
         return f"{label}: its sizes are not counts"
-    if not (isinstance(at, (int, float)) and math.isfinite(at)) or active not in (0, 1):
+    # 0 .. year 9999: a time the record could not have been written at is not one
+    if not (isinstance(at, (int, float)) and 0 <= at < 253402300800) or active not in (0, 1):
         return f"{label}: its time or active flag is not one"
     try:
         parsed = json.loads(spec) if isinstance(spec, str) else None
@@ -73,6 +73,9 @@ def _checked(raw: tuple[Any, ...], layer: Layer, pkgs_dir: str) -> Installed | s
         name, version, lay, path, sha256, source, size, files, nbytes, float(at),
         bool(active), parsed,
     )  # fmt: skip
+
+
+MAX_WARNINGS = 20
 
 
 def _foreign(app: App, layer: Layer, uid: int) -> list[Installed]:
@@ -91,14 +94,18 @@ def _foreign(app: App, layer: Layer, uid: int) -> list[Installed]:
     except StateError as exc:
         raise StateError(f"layer {layer.name} ({store}): {exc.message}", exc.hint) from None
     rows: list[Installed] = []
+    refused = 0
     for item in raw:
         row = _checked(item, layer, app.paths.pkgs_dir)
         if isinstance(row, str):
-            if row not in _warned:
+            refused += 1
+            if row not in _warned and refused <= MAX_WARNINGS:
                 _warned.add(row)
                 app.err.print(f"warning: layer {layer.name}'s record: {row}; ignored")
             continue
         rows.append(row)
+    if refused > MAX_WARNINGS:  # a record made to flood root's output says so once
+        app.err.print(f"warning: layer {layer.name}'s record: {refused} bad rows in all; ignored")
     actives: dict[str, int] = {}
     for row in rows:
         actives[row.name] = actives.get(row.name, 0) + row.active
