@@ -43,7 +43,7 @@
 #define MAX_OPS 512
 #define MAX_ENV 512
 
-enum kind { RO_BIND, BIND, RBIND, RO_RBIND, TMPFS, DIR_OP, SYMLINK_OP, BIND_HOME };
+enum kind { RO_BIND, BIND, RBIND, RO_RBIND, TMPFS, DIR_OP, SYMLINK_OP, BIND_HOME, DEV_OWN };
 
 struct op {
     enum kind kind;
@@ -287,8 +287,49 @@ static void bind_home(const char *view, const char *mode, int position) {
     home_position = position;
 }
 
+/* A /dev of the program's own (--dev): the usual nodes bound from the host, a new
+ * devpts instance (its own ptys, and none of the caller's other terminals: each of those
+ * can be read by its owner, and so could the program, a password typed there included),
+ * a private /dev/shm. The caller's terminal stays reachable through the descriptors and
+ * /dev/tty, which the kernel resolves to the controlling terminal, not through devpts. */
+static void own_dev(const char *view, const char *dest) {
+    static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+    char dev[PATH_MAX], path[PATH_MAX], host[64];
+    in_view(view, dest, dev, sizeof dev);
+    mkdir_p(dev, 0755);
+    if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755") < 0)
+        die_errno("cannot mount a tmpfs on", dest);
+    for (size_t k = 0; k < sizeof nodes / sizeof nodes[0]; k++) {
+        FIT(path, "%s/%s", dev, nodes[k]);
+        FIT(host, "/dev/%s", nodes[k]);
+        make_mountpoint(path, 0);
+        bind(host, path, 0, 0, 0); /* nodev would make the very nodes useless */
+    }
+    FIT(path, "%s/pts", dev);
+    mkdir_p(path, 0755);
+    if (mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620") < 0)
+        die_errno("cannot mount a devpts instance on", "/dev/pts");
+    FIT(path, "%s/shm", dev);
+    mkdir_p(path, 0755);
+    if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0)
+        die_errno("cannot mount a tmpfs on", "/dev/shm");
+    static const char *const links[][2] = {
+        {"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+        {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+    };
+    for (size_t k = 0; k < sizeof links / sizeof links[0]; k++) {
+        FIT(path, "%s/%s", dev, links[k][1]);
+        if (symlink(links[k][0], path) < 0)
+            die_errno("cannot create symlink", path);
+    }
+}
+
 static void run_op(const char *view, const struct op *op) {
     char target[PATH_MAX];
+    if (op->kind == DEV_OWN) {
+        own_dev(view, op->dst);
+        return;
+    }
     if (op->kind == BIND_HOME) {
         bind_home(view, op->src, (int)(op - all_ops));
         return;
@@ -470,6 +511,10 @@ int main(int argc, char **argv) {
             op->kind = !strcmp(a, "--tmpfs") ? TMPFS : DIR_OP;
             op->dst = need(argc, argv, ++i, a);
             op->mode = (mode_t)parse_mode(need(argc, argv, ++i, a));
+        } else if (!strcmp(a, "--dev")) {
+            struct op *op = &ops[nops++];
+            op->kind = DEV_OWN;
+            op->dst = need(argc, argv, ++i, a);
         } else if (!strcmp(a, "--bind-home")) {
             struct op *op = &ops[nops++];
             op->kind = BIND_HOME;

@@ -24,6 +24,7 @@ RO_BIND, BIND, RBIND, RO_RBIND, TMPFS, DIR, SYMLINK = (
     "ro-bind", "bind", "rbind", "ro-rbind", "tmpfs", "dir", "symlink"
 )  # fmt: skip
 BIND_HOME = "bind-home"  # the caller's $HOME, resolved when the program starts
+DEV = "dev"  # a /dev of the program's own: its own devpts, none of the caller's terminals
 
 Mount = tuple[str, str, str, int]  # (kind, destination in the view, source, mode)
 
@@ -106,6 +107,11 @@ def base_mounts() -> list[Mount]:
     return mounts
 
 
+def own_dev(mounts: list[Mount]) -> list[Mount]:
+    """`mounts` with the host's /dev replaced by one of the program's own (strict)."""
+    return [(DEV, "/dev", "", 0) if m[:2] == (RBIND, "/dev") else m for m in mounts]
+
+
 def _depth(mount: Mount) -> int:
     return mount[1].rstrip("/").count("/")
 
@@ -143,6 +149,8 @@ def helper_argv(spec: Spec, helper: str, *, name: str = "layer-shell") -> list[s
     for kind, dest, source, mode in spec.mounts:
         if kind in (TMPFS, DIR):
             argv += [f"--{kind}", dest, f"{mode:o}"]
+        elif kind == DEV:
+            argv += ["--dev", dest]
         elif kind == BIND_HOME:
             argv += ["--bind-home", source]
         else:

@@ -118,13 +118,14 @@ class Rules:
     network: bool
     home: str  # "rw" | "ro" | "" (not at all)
     cwd: str  # "rw" | "ro"
+    own_dev: bool = False  # a /dev of its own: none of the caller's other terminals
 
 
 PROFILES = {
     "trusted": Rules(network=True, home="rw", cwd="rw"),
     "default": Rules(network=True, home="ro", cwd="rw"),
     "nonetwork": Rules(network=False, home="ro", cwd="rw"),
-    "strict": Rules(network=False, home="", cwd="ro"),
+    "strict": Rules(network=False, home="", cwd="ro", own_dev=True),
 }
 
 
@@ -170,6 +171,8 @@ def spec(paths: Paths, stack: LayerStack, shim: Shim) -> sandbox.Spec:
     mounts = sandbox.layer_mounts(
         chain, "", paths.stores_dir, paths.pkgs_dir, paths.state_dir, own_writable=False
     )
+    if rules.own_dev:
+        mounts = sandbox.own_dev(mounts)
     if rules.home:
         mounts.append((sandbox.BIND_HOME, "", rules.home, 0))
         if paths.mode == ROOTLESS:

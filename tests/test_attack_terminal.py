@@ -376,3 +376,53 @@ def test_arne_profile_cannot_type_into_root_at_next_core_shell(
     child.sendline("exit")  # type: ignore[attr-defined]
     run_in_shell(child, "true")
     assert_nothing_typed(child, marker, login_output.decode(errors="replace"))
+
+
+# The caller's other terminals ------------------------------------------------------
+
+PEEK = """#!/usr/bin/python3
+import os, sys
+try:
+    os.close(os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK))
+    print("opened")
+except OSError as e:
+    print("refused:", e.strerror)
+"""
+
+
+@pytest.fixture
+def peekers(fresh_rootless: Identity, shared_dir: Path) -> Identity:
+    repo = Repository(shared_dir / "repo")
+    for profile in ("default", "strict"):
+        repo.add(f"peek{profile}", "1.0", {f"bin/peek-{profile}": PEEK})
+    repo.index()
+    config = fresh_rootless.home / "peek.yaml"
+    config.write_text(
+        f"composable:\n  default_repository: {repo.file_url}\n  packages:\n"
+        + "".join(
+            f"    - name: peek{p}\n      version: '1.0'\n      profile: {p}\n"
+            for p in ("default", "strict")
+        )
+    )
+    r = fresh_rootless.run(python_cmd("install", "--config", str(config)), timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    return fresh_rootless
+
+
+def test_a_strict_program_cannot_open_the_callers_other_terminals(peekers: Identity) -> None:
+    """Another terminal of the caller's (a pty they own, where they might type a
+    password) is open to its owner, and so to a program running as them: under `strict`
+    the program has a /dev of its own and does not see it. Under `default` it does (the
+    documented limit: the host's /dev, as for a native program)."""
+    ident = peekers
+    master, slave = os.openpty()
+    try:
+        other = os.ttyname(slave)
+        os.chown(other, ident.uid, ident.gid)
+        strict = ident.run([str(ident.home / ".local/bin/peek-strict"), other])
+        assert strict.stdout.decode().strip() == "refused: No such file or directory", strict
+        default = ident.run([str(ident.home / ".local/bin/peek-default"), other])
+        assert default.stdout.decode().strip() == "opened", default
+    finally:
+        os.close(slave)
+        os.close(master)
