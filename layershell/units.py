@@ -14,6 +14,16 @@ usr/local/lib/systemd/system over the directories layershell read. So:
   refused by name, with the file and line. Some keys are allowed with a value check
   (booleans that may only tighten, Exec prefixes, unit names that must be the
   package's own, socket paths under /run/<name>);
+- every key that makes systemd (root, outside the sandbox) create, chmod, chown or
+  remove a host path is held to paths no one else can write on the way: a socket is a
+  file right in /run/<name>/ (systemd makes only that directory, in root's /run), the
+  service's directories are one component named after the package, modes have no
+  group/other write and no special bits, nothing is removed on stop (RemoveOnStop=,
+  RuntimeDirectoryPreserve=), no link is made (Symlinks=, a path in Alias=). A directory
+  systemd makes several levels deep, or with a mode others can write, lets any local
+  user swap a level for a link that root then follows (the sockd attack);
+- a unit may start, stop or delay only the package's own units (and Wants= passive
+  targets): Conflicts=, OnFailure=, Before=, ... never name a host service;
 - units live in usr/lib/systemd/system (or lib/ or etc/systemd/system, as before); a
   file in any other unit search path, a drop-in or .wants directory, an alias link or a
   link on the way to a unit directory is refused;
@@ -66,6 +76,7 @@ MAX_ENTRIES = 512
 WHITESPACE = " \t\n\r"
 
 UNIT_NAME_RE = re.compile(r"\A[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.[a-z]+\Z")
+PLAIN_UNIT_RE = re.compile(r"\A[A-Za-z0-9:_.-]+(@[A-Za-z0-9:_.-]*)?\.[a-z]+\Z")  # no escape
 BAD_BYTES_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -439,7 +450,8 @@ def _own(unit: str, ctx: Context) -> bool:
     if unit in ctx.own:
         return True
     prefix, at, rest = unit.partition("@")  # an instance of one of its templates
-    return bool(at) and "%" not in prefix and f"{prefix}@{rest[rest.rfind('.') :]}" in ctx.own
+    template = f"{prefix}@{rest[rest.rfind('.') :]}"
+    return bool(at) and "%" not in prefix and template in ctx.own and "/" not in rest
 
 
 def own_units(value: str, ctx: Context) -> str:
@@ -452,14 +464,25 @@ def dependencies(value: str, ctx: Context) -> str:
     if not bad:
         return ""
     return (
-        f"{', '.join(bad)}: would start a unit of the host; only this package's units "
-        f"and the targets {', '.join(sorted(SAFE_TARGETS))} may be named"
+        f"{', '.join(bad)}: a unit of the host, which this would start or hold up; only "
+        f"this package's units and the targets {', '.join(sorted(SAFE_TARGETS))} may be "
+        f"named"
     )
 
 
 def aliases(value: str, ctx: Context) -> str:
-    bad = [a for a in value.split() if not matches(a, ctx.name) or not a.endswith(ctx.suffix)]
-    return f"{', '.join(bad)}: an alias must start with the package name" if bad else ""
+    """An alias is a link `systemctl enable` makes in /etc/systemd/system: a plain unit
+    name (systemd 252 still reads a path as a legacy X.wants/ link) of the package."""
+    bad = [
+        a
+        for a in value.split()
+        if not PLAIN_UNIT_RE.match(a) or not matches(a, ctx.name) or not a.endswith(ctx.suffix)
+    ]
+    return (
+        f"{', '.join(bad)}: an alias must be a plain unit name starting with the package name"
+        if bad
+        else ""
+    )
 
 
 def exec_line(value: str, ctx: Context) -> str:
@@ -492,37 +515,92 @@ def exec_line(value: str, ctx: Context) -> str:
 
 def package_dirs(value: str, ctx: Context) -> str:
     """StateDirectory=NAME makes /var/lib/NAME the service's (moved to private/ and chowned
-    to its dynamic user): a host directory of another name must never be."""
+    to its dynamic user): a host directory of another name must never be. One component
+    only: for NAME/sub systemd (root) makes NAME and follows whatever NAME/sub is then,
+    and NAME is the service's to change."""
     bad = []
     for word in value.split():
-        first = word.split("/", 1)[0]
-        # ':' names a link systemd makes (SOURCE:LINK): a host path of any name.
-        if ":" in word or (first != ctx.name and not matches(first, ctx.name)):
+        # ':' names a link systemd makes (SOURCE:LINK): a host path of any name; '/'
+        # a second level; '%', '\\' and quotes are expanded by systemd first.
+        plain = FILE_NAME_RE.match(word) and (word == ctx.name or matches(word, ctx.name))
+        if not plain or ":" in word:
             bad.append(word)
     if bad:
         return (
-            f"{', '.join(bad)}: systemd would hand this host directory to the service; "
-            f"it must be named after the package ({ctx.name} or {ctx.name}-x)"
+            f"{', '.join(bad)}: systemd would make and hand this host directory to the "
+            f"service; it must be one directory named after the package ({ctx.name} or "
+            f"{ctx.name}-x), no path"
         )
     return ""
 
 
+FILE_NAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.@+-]*\Z")  # no '/', '.', '..', '%', '\\'
+SUN_PATH_MAX = 107  # sockaddr_un.sun_path, its NUL excluded
+
+
 def socket_path(value: str, ctx: Context) -> str:
     """A listening socket is made by systemd as root on the host, outside the profile
-    (network included): only a unix socket in the package's own directory under /run."""
+    (network included), and systemd first makes every missing directory above it: only
+    a file right in /run/<name>/, a directory systemd makes in root's own /run. A
+    second level would be a directory in /run/<name>, which the service (or, with a
+    loose DirectoryMode=, anyone) could swap for a link that root then follows."""
     parts = value.split("/")
     if (
-        value.startswith("/run/")
-        and len(parts) >= 3
-        and (parts[2] == ctx.name or matches(parts[2], ctx.name))
-        and all(p not in ("", ".", "..") for p in parts[2:])
-        and not any(c in value for c in "%\\\"'")  # no specifier, escape or quote
+        len(parts) == 4
+        and parts[:3] == ["", "run", ctx.name]
+        and FILE_NAME_RE.match(parts[3])
+        and len(value) <= SUN_PATH_MAX
     ):
         return ""
     return (
-        f"{value!r}: systemd makes this socket as root outside the profile; only a unix "
-        f"socket under /run/{ctx.name}/ (or /run/{ctx.name}.x) is accepted"
+        f"{value!r}: systemd makes this socket, and the directories above it, as root "
+        f"outside the profile; only a unix socket file right in /run/{ctx.name}/ "
+        f"(/run/{ctx.name}/FILE) is accepted"
     )
+
+
+MODE_RE = re.compile(r"\A[0-7]{1,5}\Z")
+
+
+def mode_at_most(limit: int, what: str) -> Rule:
+    """An octal mode (systemd's parse_mode) with no bit outside `limit`: no group or
+    other write, no setuid, setgid or sticky bit."""
+
+    def rule(value: str, ctx: Context) -> str:
+        if value == "":
+            return ""  # back to systemd's default, within the limit
+        if MODE_RE.match(value) and int(value, 8) <= 0o7777 and not int(value, 8) & ~limit:
+            return ""
+        return (
+            f"={value}: systemd makes the {what} as root with this mode; only modes "
+            f"within {limit:04o} are accepted (no group/other write, no special bits)"
+        )
+
+    return rule
+
+
+def false_only(why: str) -> Rule:
+    """A switch that makes systemd act on host paths as root: only off."""
+
+    def rule(value: str, ctx: Context) -> str:
+        if value == "" or value.lower() in FALSE:
+            return ""
+        return f"={value} {why}; only no is accepted"
+
+    return rule
+
+
+def unit_names(value: str, ctx: Context) -> str:
+    """`systemctl enable` makes a link in /etc/systemd/system per name (X.wants/NAME):
+    plain unit names only, no path, specifier, escape or quote."""
+    bad = [u for u in value.split() if not PLAIN_UNIT_RE.match(u) or len(u) > 255]
+    return f"{', '.join(bad)}: not a plain unit name" if bad else ""
+
+
+def instance(value: str, ctx: Context) -> str:
+    if value == "" or FILE_NAME_RE.match(value):
+        return ""
+    return f"{value!r}: not a plain instance name"
 
 
 def nice(value: str, ctx: Context) -> str:
@@ -536,19 +614,24 @@ def std_output(value: str, ctx: Context) -> str:
 
 
 UNIT_KEYS: dict[str, Rule] = {
+    # After=, PartOf=, ReloadPropagatedFrom=, StopPropagatedFrom= name host units, but
+    # act on this unit only (it waits for them, stops or reloads with them).
     **{k: anything for k in (
-        "Description", "Documentation", "After", "Before", "PartOf", "ReloadPropagatedFrom",
-        "StopPropagatedFrom", "OnFailureJobMode", "IgnoreOnIsolate", "StopWhenUnneeded",
+        "Description", "Documentation", "After", "PartOf", "ReloadPropagatedFrom",
+        "StopPropagatedFrom", "IgnoreOnIsolate", "StopWhenUnneeded",
         "RefuseManualStart", "RefuseManualStop", "DefaultDependencies", "CollectMode",
         "JobTimeoutSec", "JobRunningTimeoutSec", "StartLimitIntervalSec", "StartLimitBurst",
         "SourcePath")},
-    **{k: dependencies for k in ("Wants", "Requires", "Requisite", "BindsTo")},
+    # Before=sshd.service with a oneshot that never ends would hold sshd's start at boot.
+    **{k: dependencies for k in ("Wants", "Requires", "Requisite", "BindsTo", "Before")},
+    # flush would cancel every queued job of the host; isolate stop all other units.
+    "OnFailureJobMode": one_of("fail", "replace", "replace-irreversibly"),
     **{k: own_units for k in ("Conflicts", "OnFailure", "OnSuccess", "Upholds",
                               "PropagatesReloadTo", "PropagatesStopTo")},
 }  # fmt: skip
 INSTALL_KEYS: dict[str, Rule] = {
-    "WantedBy": anything,
-    "DefaultInstance": anything,
+    "WantedBy": unit_names,  # X.wants/ in /etc/systemd/system: makes X want this unit
+    "DefaultInstance": instance,
     "RequiredBy": own_units,  # a host unit requiring the package fails with it
     "UpheldBy": own_units,
     "Also": own_units,  # `systemctl enable` would enable those too
@@ -568,9 +651,13 @@ SERVICE_KEYS: dict[str, Rule] = {
         "WorkingDirectory", "UMask", "SyslogIdentifier", "SyslogFacility", "SyslogLevel",
         "SyslogLevelPrefix", "LogLevelMax", "LogRateLimitIntervalSec", "LogRateLimitBurst",
         "FileDescriptorStoreMax", "OOMPolicy", "LimitNOFILE", "MemoryMax", "MemoryHigh",
-        "MemorySwapMax", "CPUQuota", "TasksMax", "StateDirectoryMode", "CacheDirectoryMode",
-        "LogsDirectoryMode", "RuntimeDirectoryMode", "RuntimeDirectoryPreserve",
-        "ReadOnlyPaths", "InaccessiblePaths")},
+        "MemorySwapMax", "CPUQuota", "TasksMax", "ReadOnlyPaths", "InaccessiblePaths")},
+    **{k: mode_at_most(0o755, "directory") for k in (
+        "StateDirectoryMode", "CacheDirectoryMode", "LogsDirectoryMode",
+        "RuntimeDirectoryMode")},
+    # A preserved /run/NAME outlives the dynamic user, whose uid a later service gets.
+    "RuntimeDirectoryPreserve": false_only(
+        "would keep /run/NAME after the service, owned by a dynamic uid systemd reuses"),
     "KillMode": one_of("control-group", "mixed", "process"),
     "Nice": nice,
     "StandardOutput": std_output,
@@ -594,10 +681,16 @@ SERVICE_KEYS: dict[str, Rule] = {
 SOCKET_KEYS: dict[str, Rule] = {
     **{k: socket_path for k in ("ListenStream", "ListenDatagram", "ListenSequentialPacket")},
     **{k: anything for k in (
-        "Accept", "MaxConnections", "MaxConnectionsPerSource", "Backlog", "SocketMode",
-        "DirectoryMode", "RemoveOnStop", "FileDescriptorName", "PassCredentials",
-        "PassSecurity", "PassPacketInfo", "KeepAlive", "NoDelay", "ReceiveBuffer",
-        "SendBuffer", "TriggerLimitIntervalSec", "TriggerLimitBurst", "Timestamping")},
+        "Accept", "MaxConnections", "MaxConnectionsPerSource", "Backlog",
+        "FileDescriptorName", "PassCredentials", "PassSecurity", "PassPacketInfo",
+        "KeepAlive", "NoDelay", "ReceiveBuffer", "SendBuffer", "TriggerLimitIntervalSec",
+        "TriggerLimitBurst", "Timestamping")},
+    # /run/NAME: root's, not writable by others. The socket: any local user may connect
+    # (what a socket is for; the service decides what to answer), but no x or special bit.
+    "DirectoryMode": mode_at_most(0o755, "socket's directory /run/NAME"),
+    "SocketMode": mode_at_most(0o666, "socket"),
+    "RemoveOnStop": false_only(
+        "would make systemd remove the socket's paths as root when it stops"),
     "Service": own_units,
 }  # fmt: skip
 TIMER_KEYS: dict[str, Rule] = {
@@ -637,6 +730,9 @@ REFUSED: Mapping[str, str] = {
         "SetCredentialEncrypted", "ImportCredential", "PIDFile", "TTYPath", "PAMName",
         "ListenSpecial", "ListenFIFO", "ListenMessageQueue", "ListenUSBFunction",
         "USBFunctionDescriptors", "USBFunctionStrings")},
+    **{k: "systemd would make, chown or remove this host path as root" for k in (
+        "Symlinks", "SocketUser", "SocketGroup", "ConfigurationDirectory",
+        "ConfigurationDirectoryMode")},
     **{k: "could reboot or power off the host" for k in (
         "FailureAction", "SuccessAction", "StartLimitAction", "JobTimeoutAction",
         "RebootArgument", "JobTimeoutRebootArgument", "FailureActionExitStatus",
@@ -644,7 +740,7 @@ REFUSED: Mapping[str, str] = {
     **{k: "reaches outside the service's own unit, namespace or cgroup" for k in (
         "JoinsNamespaceOf", "Slice", "Delegate", "RequiresMountsFor", "OOMScoreAdjust",
         "Personality", "KeyringMode", "IOSchedulingClass", "CPUSchedulingPolicy",
-        "CPUSchedulingPriority", "Symlinks", "SocketUser", "SocketGroup", "BindToDevice",
+        "CPUSchedulingPriority", "BindToDevice",
         "Transparent", "FreeBind", "Mark", "ListenNetlink", "BusName", "NetworkNamespacePath",
         "IPCNamespacePath")},
 }  # fmt: skip

@@ -7,7 +7,12 @@ attached by root in the systemd testbed (real systemd 252, real portablectl).
     `ExecStartPre=` ran as plain host root under `strict`;
 (c) portabled reads every unit search path of an image and prefers
     etc/systemd/system.control and usr/local/lib/systemd/system: a hidden `+` unit there
-    was attached instead of the checked one and wrote /root.
+    was attached instead of the checked one and wrote /root;
+(d) a `.socket` whose every key was on the allow-list: `ListenStream=` two directories
+    below /run/<name> with `DirectoryMode=0777` made systemd (root) create world-writable
+    directories; the layer account swapped one for a link to /etc/systemd/system, the
+    package's own timers restarted the socket, systemd created a host unit's drop-in
+    directory through the link, mode 0777, and the account's drop-in ran as root.
 
 Each test installs the hostile package the documented way (root's `core install`) and
 asserts that the harm did not happen and that the refusal names the file, line and key.
@@ -16,6 +21,7 @@ A well-behaved package with a socket and a timer still attaches and runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -74,6 +80,29 @@ HOSTILE: dict[str, tuple[str, list[str], dict[str, str]]] = {
         },
     ),
 }
+# (d): the review's package, unchanged but for timers that repeat (so the restart comes
+# after the account's swap however long the install took).
+SOCKD_DROPIN = "/etc/systemd/system/systemd-tmpfiles-clean.service.d"
+SOCKD_UNITS = {
+    "usr/lib/systemd/system/sockd.socket": "[Unit]\nDescription=sockd socket\n[Socket]\n"
+    "ListenStream=/run/sockd/sub/systemd-tmpfiles-clean.service.d/sock\n"
+    "DirectoryMode=0777\nSocketMode=0666\nRemoveOnStop=yes\n"
+    "[Install]\nWantedBy=sockets.target\n",
+    "usr/lib/systemd/system/sockd.service": "[Unit]\nDescription=sockd\n[Service]\n"
+    "ExecStart=/usr/bin/sh -c 'exec sleep 1000'\n",
+    "usr/lib/systemd/system/sockd-stop.service": "[Unit]\nDescription=stop it\n"
+    "Conflicts=sockd.socket\n[Service]\nType=oneshot\nExecStart=/usr/bin/sleep 0\n",
+    "usr/lib/systemd/system/sockd-start.service": "[Unit]\nDescription=start it\n"
+    "Wants=sockd.socket\nAfter=sockd.socket\n[Service]\nType=oneshot\n"
+    "ExecStart=/usr/bin/sleep 0\n",
+    "usr/lib/systemd/system/sockd-stop.timer": "[Unit]\nDescription=t\n[Timer]\n"
+    "OnActiveSec=2s\nOnUnitActiveSec=4s\nAccuracySec=1s\nUnit=sockd-stop.service\n"
+    "[Install]\nWantedBy=timers.target\n",
+    "usr/lib/systemd/system/sockd-start.timer": "[Unit]\nDescription=t\n[Timer]\n"
+    "OnActiveSec=4s\nOnUnitActiveSec=4s\nAccuracySec=1s\nUnit=sockd-start.service\n"
+    "[Install]\nWantedBy=timers.target\n",
+}
+SOCKD_START = ["sockd.socket", "sockd-stop.timer", "sockd-start.timer"]
 GOOD_UNITS = {
     "usr/lib/systemd/system/goodsock.service": "[Unit]\nDescription=goodsock\n[Service]\n"
     "ExecStart=/usr/bin/sh -c 'while :; do echo alive; sleep 1; done'\nDynamicUser=yes\n"
@@ -115,6 +144,8 @@ def bed() -> Iterator[testbed.Testbed]:
         for name, (profile, start, units) in HOSTILE.items():
             build(tb, arch, name, units)
             tb.write(f"/srv/{name}.yaml", manifest(name, profile, start))
+        build(tb, arch, "sockd", SOCKD_UNITS)
+        tb.write("/srv/sockd.yaml", manifest("sockd", "strict", SOCKD_START))
         build(tb, arch, "goodsock", GOOD_UNITS)
         tb.write("/srv/goodsock.yaml", manifest("goodsock", "strict", ["goodsock.socket"]))
         tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
@@ -172,6 +203,53 @@ def test_c_a_hidden_unit_path_is_never_attached(
     assert f"{hidden}:1: " in out, out
     assert "usr/lib/systemd/system" in out, out  # where units must live
     not_attached(bed, name)
+
+
+def layer_account(bed: testbed.Testbed) -> str:
+    """The account that installed the packages (its home is under the layers)."""
+    for line in bed.host_path("/etc/passwd").read_text().splitlines():
+        if "/var/lib/layershell/layers/" in line.split(":")[5]:
+            return line.split(":")[0]
+    raise AssertionError("no layer account in /etc/passwd")
+
+
+def test_d_socket_paths_make_nothing_others_can_write(bed: testbed.Testbed) -> None:
+    r = bed.exec("core", "install", "--quiet", "--config", "/srv/sockd.yaml", timeout=300)
+    out = f"exit {r.returncode}\n{r.stdout}{r.stderr}"
+    try:
+        if bed.host_path(f"{ATTACHED}/sockd.socket").exists():
+            # Attached: the account (any local user could) swaps the world-writable
+            # directory for a link; the package's timers restart the socket.
+            account = layer_account(bed)
+            bed.exec(
+                "runuser", "-u", account, "--", "sh", "-c",
+                "mv /run/sockd/sub /run/sockd/old; ln -s /etc/systemd/system /run/sockd/sub",
+                check=True,
+            )  # fmt: skip
+            for _ in range(60):
+                if bed.host_path(SOCKD_DROPIN).exists():
+                    break
+                time.sleep(2)
+            bed.exec(
+                "runuser", "-u", account, "--", "sh", "-c",
+                f"printf '[Service]\\nExecStartPre=/usr/bin/touch /root/sockd-pwned\\n' "
+                f"> {SOCKD_DROPIN}/x.conf",
+            )  # fmt: skip
+            bed.exec("systemctl", "daemon-reload")
+            bed.exec("systemctl", "start", "systemd-tmpfiles-clean.service", timeout=120)
+        assert not bed.host_path("/root/sockd-pwned").exists(), out
+        assert not bed.host_path(SOCKD_DROPIN).exists(), out
+        assert out.startswith("exit 1"), out
+        unit = "usr/lib/systemd/system/sockd.socket"
+        for want in (f"{unit}:4: ListenStream: ", f"{unit}:5: DirectoryMode: ",
+                     f"{unit}:7: RemoveOnStop: "):  # fmt: skip
+            assert want in out, (want, out)
+        assert f"{unit}:6: SocketMode" not in out, out  # 0666: anyone may connect
+        assert not bed.host_path("/run/sockd").exists()
+    finally:
+        gone = bed.exec("core", "remove", "sockd", timeout=120)
+        assert gone.returncode == 0, gone.stdout + gone.stderr
+    not_attached(bed, "sockd")
 
 
 def test_a_good_package_with_socket_and_timer_still_runs(bed: testbed.Testbed) -> None:

@@ -36,6 +36,10 @@ def problems(root: Path, name: str = "goss") -> list[str]:
         os.close(fd)
 
 
+SOCK = "[Socket]\n"
+SOCKS = "[Socket]\nListenStream=/run/goss/s\n"
+
+
 def service(body: str, head: str = "[Unit]\nDescription=goss\n[Service]\nExecStart=/x\n") -> str:
     return head + body
 
@@ -131,7 +135,85 @@ ROWS: list[tuple[str, str, str]] = [
     ("goss.socket", "[Socket]\nListenStream=/run/goss/s\nSymlinks=/etc/x\n", ":3: Symlinks"),
     ("goss.socket", "[Socket]\nListenStream=/run/goss/s\nSocketUser=root\n", ":3: SocketUser"),
     ("goss.socket", "[Service]\nExecStart=/bin/sh\n", ":1: [Service]: not a section"),
-    ("goss.socket", "[Socket]\nListenStream=/run/goss.sock\nService=goss.service\n", ""),
+    ("goss.socket", "[Socket]\nListenStream=/run/goss/sock\nService=goss.service\n", ""),
+    # Keys that make systemd (root) create, chmod, chown or remove host paths: nothing it
+    # makes may be writable by others, no path through a directory others can change.
+    ("goss.socket", SOCK + "ListenStream=/run/goss/sub/x.service.d/sock\n", ":2: ListenStream: "),
+    ("goss.socket", SOCK + "ListenDatagram=/run/goss/sub/sock\n", ":2: ListenDatagram: "),
+    ("goss.socket", SOCK + "ListenSequentialPacket=/run/goss/a/b\n", ":2: ListenSequentialP"),
+    ("goss.socket", SOCK + "ListenStream=/run/goss.sock\n", ":2: ListenStream: "),
+    ("goss.socket", SOCK + "ListenStream=/run/goss-x/sock\n", ":2: ListenStream: "),
+    ("goss.socket", SOCK + "ListenStream=/run/goss\n", ":2: ListenStream: "),
+    ("goss.socket", SOCK + "ListenStream=/run/goss/\n", ":2: ListenStream: "),
+    ("goss.socket", SOCK + "ListenStream=/run/goss//sock\n", ":2: ListenStream: "),
+    ("goss.socket", SOCK + "ListenStream=/run/goss/..\n", ":2: ListenStream: "),
+    ("goss.socket", SOCK + "ListenStream=/run/goss/.sock\n", ":2: ListenStream: "),
+    ("goss.socket", SOCK + "ListenStream=/run/goss/%n\n", ":2: ListenStream: "),
+    ("goss.socket", SOCK + "ListenStream=/run/goss/a\\x2fb\n", ":2: ListenStream: "),
+    ("goss.socket", SOCK + "ListenStream=/var/run/goss/sock\n", ":2: ListenStream: "),
+    ("goss.socket", SOCK + "ListenStream=/run/goss/" + "s" * 100 + "\n", ":2: ListenStream: "),
+    ("goss.socket", SOCKS + "DirectoryMode=0777\n", ":3: DirectoryMode: =0777"),
+    ("goss.socket", SOCKS + "DirectoryMode=0775\n", ":3: DirectoryMode: "),
+    ("goss.socket", SOCKS + "DirectoryMode=0757\n", ":3: DirectoryMode: "),
+    ("goss.socket", SOCKS + "DirectoryMode=1755\n", ":3: DirectoryMode: "),
+    ("goss.socket", SOCKS + "DirectoryMode=2755\n", ":3: DirectoryMode: "),
+    ("goss.socket", SOCKS + "DirectoryMode=0o755\n", ":3: DirectoryMode: "),
+    ("goss.socket", SOCKS + "DirectoryMode=17777\n", ":3: DirectoryMode: "),
+    ("goss.socket", SOCKS + "SocketMode=0777\n", ":3: SocketMode: =0777"),
+    ("goss.socket", SOCKS + "SocketMode=0766\n", ":3: SocketMode: "),
+    ("goss.socket", SOCKS + "SocketMode=4666\n", ":3: SocketMode: "),
+    ("goss.socket", SOCKS + "RemoveOnStop=yes\n", ":3: RemoveOnStop: =yes"),
+    ("goss.socket", SOCKS + "RemoveOnStop=on\n", ":3: RemoveOnStop: "),
+    ("goss.socket", SOCKS + "SocketGroup=disk\n", ":3: SocketGroup"),
+    ("goss.socket", SOCKS + "DirectoryMode=0755\nSocketMode=0666\n"
+     "RemoveOnStop=no\nFileDescriptorName=goss\n", ""),
+    ("goss.socket", SOCK + "ListenStream=/run/goss/goss.sock\nDirectoryMode=0700\n"
+     "SocketMode=0600\n", ""),
+    ("goss.socket", SOCKS + "DirectoryMode=750\nSocketMode=0660\n", ""),
+    ("goss.socket", SOCKS + "DirectoryMode=\nSocketMode=\n", ""),
+    ("goss.service", service("StateDirectory=goss/sub\n"), ":5: StateDirectory: goss/sub"),
+    ("goss.service", service("RuntimeDirectory=goss/../x\n"), ":5: RuntimeDirectory: "),
+    ("goss.service", service("RuntimeDirectory=goss-%n\n"), ":5: RuntimeDirectory: "),
+    ("goss.service", service("CacheDirectory=\"goss\"\n"), ":5: CacheDirectory: "),
+    ("goss.service", service("LogsDirectory=goss\\x2fx\n"), ":5: LogsDirectory: "),
+    ("goss.service", service("RuntimeDirectory=goss:x\n"), ":5: RuntimeDirectory: "),
+    ("goss.service", service("StateDirectoryMode=0777\n"), ":5: StateDirectoryMode: =0777"),
+    ("goss.service", service("RuntimeDirectoryMode=0775\n"), ":5: RuntimeDirectoryMode: "),
+    ("goss.service", service("CacheDirectoryMode=1777\n"), ":5: CacheDirectoryMode: "),
+    ("goss.service", service("LogsDirectoryMode=0757\n"), ":5: LogsDirectoryMode: "),
+    ("goss.service", service("RuntimeDirectoryMode=4755\n"), ":5: RuntimeDirectoryMode: "),
+    ("goss.service", service("RuntimeDirectoryPreserve=yes\n"), ":5: RuntimeDirectoryPreserve"),
+    ("goss.service", service("RuntimeDirectoryPreserve=restart\n"), ":5: RuntimeDirectoryPres"),
+    ("goss.service", service("ConfigurationDirectory=goss\n"), ":5: ConfigurationDirectory: "),
+    ("goss.service", service("ConfigurationDirectoryMode=0755\n"), ":5: ConfigurationDirectoryM"),
+    ("goss.service", service("RuntimeDirectory=goss goss-x\nRuntimeDirectoryMode=0750\n"
+     "StateDirectoryMode=0700\nCacheDirectoryMode=0755\nLogsDirectoryMode=\n"
+     "RuntimeDirectoryPreserve=no\n"), ""),
+    # A unit starts, stops or holds up only the package's own units.
+    ("goss.service", service("Before=sshd.service\n", "[Unit]\n"), ":2: Before: sshd.service"),
+    ("goss.service", service("OnFailure=some-host.service\n", "[Unit]\n"), ":2: OnFailure: "),
+    ("goss.service", service("Requires=sshd.service\n", "[Unit]\n"), ":2: Requires: "),
+    ("goss.service", service("BindsTo=sshd.service\n", "[Unit]\n"), ":2: BindsTo: "),
+    ("goss.service", service("Upholds=sshd.service\n", "[Unit]\n"), ":2: Upholds: "),
+    ("goss.service", service("PropagatesStopTo=sshd.service\n", "[Unit]\n"), ":2: Propagates"),
+    ("goss.service", service("OnSuccess=reboot.target\n", "[Unit]\n"), ":2: OnSuccess: "),
+    ("goss.service", service("Conflicts=goss@../../x.service\n", "[Unit]\n"), ":2: Conflicts"),
+    ("goss.service", service("OnFailureJobMode=flush\n", "[Unit]\n"), ":2: OnFailureJobMode: "),
+    ("goss.service", service("OnFailureJobMode=isolate\n", "[Unit]\n"), ":2: OnFailureJob"),
+    ("goss-w.service", service("OnFailure=goss.service\nOnFailureJobMode=replace\n"
+     "Before=goss.service multi-user.target\nConflicts=goss.service\n", "[Unit]\n"), ""),
+    # ... After=, PartOf=, StopPropagatedFrom= act on this unit only.
+    ("goss.service", service("After=sshd.service\nPartOf=sshd.service\n"
+     "StopPropagatedFrom=sshd.service\nReloadPropagatedFrom=sshd.service\n", "[Unit]\n"), ""),
+    # [Install] makes links in /etc/systemd/system: plain unit names only.
+    ("goss.service", service("[Install]\nWantedBy=../../x.target\n"), ":6: WantedBy: "),
+    ("goss.service", service("[Install]\nWantedBy=%i.target\n"), ":6: WantedBy: "),
+    ("goss.service", service("[Install]\nAlias=goss-a.service.wants/goss.service\n"),
+     ":6: Alias: "),
+    ("goss.service", service("[Install]\nDefaultInstance=../x\n"), ":6: DefaultInstance: "),
+    ("goss.service", service("[Install]\nWantedBy=multi-user.target sshd.service\n"
+     "DefaultInstance=a1\n"), ""),
+    ("goss.timer", "[Timer]\nOnCalendar=daily\nPersistent=yes\nUnit=goss.service\n", ""),
     ("goss.timer", "[Timer]\nOnCalendar=daily\nUnit=sshd.service\n", ":3: Unit: sshd.service"),
     ("goss.timer", "[Timer]\nOnCalendar=daily\nWakeSystem=yes\n", ":3: WakeSystem: could"),
     ("goss.timer", "[Timer]\nOnCalendar=daily\nUnit=goss.service\n", ""),
@@ -166,6 +248,8 @@ def test_unit_rules(tmp_path: Path, unit: str, text: str, expected: str) -> None
          f"{UNITS}/goss.service.d: path: a drop-in directory"),
         ({f"{UNITS}/multi-user.target.wants/goss.service": ""}, "a dependency directory"),
         ({f"{UNITS}/goss.path": "[Path]\nPathExists=/x\n"}, "goss.path: path: a .path unit"),
+        ({f"{UNITS}/goss-m.path": "[Path]\nMakeDirectory=yes\nDirectoryMode=0777\n"},
+         "goss-m.path: path: a .path unit"),
         ({f"{UNITS}/goss.mount": "[Mount]\nWhat=/\n"}, "a .mount unit"),
         ({f"{UNITS}/other.service": service("")}, "other.service: name: other.service does"),
         ({"etc/systemd/system/goss.service": service("")},
