@@ -125,6 +125,35 @@ def _generated(image: Image, pkgs_inner: str) -> images.Generated | None:
     return images.Generated(image.name, image.version, pkgs_inner) if image.generated else None
 
 
+# Where systemd makes, as root, what a unit named after the package asks for: sockets in
+# /run/<name>/, RuntimeDirectory=, StateDirectory= (DynamicUser: /var/lib/private), ...
+HOST_DIRS = ("/run", "/var/lib", "/var/lib/private", "/var/cache", "/var/log")
+
+
+def _names_file(paths: Paths) -> str:
+    return os.path.join(paths.state_dir, "portables-names.json")
+
+
+def host_claims(paths: Paths, name: str, host: str = "/") -> list[str]:
+    """The host paths under a package's name that exist although no attach of it made
+    them: a package named `dbus` would have its socket bound at /run/dbus/... in place
+    of the host's bus. Once a name was attached here, what exists is its own (a stopped
+    socket leaves /run/<name> behind), so only the first attach of a name is checked."""
+    if name in read_json_map(_names_file(paths)) or name in attached(paths):
+        return []
+    return [
+        d + "/" + name
+        for d in HOST_DIRS
+        if os.path.lexists(os.path.join(host, d.lstrip("/"), name))
+    ]
+
+
+def _claim(paths: Paths, name: str) -> None:
+    names = read_json_map(_names_file(paths))
+    if name not in names:
+        _save(paths, {**names, name: True}, _names_file(paths))
+
+
 def _record_file(paths: Paths) -> str:
     return os.path.join(paths.state_dir, "portables.json")
 
@@ -251,6 +280,15 @@ def attach(
             f"manifest, {paths.manifest_file}; the layer's own record cannot grant it",
             "add it there with profile: trusted, or use another profile",
         )
+    taken = host_claims(paths, image.name)
+    if taken:
+        raise PortableError(
+            f"{image.name}: the host already has {', '.join(taken)}; a package of that name "
+            "would have systemd (as root) put its sockets and directories there, over the "
+            "host's own",
+            "give the package a name no host service uses",
+        )
+    _claim(paths, image.name)  # from here on, what appears under its name is its own
     # Built only once the policy allows the attach: a refusal leaves no image behind.
     texts = images.ensure(row.path, target, dict(image.texts), _generated(image, pkgs_inner))
     enable = _units(row, "enable", paths, image)

@@ -21,6 +21,7 @@ A well-behaved package with a socket and a timer still attaches and runs.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -277,3 +278,30 @@ def test_a_good_package_with_socket_and_timer_still_runs(bed: testbed.Testbed) -
     r = bed.exec("core", "remove", "goodsock", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     not_attached(bed, "goodsock")
+
+
+def test_e_a_package_named_after_a_host_service_cannot_take_its_directories(
+    bed: testbed.Testbed,
+) -> None:
+    """A package whose name is a host service's (dbus, say) would have systemd bind its
+    socket at /run/<name>/FILE, unlinking the host's socket there (the system bus), and
+    take /var/lib/<name>. The goodsock package stands in for it: its /run/goodsock is
+    made by the host first, as a host service would."""
+    host_dir = bed.host_path("/run/goodsock")
+    names = bed.host_path("/var/lib/layershell/portables-names.json")
+    if names.exists():  # another test attached goodsock already: start from a new host
+        data = json.loads(names.read_text())
+        data.pop("goodsock", None)
+        names.write_text(json.dumps(data))
+    bed.exec("mkdir", "-p", "/run/goodsock", check=True)
+    bed.write("/run/goodsock/host.sock", "the host's own\n")
+    try:
+        r = bed.exec("core", "install", "--quiet", "--config", "/srv/goodsock.yaml", timeout=300)
+        out = f"exit {r.returncode}\n{r.stdout}{r.stderr}"
+        assert r.returncode != 0, out
+        assert "the host already has /run/goodsock" in out, out
+        assert (host_dir / "host.sock").read_text() == "the host's own\n"
+        not_attached(bed, "goodsock")
+    finally:
+        bed.exec("core", "remove", "goodsock", timeout=120)
+        bed.exec("rm", "-rf", "/run/goodsock", check=True)
