@@ -125,10 +125,26 @@ def human(n: int) -> str:
     return f"{n} bytes"
 
 
+def _plain(path: str) -> str:
+    """A path for a note: escaped as unpack.show escapes names, without its quotes."""
+    return unpack.show(path)[1:-1]
+
+
 def _free(path: str) -> tuple[int, int]:
     """(bytes available to this account, filesystem size) of path's filesystem."""
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
+def _free_inodes(path: str) -> tuple[int, int]:
+    """(inodes available, the floor no install may take them below) of path's
+    filesystem: 5% of its inodes or 50,000, whichever is less. Files cost inodes as
+    well as bytes, and a filesystem out of inodes is as full as one out of blocks."""
+    st = os.statvfs(path)
+    return st.f_favail, min(st.f_files // 20, INODE_FLOOR)
+
+
+INODE_FLOOR = 50_000
 
 
 def _budget_hint(layer: str) -> str:
@@ -176,6 +192,14 @@ def _admit(target: Target, src: Source, db: State, limits: InstallLimits) -> int
             f"{human(max(free - scan.total_bytes, 0))} free on the filesystem of "
             f"{target.pkgs_dir}, below the floor of {human(floor)}; nothing was installed",
             f"free some space there, or set limits.min_free of layer {layer} in layers.yaml",
+        )
+    inodes, inode_floor = _free_inodes(target.pkgs_dir)
+    if inode_floor and inodes - scan.entries < inode_floor:
+        raise PackageRefused(
+            f"{what}: its {scan.entries} entries would leave {max(inodes - scan.entries, 0)} "
+            f"inodes free on the filesystem of {target.pkgs_dir}, below the floor of "
+            f"{inode_floor}; nothing was installed",
+            "remove files or packages there (core remove NAME, core gc)",
         )
     return left
 
@@ -277,11 +301,17 @@ def contain_options() -> tuple[str, ...]:
     )
 
 
+# RLIMIT_NPROC counts every process of the layer account: enough for any build step,
+# far below the host's pid_max (a fork bomb in install.sh must not stop the host forking).
+SCRIPT_PROCESSES = 1024
+
+
 def sandbox_argv(inner: list[str], *, memory: int, file_size: int) -> list[str]:
     """The command that runs `inner` (a layer-shell command line) contained."""
     return [
         _util("setpriv"), "--pdeathsig", "KILL", "--",
-        _util("prlimit"), f"--as={memory}", f"--fsize={file_size}", "--",
+        _util("prlimit"), f"--as={memory}", f"--fsize={file_size}",
+        f"--nproc={SCRIPT_PROCESSES}", "--",
         _util("unshare"), *contain_options(), "--", *inner,
     ]  # fmt: skip
 
@@ -321,6 +351,9 @@ def _status_words(status: int) -> str:
     return f"exited with status {status}"
 
 
+LOG_TAIL_BYTES = 64 * 1024  # what is read back of a log: its last lines, never all of it
+
+
 def run_install_script(
     target: Target,
     src: Source,
@@ -341,7 +374,10 @@ def run_install_script(
     shell = session.layer_shell_argv(
         target.layer.name,
         # The package directory has another path inside the layer: start the script there.
-        session.Request(command=f'cd "$PKG_DIR" && exec /bin/sh -e ./{INSTALL_SCRIPT}'),
+        session.Request(
+            command=f'cd "$PKG_DIR" && exec /bin/sh -e ./{INSTALL_SCRIPT}',
+            writable_only=inner,  # its own tree: not other packages, /usr/local, the home
+        ),
     )
     size_limit = file_size if file_size is not None and file_size > 0 else 1 << 62
     argv = sandbox_argv(shell, memory=limits.script_memory, file_size=size_limit)
@@ -350,9 +386,30 @@ def run_install_script(
     log(f"running {src.name}'s install.sh in layer {target.layer.name} (log: {log_path})")
     watched = list(dict.fromkeys((target.pkgs_dir, target.store)))
     floors = {path: limits.floor(_free(path)[1]) for path in watched}
+    inode_floors = {path: _free_inodes(path)[1] for path in watched}
     killed = ""
     started = time.monotonic()
-    with open(log_path, "wb") as out:
+
+    def below_floor() -> str:
+        for path in watched:
+            free = _free(path)[0]
+            if free < floors[path]:
+                return (
+                    f"left only {human(free)} free on the filesystem of {path}, below the "
+                    f"floor of {human(floors[path])}"
+                )
+            inodes = _free_inodes(path)[0]
+            if inodes < inode_floors[path]:
+                return (
+                    f"left only {inodes} inodes free on the filesystem of {path}, below "
+                    f"the floor of {inode_floors[path]}"
+                )
+        return ""
+
+    # O_APPEND: every write lands at the end, so the script cannot seek its stdout far
+    # out and make a sparse log of gigabytes that root's tail would then read.
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    with os.fdopen(fd, "wb") as out:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -373,20 +430,18 @@ def run_install_script(
                 pass
             if time.monotonic() >= started + timeout:
                 killed = f"ran longer than {timeout:g} s (the time limit) and was killed"
-            for path in watched:
-                free = _free(path)[0]
-                if free < floors[path]:
-                    killed = (
-                        f"left only {human(free)} free on the filesystem of {path}, below "
-                        f"the floor of {human(floors[path])}, and was killed"
-                    )
+            elif floor := below_floor():
+                killed = f"{floor}, and was killed"
             if killed:
                 _kill_contained(proc)
                 status = proc.returncode
                 break
+        if not killed and (floor := below_floor()):  # since the last look, before its end
+            killed = f"{floor} by the time it ended"
     elapsed = time.monotonic() - started
-    with open(log_path, "rb") as f:
-        tail = f.read().decode(errors="replace").splitlines()[-15:]
+    with open(log_path, "rb") as back:
+        back.seek(max(os.fstat(back.fileno()).st_size - LOG_TAIL_BYTES, 0))
+        tail = back.read(LOG_TAIL_BYTES).decode(errors="replace").splitlines()[-15:]
     ending = killed or _status_words(status)
     with open(log_path, "ab") as f:
         f.write(
@@ -452,7 +507,9 @@ def _sweep_layer(target: Target, src: Source) -> list[str]:
     for root in layer_trees(target):
         skip = (own, ".staging", ".trash") if root == target.pkgs_dir else ()
         for key, what in trees.strip_privileges(root, owner=os.getuid(), skip=skip):
-            notes.append(f"{os.path.join(root, key)}: {what} (outside the package, by install.sh)")
+            notes.append(
+                f"{_plain(os.path.join(root, key))}: {what} (outside the package, by install.sh)"
+            )
     return notes
 
 
@@ -513,7 +570,7 @@ def install(
         with db.transaction():
             db.record(known, activate=True)
         switch_link(target, src.name, src.version)
-        notes = tuple(f"{path}: {what}" for path, what in again.stripped)
+        notes = tuple(f"{_plain(path)}: {what}" for path, what in again.stripped)
         return Outcome(src.name, src.version, final, "activated", known.files, known.bytes, notes)
     if os.getuid() == 0:
         # Defence in depth: root hands installs to the layer's account (target.py).
@@ -573,8 +630,9 @@ def install(
         raise
     checkpoint("committed")
     switch_link(target, src.name, src.version)
-    notes = tuple(f"{path}: {what}" for path, what in result.stripped)
-    notes += tuple(f"{path}: {what} (after install.sh)" for path, what in report.stripped)
+    # show(): a name install.sh made with a newline in it must not forge a line of output
+    notes = tuple(f"{_plain(path)}: {what}" for path, what in result.stripped)
+    notes += tuple(f"{_plain(path)}: {what} (after install.sh)" for path, what in report.stripped)
     notes += tuple(swept)
     return Outcome(
         src.name, src.version, final, "installed", report.files, report.disk_bytes, notes

@@ -219,10 +219,11 @@ def _source(fetcher: fetch.Fetcher, job: Job) -> Source:
         digest = job.sha256 or os.path.basename(path)
     else:
         assert job.tarball is not None
-        path = job.tarball
-        digest = verify.sha256_file(path)
-        if job.sha256 is not None:
-            verify.check(path, job.sha256, path, name=job.name)
+        # Hashed as it is copied: the copy, not the named file, is what gets unpacked.
+        path, digest = verify.private_copy(job.tarball, os.path.join(fetcher.cache_dir, "local"))
+        if job.sha256 is not None and digest != job.sha256.lower():
+            os.unlink(path)
+            raise verify.HashMismatch(job.name, job.tarball, job.sha256.lower(), digest)
     return Source(job.name, job.version, path, digest, os.path.getsize(path), job.origin, job.spec)
 
 
@@ -243,6 +244,7 @@ def run(
     ):
         install.reconcile(target, db, log)
         for job in jobs:
+            src = None
             try:
                 src = _source(fetcher, job)
                 install.checkpoint("fetched")
@@ -256,6 +258,9 @@ def run(
             except (OSError, sqlite3.Error) as exc:
                 # A full disk or a database error ends this package, not the run.
                 failures.append(Failure(job.name, LayershellError(str(exc), "see the message")))
+            finally:
+                if src is not None and job.tarball is not None:
+                    os.unlink(src.archive)  # the private copy (_source)
     return Report(tuple(outcomes), tuple(failures))
 
 

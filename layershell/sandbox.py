@@ -97,6 +97,9 @@ def base_mounts() -> list[Mount]:
     mounts += [
         (RO_BIND, "/etc", "/etc", 0),
         (RBIND, "/dev", "/dev", 0),
+        # The host's /dev/shm is the host's RAM, shared with every account, and not
+        # nosuid everywhere: a layer gets its own.
+        (TMPFS, "/dev/shm", "", 0o1777),
         (RBIND, "/proc", "/proc", 0),
         (RO_RBIND, "/sys", "/sys", 0),
         (TMPFS, "/tmp", "", 0o1777),
@@ -108,8 +111,13 @@ def base_mounts() -> list[Mount]:
 
 
 def own_dev(mounts: list[Mount]) -> list[Mount]:
-    """`mounts` with the host's /dev replaced by one of the program's own (strict)."""
-    return [(DEV, "/dev", "", 0) if m[:2] == (RBIND, "/dev") else m for m in mounts]
+    """`mounts` with the host's /dev replaced by one of the program's own (strict),
+    which has its own /dev/shm."""
+    return [
+        (DEV, "/dev", "", 0) if m[:2] == (RBIND, "/dev") else m
+        for m in mounts
+        if m[:2] != (TMPFS, "/dev/shm")
+    ]
 
 
 def _depth(mount: Mount) -> int:

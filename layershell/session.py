@@ -27,7 +27,7 @@ DROP = ("TMPDIR", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "LAYERSHELL_ROO
 class Request:
     """What the caller asked for: a command string, a program, or an interactive shell."""
 
-    __slots__ = ("command", "command_args", "login", "program")
+    __slots__ = ("command", "command_args", "login", "program", "writable_only")
 
     def __init__(
         self,
@@ -35,11 +35,17 @@ class Request:
         command_args: tuple[str, ...] = (),
         program: tuple[str, ...] = (),
         login: bool = False,
+        writable_only: str = "",
     ) -> None:
         self.command = command
         self.command_args = command_args
         self.program = program
         self.login = login
+        # A directory inside one of the layer's writable trees (as the layer sees it):
+        # the only place the program may write; the rest of the layer read-only. What an
+        # install.sh gets: its own package directory, not the other packages, /usr/local
+        # or the layer's home, where it could plant code others then run.
+        self.writable_only = writable_only
 
 
 def this_python(call: str) -> list[str]:
@@ -58,6 +64,8 @@ def layer_shell_argv(layer: str, request: Request) -> list[str]:
         "from layershell.shell_main import main; main(['layer-shell', *sys.argv[1:]])"
     )
     args += ["--layer", layer]
+    if request.writable_only:
+        args += ["--writable-only", request.writable_only]
     if request.login:
         args.append("-l")
     if request.command is not None:
@@ -132,6 +140,27 @@ def ensure_rootless_dirs(dirs: list[str]) -> None:
         os.makedirs(d, mode=0o755, exist_ok=True)
 
 
+def writable_only(
+    mounts: list[sandbox.Mount], layer: Layer, paths: Paths, inner: str
+) -> list[sandbox.Mount]:
+    """`mounts` with every read-write bind made read-only, and `inner` (a directory
+    below one of the layer's writable trees, as the layer sees it) bound read-write."""
+    from layershell.errors import SandboxError
+
+    inner = os.path.normpath(inner)
+    store = paths.store(layer.name)
+    for dest, template in layer.writable:
+        top = dest.rstrip("/") + "/"
+        if inner.startswith(top) and ".." not in inner.split("/"):
+            host = sandbox.expand(template, store, paths.pkgs_dir, paths.state_dir)
+            source = os.path.join(host, inner[len(top) :])
+            ro = [(sandbox.RO_BIND, *m[1:]) if m[0] == sandbox.BIND else m for m in mounts]
+            return [*ro, (sandbox.BIND, inner, source, 0)]
+    raise SandboxError(
+        f"--writable-only {inner}: not a directory below a writable tree of layer {layer.name}"
+    )
+
+
 def spec_for(
     stack: LayerStack,
     layer: Layer,
@@ -148,6 +177,8 @@ def spec_for(
         ensure_rootless_dirs(host_dirs(stack, layer, paths, home))
     chain = tuple((x.name, x.writable) for x in (*stack.ancestors(layer), layer))
     mounts = sandbox.layer_mounts(chain, home, paths.stores_dir, paths.pkgs_dir, paths.state_dir)
+    if request.writable_only:
+        mounts = writable_only(mounts, layer, paths, request.writable_only)
     program, argv = program_argv(layer, request)
     env = environment(layer, request, home=home, user=user, shell=shell_for(layer), base=base_env)
     return sandbox.Spec(

@@ -25,11 +25,16 @@ def parse(argv: list[str]) -> tuple[str | None, Request]:
     """(layer name or None, request). argv[0] starting with '-' means a login shell."""
     login = os.path.basename(argv[0]).startswith("-") if argv else False
     layer: str | None = None
+    only = ""  # --writable-only DIR: what install.sh runs with (session.writable_only)
     args = list(argv[1:])
     while args:
         arg = args.pop(0)
         if arg in ("-l", "--login"):
             login = True
+        elif arg == "--writable-only":
+            if not args:
+                raise UsageError("--writable-only needs a directory", USAGE)
+            only = args.pop(0)
         elif arg == "--layer":
             if not args:
                 raise UsageError("--layer needs a layer name", USAGE)
@@ -40,16 +45,18 @@ def parse(argv: list[str]) -> tuple[str | None, Request]:
             login = login or arg != "-c"
             if not args:
                 raise UsageError("-c needs a command", USAGE)
-            return layer, Request(command=args[0], command_args=tuple(args[1:]), login=login)
+            return layer, Request(
+                command=args[0], command_args=tuple(args[1:]), login=login, writable_only=only
+            )
         elif arg == "--":
             if not args:
                 raise UsageError("-- needs a program to run", USAGE)
-            return layer, Request(program=tuple(args), login=login)
+            return layer, Request(program=tuple(args), login=login, writable_only=only)
         elif arg.startswith("-"):
             raise UsageError(f"unknown option {arg}", "see layer-shell --help")
         else:
-            return layer, Request(program=(arg, *args), login=login)
-    return layer, Request(login=login)
+            return layer, Request(program=(arg, *args), login=login, writable_only=only)
+    return layer, Request(login=login, writable_only=only)
 
 
 def wants_help(argv: list[str]) -> bool:
@@ -58,7 +65,7 @@ def wants_help(argv: list[str]) -> bool:
     for arg in args:
         if arg in ("-h", "--help", "--version"):
             return True
-        if arg == "--layer":
+        if arg in ("--layer", "--writable-only"):
             next(args, None)  # its value
         elif arg in ("-c", "-lc", "-cl", "--") or not arg.startswith("-"):
             return False

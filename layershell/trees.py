@@ -69,7 +69,8 @@ def _open_dir(name: str, parent_fd: int) -> int:
         try:
             if not stat.S_ISDIR(os.fstat(path_fd).st_mode):
                 raise
-            os.chmod(f"/proc/self/fd/{path_fd}", 0o700)
+            mode = stat.S_IMODE(os.fstat(path_fd).st_mode)
+            os.chmod(f"/proc/self/fd/{path_fd}", mode | 0o700)
         finally:
             os.close(path_fd)
         return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
@@ -348,11 +349,16 @@ def strip_privileges(root: str, *, owner: int, skip: Collection[str] = ()) -> li
     `owner` under root (except the top-level names in skip), at any depth, never
     following a link and holding two fds at most (going up is openat("..") checked
     against the identity recorded going down). For the trees of a layer outside the
-    package being installed: install.sh can write there too. A directory that cannot
-    be read is not entered (no other account can reach into it either)."""
+    package being installed: install.sh can write there too. A directory of the owner's
+    it cannot read is given owner rwx and entered: execute permission alone (0111) lets
+    anyone reach a file in it by name, so skipping it would skip what it hides."""
     stripped: list[tuple[str, str]] = []
     try:
-        fd = os.open(root, _DIR_FLAGS)
+        parent = os.open(os.path.dirname(root) or "/", _DIR_FLAGS)
+        try:
+            fd = _open_dir(os.path.basename(root), parent)
+        finally:
+            os.close(parent)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return stripped
     st = os.fstat(fd)
@@ -382,8 +388,8 @@ def strip_privileges(root: str, *, owner: int, skip: Collection[str] = ()) -> li
                 continue
             if stat.S_ISDIR(st.st_mode):
                 try:
-                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except PermissionError:
+                    child = _open_dir(name, fd)
+                except FileNotFoundError:
                     continue
                 now = os.fstat(child)
                 if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):

@@ -39,6 +39,26 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def private_copy(path: str, directory: str) -> tuple[str, str]:
+    """(copy, sha256): `path` copied into `directory` (the account's own) while it is
+    hashed, so the bytes checked are the bytes unpacked: whoever can write the original
+    cannot change it between the check and the unpack. The caller removes the copy."""
+    import tempfile
+
+    os.makedirs(directory, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, copy = tempfile.mkstemp(dir=directory, prefix=".tarball-", suffix=".part")
+    try:
+        with open(path, "rb") as src, os.fdopen(fd, "wb") as out:
+            while block := src.read(BLOCK):
+                digest.update(block)
+                out.write(block)
+    except BaseException:
+        os.unlink(copy)
+        raise
+    return copy, digest.hexdigest()
+
+
 def check(path: str, expected: str, source: str, *, name: str = "") -> None:
     """Raise HashMismatch unless the file at `path` has the sha256 `expected`.
 

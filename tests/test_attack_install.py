@@ -127,33 +127,68 @@ def test_setuid_and_setgid_bits_from_install_sh_are_stripped(
 
 
 OUTSIDE_SH = """\
-cp /bin/id /usr/local/idsuid
-chmod 4755 /usr/local/idsuid
-mkdir -p "$HOME/deep/er"
-cp /bin/id "$HOME/deep/er/idsgid"
-chmod 2755 "$HOME/deep/er/idsgid"
-chmod 4755 /opt/pkgs/other_1.0/bin/other
+for try in \\
+    "cp /bin/id /usr/local/idsuid && chmod 4755 /usr/local/idsuid" \\
+    "mkdir -p /usr/local/bin && printf '#!/bin/sh\\necho PLANTED\\n' > /usr/local/bin/ls" \\
+    "echo echo PLANTED >> \\"$HOME/.profile\\"" \\
+    "printf '#!/bin/sh\\necho TAMPERED\\n' > /opt/pkgs/other_1.0/bin/other" \\
+    "chmod 4755 /opt/pkgs/other_1.0/bin/other" \\
+    "mkdir /opt/pkgs/.cachejunk"; do
+  if sh -c "$try" 2>/dev/null; then echo "ESCAPED: $try"; fi
+done
+echo done > "$PKG_DIR/ran"
 """
 
 
-def test_setuid_bits_install_sh_leaves_elsewhere_in_its_layer_are_stripped(
+def test_install_sh_writes_nothing_outside_its_own_tree(
     fresh_rootless: Identity, shared_dir: Path
 ) -> None:
-    """The same attack outside the package: /usr/local, the layer's home and another
-    package's tree are the account's files on the host too."""
+    """install.sh used to have all of layer 1 read-write: it could leave a setuid file
+    in /usr/local, plant /usr/local/bin/ls (first on every shim's PATH, so it ran inside
+    other packages' shims, under their profiles), append to the layer's ~/.profile, and
+    rewrite another package's program (taking over its shim and its grants). Now it may
+    write its own package directory only."""
     other = tarball(shared_dir / "other_1.0.tar.gz", program("other", "1.0"))
     assert core(fresh_rootless, "install", str(other)).returncode == 0
+    before = (pkgs(fresh_rootless) / "other_1.0/bin/other").read_bytes()
     path = tarball(
         shared_dir / "spread_1.0.tar.gz", {**program("spread", "1.0"), "install.sh": OUTSIDE_SH}
     )
     r = core(fresh_rootless, "install", str(path))
     assert r.returncode == 0, err(r)
+    assert (pkgs(fresh_rootless) / "spread_1.0/ran").read_text() == "done\n"
+    log = fresh_rootless.home / ".local/share/layershell/layers/arne/logs/spread_1.0.install.log"
+    assert "ESCAPED" not in log.read_text(), log.read_text()
     store = fresh_rootless.home / ".local/share/layershell/layers/arne"
-    for p in (
-        store / "usr-local/idsuid",
-        store / "home/deep/er/idsgid",
-        pkgs(fresh_rootless) / "other_1.0/bin/other",
-    ):
+    assert not (store / "usr-local/idsuid").exists()
+    assert not (store / "usr-local/bin/ls").exists()
+    assert not (store / "home/.profile").exists()
+    assert (pkgs(fresh_rootless) / "other_1.0/bin/other").read_bytes() == before
+    assert not os.lstat(pkgs(fresh_rootless) / "other_1.0/bin/other").st_mode & 0o6000
+    assert not (pkgs(fresh_rootless) / ".cachejunk").exists()
+
+
+def test_setuid_bits_left_elsewhere_in_the_layer_are_stripped_at_the_next_install(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    """What the layer's own pseudo-root left in /usr/local or its home (an admin's
+    `core shell --layer arne`, an older layershell's install.sh) is swept at the next
+    install that runs an install.sh, in a 0111 directory too (reachable by name)."""
+    ident = fresh_rootless
+    plant = (
+        "cp /bin/id /usr/local/idsuid && chmod 4755 /usr/local/idsuid && "
+        'mkdir -p "$HOME/hid" && cp /bin/id "$HOME/hid/idsgid" && '
+        'chmod 2755 "$HOME/hid/idsgid" && chmod 111 "$HOME/hid"'
+    )
+    r = ident.run([ident.layer_shell, "--layer", "arne", "-c", plant])
+    assert r.returncode == 0, err(r)
+    path = tarball(
+        shared_dir / "sweeper_1.0.tar.gz", {**program("sweeper", "1.0"), "install.sh": "true\n"}
+    )
+    r = core(ident, "install", str(path))
+    assert r.returncode == 0, err(r)
+    store = ident.home / ".local/share/layershell/layers/arne"
+    for p in (store / "usr-local/idsuid", store / "home/hid/idsgid"):
         assert not os.lstat(p).st_mode & 0o6000, f"{p}: {oct(os.lstat(p).st_mode)}"
     assert f"{store}/usr-local/idsuid: setuid bit stripped (outside the package" in err(r)
 
@@ -510,3 +545,106 @@ def test_an_install_never_takes_the_filesystem_below_its_floor(
     assert r.returncode == 1, err(r)
     assert "below the floor of" in err(r) and "nothing was installed" in err(r)
     assert installed(fresh_rootless) == {}
+
+
+# -- from the third attack review ---------------------------------------------------
+
+
+def test_the_bytes_hashed_are_the_bytes_unpacked(tmp_path: Path) -> None:
+    """A local tarball was hashed by path and then opened again to unpack: whoever can
+    write the file swapped it in between, and a tree root never hashed was installed
+    under the first file's sha256. Now the hash is of a private copy, which is what is
+    unpacked."""
+    from layershell import fetch, pipeline, unpack
+
+    good = tarball(tmp_path / "swap_1.tar.gz", program("swap", "1"))
+    bad = tarball(tmp_path / "bad.tar.gz", {"bin/swapped": "#!/bin/sh\necho evil\n"})
+    fetcher = fetch.Fetcher(str(tmp_path / "cache"))
+    job = pipeline.Job("swap", "1", None, str(good), None, None, {})
+    src = pipeline._source(fetcher, job)
+    good.write_bytes(bad.read_bytes())  # the swap, after the hash
+    assert src.archive != str(good)
+    unpack.unpack(src.archive, str(tmp_path / "tree"))
+    assert (tmp_path / "tree/bin/swap").exists()
+    assert not (tmp_path / "tree/bin/swapped").exists()
+
+
+LOG_BOMB_SH = """\
+python3 -c 'import os; os.lseek(1, 3 << 30, 0); os.write(1, b"tail line\\n")'
+exit 3
+"""
+
+
+def test_a_sparse_install_log_is_not_read_whole(fresh_rootless: Identity, shared_dir: Path) -> None:
+    """install.sh seeked its stdout 3 GiB out: the log was sparse, and the monitor read
+    all of it (6 GB of memory) to show its last lines. The log is append-only now."""
+    path = tarball(
+        shared_dir / "logbomb_1.0.tar.gz", {**program("logbomb", "1.0"), "install.sh": LOG_BOMB_SH}
+    )
+    r = core(fresh_rootless, "install", str(path))
+    assert r.returncode != 0
+    assert "tail line" in err(r)
+    log = fresh_rootless.home / ".local/share/layershell/layers/arne/logs/logbomb_1.0.install.log"
+    assert log.stat().st_size < 1 << 20, log.stat().st_size
+
+
+SHM_SH = """\
+if cp /bin/id /dev/shm/ls-suid-$$ 2>/dev/null; then echo "SHARED: /dev/shm"; fi
+ls /dev/shm > "$PKG_DIR/shm-listing"
+"""
+
+
+def test_install_sh_and_programs_get_a_dev_shm_of_their_own(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    """The host's /dev/shm (all of RAM, every account's, not nosuid everywhere) was
+    bound into every layer: install.sh left a setuid file there and filled RAM past
+    its install."""
+    marker = Path("/dev/shm") / f"layershell-host-{secrets.token_hex(4)}"
+    marker.write_text("the host's\n")
+    try:
+        path = tarball(
+            shared_dir / "shm_1.0.tar.gz", {**program("shm", "1.0"), "install.sh": SHM_SH}
+        )
+        r = core(fresh_rootless, "install", str(path))
+        assert r.returncode == 0, err(r)
+        listing = (pkgs(fresh_rootless) / "shm_1.0/shm-listing").read_text()
+        assert marker.name not in listing
+        assert not list(Path("/dev/shm").glob("ls-suid-*"))
+    finally:
+        marker.unlink()
+
+
+INODES_SH = """\
+python3 -c '
+import os
+for i in range(4900):
+    open(os.path.join(os.environ["PKG_DIR"], f"f{i}"), "w").close()
+'
+"""
+
+
+@needs_root
+def test_install_sh_cannot_take_the_last_inodes(fresh_rootless: Identity, shared_dir: Path) -> None:
+    """Only free bytes were watched: empty files by the hundred thousand used up the
+    filesystem's inodes and the install succeeded. Here the packages live on a tmpfs
+    of 5,000 inodes (floor 250)."""
+    where = pkgs(fresh_rootless)
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o",
+         f"nr_inodes=5000,size=64m,mode=0755,uid={fresh_rootless.uid},gid={fresh_rootless.gid}",
+         "layershell-inodes", str(where)],
+        check=True,
+    )  # fmt: skip
+    try:
+        path = tarball(
+            shared_dir / "inodes_1.0.tar.gz", {**program("inodes", "1.0"), "install.sh": INODES_SH}
+        )
+        r = core(fresh_rootless, "install", str(path))
+        assert r.returncode != 0, err(r)
+        assert "inodes free on the filesystem" in err(r), err(r)
+        assert not (where / "inodes_1.0").exists()
+        assert installed(fresh_rootless) == {}
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

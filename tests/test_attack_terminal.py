@@ -220,7 +220,11 @@ def test_shim_keeps_job_control_and_window_size(injecting_shim: Identity) -> Non
     child.expect("Stopped", timeout=20)  # type: ignore[attr-defined]
     out = run_in_shell(child, "jobs")
     assert "typer-nap" in out, out
-    run_in_shell(child, "kill %1")
+    child.sendline("fg")  # type: ignore[attr-defined]
+    child.expect_exact("typer-nap")  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    child.sendcontrol("c")  # type: ignore[attr-defined]
+    assert "status-130" in run_in_shell(child, "echo status-$?")
     child.setwinsize(41, 123)  # type: ignore[attr-defined]
     out = run_in_shell(child, "typer-size")
     assert "41 123" in out, out
