@@ -8,9 +8,10 @@ calls) for five ways of running /bin/true:
   bwrap        bwrap --ro-bind /usr /usr ... --unshare-user /bin/true
                                                  a bare sandbox built by a C helper
   layer-shell  layer-shell --layer otto -- true  the fast launcher `core init` writes
-  shim         ~/.local/bin/true                 the shim `core install` writes for a
-                                                 package `ptrue` whose bin/true is a copy
-                                                 of /usr/bin/true (profile default)
+  shim         ~/.local/bin/ptrue                the shim `core install` writes for a
+                                                 package `ptrue` whose bin/ptrue is a copy
+                                                 of /usr/bin/true (profile default; not
+                                                 `true`: a shim may not shadow a host program)
   shim, no filter  the same shim on an executor built without its seccomp filter
                                                  (TIOCSTI/TIOCLINUX): what the filter costs
 
@@ -31,7 +32,7 @@ Rootless mode refuses to run as root, so as root the script re-runs itself as ui
 created) with HOME, XDG_DATA_HOME and XDG_CONFIG_HOME in a fresh temporary directory it
 removes afterwards; as an ordinary user it uses a temporary HOME directly. Either way
 it runs `core --rootless init` there first and measures ~/.local/bin/layer-shell, then
-`core install ptrue_1.0.tar.gz` (built next to HOME) and measures ~/.local/bin/true.
+`core install ptrue_1.0.tar.gz` (built next to HOME) and measures ~/.local/bin/ptrue.
 
 Every call is timed the same way: time.perf_counter around os.posix_spawn + waitpid,
 with stdio on /dev/null, the rows interleaved call by call so drift hits all alike.
@@ -122,21 +123,21 @@ def init_layers(core: str, env: dict[str, str]) -> str:
 
 
 def install_shim(core: str, env: dict[str, str], where: str) -> str:
-    """`core install` a package whose bin/true is /usr/bin/true; the shim it wrote."""
+    """`core install` a package whose bin/ptrue is /usr/bin/true; the shim it wrote."""
     package = os.path.join(where, "ptrue_1.0.tar.gz")
     with tarfile.open(package, "w:gz") as tar:
         info = tarfile.TarInfo("bin")
         info.type = tarfile.DIRTYPE
         info.mode = 0o755
         tar.addfile(info)
-        info = tar.gettarinfo("/usr/bin/true", arcname="bin/true")
+        info = tar.gettarinfo("/usr/bin/true", arcname="bin/ptrue")
         info.mode = 0o755
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         with open("/usr/bin/true", "rb") as f:
             tar.addfile(info, f)
     run_checked([core, "install", package], env, "core install ptrue_1.0.tar.gz")
-    shim = os.path.join(env["HOME"], ".local", "bin", "true")
+    shim = os.path.join(env["HOME"], ".local", "bin", "ptrue")
     if not os.access(shim, os.X_OK):
         raise BenchError(f"core install did not write an executable shim {shim}")
     return shim
@@ -160,7 +161,7 @@ def unfiltered_shim(shim: str, where: str) -> str:
     with open(shim, encoding="utf-8") as f:
         text = f.read()
     ours = text.split("exec ", 1)[1].split(" ", 1)[0]  # the executor the shim names
-    copy = os.path.join(where, "true-unfiltered")
+    copy = os.path.join(where, "ptrue-unfiltered")
     with open(copy, "w", encoding="utf-8") as f:
         f.write(text.replace(f"exec {ours} ", f"exec {helper} ", 1))
     os.chmod(copy, 0o755)
@@ -242,7 +243,7 @@ def bench(home: str, calls: int, warmup: int, core: str) -> None:
         row("unshare -Ur chroot / /bin/true", ("unshare", "-Ur", "chroot", "/", "/bin/true")),
         row("bwrap (bare, --unshare-user)", BWRAP),
         row("layer-shell --layer otto -- true", shell_argv),
-        row("shim: true (profile default)", (shim,)),
+        row("shim: ptrue (profile default)", (shim,)),
         row("shim, no seccomp filter", (unfiltered_shim(shim, home),)),
     ]
     for r in rows:
