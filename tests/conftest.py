@@ -76,6 +76,16 @@ def system() -> Iterator[support.SystemStack]:
         yield stack
 
 
+@pytest.fixture(scope="module")
+def stack() -> Iterator[support.SystemStack]:
+    """Like `system`, but a module's own: for attack tests that damage the stack when
+    they succeed, or edit its records and its host manifest."""
+    if not support.IS_ROOT:
+        pytest.skip("needs root: creates accounts and a PAM service (CI runs as root)")
+    with support.system_stack() as s:
+        yield s
+
+
 @pytest.fixture
 def fresh_rootless() -> Iterator[support.Identity]:
     """Like `rootless`, but new for each test: its own HOME, store and database."""

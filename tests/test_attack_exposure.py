@@ -35,15 +35,6 @@ db.close()
 """
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[support.SystemStack]:
-    """A stack of our own: these tests edit the layer's record and the host manifest."""
-    if not support.IS_ROOT:
-        pytest.skip("needs root: creates accounts and a PAM service (CI runs as root)")
-    with support.system_stack() as s:
-        yield s
-
-
 def err(r: object) -> str:
     return r.stderr.decode()  # type: ignore[attr-defined, no-any-return]
 

@@ -23,15 +23,6 @@ from tests.packages import program, tarball
 from tests.support import SystemStack
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[SystemStack]:
-    """A stack of this module's own: the attacks damage it when they succeed."""
-    if not support.IS_ROOT:
-        pytest.skip("needs root: creates accounts and a PAM service (CI runs as root)")
-    with support.system_stack() as s:
-        yield s
-
-
 def err(result: subprocess.CompletedProcess[bytes]) -> str:
     return result.stderr.decode()
 
