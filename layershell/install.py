@@ -351,7 +351,9 @@ def _status_words(status: int) -> str:
     return f"exited with status {status}"
 
 
+LOCAL_COPIES = "local"  # <cache>/local: private copies of local tarballs while installed
 LOG_TAIL_BYTES = 64 * 1024  # what is read back of a log: its last lines, never all of it
+LOG_MAX_BYTES = 16 * 1024 * 1024  # a longer log keeps its last LOG_TAIL_BYTES
 
 
 def run_install_script(
@@ -440,8 +442,14 @@ def run_install_script(
             killed = f"{floor} by the time it ended"
     elapsed = time.monotonic() - started
     with open(log_path, "rb") as back:
-        back.seek(max(os.fstat(back.fileno()).st_size - LOG_TAIL_BYTES, 0))
-        tail = back.read(LOG_TAIL_BYTES).decode(errors="replace").splitlines()[-15:]
+        size = os.fstat(back.fileno()).st_size
+        back.seek(max(size - LOG_TAIL_BYTES, 0))
+        last = back.read(LOG_TAIL_BYTES)
+    tail = last.decode(errors="replace").splitlines()[-15:]
+    if size > LOG_MAX_BYTES:  # ftruncate() can still make it sparse and huge: keep the end
+        with open(log_path, "wb") as out:
+            out.write(f"--- layershell: the log was {size} bytes; its last part:\n".encode())
+            out.write(last)
     ending = killed or _status_words(status)
     with open(log_path, "ab") as f:
         f.write(
@@ -672,7 +680,9 @@ def reconcile(target: Target, db: State, log: Log = lambda _: None) -> None:
 
     Runs before every operation, so it costs one listdir and one query, plus a readlink
     per active package; it stats only what disagrees."""
-    for leftover in (target.staging_dir, target.trash_dir):
+    # ... and the private copies of local tarballs (pipeline._source) of a run that died.
+    copies = os.path.join(target.cache_dir, LOCAL_COPIES)
+    for leftover in (target.staging_dir, target.trash_dir, copies):
         # Iteratively: a leftover may be 10,000 directories deep (an older layershell
         # left such trees); one that cannot go is reported, and does not block the run.
         for path, exc in trees.empty(leftover):

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from layershell import fetch, install, lock, manifest, plan, repo, verify
+from layershell import fetch, install, lock, manifest, plan, repo, unpack, verify
 from layershell.errors import LayershellError
 from layershell.install import Outcome, Source
 from layershell.paths import Paths
@@ -212,6 +212,15 @@ def plan_jobs(
     return jobs
 
 
+def _copy_cap(cache_dir: str) -> int:
+    """How much of a local tarball may be copied: no more than unpacking could ever
+    accept, and never the last gigabyte (or 5%) of the cache's filesystem."""
+    os.makedirs(cache_dir, exist_ok=True)
+    st = os.statvfs(cache_dir)
+    free, size = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    return max(0, min(unpack.Limits().max_total_bytes, free - min(size // 20, 1 << 30)))
+
+
 def _source(fetcher: fetch.Fetcher, job: Job) -> Source:
     """Fetch (verified against the sha256 before it enters the cache) or hash a tarball."""
     if job.url is not None:
@@ -220,7 +229,8 @@ def _source(fetcher: fetch.Fetcher, job: Job) -> Source:
     else:
         assert job.tarball is not None
         # Hashed as it is copied: the copy, not the named file, is what gets unpacked.
-        path, digest = verify.private_copy(job.tarball, os.path.join(fetcher.cache_dir, "local"))
+        local = os.path.join(fetcher.cache_dir, install.LOCAL_COPIES)
+        path, digest = verify.private_copy(job.tarball, local, _copy_cap(fetcher.cache_dir))
         if job.sha256 is not None and digest != job.sha256.lower():
             os.unlink(path)
             raise verify.HashMismatch(job.name, job.tarball, job.sha256.lower(), digest)

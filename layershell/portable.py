@@ -128,6 +128,7 @@ def _generated(image: Image, pkgs_inner: str) -> images.Generated | None:
 # Where systemd makes, as root, what a unit named after the package asks for: sockets in
 # /run/<name>/, RuntimeDirectory=, StateDirectory= (DynamicUser: /var/lib/private), ...
 HOST_DIRS = ("/run", "/var/lib", "/var/lib/private", "/var/cache", "/var/log")
+HOST_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system", "/etc/systemd/system")
 
 
 def _names_file(paths: Paths) -> str:
@@ -139,13 +140,24 @@ def host_claims(paths: Paths, name: str, host: str = "/") -> list[str]:
     them: a package named `dbus` would have its socket bound at /run/dbus/... in place
     of the host's bus. Once a name was attached here, what exists is its own (a stopped
     socket leaves /run/<name> behind), so only the first attach of a name is checked."""
+    import glob
+
     if name in read_json_map(_names_file(paths)) or name in attached(paths):
         return []
-    return [
-        d + "/" + name
-        for d in HOST_DIRS
-        if os.path.lexists(os.path.join(host, d.lstrip("/"), name))
-    ]
+    found = []
+    for d in HOST_DIRS:
+        where = os.path.join(host, d.lstrip("/"))
+        # NAME and NAME-x (StateDirectory=NAME-x is accepted too: polkit -> polkit-1)
+        for path in [os.path.join(where, name), *glob.glob(os.path.join(where, f"{name}-*"))]:
+            if os.path.lexists(path):
+                found.append(d + path[len(where) :])
+    # A host unit of that name owns that name's directories even while they do not
+    # exist (RuntimeDirectory= is made when it starts, /run is empty after a boot).
+    for d in HOST_UNIT_DIRS:
+        where = os.path.join(host, d.lstrip("/"))
+        for sep in (".", "-", "@"):
+            found += [d + p[len(where) :] for p in glob.glob(os.path.join(where, name + sep + "*"))]
+    return sorted(set(found))
 
 
 def _claim(paths: Paths, name: str) -> None:

@@ -153,7 +153,18 @@ def writable_only(
         top = dest.rstrip("/") + "/"
         if inner.startswith(top) and ".." not in inner.split("/"):
             host = sandbox.expand(template, store, paths.pkgs_dir, paths.state_dir)
-            source = os.path.join(host, inner[len(top) :])
+            source = host
+            # Each component a directory, never a link: the executor binds the source as
+            # the host resolves it, so a link planted in the tree (/opt/pkgs/x -> /tmp)
+            # would bind a host directory read-write into the view.
+            for part in inner[len(top) :].split("/"):
+                source = os.path.join(source, part)
+                try:
+                    mode = os.lstat(source).st_mode
+                except OSError as exc:
+                    raise SandboxError(f"--writable-only {inner}: {exc.strerror}") from None
+                if mode & 0o170000 != 0o040000:  # S_ISDIR without importing stat
+                    raise SandboxError(f"--writable-only {inner}: not a directory (a link?)")
             ro = [(sandbox.RO_BIND, *m[1:]) if m[0] == sandbox.BIND else m for m in mounts]
             return [*ro, (sandbox.BIND, inner, source, 0)]
     raise SandboxError(

@@ -100,11 +100,11 @@ def relay(pty: Pty, pid: int) -> int:
 
     previous = signal.signal(signal.SIGWINCH, resize)
     status: int | None = None
-    reading_stdin = True
+    hung_up = False
     try:
         tty.setraw(0, termios.TCSANOW)
         while status is None:
-            watch = [pty.master] + ([0] if reading_stdin else [])
+            watch = [pty.master, 0]
             try:
                 ready, _, _ = select.select(watch, [], [], 0.1)
             except InterruptedError:
@@ -115,13 +115,21 @@ def relay(pty: Pty, pid: int) -> int:
                 try:
                     data = os.read(0, 65536)
                 except OSError:
-                    data = b""  # root's terminal hung up
+                    data = b""
                 if data:
                     _write_all(pty.master, data)
-                else:
-                    reading_stdin = False
-            done, wait_status = os.waitpid(pid, os.WNOHANG)
-            if done:
+                else:  # raw mode passes ^D on: this is root's terminal hanging up
+                    hung_up = True
+                    break
+            done, wait_status = os.waitpid(pid, os.WNOHANG | os.WUNTRACED)
+            if done and os.WIFSTOPPED(wait_status):
+                # As su does: the session's leader stopped, so root's process stops too
+                # and root's shell has its terminal back ("Stopped"); fg resumes both.
+                termios.tcsetattr(0, termios.TCSADRAIN, saved)
+                os.kill(os.getpid(), signal.SIGSTOP)
+                tty.setraw(0, termios.TCSANOW)
+                os.kill(pid, signal.SIGCONT)
+            elif done:
                 status = wait_status
         # The session's leader is gone: root's keys go to root's shell again at once.
         # What it printed last is passed on, within bounds: a process it left behind
@@ -137,10 +145,29 @@ def relay(pty: Pty, pid: int) -> int:
                 break
             passed += n
     finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        try:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        except termios.error:
+            pass  # root's terminal is gone
         signal.signal(signal.SIGWINCH, previous)
         os.close(pty.master)  # hangs the pty up: SIGHUP to what is left, EIO after
+    if hung_up:
+        end_session(pid)  # nobody is left to talk to it: as sshd ends a session
     return status if status is not None else wait(pid)
+
+
+def end_session(sid: int) -> None:
+    """SIGKILL every process of session `sid` (the layer's, which root started)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[3]) == sid:  # after ")": state ppid pgrp session ...
+                os.kill(int(entry), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue
 
 
 DRAIN_SECONDS = 1.0

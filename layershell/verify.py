@@ -39,23 +39,51 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def private_copy(path: str, directory: str) -> tuple[str, str]:
+class NotATarball(LayershellError):
+    exit_code = 1
+
+
+def private_copy(path: str, directory: str, max_bytes: int) -> tuple[str, str]:
     """(copy, sha256): `path` copied into `directory` (the account's own) while it is
     hashed, so the bytes checked are the bytes unpacked: whoever can write the original
-    cannot change it between the check and the unpack. The caller removes the copy."""
+    cannot change it between the check and the unpack. A regular file only, opened so
+    that a FIFO swapped in cannot block (O_NONBLOCK), and at most max_bytes of it: a
+    sparse or growing file must not fill the disk. The caller removes the copy."""
+    import stat
     import tempfile
 
-    os.makedirs(directory, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, copy = tempfile.mkstemp(dir=directory, prefix=".tarball-", suffix=".part")
     try:
-        with open(path, "rb") as src, os.fdopen(fd, "wb") as out:
-            while block := src.read(BLOCK):
-                digest.update(block)
-                out.write(block)
-    except BaseException:
-        os.unlink(copy)
-        raise
+        src_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NotATarball(f"{path}: cannot open it: {exc.strerror}", "check the path") from None
+    with os.fdopen(src_fd, "rb") as src:
+        st = os.fstat(src.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise NotATarball(f"{path}: not a regular file", "give the package's .tar.* file")
+        if st.st_size > max_bytes:
+            raise NotATarball(
+                f"{path}: {st.st_size} bytes, more than the {max_bytes} an install may copy "
+                "(the layer's disk budget and free space, and the unpack limit)",
+                "make room, or raise limits.disk_budget of the layer (docs/packages.md)",
+            )
+        os.makedirs(directory, exist_ok=True)
+        digest = hashlib.sha256()
+        fd, copy = tempfile.mkstemp(dir=directory, prefix=".tarball-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                left = max_bytes
+                while block := src.read(min(BLOCK, left + 1)):
+                    left -= len(block)
+                    if left < 0:
+                        raise NotATarball(
+                            f"{path}: it grew past {max_bytes} bytes while it was copied",
+                            "install it once it is complete",
+                        )
+                    digest.update(block)
+                    out.write(block)
+        except BaseException:
+            os.unlink(copy)
+            raise
     return copy, digest.hexdigest()
 
 

@@ -648,3 +648,49 @@ def test_install_sh_cannot_take_the_last_inodes(fresh_rootless: Identity, shared
         assert installed(fresh_rootless) == {}
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_huge_sparse_tarball_is_refused_before_it_is_copied(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    """The private copy of a local tarball was made whole before any size check: a
+    200 GB sparse file filled the disk."""
+    huge = shared_dir / "huge_1.tar.gz"
+    with open(huge, "wb") as f:
+        f.truncate(200 << 30)
+    huge.chmod(0o644)
+    r = core(fresh_rootless, "install", str(huge))
+    assert r.returncode != 0
+    assert "more than the" in err(r) and "an install may copy" in err(r), err(r)
+    copies = fresh_rootless.home / ".local/share/layershell/layers/arne/cache/local"
+    assert not copies.exists() or not list(copies.iterdir())
+
+
+def test_a_fifo_is_no_tarball_and_does_not_block(tmp_path: Path) -> None:
+    """Planned as a regular file, then swapped for a FIFO: the open used to block for
+    ever, holding the layer's lock."""
+    from layershell import verify
+
+    fifo = tmp_path / "flip_1.tar.gz"
+    os.mkfifo(fifo)
+    with pytest.raises(verify.NotATarball, match="not a regular file"):
+        verify.private_copy(str(fifo), str(tmp_path / "copies"), 1 << 20)
+
+
+TRUNCATE_SH = """\
+python3 -c 'import os; os.ftruncate(1, 10 << 30)'
+echo last line
+"""
+
+
+def test_a_log_made_huge_by_ftruncate_is_cut_back(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    path = tarball(
+        shared_dir / "trunc_1.0.tar.gz", {**program("trunc", "1.0"), "install.sh": TRUNCATE_SH}
+    )
+    r = core(fresh_rootless, "install", str(path))
+    assert r.returncode == 0, err(r)
+    log = fresh_rootless.home / ".local/share/layershell/layers/arne/logs/trunc_1.0.install.log"
+    assert log.stat().st_size < 1 << 20, log.stat().st_size
+    assert "the log was" in log.read_text(errors="replace")

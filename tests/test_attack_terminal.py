@@ -430,3 +430,40 @@ def test_a_strict_program_cannot_open_the_callers_other_terminals(peekers: Ident
     finally:
         os.close(slave)
         os.close(master)
+
+
+def test_a_stopped_session_leader_gives_root_its_shell_back(system: SystemStack) -> None:
+    """A layer process can stop the session's leader: root's `core shell` waited for it
+    for ever with root's terminal raw. It now stops too, as su does: root's shell says
+    Stopped, and fg resumes both."""
+    child = spawn_shell(["/bin/sh", "-m"], system.env, "/")
+    core = " ".join(python_cmd("shell", "--layer", "otto"))
+    child.sendline(f"{core} -- sh -c 'kill -STOP $$; echo resumed-$((6*7))'")  # type: ignore[attr-defined]
+    child.expect("Stopped", timeout=60)  # type: ignore[attr-defined]
+    assert "root-42" in run_in_shell(child, "echo root-$((6*7))")
+    child.sendline("fg")  # type: ignore[attr-defined]
+    child.expect_exact("resumed-42", timeout=60)  # type: ignore[attr-defined]
+    run_in_shell(child, "true")
+
+
+def test_roots_terminal_hanging_up_ends_the_layers_session(system: SystemStack) -> None:
+    """Root's terminal goes away (ssh dropped): nothing is left to talk to the layer's
+    session, which ignored SIGHUP and kept root's `core shell` alive."""
+    tag = f"hup-{os.getpid()}"
+    child = root_shell(system)
+    core = " ".join(python_cmd("shell", "--layer", "otto"))
+    code = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_IGN); time.sleep(300)"
+    child.sendline(f"{core} -- python3 -c {shlex.quote(code)} {tag}")  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while not pids_with(tag) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pids_with(tag), "the layer's program did not start"
+    child.close(force=False)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    while pids_with(tag) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    try:
+        assert not pids_with(tag)
+    finally:
+        for pid in pids_with(tag):
+            os.kill(pid, signal.SIGKILL)

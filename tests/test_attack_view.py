@@ -100,3 +100,23 @@ def test_a_home_behind_a_link_is_read_only_from_inside_it(
         assert bashrc.read_text() == "# the user's own\n"
     finally:
         system.core("remove", "homeprobe")
+
+
+def test_writable_only_binds_no_link_the_layer_planted(rootless: Identity) -> None:
+    """`--writable-only DIR` (what install.sh runs with) bound DIR as the host resolved
+    it: a link /opt/pkgs/esc -> /tmp put the host's /tmp, read-write, into the view."""
+    ident = rootless
+    marker = Path("/tmp") / f"layershell-wo-{os.getpid()}"
+    r = ident.run([ident.layer_shell, "--layer", "arne", "-c", "ln -sfn /tmp /opt/pkgs/esc"])
+    assert r.returncode == 0, r.stderr.decode()
+    try:
+        r = ident.run(
+            [ident.layer_shell, "--layer", "arne", "--writable-only", "/opt/pkgs/esc",
+             "-c", f"touch {marker}"],
+        )  # fmt: skip
+        assert r.returncode != 0
+        assert "not a directory (a link?)" in r.stderr.decode(), r.stderr.decode()
+        assert not marker.exists()
+    finally:
+        ident.run([ident.layer_shell, "--layer", "arne", "-c", "rm -f /opt/pkgs/esc"])
+        marker.unlink(missing_ok=True)

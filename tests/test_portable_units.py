@@ -467,3 +467,22 @@ def test_core_check_accepts_a_good_package(tmp_path: Path) -> None:
     r = core("check", str(tree), home=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ok (package goss: goss.service, goss.socket)" in r.stdout
+
+
+def test_host_names_claimed_by_a_host_service_are_refused(tmp_path: Path) -> None:
+    """A package named after a host service takes its directories: /var/lib/NAME-x is
+    accepted for StateDirectory= too (polkit -> /var/lib/polkit-1), and a host unit owns
+    its name's /run/NAME while the directory does not exist yet (after a boot)."""
+    from layershell import paths as paths_mod
+
+    host = tmp_path / "host"
+    (host / "var/lib/polkit-1").mkdir(parents=True)
+    (host / "usr/lib/systemd/system").mkdir(parents=True)
+    (host / "usr/lib/systemd/system/sshd.service").write_text("[Service]\n")
+    paths = paths_mod.Paths.system(str(tmp_path / "root"))
+    os.makedirs(paths.state_dir)
+    assert portable.host_claims(paths, "polkit", str(host)) == ["/var/lib/polkit-1"]
+    assert portable.host_claims(paths, "sshd", str(host)) == [
+        "/usr/lib/systemd/system/sshd.service"
+    ]
+    assert portable.host_claims(paths, "goss", str(host)) == []
