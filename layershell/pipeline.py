@@ -264,6 +264,9 @@ def run(
                     )
                 )
             except LayershellError as exc:
+                if src is not None and job.tarball is not None:
+                    # Name the file the user gave, not its private copy (_source).
+                    exc.message = exc.message.replace(src.archive, job.tarball)
                 failures.append(Failure(job.name, exc))
             except (OSError, sqlite3.Error) as exc:
                 # A full disk or a database error ends this package, not the run.

@@ -694,3 +694,15 @@ def test_a_log_made_huge_by_ftruncate_is_cut_back(
     log = fresh_rootless.home / ".local/share/layershell/layers/arne/logs/trunc_1.0.install.log"
     assert log.stat().st_size < 1 << 20, log.stat().st_size
     assert "the log was" in log.read_text(errors="replace")
+
+
+def test_errors_name_the_tarball_not_its_private_copy(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    bad = shared_dir / "broken_1.0.tar.gz"
+    bad.write_text("not an archive\n")
+    bad.chmod(0o644)
+    r = core(fresh_rootless, "install", str(bad))
+    assert r.returncode != 0
+    assert f"{bad}: not a package archive" in err(r), err(r)
+    assert ".tarball-" not in err(r)
