@@ -205,8 +205,68 @@ def test_load_file_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_file(str(path))
     assert problems_of(info) == [
-        f"{path}:1:1: not UTF-8 text (invalid start byte) (save it as UTF-8)"
+        f"{path}:1:8: not UTF-8 text (invalid start byte) (save it as UTF-8)"
     ]
+
+
+def test_a_bad_byte_is_reported_where_it_is(tmp_path: Path) -> None:
+    """It was reported at 1:1 whatever its line (issue 11)."""
+    path = tmp_path / "later.yaml"
+    path.write_bytes(b"a: 1\nb: 2\nc: 3\nd: 4\ne: 5\nname: J\xfcrgen\n")
+    with pytest.raises(ConfigError) as info:
+        load_file(str(path))
+    assert problems_of(info) == [
+        f"{path}:6:8: not UTF-8 text (invalid start byte) (save it as UTF-8)"
+    ]
+
+
+# Bounded input: root validates the host's manifest on every install.
+
+BOMB = "".join(
+    [
+        "a: &a [x, x, x, x, x, x, x, x, x]\n",
+        *(
+            f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n"
+            for p, c in zip("abcdefg", "bcdefgh", strict=True)
+        ),
+        "i: [*h, *h, *h, *h, *h, *h, *h, *h, *h]\n",
+    ]
+)
+
+
+def test_an_alias_bomb_is_refused_before_it_grows(tmp_path: Path) -> None:
+    """A 652-byte bomb grew to 3.7 GB in 30 s: the walk stops at a number of values."""
+    with pytest.raises(ConfigError) as info:
+        load_text(BOMB, "F")
+    (problem,) = problems_of(info)
+    assert problem.startswith("F:") and problem.endswith(
+        ": expands to more than 100000 values (through aliases) (write it without aliases)"
+    ), problem
+
+
+def test_too_many_aliases_are_refused() -> None:
+    text = "a: &a 1\nb: [" + ", ".join(["*a"] * 101) + "]\n"
+    with pytest.raises(ConfigError) as info:
+        load_text(text, "F")
+    (problem,) = problems_of(info)
+    assert problem.startswith("F:2:") and "more than 100 aliases (*name)" in problem
+
+
+def test_ten_thousand_nested_levels_are_refused() -> None:
+    """500 flow levels gave a RecursionError traceback."""
+    with pytest.raises(ConfigError) as info:
+        load_text("a: " + "[" * 10_000 + "]" * 10_000 + "\n", "F")
+    assert problems_of(info) == ["F:1:67: nested more than 64 levels deep (flatten it)"]
+
+
+def test_a_fifty_megabyte_file_is_refused_by_its_size(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with open(path, "w") as f:
+        f.write("a: " + "x" * (50 << 20) + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_file(str(path))
+    (problem,) = problems_of(info)
+    assert "more than the 1048576 a configuration file may be" in problem
 
 
 def test_load_file_missing(tmp_path: Path) -> None:
