@@ -862,7 +862,9 @@ class Fetcher:
         path = _local_path(url)
         try:
             with open(path, "rb") as f:
-                return f.read(SMALL_LIMIT + 1)[:SMALL_LIMIT]
+                body = f.read(SMALL_LIMIT + 1)
+            _check_small(url, len(body))  # refused with the limit named, never cut
+            return body
         except FileNotFoundError:
             return None
         except OSError as e:

@@ -441,3 +441,13 @@ def test_check_names_the_file_and_both_digests(tmp_path: Path) -> None:
         "sha256 mismatch for goss_v0.0.1.tar.gz from file:///media/usb1/goss_v0.0.1.tar.gz: "
         f"expected {WRONG}, got {DIGEST}"
     )
+
+
+def test_a_local_index_over_the_limit_is_refused_not_cut(tmp_path: Path) -> None:
+    """A file:// index over 16 MiB was cut at the limit and then reported as invalid
+    JSON at 1:421; every protocol now refuses it, naming the limit (issue 11)."""
+    index = tmp_path / "index.json"
+    index.write_bytes(b'{"packages": "' + b"x" * (17 << 20) + b'"}')
+    fetcher = Fetcher(str(tmp_path / "cache"))
+    with pytest.raises(FetchError, match="larger than 16 MiB: not an index file"):
+        fetcher.get_index(index.as_uri())
