@@ -14,7 +14,7 @@ cd "$(dirname "$(readlink -f "$0")")"
 
 APT_PACKAGES=(
   python3 python3-venv gcc libc6-dev       # interpreter; C compiler for the launcher
-  util-linux passwd login sudo             # unshare, setpriv, useradd, su, runuser
+  util-linux mount passwd login sudo       # unshare, setpriv, prlimit, mount, useradd, su
   libpam-modules libpam-runtime            # PAM session for core shell
   procps iproute2 ca-certificates bubblewrap  # tests and bench baselines
   systemd                                  # systemctl: core init enables units by preset

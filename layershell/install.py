@@ -164,8 +164,21 @@ def _admit(target: Target, src: Source, db: State, limits: InstallLimits) -> int
     """Check the archive against the layer's limits before anything is unpacked; the
     budget left for it, in bytes."""
     layer = target.layer.name
-    scan = unpack.scan(src.archive)
     what = f"{src.name} {src.version}"
+    used = _used(db)
+    left = limits.disk_budget - used
+    os.makedirs(target.pkgs_dir, exist_ok=True)
+    free, size = _free(target.pkgs_dir)
+    floor = limits.floor(size)
+    inodes, inode_floor = _free_inodes(target.pkgs_dir)
+    # unpack() refuses to expand past max_ratio times the compressed size, and checks
+    # depth and sizes as it writes (into staging, removed on refusal): an archive that
+    # could not break a limit even at that ratio needs no reading beforehand, which
+    # would decompress it a second time.
+    most = max(unpack.RATIO_FLOOR, int(unpack.Limits().max_ratio * os.path.getsize(src.archive)))
+    if most <= min(left, free - floor) and inodes - unpack.Limits().max_files >= inode_floor:
+        return left
+    scan = unpack.scan(src.archive)
     if scan.depth > limits.max_depth:
         raise PackageRefused(
             f"{what}: entry {unpack.show(scan.deepest)}: "
@@ -174,8 +187,6 @@ def _admit(target: Target, src: Source, db: State, limits: InstallLimits) -> int
             f"if the package really needs it, raise limits.max_depth of layer {layer} "
             "in layers.yaml",
         )
-    used = _used(db)
-    left = limits.disk_budget - used
     if scan.total_bytes > left:
         raise PackageRefused(
             f"{what}: it unpacks to {human(scan.total_bytes)}, but layer {layer} has "
@@ -183,9 +194,6 @@ def _admit(target: Target, src: Source, db: State, limits: InstallLimits) -> int
             f"{human(limits.disk_budget)} used); nothing was installed",
             _budget_hint(layer),
         )
-    os.makedirs(target.pkgs_dir, exist_ok=True)
-    free, size = _free(target.pkgs_dir)
-    floor = limits.floor(size)
     if free - scan.total_bytes < floor:
         raise PackageRefused(
             f"{what}: it unpacks to {human(scan.total_bytes)}, which would leave "
@@ -193,7 +201,6 @@ def _admit(target: Target, src: Source, db: State, limits: InstallLimits) -> int
             f"{target.pkgs_dir}, below the floor of {human(floor)}; nothing was installed",
             f"free some space there, or set limits.min_free of layer {layer} in layers.yaml",
         )
-    inodes, inode_floor = _free_inodes(target.pkgs_dir)
     if inode_floor and inodes - scan.entries < inode_floor:
         raise PackageRefused(
             f"{what}: its {scan.entries} entries would leave {max(inodes - scan.entries, 0)} "

@@ -400,8 +400,11 @@ def test_a_package_2000_directories_deep_is_refused_at_unpack(
     path = deep_tarball(shared_dir / "deep_1.0.tar.gz", 2000)
     r = core(fresh_rootless, "install", str(path))
     assert r.returncode == 1, err(r)
-    assert "deep: deep 1.0: entry" in err(r)
+    # Refused by the header scan, or (a small archive, which cannot break the budget:
+    # install._admit skips the scan) by unpack as it meets the entry, in staging.
+    assert "core: error: deep: " in err(r) and ": entry 'd/d/d" in err(r), err(r)
     assert "the path is 2000 directories deep, over the limit of 64" in err(r)
+    assert "nothing was installed" in err(r)
     assert installed(fresh_rootless) == {}
     assert not (pkgs(fresh_rootless) / "deep_1.0").exists()
     assert_consistent(fresh_rootless)
