@@ -9,6 +9,7 @@ otto) reads a private copy (read_foreign) and never opens the store's files with
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -107,12 +108,64 @@ _INSERT = (
 )
 
 
+REBUILD_HINT = (
+    "rebuild it from the per-version records: core repair --rebuild (the damaged file "
+    "is kept as a dated backup)"
+)
+
+
 def _row(row: tuple[Any, ...]) -> Installed:
     (name, version, layer, path, sha256, source, size, files, nbytes, at, active, spec) = row
-    return Installed(
-        str(name), str(version), str(layer), str(path), str(sha256), str(source),
-        int(size), int(files), int(nbytes), float(at), bool(active), json.loads(str(spec)),
-    )  # fmt: skip
+    try:
+        spec_map = json.loads(str(spec))
+        if not isinstance(spec_map, dict):
+            raise ValueError("not a JSON object")
+        return Installed(
+            str(name), str(version), str(layer), str(path), str(sha256), str(source),
+            int(size), int(files), int(nbytes), float(at), bool(active), spec_map,
+        )  # fmt: skip
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise _BadValue(f"the row of {name!s:.64} {version!s:.64}: {exc}") from None
+
+
+# A constraint or an API misuse is layershell's own mistake, not a damaged file.
+_BUGS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+
+
+class _BadValue(Exception):
+    """A value in a row that layershell would not have written (State._query says so)."""
+
+
+def _trouble(path: str, exc: BaseException) -> StateError:
+    """The error for a database that cannot be used, with the way out that fits."""
+    text = str(exc)
+    if isinstance(exc, PermissionError) or "readonly" in text or "unable to open" in text:
+        if not os.path.exists(path):
+            return StateError(
+                f"the state database {path} does not exist",
+                "if packages were installed, rebuild it: core repair --rebuild",
+            )
+        return StateError(
+            f"cannot open the state database {path}: {text}",
+            "check that it belongs to the layer's account and that its directory is "
+            "readable (and writable to install)",
+        )
+    if "disk is full" in text or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return StateError(
+            f"the state database {path} cannot be written: the disk is full",
+            f"free space on the filesystem of {os.path.dirname(path)}: core gc --partial, "
+            "core gc, core remove NAME; nothing was changed",
+        )
+    return StateError(f"the state database {path} is damaged: {text}", REBUILD_HINT)
+
+
+def backup_name(path: str, why: str) -> str:
+    """<path>.<why>-<UTC time>: a dated copy kept before a migration or a rebuild."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    name, n = f"{path}.{why}-{stamp}", 1
+    while os.path.lexists(name):
+        name, n = f"{path}.{why}-{stamp}.{n}", n + 1
+    return name
 
 
 def _open_readonly(path: str) -> sqlite3.Connection:
@@ -256,13 +309,10 @@ class State:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
                 self._migrate()
-        except sqlite3.Error as exc:
-            raise StateError(
-                f"cannot open the state database {self.path}: {exc}",
-                "check that it is readable by this account (and writable to install)",
-            ) from None
+        except (sqlite3.Error, OSError) as exc:
+            raise _trouble(self.path, exc) from None
         if readonly:
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            version = self._query("PRAGMA user_version")[0][0]
             if version > SCHEMA_VERSION:
                 raise StateError(
                     f"{self.path} has schema version {version}, newer than this layershell "
@@ -278,6 +328,12 @@ class State:
                 f"knows ({SCHEMA_VERSION})",
                 "upgrade layershell",
             )
+        if 0 < version < SCHEMA_VERSION:
+            # A migration rewrites the only record there is: keep the old one first.
+            kept = backup_name(self.path, f"schema{version}")
+            with sqlite3.connect(kept) as copy:
+                self.db.backup(copy)
+            copy.close()
         for target in range(version, SCHEMA_VERSION):
             with self.transaction():
                 # executescript() would COMMIT on its own; run statement by statement
@@ -301,40 +357,76 @@ class State:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT: all of an operation's writes, or none."""
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _trouble(self.path, exc) from None
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+        except BaseException as exc:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolled back already (a full disk, an I/O error)
+            if isinstance(exc, sqlite3.Error) and not isinstance(exc, _BUGS):
+                raise _trouble(self.path, exc) from None
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise _trouble(self.path, exc) from None
 
     # -- queries -----------------------------------------------------------------------
 
+    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """Every row of a query; a database that cannot answer is a StateError saying
+        what to do, never a traceback. A database without tables (created, never
+        migrated: an empty file) has no packages; whether it should have is for
+        reconcile and the readers to tell, from the per-version records."""
+        try:
+            return list(self.db.execute(sql, args))
+        except sqlite3.Error as exc:
+            if "no such table" in str(exc) and self._empty():
+                return []
+            raise _trouble(self.path, exc) from None
+
+    def _empty(self) -> bool:
+        try:
+            return not self.db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.Error:
+            return False
+
+    def _rows(self, sql: str, args: tuple[object, ...] = ()) -> list[Installed]:
+        try:
+            return [_row(r) for r in self._query(sql, args)]
+        except _BadValue as exc:
+            message = f"the state database {self.path} is damaged: {exc}"
+            raise StateError(message, REBUILD_HINT) from None
+
     def raw(self) -> list[tuple[Any, ...]]:
         """Every row as SQLite returns it (for a reader that checks each field itself)."""
-        return list(self.db.execute(_SELECT + " ORDER BY name, installed_at"))
+        return self._query(_SELECT + " ORDER BY name, installed_at")
 
     def all(self) -> list[Installed]:
-        rows = self.db.execute(_SELECT + " ORDER BY name, installed_at")
-        return [_row(r) for r in rows]
+        return self._rows(_SELECT + " ORDER BY name, installed_at")
 
     def versions(self, name: str) -> list[Installed]:
-        rows = self.db.execute(_SELECT + " WHERE name = ? ORDER BY installed_at", (name,))
-        return [_row(r) for r in rows]
+        return self._rows(_SELECT + " WHERE name = ? ORDER BY installed_at", (name,))
 
     def active(self, name: str) -> Installed | None:
-        row = self.db.execute(_SELECT + " WHERE name = ? AND active = 1", (name,)).fetchone()
-        return _row(row) if row else None
+        rows = self._rows(_SELECT + " WHERE name = ? AND active = 1", (name,))
+        return rows[0] if rows else None
 
     def get(self, name: str, version: str) -> Installed | None:
-        row = self.db.execute(
-            _SELECT + " WHERE name = ? AND version = ?", (name, version)
-        ).fetchone()
-        return _row(row) if row else None
+        rows = self._rows(_SELECT + " WHERE name = ? AND version = ?", (name, version))
+        return rows[0] if rows else None
 
     def paths(self) -> set[str]:
-        return {str(r[0]) for r in self.db.execute("SELECT path FROM packages")}
+        return {str(r[0]) for r in self._query("SELECT path FROM packages")}
 
     # -- writes (call inside transaction()) ----------------------------------------------
 
@@ -367,8 +459,8 @@ class State:
     def events(self, name: str | None = None) -> list[tuple[float, str, str, str, str]]:
         query = "SELECT at, name, version, action, detail FROM events"
         rows = (
-            self.db.execute(query + " WHERE name = ? ORDER BY id", (name,))
+            self._query(query + " WHERE name = ? ORDER BY id", (name,))
             if name
-            else self.db.execute(query + " ORDER BY id")
+            else self._query(query + " ORDER BY id")
         )
         return [(float(a), str(n), str(v), str(ac), str(d)) for a, n, v, ac, d in rows]

@@ -102,8 +102,9 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 def test_readonly_open_of_missing_database_is_clear(tmp_path: Path) -> None:
-    with pytest.raises(state.StateError, match="cannot open the state database"):
+    with pytest.raises(state.StateError, match=r"nope\.db does not exist") as info:
         State(str(tmp_path / "nope.db"), readonly=True)
+    assert "core repair --rebuild" in info.value.hint
 
 
 HOLD = """
