@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from layershell import repo, sandbox, session, trees, unpack
+from layershell import records, sandbox, session, trees, unpack
 from layershell.errors import LayershellError
 from layershell.stack import Layer
 from layershell.state import Installed, State
@@ -604,6 +604,9 @@ def install(
         checkpoint("unpacked")
         if os.path.lexists(final):
             _discard(target, final)  # an unrecorded leftover (reconcile normally got it)
+        # The record exists before the tree does, saying "not installed yet": a crash
+        # from here to the commit leaves a tree that reconcile knows it may delete.
+        records.begin(target.pkgs_dir, _row(target, src, final, 0, 0))
         os.rename(tree, final)
     finally:
         trees.remove(staging)
@@ -624,26 +627,17 @@ def install(
         # it, and it fits the budget with what install.sh added.
         report = _finish_tree(target, src, db, limits)
         checkpoint("before-commit")
-        record = Installed(
-            name=src.name,
-            version=src.version,
-            layer=target.layer.name,
-            path=final,
-            sha256=src.sha256,
-            source=src.origin,
-            size=src.size,
-            files=report.files,
-            bytes=report.disk_bytes,
-            installed_at=time.time(),
-            active=True,
-            spec=src.spec,
-        )
+        record = _row(target, src, final, report.files, report.disk_bytes)
+        records.begin(target.pkgs_dir, record)  # the measured numbers, for a rebuild
         with db.transaction():
             db.record(record, activate=True)
     except BaseException:
         _discard(target, final)
+        records.forget(target.pkgs_dir, src.name, src.version)
         raise
     checkpoint("committed")
+    # From here a lost database is rebuilt with this version in it (records.py).
+    records.committed(target.pkgs_dir, record)
     switch_link(target, src.name, src.version)
     # show(): a name install.sh made with a newline in it must not forge a line of output
     notes = tuple(f"{_plain(path)}: {what}" for path, what in result.stripped)
@@ -651,6 +645,23 @@ def install(
     notes += tuple(swept)
     return Outcome(
         src.name, src.version, final, "installed", report.files, report.disk_bytes, notes
+    )
+
+
+def _row(target: Target, src: Source, final: str, files: int, nbytes: int) -> Installed:
+    return Installed(
+        name=src.name,
+        version=src.version,
+        layer=target.layer.name,
+        path=final,
+        sha256=src.sha256,
+        source=src.origin,
+        size=src.size,
+        files=files,
+        bytes=nbytes,
+        installed_at=time.time(),
+        active=True,
+        spec=src.spec,
     )
 
 
@@ -665,6 +676,8 @@ def remove(target: Target, db: State, name: str, version: str | None = None) -> 
             exit_code=1,
         )
     remaining = [r for r in db.versions(name) if r not in rows]
+    for row in rows:  # first: from here a crash removes it, even with the database lost
+        records.removing(target.pkgs_dir, row.name, row.version)
     with db.transaction():
         db.forget(name, version)
         if remaining and not any(r.active for r in remaining):
@@ -673,20 +686,27 @@ def remove(target: Target, db: State, name: str, version: str | None = None) -> 
     for row in rows:
         if os.path.lexists(row.path):
             _discard(target, row.path)
+        records.forget(target.pkgs_dir, row.name, row.version)
     return [r.version for r in rows]
-
-
-def _package_dir_name(entry: str) -> bool:
-    """<name>_<version>, split at the last '_' as repositories name files."""
-    name, sep, version = entry.rpartition("_")
-    return bool(sep) and bool(repo.NAME_RE.match(name)) and bool(repo.VERSION_RE.match(version))
 
 
 def reconcile(target: Target, db: State, log: Log = lambda _: None) -> None:
     """Make /opt/pkgs agree with the database after a crash (under the lock).
 
-    Runs before every operation, so it costs one listdir and one query, plus a readlink
-    per active package; it stats only what disagrees."""
+    Runs before every operation, so it costs two listdirs and one query, plus a readlink
+    per active package; it stats only what disagrees. A tree the database does not know
+    is deleted only when its record says it was never committed (records.py): if the
+    record says committed, this database is not the one that recorded it, and the
+    operation stops before anything is changed."""
+    try:
+        entries: set[str] | None = set(os.listdir(target.pkgs_dir))
+    except FileNotFoundError:
+        entries = None
+    rows = db.all()
+    recorded = {os.path.basename(r.path) for r in rows}
+    lost = records.lost(target.pkgs_dir, recorded)
+    if lost:
+        raise records.lost_error(db.path, target.pkgs_dir, lost)
     # ... and the private copies of local tarballs (pipeline._source) of a run that died.
     copies = os.path.join(target.cache_dir, LOCAL_COPIES)
     for leftover in (target.staging_dir, target.trash_dir, copies):
@@ -694,24 +714,31 @@ def reconcile(target: Target, db: State, log: Log = lambda _: None) -> None:
         # left such trees); one that cannot go is reported, and does not block the run.
         for path, exc in trees.empty(leftover):
             log(f"warning: cannot remove {path}: {exc.strerror or exc}")
-    try:
-        entries = set(os.listdir(target.pkgs_dir))
-    except FileNotFoundError:
+    if entries is None:
         return
-    rows = db.all()
-    recorded = {os.path.basename(r.path) for r in rows}
     for entry in sorted(entries - recorded):
         path = os.path.join(target.pkgs_dir, entry)
-        if _package_dir_name(entry) and os.path.isdir(path) and not os.path.islink(path):
+        if records.package_key(entry) and os.path.isdir(path) and not os.path.islink(path):
             log(f"removing {path}: an interrupted install left it (not in the database)")
             _discard(target, path)
+            records.forget(target.pkgs_dir, *entry.rsplit("_", 1))
     missing = [r for r in rows if os.path.basename(r.path) not in entries]
     if missing:
         with db.transaction():
             for r in missing:
                 log(f"forgetting {r.name} {r.version}: {r.path} is gone")
                 db.forget(r.name, r.version)
+        for r in missing:
+            records.forget(target.pkgs_dir, r.name, r.version)
         rows = db.all()
+    states = records.listing(target.pkgs_dir)
+    for r in rows:
+        # The database committed it: its record says so too (a crash between the two,
+        # a removal that did not happen, or a version an older layershell installed).
+        if states.pop(f"{r.name}_{r.version}", None) != records.COMMITTED:
+            records.committed(target.pkgs_dir, r)
+    for key in states:  # records of trees that are gone and were never (or no longer) ours
+        records.forget(target.pkgs_dir, *key.rsplit("_", 1))
     active = {r.name: r.version for r in rows if r.active}
     for entry in entries - set(active):
         path = os.path.join(target.pkgs_dir, entry)

@@ -318,9 +318,9 @@ def test_sigkill_at_each_point_leaves_old_or_new(
         env={"LAYERSHELL_CRASH_AT": point},
     )
     assert r.returncode == -signal.SIGKILL
-    state = installed(fresh_rootless)
-    expected_after_crash = "v0.0.2" if point == "committed" else "v0.0.1"
-    assert state == {"goss": expected_after_crash}
+    # Even after the commit (the link not yet moved), list shows what the tool runs.
+    assert installed(fresh_rootless) == {"goss": "v0.0.1"}
+    assert run_tool(fresh_rootless, "goss") == "goss v0.0.1"
     # The next run cleans up and completes; the tool works.
     r = core(fresh_rootless, "install", f"{repository.file_url}/{ARCH}/goss_v0.0.2")
     assert r.returncode == 0, r.stderr.decode()

@@ -154,12 +154,13 @@ def test_sigkill_between_commit_and_switch_is_repaired_by_the_next_run(
     setup: tuple[Identity, Repository, str],
 ) -> None:
     # Rootless (no services, no repair unit): the record says 2.0 and the link, so every
-    # shim, still 1.0 (the host runs 1.0 entirely) until the next operation's reconcile.
+    # shim, still 1.0 (the host runs 1.0 entirely) until the next operation's reconcile;
+    # core list shows what runs.
     ident, repo, _ = setup
     publish(repo, "2.0")
     r = core(ident, "update", env={"LAYERSHELL_CRASH_AT": "committed"})
     assert r.returncode == -signal.SIGKILL
-    assert active(ident) == {"tool": "2.0"}
+    assert active(ident) == {"tool": "1.0"} and shim_says(ident) == "tool 1.0"
     assert core(ident, "update").returncode == 0
     assert shim_says(ident) == "tool 2.0"
 

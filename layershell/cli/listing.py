@@ -17,11 +17,12 @@ import re
 import sqlite3
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import click
 
-from layershell import repo, target
+from layershell import records, repo, target
 from layershell.cli.app import App, load_stack
 from layershell.errors import LayershellError
 from layershell.paths import ROOTLESS
@@ -129,25 +130,54 @@ def _owner(app: App, layer: Layer) -> int | None:
         return None  # no account, so no record yet (core init creates it)
 
 
+def _as_linked(rows: list[Installed], pkgs_dir: str) -> list[Installed]:
+    """Active as /opt/pkgs/<name> says, which is what every shim runs. The record and
+    the link change one after the other (install.py): between the two, or after a crash
+    there, a reader shows what runs; the next operation moves the link to the record."""
+    versions: dict[str, set[str]] = {}
+    for row in rows:
+        versions.setdefault(row.name, set()).add(row.version)
+    linked: dict[str, str] = {}
+    for name, known in versions.items():
+        try:
+            target_name = os.readlink(os.path.join(pkgs_dir, name))  # never followed
+        except OSError:
+            continue
+        version = target_name[len(name) + 1 :] if target_name.startswith(name + "_") else ""
+        if version in known:
+            linked[name] = version
+    return [replace(r, active=linked[r.name] == r.version) if r.name in linked else r for r in rows]
+
+
 def installed(app: App, only: set[str] | None = None) -> list[Installed]:
-    """Every installing layer's records (or only those of the named packages)."""
+    """Every installing layer's records (or only those of the named packages).
+
+    A database that does not know versions its per-version records say are installed
+    (lost, emptied, replaced) is an error naming the repair, never "nothing installed"."""
     rows: list[Installed] = []
     layers = load_stack(app)
+    pkgs_dir = app.paths.pkgs_dir
     for layer in target.installing_layers(layers):
         uid = _owner(app, layer)
         if uid is None:
             continue
-        if uid != os.getuid():
-            rows += [r for r in _foreign(app, layer, uid) if only is None or r.name in only]
-            continue
+        before = records.listing(pkgs_dir)  # first: a commit renames its record after
         db = os.path.join(app.paths.store(layer.name), "state.db")
-        if os.path.exists(db):
+        if uid != os.getuid():
+            found = _foreign(app, layer, uid)
+        elif os.path.exists(db):
             with State(db, readonly=True) as st:
-                if only is None:
-                    rows += st.all()
-                else:
-                    for name in sorted(only):
-                        rows += st.versions(name)
+                found = st.all()
+        else:
+            found = []
+        lost = [
+            key
+            for key in records.lost(pkgs_dir, {os.path.basename(r.path) for r in found})
+            if before.get(key) == records.COMMITTED
+        ]
+        if lost:
+            raise records.lost_error(db, pkgs_dir, lost)
+        rows += [r for r in _as_linked(found, pkgs_dir) if only is None or r.name in only]
     return rows
 
 

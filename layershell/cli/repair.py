@@ -8,7 +8,8 @@ import sys
 import click
 
 from layershell import install, journal, lock, target
-from layershell.cli.app import App, as_root_of_system, load_stack, sync_exposure
+from layershell import rebuild as rebuilt
+from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
 from layershell.cli.switch import repair
 from layershell.state import State
 
@@ -19,13 +20,24 @@ from layershell.state import State
     is_flag=True,
     help="Only if an operation was interrupted (layershell-repair.service).",
 )
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Make the state database again from the per-version records (a lost or "
+    "damaged database); the one there is kept as a dated backup.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Say only what was mended.")
 @click.pass_obj
-def repair_cmd(app: App, if_interrupted: bool, quiet: bool) -> None:
+def repair_cmd(app: App, if_interrupted: bool, rebuild: bool, quiet: bool) -> None:
     """Bring the package tree, shims and portable services in line with the record
     after a crash: interrupted installs are removed, links point at the active
     versions, every shim and service follows. Safe to run at any time."""
+    if rebuild and if_interrupted:
+        raise click.UsageError("--rebuild and --if-interrupted do not go together")
     if as_root_of_system(app):
+        if rebuild:
+            _rebuild_as_root(app, quiet)
+            return
         if if_interrupted and not os.path.lexists(journal.journal_file(app.paths)):
             # The common case, said without taking the lock from the next operation.
             if not quiet:
@@ -55,9 +67,37 @@ def repair_cmd(app: App, if_interrupted: bool, quiet: bool) -> None:
         sys.exit(0 if ok else 1)
     where = target.target_for(app.paths, load_stack(app))
     target.must_run_as_account(where)  # refuses other accounts
+    if rebuild:
+        with lock.held(where.lock_file, waiting=app.err.print):
+            done = rebuilt.rebuild(where, app.err.print)
+        if done.backup is not None:
+            app.err.print(f"the database that was there is kept as {done.backup}")
+        for problem in done.problems:
+            app.err.print(f"warning: {problem}")
+        app.out.print(
+            f"rebuilt {where.database} from {done.restored} per-version "
+            f"record{'s' * (done.restored != 1)}"
+        )
+        if not sync_exposure(app) or done.problems:
+            sys.exit(1)
+        return
     with lock.held(where.lock_file, waiting=app.err.print), State(where.database) as db:
         install.reconcile(where, db, app.err.print)
     if not sync_exposure(app):  # rootless: the shims (for root, root syncs afterwards)
         sys.exit(1)
     if not quiet:
         app.out.print(f"layer {where.layer.name} matches its record")
+
+
+def _rebuild_as_root(app: App, quiet: bool) -> None:
+    """Root: each installing layer's account rebuilds its own database (root never
+    writes a layer's files), then root brings shims and services in line, as a repair
+    does, under the operation journal's lock."""
+    with journal.held(app.paths, waiting=None if quiet else app.err.print):
+        layers = load_stack(app)
+        ok = True
+        for layer in target.installing_layers(layers):
+            where = target.target_for(app.paths, layers, layer.account)
+            ok = hand_to_account(app, where, ["repair", "--rebuild"]) in (0, None) and ok
+        ok = sync_exposure(app) and ok
+    sys.exit(0 if ok else 1)

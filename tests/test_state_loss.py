@@ -1,0 +1,305 @@
+"""Issue 11, items 1, 2 and 8: a lost or damaged database loses nothing, every damaged
+file is a clear error naming the way out, and `core list` shows what the shims run.
+
+Rootless, as an ordinary identity, with real SQLite files damaged the ways a fault
+review found: deleted, emptied, a garbled page, values layershell would not write."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from layershell import state
+from tests.packages import ARCH, Repository, program
+from tests.support import Identity, python_cmd
+
+COUNT = 20  # the acceptance: a database lost with 20 packages installed
+
+
+def core(
+    ident: Identity, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return ident.run(python_cmd(*args), timeout=180, env=env)
+
+
+def store(ident: Identity) -> Path:
+    return ident.home / ".local/share/layershell/layers/arne"
+
+
+def pkgs(ident: Identity) -> Path:
+    return ident.home / ".local/share/layershell/pkgs"
+
+
+def listing(ident: Identity) -> list[dict[str, object]]:
+    r = core(ident, "list", "--json", "--all")
+    assert r.returncode == 0, r.stderr.decode()
+    rows: list[dict[str, object]] = json.loads(r.stdout)
+    return rows
+
+
+def without_times(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{k: v for k, v in row.items() if k != "installed_at"} for row in rows]
+
+
+def shim(ident: Identity, name: str) -> str:
+    r = ident.run([name])
+    assert r.returncode == 0, r.stderr.decode()
+    return r.stdout.decode().strip()
+
+
+def refused_clearly(r: subprocess.CompletedProcess[bytes], *words: str) -> str:
+    err = r.stderr.decode()
+    assert r.returncode != 0, err
+    assert "Traceback" not in err, err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+@pytest.fixture
+def many(fresh_rootless: Identity, shared_dir: Path) -> tuple[Identity, Repository]:
+    """COUNT packages from one manifest, one with a second (inactive) version."""
+    repo = Repository(shared_dir / "repo")
+    for i in range(COUNT):
+        repo.add(f"p{i}", "1", program(f"p{i}", "1"))
+    repo.index()
+    lines = "".join(f"    - name: p{i}\n      version: '1'\n" for i in range(COUNT))
+    config = fresh_rootless.home / "composable.yaml"
+    config.write_text(f"composable:\n  default_repository: {repo.file_url}\n  packages:\n{lines}")
+    r = core(fresh_rootless, "install", "--config", str(config))
+    assert r.returncode == 0, r.stderr.decode()
+    repo.add("p0", "2", program("p0", "2"))
+    repo.index()
+    r = core(fresh_rootless, "install", f"{repo.file_url}/{ARCH}/p0_2")
+    assert r.returncode == 0, r.stderr.decode()
+    r = core(fresh_rootless, "rollback", "p0")  # active 1, inactive 2: the link decides
+    assert r.returncode == 0, r.stderr.decode()
+    return fresh_rootless, repo
+
+
+def test_a_deleted_database_is_refused_everywhere_and_rebuilt(
+    many: tuple[Identity, Repository],
+) -> None:
+    """Defect 1: `rm state.db*` then `core repair` removed every package and its shim."""
+    ident, repo = many
+    before = listing(ident)
+    assert len(before) == COUNT + 1
+    for f in store(ident).glob("state.db*"):
+        f.unlink()
+    db = str(store(ident) / "state.db")
+    for args in (
+        ("list",),
+        ("info", "p3"),
+        ("repair",),
+        ("install", f"{repo.file_url}/{ARCH}/p0_2"),
+        ("remove", "p1"),
+        ("update",),
+        ("gc",),
+        ("rollback", "p0"),
+    ):
+        refused_clearly(core(ident, *args), db, "core repair --rebuild")
+    # Nothing was removed while it was refused.
+    trees = {p.name for p in pkgs(ident).iterdir() if "_" in p.name and p.is_dir()}
+    assert trees == {f"p{i}_1" for i in range(COUNT)} | {"p0_2"}
+    assert shim(ident, "p7") == "p7 1"
+    r = core(ident, "repair", "--rebuild")
+    assert r.returncode == 0, r.stderr.decode()
+    assert f"from {COUNT + 1} per-version records" in r.stdout.decode()
+    assert without_times(listing(ident)) == without_times(before)
+    assert listing(ident) == before  # the records keep the installed times too
+    assert shim(ident, "p0") == "p0 1" and shim(ident, "p19") == "p19 1"
+    # And it works on from there.
+    r = core(ident, "remove", "p1")
+    assert r.returncode == 0, r.stderr.decode()
+    assert {str(row["name"]) for row in listing(ident)} == {f"p{i}" for i in range(COUNT)} - {"p1"}
+
+
+def test_a_zero_length_database_is_not_an_empty_layer(
+    many: tuple[Identity, Repository],
+) -> None:
+    """Defect 1/2: a zero-length database gave `no such table` from core list, and
+    `core install` after it reinstalled only the manifest's packages."""
+    ident, _ = many
+    before = listing(ident)
+    db = store(ident) / "state.db"
+    for f in store(ident).glob("state.db-*"):
+        f.unlink()
+    db.write_bytes(b"")
+    refused_clearly(core(ident, "list"), str(db), "does not know", "core repair --rebuild")
+    refused_clearly(core(ident, "repair"), str(db), "core repair --rebuild")
+    assert shim(ident, "p5") == "p5 1"
+    r = core(ident, "repair", "--rebuild")
+    assert r.returncode == 0, r.stderr.decode()
+    backups = sorted(store(ident).glob("state.db.before-rebuild-*"))
+    assert [b.name for b in backups if not b.name.endswith(("-wal", "-shm"))], backups
+    assert listing(ident) == before
+
+
+def garble(db: Path) -> None:
+    """One page of the table's b-tree overwritten, as a torn write would leave it."""
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = con.execute("PRAGMA page_size").fetchone()[0]
+    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'packages'").fetchone()[0]
+    con.close()
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page)
+        f.write(b"\xa5" * page)
+
+
+def test_a_garbled_page_is_a_clear_error_with_the_way_out(
+    many: tuple[Identity, Repository],
+) -> None:
+    """Defect 2: `sqlite3.DatabaseError: database disk image is malformed` from list,
+    install and repair."""
+    ident, repo = many
+    before = listing(ident)
+    db = store(ident) / "state.db"
+    garble(db)
+    for args in (("list",), ("install", f"{repo.file_url}/{ARCH}/p0_2"), ("repair",)):
+        refused_clearly(core(ident, *args), str(db), "damaged", "core repair --rebuild")
+    r = core(ident, "repair", "--rebuild")
+    assert r.returncode == 0, r.stderr.decode()
+    kept = r.stderr.decode()
+    assert "kept as" in kept and "state.db.before-rebuild-" in kept
+    assert listing(ident) == before
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "words"),
+    [
+        ("spec", "not json {", "p3 1"),
+        ("files", "many", "p3 1"),
+    ],
+)
+def test_a_bad_column_value_is_a_clear_error(
+    many: tuple[Identity, Repository], column: str, value: str, words: str
+) -> None:
+    """Defect 2: a spec that is not JSON gave JSONDecodeError; a files column with text
+    `ValueError: invalid literal for int()`."""
+    ident, _ = many
+    before = listing(ident)
+    db = store(ident) / "state.db"
+    con = sqlite3.connect(db)
+    with con:
+        con.execute(
+            f"UPDATE packages SET {column} = ? WHERE name = 'p3'",
+            (value,),
+        )
+    con.close()
+    err = refused_clearly(core(ident, "list"), str(db), "damaged", words, "core repair --rebuild")
+    assert column in err or "JSON" in err or "int" in err, err
+    r = core(ident, "repair", "--rebuild")
+    assert r.returncode == 0, r.stderr.decode()
+    assert listing(ident) == before
+
+
+def test_an_unreadable_database_says_so(many: tuple[Identity, Repository]) -> None:
+    """Defect 2: the hint "check that it is readable" was given for every problem; for
+    a file the account cannot read it is the right one, and it says nothing of rebuild."""
+    ident, _ = many
+    db = store(ident) / "state.db"
+    os.chmod(store(ident), 0o311)  # no read: SQLite cannot open what it cannot list
+    os.chmod(db, 0)
+    try:
+        err = refused_clearly(core(ident, "list"), str(db))
+        assert "--rebuild" not in err and "belongs to the layer's account" in err, err
+    finally:
+        os.chmod(store(ident), 0o755)
+        os.chmod(db, 0o644)
+
+
+def test_a_committed_record_is_never_deleted_for_an_empty_database(
+    many: tuple[Identity, Repository],
+) -> None:
+    """The rule behind defect 1: reconcile deleted every tree the database did not know.
+    A tree whose record says it was committed stays, whatever the database says."""
+    ident, repo = many
+    for f in store(ident).glob("state.db*"):
+        f.unlink()
+    sqlite3.connect(store(ident) / "state.db").close()  # a new, empty database
+    os.chown(store(ident) / "state.db", ident.uid, ident.gid)
+    refused_clearly(core(ident, "install", f"{repo.file_url}/{ARCH}/p0_2"), "does not know")
+    assert (pkgs(ident) / "p4_1").is_dir() and shim(ident, "p4") == "p4 1"
+
+
+def test_a_version_never_committed_is_removed(fresh_rootless: Identity, shared_dir: Path) -> None:
+    """The other half: a tree whose record says it was never committed (killed before
+    the commit) is an interrupted install, removed by the next operation, as before."""
+    repo = Repository(shared_dir / "repo")
+    repo.add("tool", "1", program("tool", "1"))
+    repo.index()
+    r = core(
+        fresh_rootless, "install", f"{repo.file_url}/{ARCH}/tool_1",
+        env={"LAYERSHELL_CRASH_AT": "before-commit"},
+    )  # fmt: skip
+    assert r.returncode == -signal.SIGKILL
+    assert (pkgs(fresh_rootless) / "tool_1").is_dir()
+    assert (pkgs(fresh_rootless) / ".records" / "tool_1.installing").is_file()
+    r = core(fresh_rootless, "repair")
+    assert r.returncode == 0, r.stderr.decode()
+    assert "an interrupted install left it" in r.stderr.decode()
+    assert not (pkgs(fresh_rootless) / "tool_1").exists()
+    assert not list((pkgs(fresh_rootless) / ".records").iterdir())
+
+
+def test_records_lost_with_the_database_kept_are_written_again(
+    many: tuple[Identity, Repository],
+) -> None:
+    """An install by a layershell before per-version records has none: the next
+    operation writes them from the database, so a later loss is still recoverable."""
+    ident, _ = many
+    before = listing(ident)
+    for f in (pkgs(ident) / ".records").iterdir():
+        f.unlink()
+    r = core(ident, "repair")
+    assert r.returncode == 0, r.stderr.decode()
+    assert len(list((pkgs(ident) / ".records").glob("*.json"))) == COUNT + 1
+    for f in store(ident).glob("state.db*"):
+        f.unlink()
+    assert core(ident, "repair", "--rebuild").returncode == 0
+    assert listing(ident) == before
+
+
+def test_list_shows_the_version_the_shim_runs(fresh_rootless: Identity, shared_dir: Path) -> None:
+    """Defect 8: killed right after the commit, `core list` said 2 while the shim ran 1
+    until the next operation. Now list shows what runs; the next operation moves both."""
+    repo = Repository(shared_dir / "repo")
+    repo.add("tool", "1", program("tool", "1"))
+    repo.index()
+    assert core(fresh_rootless, "install", f"{repo.file_url}/{ARCH}/tool_1").returncode == 0
+    repo.add("tool", "2", program("tool", "2"))
+    repo.index()
+    r = core(
+        fresh_rootless, "install", f"{repo.file_url}/{ARCH}/tool_2",
+        env={"LAYERSHELL_CRASH_AT": "committed"},
+    )  # fmt: skip
+    assert r.returncode == -signal.SIGKILL
+    active = {str(row["version"]) for row in listing(fresh_rootless) if row["active"]}
+    assert active == {shim(fresh_rootless, "tool").split()[1]} == {"1"}
+    assert core(fresh_rootless, "repair").returncode == 0
+    active = {str(row["version"]) for row in listing(fresh_rootless) if row["active"]}
+    assert active == {shim(fresh_rootless, "tool").split()[1]} == {"2"}
+
+
+def test_a_migration_keeps_the_old_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before a migration rewrites the only record there is, a dated copy is kept."""
+    path = tmp_path / "state.db"
+    with state.State(str(path)):
+        pass
+    monkeypatch.setattr(state, "SCHEMA_VERSION", state.SCHEMA_VERSION + 1)
+    monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, "CREATE TABLE later (x INTEGER)"))
+    with state.State(str(path)) as db:
+        assert db.db.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION
+    (kept,) = tmp_path.glob("state.db.schema1-*")
+    with sqlite3.connect(kept) as old:
+        assert old.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert old.execute("SELECT name FROM sqlite_master WHERE name = 'packages'").fetchone()
