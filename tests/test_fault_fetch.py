@@ -341,7 +341,7 @@ def test_core_check_refuses_credentials_in_a_manifest(tmp_path: Path) -> None:
     "text",
     [
         f"https://admin:{PASSWORD}@repo.example/fcos/x86_64/goss_v0.0.1",
-        f"ftp://{PASSWORD}@repo.example/x86_64/goss_v0.0.1",
+        f"ftp://anonymous:{PASSWORD}@repo.example/x86_64/goss_v0.0.1",
         f"https://admin:{PASSWORD}/x@repo.example/fcos/x86_64/goss_v0.0.1",
         f"file://admin:{PASSWORD}@localhost/media/x86_64/goss_v0.0.1",
     ],
