@@ -94,6 +94,26 @@ class FetchError(LayershellError):
         self.resumable = resumable
 
 
+SHORT_HINT = (
+    "the server's file is cut short or was replaced, or its index is out of date"
+    " (core repo index DIR rebuilds it); the installed version is kept"
+)
+
+
+class ShortDownload(HashMismatch):
+    """A complete answer shorter than the index's size: a HashMismatch (callers keep
+    treating it as one) whose message leads with the sizes."""
+
+    def __init__(
+        self, name: str, url: str, expected: str, actual: str, got: int, size: int
+    ) -> None:
+        super().__init__(name, url, expected, actual)
+        self.message = (
+            f"{url}: the server sent {got} of the {size} bytes the index records ({self.message})"
+        )
+        self.hint = SHORT_HINT
+
+
 class CredentialsError(FetchError):
     """The credentials file is unsafe or malformed. The message never quotes it."""
 
@@ -1108,11 +1128,16 @@ class Fetcher:
         self, part: _Partial, url: str, name: str, expected: str | None, size: int | None
     ) -> str:
         """Verify, then move the finished download into the cache."""
+        actual = part.hasher.hexdigest()
         if size is not None and part.size < size:
-            raise FetchError(  # a short file, not a "sha256 mismatch"
-                f"{url} gave {part.size} of the {size} bytes expected",
-                "the file is cut short on the server, or the index is out of date"
-                " (core repo index DIR rebuilds it); retry later",
+            # The server's whole answer (its own length, complete) is shorter than the
+            # index says: a Content-Length that is too small, a file cut short or
+            # replaced. Said first, so it never reads as a bare sha256 mismatch.
+            if expected and actual != expected:
+                raise ShortDownload(name, url, expected, actual, part.size, size)
+            raise FetchError(
+                f"{url}: the server sent {part.size} of the {size} bytes expected",
+                SHORT_HINT,
                 url=url,
             )
         if size is not None and part.size > size:
@@ -1121,7 +1146,6 @@ class Fetcher:
                 "the file was replaced, or the size pin is wrong",
                 url=url,
             )
-        actual = part.hasher.hexdigest()
         if expected and actual != expected:
             raise HashMismatch(name, url, expected, actual)
         part.finish()
@@ -1283,10 +1307,6 @@ class Fetcher:
                 raise _Transient(
                     f"the connection closed after {received} of {expected_length} bytes"
                 )
-        if budget.size is not None and part.size < budget.size:
-            # The server's whole answer is shorter than the index says: its Content-Length
-            # is wrong or its file is cut short. Retried (and resumed) as a network fault.
-            raise _Transient(f"the server sent {part.size} of {budget.size} bytes")
 
     # -- FTP
 
@@ -1329,8 +1349,6 @@ class Fetcher:
             raise _ftp_failure(url, e, self.read_timeout) from e
         if total is not None and part.size < total:
             raise _Transient(f"the transfer ended after {part.size} of {total} bytes")
-        if budget.size is not None and part.size < budget.size:
-            raise _Transient(f"the server sent {part.size} of {budget.size} bytes")
 
     # -- small files
 

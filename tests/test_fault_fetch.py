@@ -257,21 +257,38 @@ def test_which_redirects_are_followed(old: str, new: str, refused: bool) -> None
         assert ":p@" not in reason
 
 
-def test_a_content_length_shorter_than_the_file_is_not_a_hash_mismatch(
+def test_a_content_length_shorter_than_the_file_is_not_a_bare_hash_mismatch(
     root: Path, tmp_path: Path, servers: Servers
 ) -> None:
-    """It was reported as `sha256 mismatch` though the index said how long the file is."""
+    """It was reported as a bare `sha256 mismatch` though the index said how long the
+    file is. A complete answer shorter than that is no network fault (not retried): the
+    sizes come first, the digests after."""
     http = servers.http(root)
     http.short(NAME, 1000)
     url = http.url_for(NAME)
-    with pytest.raises(FetchError) as caught:
-        fetcher(tmp_path).fetch(url, sha256=DIGEST, size=len(DATA))
-    assert not isinstance(caught.value, verify.HashMismatch)
-    assert str(caught.value) == (
-        f"could not fetch {url}: the server sent 1000 of 300000 bytes (2 attempts)"
+    with pytest.raises(verify.HashMismatch) as caught:
+        fetcher(tmp_path).fetch(url, sha256=DIGEST, size=len(DATA), name="goss")
+    assert str(caught.value).startswith(
+        f"{url}: the server sent 1000 of the 300000 bytes the index records"
+        f" (sha256 mismatch for goss from {url}: expected {DIGEST}, got "
     )
-    # Resumable (the server gave a strong ETag): the .part stays for a Range request.
-    assert len(partial_files(tmp_path)) == 2
+    assert "cut short" in caught.value.hint
+    assert http.count() == 1
+    assert partial_files(tmp_path) == []
+
+
+def test_a_body_shorter_than_its_content_length_says_so_and_resumes(
+    root: Path, tmp_path: Path, servers: Servers
+) -> None:
+    http = servers.http(root)
+    http.fail_once_mid_body(NAME, 1000)
+    url = http.url_for(NAME)
+    with pytest.raises(FetchError) as caught:
+        fetcher(tmp_path, retries=0).fetch(url, sha256=DIGEST, size=len(DATA))
+    assert str(caught.value) == (
+        f"could not fetch {url}: the connection closed after 1000 of 300000 bytes (1 attempt)"
+    )
+    assert len(partial_files(tmp_path)) == 2  # a strong ETag: kept for a Range request
 
 
 # --- 6. credentials in URLs ----------------------------------------------------------------
