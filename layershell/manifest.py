@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from layershell import load
+from layershell import load, repo
 from layershell.config import ACCOUNT_RE, did_you_mean
 from layershell.errors import ConfigError, LayershellError, Problem
 from layershell.load import Document, KeyPath
@@ -126,7 +126,10 @@ def parse_sha256(text: str) -> str | None:
 
 def parse_repository(text: str) -> str:
     """A repository URL, checked and without trailing "/"; raises LayershellError
-    (message and hint) when it is not a file://, http://, https:// or ftp:// URL."""
+    (message and hint) when it is not a file://, http://, https:// or ftp:// URL, or
+    when it carries a user name or password (the message shows them as ***)."""
+    if repo.has_credentials(text):
+        raise LayershellError(repo.credentials_refusal(text), repo.CREDENTIALS_HINT)
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text):
         raise LayershellError(
             "must not contain spaces or control characters", "percent-encode them, as in %20"

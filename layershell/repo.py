@@ -71,6 +71,11 @@ REPOSITORY_FORM = (
     " https://repo.example/fcos or ftp://localhost:2121 (protocols: file, http, https, ftp)"
 )
 INDEX_HINT = "rebuild it with `core repo index DIR` on the repository's <arch> directory"
+CREDENTIALS_FILE = "~/.config/layershell/credentials"
+CREDENTIALS_HINT = (
+    f"write the URL without it, and put the login in {CREDENTIALS_FILE} (netrc format:"
+    " machine HOST login USER password PASS; a file of the fetching account, mode 0600)"
+)
 
 
 class Protocol(str, Enum):
@@ -114,6 +119,52 @@ class Reference:
         return self.url
 
 
+def _password_split(text: str) -> tuple[str, str] | None:
+    """(what to show before the host, the rest) when `text` carries a password, else None.
+
+    A password is `user:pass@` in the authority. A password with an unencoded "/" ends
+    the authority early (`https://admin:pa/ss@host`): an authority whose "port" is not a
+    number, with an "@" later on, counts as one too, so it never leaks through a message.
+    A user name alone (`ftp://user@host`) is no secret and is kept.
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        if text.startswith("/") or text.lower().startswith("file:"):
+            return None
+        userinfo, at, host = text.rpartition("@")  # "user:pass@host": no protocol at all
+        return ("", host) if at and ":" in userinfo else None
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        userinfo, _, after = authority.rpartition("@")
+        if ":" not in userinfo:
+            return None
+        return f"{scheme}://", after + rest[len(authority) :]
+    if scheme.lower() == "file" or "@" not in rest or ":" not in authority:
+        return None
+    if authority.startswith("[") or authority.rpartition(":")[2].isdigit():
+        return None  # a host and its port; an "@" in the path is no password
+    return f"{scheme}://", rest.rpartition("@")[2]
+
+
+def redact_url(text: str) -> str:
+    """`text` with a user name and password in it shown as `***`."""
+    split = _password_split(text)
+    return text if split is None else f"{split[0]}***@{split[1]}"
+
+
+def has_credentials(text: str) -> bool:
+    """True when a URL carries a password (`user:pass@host`)."""
+    return _password_split(text) is not None
+
+
+def credentials_refusal(text: str) -> str:
+    """The message that refuses a URL with credentials; it shows them as ***."""
+    return (
+        f"{redact_url(text)} has a user name or password; layershell never takes one"
+        " from a URL (it would be printed and recorded)"
+    )
+
+
 def _split_url(text: str, what: str, form: str) -> tuple[Protocol, str, list[str]]:
     """protocol, authority ("" for file:) and path segments of a URL-like string.
 
@@ -125,6 +176,8 @@ def _split_url(text: str, what: str, form: str) -> tuple[Protocol, str, list[str
 
     if not text:
         raise bad("is empty")
+    if has_credentials(text):  # before anything that would show the text
+        raise BadReference(f"{what} {credentials_refusal(text)}", CREDENTIALS_HINT)
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text):
         raise bad("contains whitespace or control characters (percent-encode a space as %20)")
     scheme, sep, rest = text.partition(":")

@@ -28,6 +28,11 @@ DEV = "dev"  # a /dev of the program's own: its own devpts, none of the caller's
 
 Mount = tuple[str, str, str, int]  # (kind, destination in the view, source, mode)
 
+# The fetching account's logins (fetch.py reads them), relative to its home: hidden
+# wherever that home is bound into a layer, so package code running as the account
+# (install.sh, programs in layer 1) never reads them.
+CREDENTIAL_FILES = (".config/layershell/credentials", ".netrc")
+
 
 class Spec:
     """Everything needed to enter a layer. Immutable.
@@ -146,9 +151,26 @@ def layer_mounts(
             )
     if home:
         mounts.append((BIND, home, home, 0))
+        mounts += credential_masks(home)
     # Parents before children: /usr before /usr/local, /var before /var/lib/... (stable)
     mounts.sort(key=_depth)
     return mounts
+
+
+def credential_masks(home: str) -> list[Mount]:
+    """/dev/null bound read-only (nodev: it cannot even be opened) over each credentials
+    file in `home`. Only a regular file is masked: a missing one gets no mount point
+    created in the host's home, and fetch refuses a link anyway."""
+    masks: list[Mount] = []
+    for name in CREDENTIAL_FILES:
+        path = os.path.join(home, name)
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if mode & 0o170000 == 0o100000:  # S_ISREG without importing stat
+            masks.append((RO_BIND, path, "/dev/null", 0))
+    return masks
 
 
 def helper_argv(spec: Spec, helper: str, *, name: str = "layer-shell") -> list[str | bytes]:

@@ -1,8 +1,10 @@
 """Loopback repositories for tests: an HTTP and an FTP server over a directory.
 
 Both listen on 127.0.0.1 on a free port, serve from a thread, keep a log of what clients
-asked, and can be told to misbehave on a path (cut a body short, stall, answer 404 or
-503) so the client's retry, resume and timeout paths run against real sockets.
+asked, and can be told to misbehave on a path (cut a body short, stall, trickle one byte
+at a time, announce a huge or a too small length, redirect, answer 404 or 503) so the
+client's retry, resume, timeout, deadline and cap paths run against real sockets. Either
+can ask for a login (HTTP Basic, FTP USER/PASS).
 
     with HttpRepo(tmp_path) as repo:
         fetcher.fetch(repo.url_for("x86_64/goss_v0.0.1.tar.gz"), sha256=...)
@@ -14,6 +16,7 @@ fixture (see tests/test_fetch.py).
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import os
@@ -28,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
+CHUNK = 64 * 1024
 
 
 def _repo_path(path: str) -> str:
@@ -57,11 +61,13 @@ class HttpRequest:
 
 @dataclass
 class _Fault:
-    kind: str  # "cut", "stall" or "status"
+    kind: str  # "cut", "stall", "status", "slow", "huge", "short" or "redirect"
     after_bytes: int = 0
     seconds: float = 0.0
     code: int = 0
     remaining: int | None = None  # None: every time
+    length: int | None = None  # "huge": the Content-Length announced (None: none)
+    location: str = ""  # "redirect"
 
 
 class _HttpServer(ThreadingHTTPServer):
@@ -86,9 +92,18 @@ class _HttpHandler(BaseHTTPRequestHandler):
         repo = self.server.repo
         path = _repo_path(self.path)
         self.close_connection = True
+        if repo.login is not None and not self._logged_in(repo.login):
+            self._reply(path, 401, {"WWW-Authenticate": 'Basic realm="test"'}, b"login\n", head)
+            return
         fault = repo._take_fault(path)
         if fault is not None and fault.kind == "status":
             self._reply(path, fault.code, {}, b"injected failure\n", head)
+            return
+        if fault is not None and fault.kind == "redirect":
+            self._reply(path, fault.code, {"Location": fault.location}, b"moved\n", head)
+            return
+        if fault is not None and fault.kind == "huge":
+            self._huge(path, fault, head)
             return
         file = _inside(repo.root, path)
         if file is None:
@@ -102,8 +117,15 @@ class _HttpHandler(BaseHTTPRequestHandler):
         if self._not_modified(etag, mtime):
             self._reply(path, 304, validators, b"", head)
             return
+        if fault is not None and fault.kind == "short":
+            # A Content-Length smaller than the file, every time, whatever the Range.
+            self._reply(path, 200, validators, data[: fault.after_bytes], head)
+            return
         status, body, extra = self._range(data, etag, modified)
         headers = {**validators, **extra, "Accept-Ranges": "bytes"}
+        if fault is not None and fault.kind == "slow" and status in (200, 206):
+            self._slow(path, status, headers, body, fault, head)
+            return
         if fault is None or status not in (200, 206):
             self._reply(path, status, headers, body, head)
             return
@@ -119,6 +141,63 @@ class _HttpHandler(BaseHTTPRequestHandler):
             # "cut": the handler returns and the connection closes mid-body.
         except OSError:
             pass  # the client gave up first: that is what a stall is for
+
+    def _logged_in(self, login: tuple[str, str]) -> bool:
+        token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+        return self.headers.get("Authorization") == f"Basic {token}"
+
+    def _slow(
+        self,
+        path: str,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        fault: _Fault,
+        head: bool,
+    ) -> None:
+        """One byte every `fault.seconds`; with or without a Content-Length (length 0)."""
+        repo = self.server.repo
+        repo._record(HttpRequest(self.command, path, status, dict(self.headers.items())))
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        if fault.length != 0:
+            self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if head:
+            return
+        try:
+            for i in range(len(body)):
+                if repo._stopping.wait(fault.seconds):
+                    return
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+        except OSError:
+            pass  # the client gave up: that is what the deadline is for
+
+    def _huge(self, path: str, fault: _Fault, head: bool) -> None:
+        """Announce `fault.length` bytes (or none), send `fault.after_bytes` of zeros,
+        then close: a server that would go on for as long as it is let."""
+        repo = self.server.repo
+        repo._record(HttpRequest(self.command, path, 200, dict(self.headers.items())))
+        self.send_response(200)
+        self.send_header("ETag", '"huge"')
+        if fault.length is not None:
+            self.send_header("Content-Length", str(fault.length))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if head:
+            return
+        chunk = bytes(CHUNK)
+        sent = 0
+        try:
+            while sent < fault.after_bytes and not repo._stopping.is_set():
+                n = min(len(chunk), fault.after_bytes - sent)
+                self.wfile.write(chunk[:n])
+                sent += n
+        except OSError:
+            pass  # the client stopped reading: what a cap is for
 
     def _not_modified(self, etag: str, mtime: int) -> bool:
         match = self.headers.get("If-None-Match")
@@ -179,8 +258,11 @@ class HttpRepo:
     """Serves the files under `root` over HTTP on 127.0.0.1, with ETag, Last-Modified,
     conditional requests (304), ranges (206/416), a request log and injected faults."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, login: tuple[str, str] | None = None
+    ) -> None:
         self.root = Path(root).resolve()
+        self.login = login  # (user, password): every request needs it (401 otherwise)
         self._lock = threading.Lock()
         self._log: list[HttpRequest] = []
         self._faults: dict[str, _Fault] = {}
@@ -293,6 +375,25 @@ class HttpRepo:
         """Answer `code` with a short body for `path`: every time, or `times` times."""
         self._add_fault(path, _Fault("status", code=code, remaining=times))
 
+    def slow(self, path: str, seconds: float, *, length: bool = True) -> None:
+        """Every request: one byte of the body every `seconds`, with a Content-Length
+        (length) or without one (the body ends when the connection closes)."""
+        self._add_fault(path, _Fault("slow", seconds=seconds, length=None if length else 0))
+
+    def huge(self, path: str, length: int | None, *, sends: int) -> None:
+        """Every request: announce `length` bytes (None: no Content-Length), send
+        `sends` bytes of zeros, close. The file need not exist."""
+        self._add_fault(path, _Fault("huge", after_bytes=sends, length=length))
+
+    def short(self, path: str, length: int) -> None:
+        """Every request: a Content-Length of `length` (smaller than the file) and that
+        many bytes, answered 200 whatever the Range."""
+        self._add_fault(path, _Fault("short", after_bytes=length))
+
+    def redirect(self, path: str, location: str, code: int = 302) -> None:
+        """Every request for `path`: a redirect to `location`."""
+        self._add_fault(path, _Fault("redirect", code=code, location=location))
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
@@ -307,6 +408,8 @@ class _FtpState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     commands: list[tuple[str, str]] = field(default_factory=list)
     drops: dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)  # what SIZE answers instead
+    login: tuple[str, str] | None = None
 
 
 def _ftp_classes(state: _FtpState) -> Any:
@@ -351,8 +454,19 @@ def _ftp_classes(state: _FtpState) -> Any:
                 state.commands.append((cmd, arg))
             return super().pre_process_command(line, cmd, arg)
 
+        def ftp_SIZE(self, path: str) -> Any:
+            with state.lock:
+                size = state.sizes.get(_repo_path(os.path.relpath(path, state.root)))
+            if size is not None:
+                self.respond(f"213 {size}")
+                return None
+            return super().ftp_SIZE(path)
+
     authorizer = DummyAuthorizer()
-    authorizer.add_anonymous(str(state.root), perm="elr")  # read-only
+    if state.login is None:
+        authorizer.add_anonymous(str(state.root), perm="elr")  # read-only
+    else:
+        authorizer.add_user(state.login[0], state.login[1], str(state.root), perm="elr")
     Handler.authorizer = authorizer
     return Handler
 
@@ -361,11 +475,13 @@ class FtpRepo:
     """Serves the files under `root` over anonymous, read-only FTP on 127.0.0.1
     (pyftpdlib: REST, SIZE, MDTM), with a command log and dropped transfers on demand."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, login: tuple[str, str] | None = None
+    ) -> None:
         from pyftpdlib.ioloop import IOLoop
         from pyftpdlib.servers import FTPServer
 
-        self._state = _FtpState(Path(root).resolve())
+        self._state = _FtpState(Path(root).resolve(), login=login)
         self.root = self._state.root
         self._ioloop = IOLoop()  # its own loop: servers in one process stay independent
         self._server = FTPServer((LOOPBACK, 0), _ftp_classes(self._state), ioloop=self._ioloop)
@@ -430,6 +546,11 @@ class FtpRepo:
         with self._state.lock:
             self._state.drops[_repo_path(path)] = after_bytes
 
+    def advertise_size(self, path: str, size: int) -> None:
+        """SIZE of `path` answers `size` from now on, whatever the file holds."""
+        with self._state.lock:
+            self._state.sizes[_repo_path(path)] = size
+
 
 # --- many servers, one cleanup -------------------------------------------------------
 
@@ -440,13 +561,15 @@ class Servers:
     def __init__(self) -> None:
         self._stops: list[Callable[[], None]] = []
 
-    def http(self, root: str | os.PathLike[str]) -> HttpRepo:
-        repo = HttpRepo(root).start()
+    def http(
+        self, root: str | os.PathLike[str], *, login: tuple[str, str] | None = None
+    ) -> HttpRepo:
+        repo = HttpRepo(root, login=login).start()
         self._stops.append(repo.stop)
         return repo
 
-    def ftp(self, root: str | os.PathLike[str]) -> FtpRepo:
-        repo = FtpRepo(root).start()
+    def ftp(self, root: str | os.PathLike[str], *, login: tuple[str, str] | None = None) -> FtpRepo:
+        repo = FtpRepo(root, login=login).start()
         self._stops.append(repo.stop)
         return repo
 
