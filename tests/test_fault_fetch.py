@@ -32,7 +32,7 @@ from layershell.errors import ConfigError, LayershellError
 from layershell.fetch import Fetcher, FetchError, LogProgress
 from tests.packages import program, tarball
 from tests.servers import Servers
-from tests.support import SystemStack, needs_root
+from tests.support import Identity, SystemStack, needs_root, python_cmd
 
 NAME = "x86_64/goss_v0.0.1.tar.gz"
 DATA = random.Random(5).randbytes(300_000)
@@ -614,3 +614,26 @@ def test_a_full_disk_names_the_path_keeps_nothing_and_says_what_to_free(
         assert os.listdir(cache / "partial") == []
     finally:
         subprocess.run(["umount", "-l", str(cache)], check=False)
+
+
+def test_a_rootless_shim_cannot_read_the_callers_credentials(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    """The attack, rootless: a package's program (default profile, the caller's home
+    bound read-only) reads the caller's logins for its repositories."""
+    from tests.packages import ARCH, Repository
+
+    home = fresh_rootless.home
+    for name in (".config/layershell/credentials", ".netrc"):
+        path = credentials(home, "machine repo.example login me password s3cret-Pw\n", name=name)
+        os.chown(path, fresh_rootless.uid, fresh_rootless.gid)
+    repo_dir = Repository(shared_dir / "repo")
+    repo_dir.add(
+        "peek", "1", {"bin/peek": "#!/bin/sh\ncat ~/.netrc ~/.config/layershell/credentials\n"}
+    )
+    repo_dir.index()
+    r = fresh_rootless.run(python_cmd("install", f"{repo_dir.file_url}/{ARCH}/peek_1"))
+    assert r.returncode == 0, r.stderr.decode()
+    r = fresh_rootless.run(["peek"])
+    assert b"s3cret-Pw" not in r.stdout + r.stderr, r.stdout
+    assert (home / ".netrc").read_text().endswith("s3cret-Pw\n")  # still the caller's
