@@ -66,6 +66,9 @@ def _file(pkgs_dir: str, name: str, version: str, suffix: str) -> str:
 
 def as_record(row: Installed) -> bytes:
     data: dict[str, object] = {"format": FORMAT, **row.as_json()}
+    where = row.spec.get("repository")
+    if isinstance(where, str) and repo.has_credentials(where):  # an older record's
+        data["spec"] = {**row.spec, "repository": repo.redact_url(where)}
     del data["active"]  # the /opt/pkgs/<name> link says which version is active
     return (json.dumps(data, sort_keys=True, indent=1) + "\n").encode()
 

@@ -326,3 +326,54 @@ def test_unconstructible_values_are_config_errors(text: str, expected: str) -> N
     with pytest.raises(ConfigError) as info:
         load_text(text, "F")
     assert [str(p) for p in info.value.problems] == [expected]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["an alias bomb", "a 50 MB manifest", "10,000 nested levels"],
+)
+def test_core_check_refuses_each_hostile_manifest_in_bounded_memory(
+    tmp_path: Path, kind: str
+) -> None:
+    """The acceptance, as a user meets it: `core check FILE` on each hostile manifest
+    exits 2 with the file named, and its whole process stays under 100 MB (measured
+    by the kernel: ru_maxrss of the child). A CPU limit only guards against a hang; the
+    time it took is printed, not asserted (tests never assert timings)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "composable.yaml"
+    if kind == "an alias bomb":
+        path.write_text(
+            "composable:\n  x:\n" + "".join("    " + line + "\n" for line in BOMB.splitlines())
+        )
+    elif kind == "a 50 MB manifest":
+        with open(path, "w") as f:
+            f.write("composable:\n  packages:\n")
+            f.write("    - {name: p, version: '1'}\n" * ((50 << 20) // 29))
+    else:
+        path.write_text("composable: " + "[" * 10_000 + "]" * 10_000 + "\n")
+
+    def guard() -> None:
+        resource.setrlimit(resource.RLIMIT_CPU, (30, 30))
+
+    start = time.monotonic()
+    with open(tmp_path / "out", "wb+") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "layershell", "--rootless", "check", str(path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HOME": str(tmp_path)},
+            preexec_fn=guard,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own usage
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode()
+    print(f"{kind}: {time.monotonic() - start:.2f} s, {usage.ru_maxrss // 1024} MB")
+    assert proc.returncode == 2, text
+    assert str(path) in text and "Traceback" not in text, text
+    assert usage.ru_maxrss < 100 * 1024, f"{kind}: {usage.ru_maxrss // 1024} MB"

@@ -303,3 +303,26 @@ def test_a_migration_keeps_the_old_database(
     with sqlite3.connect(kept) as old:
         assert old.execute("PRAGMA user_version").fetchone()[0] == 1
         assert old.execute("SELECT name FROM sqlite_master WHERE name = 'packages'").fetchone()
+
+
+def test_a_password_an_older_record_kept_is_never_shown(
+    many: tuple[Identity, Repository],
+) -> None:
+    """Defect 6, its trace in records: a layershell that took `user:pass@` URLs kept the
+    repository in the spec (state.db is 0644) and `core info --json` printed it."""
+    ident, _ = many
+    con = sqlite3.connect(store(ident) / "state.db")
+    with con:
+        con.execute(
+            "UPDATE packages SET spec = json_set(spec, '$.repository', ?) WHERE name = 'p3'",
+            ("ftp://me:s3cret-Pw@127.0.0.1/repo",),
+        )
+    con.close()
+    for f in (pkgs(ident) / ".records").glob("p3_*"):
+        f.unlink()  # so the next operation writes it again from the database
+    assert core(ident, "repair").returncode == 0
+    for args in (("list", "--json"), ("info", "--json", "p3"), ("info", "p3")):
+        r = core(ident, *args)
+        assert r.returncode == 0, r.stderr.decode()
+        assert b"s3cret" not in r.stdout + r.stderr and b"***@127.0.0.1" in r.stdout, args
+    assert "s3cret" not in (pkgs(ident) / ".records" / "p3_1.json").read_text()

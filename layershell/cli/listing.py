@@ -177,8 +177,19 @@ def installed(app: App, only: set[str] | None = None) -> list[Installed]:
         ]
         if lost:
             raise records.lost_error(db, pkgs_dir, lost)
-        rows += [r for r in _as_linked(found, pkgs_dir) if only is None or r.name in only]
+        rows += [
+            _redacted(r) for r in _as_linked(found, pkgs_dir) if only is None or r.name in only
+        ]
     return rows
+
+
+def _redacted(row: Installed) -> Installed:
+    """A record written by a layershell that took passwords in URLs keeps one in its
+    spec: never shown (nor used: plan.resolve refuses it with the file to fix)."""
+    where = row.spec.get("repository")
+    if isinstance(where, str) and repo.has_credentials(where):
+        return replace(row, spec={**row.spec, "repository": repo.redact_url(where)})
+    return row
 
 
 def _shown(text: object) -> str:
