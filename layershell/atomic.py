@@ -29,11 +29,14 @@ def write_atomic(
                 os.fchown(f.fileno(), *owner)
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            # A full disk at write or flush says no path: name the file it was for.
+            raise OSError(exc.errno, exc.strerror, path) from None
         raise
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -68,4 +71,11 @@ def write_json(path: str, data: object) -> None:
     import json
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n", mode=0o644)
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read(len(text) + 1) == text:
+                return  # unchanged: no write, so a repair works on a full disk
+    except (OSError, ValueError):
+        pass
+    write_atomic(path, text, mode=0o644)

@@ -21,6 +21,7 @@ every executable of bin/). The account's record may only ask for a stricter prof
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -135,11 +136,14 @@ def record(paths: Paths, grants: Mapping[str, Grant | None]) -> None:
     if not grants:
         return
     table = load(paths)
+    before = dict(table)
     for name, grant in grants.items():
         if grant is None:
             table.pop(name, None)
         else:
             table[name] = grant
+    if table == before:
+        return  # nothing new: no write (a repair must work on a full disk)
     write_json(grants_file(paths), {k: v.as_json() for k, v in sorted(table.items())})
 
 
@@ -149,7 +153,13 @@ def forget_removed(paths: Paths, rows: Iterable[Installed], only: set[str] | Non
     gets nothing from that old word."""
     names = {r.name for r in rows}
     table = load(paths)
-    record(paths, {n: None for n in table if n not in names and (only is None or n in only)})
+    try:
+        record(paths, {n: None for n in table if n not in names and (only is None or n in only)})
+    except OSError as exc:
+        # A full disk: the old word stays until the next sync with room (no package
+        # can be installed meanwhile either), and the repair this is part of goes on.
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
 
 
 def may_grant(paths: Paths) -> bool:

@@ -80,13 +80,20 @@ def begin(pkgs_dir: str, row: Installed) -> None:
 
 
 def committed(pkgs_dir: str, row: Installed) -> None:
-    """After the database committed the version (or for a row that has no record, an
-    install by an older layershell): the record of a finished install."""
-    os.makedirs(records_dir(pkgs_dir), exist_ok=True)
+    """After the database committed the version: the record of a finished install.
+    One rename of the `.installing` record (written with the same row just before the
+    commit) or of a `.removing` one (a removal that did not happen), so it needs no
+    free space: a full disk can still be repaired. Written only for a row that has no
+    record at all (a version an older layershell installed)."""
     final = _file(pkgs_dir, row.name, row.version, COMMITTED)
-    write_atomic(final, as_record(row))
     for other in (INSTALLING, REMOVING):
-        _unlink(_file(pkgs_dir, row.name, row.version, other))
+        try:
+            os.rename(_file(pkgs_dir, row.name, row.version, other), final)
+            return
+        except FileNotFoundError:
+            continue
+    os.makedirs(records_dir(pkgs_dir), exist_ok=True)
+    write_atomic(final, as_record(row))
 
 
 def removing(pkgs_dir: str, name: str, version: str) -> None:

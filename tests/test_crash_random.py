@@ -164,8 +164,8 @@ def test_update(layer: Layer) -> None:
         assert layer.consistent(settled=False)["tool"] in (str(i - 1), str(i)), layer.label
         layer.ok("update")
         assert layer.consistent(settled=True) == {"tool": str(i)}, layer.label
-        versions = {str(r["version"]) for r in layer.rows()}
-        assert versions <= {str(i - 1), str(i), str(i - 2)}, (layer.label, versions)
+        kept = {str(r["version"]) for r in layer.rows()}
+        assert kept <= {str(i - 1), str(i), str(i - 2)}, (layer.label, kept)
     assert kills >= POINTS * 3 // 5
 
 

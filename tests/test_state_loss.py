@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from layershell import state
 from tests.packages import ARCH, Repository, program
-from tests.support import Identity, python_cmd
+from tests.support import NOBODY, Identity, needs_root, python_cmd
 
 COUNT = 20  # the acceptance: a database lost with 20 packages installed
 
@@ -326,3 +329,53 @@ def test_a_password_an_older_record_kept_is_never_shown(
         assert r.returncode == 0, r.stderr.decode()
         assert b"s3cret" not in r.stdout + r.stderr and b"***@127.0.0.1" in r.stdout, args
     assert "s3cret" not in (pkgs(ident) / ".records" / "p3_1.json").read_text()
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Identity]:
+    """An identity whose home is a real 20 MB filesystem (tmpfs), as root sets it up."""
+    base = Path(tempfile.mkdtemp(prefix="layershell-full-", dir="/var/tmp"))
+    base.chmod(0o755)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m,mode=755", "tmpfs", str(base)], check=True
+    )
+    try:
+        home = base / "home"
+        home.mkdir()
+        os.chown(home, NOBODY, NOBODY)
+        prefix = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--")
+        ident = Identity(NOBODY, NOBODY, home, prefix)
+        assert core(ident, "--rootless", "init").returncode == 0
+        yield ident
+    finally:
+        subprocess.run(["umount", "-l", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@needs_root
+def test_a_full_disk_is_recoverable_with_the_tool(small_disk: Identity, shared_dir: Path) -> None:
+    """Defect 7: on a 20 MB filesystem a 30 MB package failed but left its `.part` and
+    the disk full; `core repair` and any install then failed with a bare "No space
+    left on device" (no path, no hint)."""
+    ident = small_disk
+    repo = Repository(shared_dir / "repo")
+    repo.add("small", "1", program("small", "1"))
+    repo.add("big", "1", {"bin/big": "#!/bin/sh\necho big\n", "data": os.urandom(30 << 20)})
+    repo.index()
+    assert core(ident, "install", f"{repo.file_url}/{ARCH}/small_1").returncode == 0
+    err = refused_clearly(core(ident, "install", f"{repo.file_url}/{ARCH}/big_1"), "core gc")
+    assert "no space left" in err.lower() and "/cache/" in err, err
+    partial = store(ident) / "cache" / "partial"
+    assert not any(p.stat().st_size for p in partial.iterdir()), "a useless .part was kept"
+    # Now the disk is full for another reason; the tool still repairs and explains.
+    fill = ident.run(["dd", "if=/dev/zero", f"of={ident.home}/fill", "bs=1M"])
+    assert b"No space left" in fill.stderr
+    r = core(ident, "repair")
+    assert r.returncode == 0 and "matches its record" in r.stdout.decode(), r.stderr.decode()
+    assert core(ident, "gc").returncode == 0
+    err = refused_clearly(core(ident, "remove", "small"), "full", "core gc")
+    assert str(store(ident)) in err, err
+    assert shim(ident, "small") == "small 1"  # nothing lost
+    (ident.home / "fill").unlink()
+    assert core(ident, "remove", "small").returncode == 0
+    assert listing(ident) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -34,6 +35,12 @@ class Group(click.Group):
             # A file the user named or a directory they cannot write: say which, no traceback.
             where = f": {exc.filename}" if exc.filename else ""
             sys.stderr.write(f"core: error: {exc.strerror or exc}{where}\n")
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                sys.stderr.write(
+                    "  hint: the filesystem is full: `core gc --partial` removes unfinished "
+                    "downloads, `core gc` versions no longer active, `core remove NAME` a "
+                    "package; or free space there another way, then run it again\n"
+                )
             sys.exit(1)
 
 
