@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ COMMITTED, INSTALLING, REMOVING = ".json", ".installing", ".removing"
 SUFFIXES = (COMMITTED, INSTALLING, REMOVING)
 FORMAT = 1
 MAX_RECORD_BYTES = 1 << 20  # a record is a few hundred bytes; a spec at most a few kB
+MAX_RECORDS = 100_000  # versions of packages in one layer, far above any real one
 
 # Every field of a row, and its type: a record is checked as hostile input would be.
 _FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -132,6 +134,14 @@ def listing(pkgs_dir: str) -> dict[str, str]:
         entries = os.listdir(fd)
     finally:
         os.close(fd)
+    if len(entries) > MAX_RECORDS:
+        # The account's directory: root reads it too, and a million names planted
+        # there must not make every root operation slow.
+        raise RecordError(
+            f"{records_dir(pkgs_dir)} holds {len(entries)} entries, more than the "
+            f"{MAX_RECORDS} records a layer may have",
+            "the layer's account must remove what it did not install there",
+        )
     found: dict[str, str] = {}
     for entry in entries:
         for suffix in SUFFIXES:
@@ -156,11 +166,16 @@ def lost(pkgs_dir: str, known: Iterable[str]) -> list[str]:
     return sorted(
         key
         for key, state in listing(pkgs_dir).items()
-        if state == COMMITTED
-        and key not in keys
-        and os.path.isdir(os.path.join(pkgs_dir, key))
-        and not os.path.islink(os.path.join(pkgs_dir, key))
+        if state == COMMITTED and key not in keys and is_tree(os.path.join(pkgs_dir, key))
     )
+
+
+def is_tree(path: str) -> bool:
+    """A directory itself, not a link to one (lstat: root follows no link of a layer's)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def lost_error(database: str, pkgs_dir: str, keys: list[str]) -> RecordError:
@@ -235,7 +250,7 @@ def rebuild_rows(pkgs_dir: str, layer: str) -> Rebuilt:
         if state != COMMITTED:
             continue  # never committed, or being removed: not installed
         tree = os.path.join(pkgs_dir, key)
-        if not os.path.isdir(tree) or os.path.islink(tree):
+        if not is_tree(tree):
             problems.append(f"{key}: recorded, but {tree} is gone: not rebuilt")
             continue
         try:
