@@ -14,6 +14,12 @@ from contextlib import contextmanager
 
 from layershell.errors import LayershellError
 
+# A test hook, like install.CRASH_ENV: when set, it names a file that every holder
+# appends "PID PATH\n" to the moment it holds a lock, so a concurrency test learns the
+# order in which operations took the layer's lock and can replay them one by one in
+# that order (tests/test_concurrency.py). Unset in production.
+ORDER_ENV = "LAYERSHELL_LOCK_ORDER"
+
 
 class Busy(LayershellError):
     exit_code = 75  # EX_TEMPFAIL: try again later
@@ -26,6 +32,13 @@ def _holder(fd: int) -> str:
     except OSError:
         return "another process"
     return f"pid {text}" if text.isdigit() else "another process"
+
+
+def _record_order(path: str) -> None:
+    order = os.environ.get(ORDER_ENV)
+    if order:
+        with open(order, "a", encoding="utf-8") as f:  # one short write: O_APPEND keeps it whole
+            f.write(f"{os.getpid()} {path}\n")
 
 
 @contextmanager
@@ -51,6 +64,7 @@ def held(
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _record_order(path)
         yield fd
     finally:
         os.close(fd)
