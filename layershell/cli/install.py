@@ -115,16 +115,25 @@ def install(
     planner = pipeline.Planner(
         fetcher, arch=repo.host_arch(), os_version=pipeline.os_version(app.paths)
     )
-    jobs = pipeline.plan_jobs(
-        planner, list(items), loaded, where, profile=profile, rootless=app.paths.mode == "rootless"
-    )
-    report = pipeline.run(where, jobs, fetcher, no_wait=no_wait, log=log)
+    # Planned under the lock, with the indexes as they are when this install's turn
+    # comes, and exposed before another operation may change the record again.
+    with pipeline.locked(where, no_wait=no_wait, log=log) as session:
+        jobs = pipeline.plan_jobs(
+            planner, list(items), loaded, where, profile=profile,
+            rootless=app.paths.mode == "rootless",
+        )  # fmt: skip
+        report = pipeline.install_jobs(session, jobs, fetcher, log=log)
+        report_install(app, where, report)
+        exposed = sync_exposure(app, {o.name for o in report.outcomes})
+    if report.failures:
+        sys.exit(max(f.error.exit_code for f in report.failures))
+    if not exposed:
+        sys.exit(1)
+
+
+def report_install(app: App, where: target.Target, report: pipeline.Report) -> None:
+    what = {"installed": "installed", "unchanged": "already installed", "activated": "activated"}
     for o in report.outcomes:
-        what = {
-            "installed": "installed",
-            "unchanged": "already installed",
-            "activated": "activated",
-        }
         app.out.print(
             f"{what[o.status]} {o.name} {o.version} in layer {where.layer.name} ({o.path})"
         )
@@ -134,8 +143,3 @@ def install(
         app.err.print(f"core: error: {f.name}: {f.error.message}")
         if f.error.hint:
             app.err.print(f"  hint: {f.error.hint}")
-    exposed = sync_exposure(app, {o.name for o in report.outcomes})
-    if report.failures:
-        sys.exit(max(f.error.exit_code for f in report.failures))
-    if not exposed:
-        sys.exit(1)
