@@ -5,8 +5,11 @@ real SQLite record and a file:// repository."""
 
 from __future__ import annotations
 
+import difflib
 import json
+import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from layershell import lock
 from tests.packages import Repository, program
 from tests.support import Identity, python_cmd
 
@@ -186,3 +190,89 @@ def test_a_second_concurrent_update_reports_only_what_it_changed(
         assert told == Counter((n, version) for n in NAMES), said
         quiet = [d for d in (one, two) if not updated(d)]
         assert all("everything is up to date" in d.out for d in quiet), said
+
+
+# The acceptance test: random mixes of every operation, replayed one by one.
+
+FETCH_TIME = re.compile(r" in [0-9.]+ s$")
+
+
+def operation(rng: random.Random, config: str) -> tuple[str, ...]:
+    name = rng.choice(NAMES)
+    kind = rng.choice(["install", "update", "remove", "gc", "rollback"])
+    if kind == "install":
+        return ("install", "--config", config, name)
+    if kind == "update":
+        return rng.choice([("update",), ("update", name)])
+    if kind == "remove":
+        return ("remove", name)
+    if kind == "gc":
+        return rng.choice([("gc",), ("gc", "--keep", "1")])
+    return ("rollback", name)
+
+
+def said(done: Done) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
+    """What a command said, but for waiting (only a concurrent run waits) and timings."""
+    err = tuple(FETCH_TIME.sub(" in T s", x) for x in done.err if not x.startswith("waiting for"))
+    return done.code, done.out, err
+
+
+def layer_state(ident: Identity) -> list[str]:
+    """The record (`core list --json --all`, but for install times), the package trees
+    and the shims, one line each."""
+    r = core(ident, "list", "--json", "--all")
+    assert r.returncode == 0, r.stderr.decode()
+    rows = [
+        json.dumps({k: v for k, v in row.items() if k != "installed_at"}, sort_keys=True)
+        for row in json.loads(r.stdout)
+    ]
+    pkgs = ident.home / ".local/share/layershell/pkgs"
+    bin_dir = ident.home / ".local/bin"
+    trees = [f"tree {p.name}" for p in pkgs.iterdir() if not p.name.startswith(".")]
+    return sorted(rows) + sorted(trees) + sorted(f"shim {p.name}" for p in bin_dir.iterdir())
+
+
+def differ(a: list[str], b: list[str]) -> str:
+    return "\n".join(difflib.unified_diff(a, b, "together", "one by one", lineterm=""))
+
+
+def restore(ident: Identity, template: Path) -> None:
+    shutil.rmtree(ident.home)
+    subprocess.run(["cp", "-a", str(template), str(ident.home)], check=True)
+
+
+def test_twenty_concurrent_mixed_operations_equal_a_sequential_order(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    ident = fresh_rootless
+    repo, config = repository(ident, shared_dir)
+    publish(repo, "2", NAMES)
+    assert core(ident, "update", *NAMES[:5]).returncode == 0  # p0..p4: 1 and 2 installed
+    publish(repo, "3", NAMES[:3])
+    template = shared_dir / "template"
+    subprocess.run(["cp", "-a", str(ident.home), str(template)], check=True)
+    for seed in range(10):
+        rng = random.Random(seed)
+        ops = [operation(rng, config) for _ in range(20)]
+        restore(ident, template)
+        order_file = shared_dir / f"order-{seed}"
+        order_file.touch(mode=0o666)
+        order_file.chmod(0o666)
+        together = run_together(ident, ops, {lock.ORDER_ENV: str(order_file)})
+        after_together = layer_state(ident)
+        took = [
+            int(pid)
+            for pid, path in (line.split(" ", 1) for line in order_file.read_text().splitlines())
+            if path == str(layer_lock(ident))
+        ]
+        index = {pid: i for i, (_, pid) in enumerate(together)}
+        order = [index[pid] for pid in dict.fromkeys(took) if pid in index]
+        replay = f"seed {seed}: in lock order: {[ops[i] for i in order]}"
+        assert sorted(order) == list(range(len(ops))), f"{replay}: each takes the lock"
+        restore(ident, template)
+        alone = {i: finish(ops[i], start(ident, ops[i], {})) for i in order}
+        for i in order:
+            assert said(together[i][0]) == said(alone[i]), f"{replay}: {ops[i]}"
+        after_alone = layer_state(ident)
+        assert after_together == after_alone, f"{replay}\n{differ(after_together, after_alone)}"
+        assert sorted(Counter(took).values()) == [1] * len(ops), f"{replay}: once each"
