@@ -253,10 +253,11 @@ class Session:
 
 
 @contextmanager
-def locked(target: Target, *, no_wait: bool = False, log: Log) -> Iterator[Session]:
-    """Hold the layer's lock for one whole operation: plan, act and expose inside it."""
+def locked(target: Target, what: str, *, no_wait: bool = False, log: Log) -> Iterator[Session]:
+    """Hold the layer's lock for one whole operation (`what`, e.g. "core remove", is
+    what a process waiting for it is told): plan, act and expose inside it."""
     with (
-        lock.held(target.lock_file, no_wait=no_wait, waiting=log) as lock_fd,
+        lock.held(target.lock_file, no_wait=no_wait, waiting=log, what=what) as lock_fd,
         State(target.database) as db,
     ):
         install.reconcile(target, db, log)
@@ -311,7 +312,7 @@ def run(
 ) -> Report:
     """Install jobs planned without the record (a tarball from the inbox), under the lock.
     Jobs that depend on what is installed are planned inside `locked` instead."""
-    with locked(target, no_wait=no_wait, log=log) as session:
+    with locked(target, "core install", no_wait=no_wait, log=log) as session:
         return install_jobs(session, jobs, fetcher, log=log, script_timeout=script_timeout)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from layershell import lock
-from tests.packages import Repository, program
+from tests.packages import Repository, program, tarball
 from tests.support import Identity, python_cmd
 
 NAMES = [f"p{i}" for i in range(10)]
@@ -190,6 +190,58 @@ def test_a_second_concurrent_update_reports_only_what_it_changed(
         assert told == Counter((n, version) for n in NAMES), said
         quiet = [d for d in (one, two) if not updated(d)]
         assert all("everything is up to date" in d.out for d in quiet), said
+
+
+def test_a_waiting_operation_names_the_live_holder(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    """The pid in the lock file can be stale (a holder that has since released the lock
+    wrote it, or one that died): the message names the process that holds the lock."""
+    ident = fresh_rootless
+    store = ident.home / ".local/share/layershell/layers/arne"
+    pkgs = ident.home / ".local/share/layershell/pkgs"
+    go = store / "home" / "go"  # install.sh's HOME is the layer's home
+    slow = tarball(
+        shared_dir / "slow_1.tar.gz",
+        {**program("slow", "1"), "install.sh": 'while [ ! -e "$HOME/go" ]; do sleep 0.1; done\n'},
+    )
+    other = str(tarball(shared_dir / "other_1.tar.gz", program("other", "1")))
+    holder = ident.popen(
+        python_cmd("install", str(slow)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    decoy = subprocess.Popen(["sleep", "600"])  # alive, and holds nothing
+    waiter = None
+    try:
+        # The tree is renamed into place under the lock, then install.sh waits for "go".
+        wait_for(lambda: (pkgs / "slow_1").exists())
+        r = core(ident, "install", "--no-wait", other)
+        assert r.returncode == 75
+        assert f"(core install, pid {holder.pid})" in r.stderr.decode(), r.stderr.decode()
+        (store / "lock").write_text(f"{decoy.pid}\n")  # stale: not the holder's pid
+        r = core(ident, "install", "--no-wait", other)
+        assert r.returncode == 75
+        assert f"pid {holder.pid}" in r.stderr.decode(), r.stderr.decode()
+        assert str(decoy.pid) not in r.stderr.decode()
+        waiter = ident.popen(
+            python_cmd("install", other), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert waiter.stderr is not None
+        line = waiter.stderr.readline().decode()
+        assert "waiting for" in line and f"pid {holder.pid})" in line, line
+        assert str(decoy.pid) not in line
+        go.touch()
+        assert holder.wait(timeout=60) == 0
+        _, err = waiter.communicate(timeout=60)
+        assert waiter.returncode == 0, err.decode()
+    finally:
+        go.touch()
+        decoy.kill()
+        decoy.wait()
+        for proc in (holder, waiter):
+            if proc is not None:
+                proc.kill()
+                proc.communicate()
+    assert active(ident) == {"slow": "1", "other": "1"}
 
 
 # The acceptance test: random mixes of every operation, replayed one by one.

@@ -122,7 +122,7 @@ def install(
     )
     # Planned under the lock, with the indexes as they are when this install's turn
     # comes, and exposed before another operation may change the record again.
-    with pipeline.locked(where, no_wait=no_wait, log=log) as session:
+    with pipeline.locked(where, "core install", no_wait=no_wait, log=log) as session:
         if not as_root_of_system(app):
             grant()  # rootless: a concurrent remove's shim sync must not forget it
         jobs = pipeline.plan_jobs(

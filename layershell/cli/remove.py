@@ -23,7 +23,7 @@ def remove(app: App, no_wait: bool, names: tuple[str, ...]) -> None:
         if handed is not None:
             exposed = sync_exposure(app)
             sys.exit(handed or (0 if exposed else 1))
-    with pipeline.locked(where, no_wait=no_wait, log=app.err.print) as session:
+    with pipeline.locked(where, "core remove", no_wait=no_wait, log=app.err.print) as session:
         for line in pipeline.remove(session, list(names)):
             app.out.print(f"removed {line}")
         exposed = sync_exposure(app, set(names))  # under the lock: shims follow this record

@@ -84,7 +84,7 @@ def update_cmd(
             remember_os(app)
         sys.exit(handed or (0 if ok else 1))
     elif prune_only:
-        with pipeline.locked(where, no_wait=no_wait, log=app.err.print) as session:
+        with pipeline.locked(where, "core update", no_wait=no_wait, log=app.err.print) as session:
             held = portable.failed(app.paths)
             for name in names:
                 updates.prune(where, session.db, name, keep, app.err.print, held.get(name))
@@ -109,7 +109,7 @@ def update_cmd(
     # Planned and done under one hold of the lock: what another operation did before
     # this one took it (a remove, another update) is what this one plans from.
     handed_over = os.environ.get(target.HANDED_OVER_ENV) == "1"
-    with pipeline.locked(where, no_wait=no_wait, log=log) as session:
+    with pipeline.locked(where, "core update", no_wait=no_wait, log=log) as session:
         result = updates.apply(
             session, planner, fetcher, only, os_only=if_os_changed,
             held=portable.failed(app.paths),
@@ -166,7 +166,7 @@ def rollback(app: App, to: str | None, no_wait: bool, name: str) -> None:
         if handed is not None:
             ok = op.expose(where)
             sys.exit(handed or (0 if ok else 1))
-    with pipeline.locked(where, no_wait=no_wait, log=app.err.print) as session:
+    with pipeline.locked(where, "core rollback", no_wait=no_wait, log=app.err.print) as session:
         before, after = updates.rollback(session, name, to, log=app.err.print)
         app.out.print(f"rolled {name} back from {before} to {after}")
         exposed = sync_exposure(app, {name})
@@ -186,7 +186,7 @@ def gc(app: App, keep: int, no_wait: bool) -> None:
         if handed is not None:
             ok = sync_exposure(app)
             sys.exit(handed or (0 if ok else 1))
-    with pipeline.locked(where, no_wait=no_wait, log=app.err.print) as session:
+    with pipeline.locked(where, "core gc", no_wait=no_wait, log=app.err.print) as session:
         removed = updates.gc(session, keep=keep, log=app.err.print)
     for line in removed:
         app.out.print(f"removed {line}")
