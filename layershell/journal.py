@@ -50,9 +50,13 @@ def interrupted(paths: Paths) -> dict[str, object] | None:
 
 @contextmanager
 def held(
-    paths: Paths, *, no_wait: bool = False, waiting: Callable[[str], None] | None = None
+    paths: Paths,
+    *,
+    no_wait: bool = False,
+    waiting: Callable[[str], None] | None = None,
+    what: str = "",
 ) -> Iterator[None]:
-    with lock.held(lock_file(paths), no_wait=no_wait, waiting=waiting):
+    with lock.held(lock_file(paths), no_wait=no_wait, waiting=waiting, what=what):
         yield
 
 

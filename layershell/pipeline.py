@@ -1,6 +1,11 @@
 """The install pipeline: manifest or references -> plan -> fetch -> verify -> unpack ->
 install -> record, for one installing layer, under its lock.
 
+One operation holds the layer's lock (`locked`) from before it plans until after it has
+acted and exposed: whatever decides what to change (the record, an index) is read under
+the lock, so operations that run at the same time take turns, each one seeing the
+record the one before it left (docs/updates.md, "Concurrent operations").
+
 Every package is planned (resolved to an artifact with a sha256) before anything is
 fetched, so bad input stops the run before it changes anything. Each package then
 installs as its own transaction (install.py): a failure leaves that package as it was
@@ -12,7 +17,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from layershell import fetch, install, lock, manifest, plan, repo, unpack, verify
@@ -237,6 +243,64 @@ def _source(fetcher: fetch.Fetcher, job: Job) -> Source:
     return Source(job.name, job.version, path, digest, os.path.getsize(path), job.origin, job.spec)
 
 
+@dataclass(frozen=True)
+class Session:
+    """The layer's operation lock, held: its record open and its tree reconciled."""
+
+    target: Target
+    db: State
+    lock_fd: int  # install.sh inherits it: the lock stays held while a script lives
+
+
+@contextmanager
+def locked(target: Target, what: str, *, no_wait: bool = False, log: Log) -> Iterator[Session]:
+    """Hold the layer's lock for one whole operation (`what`, e.g. "core remove", is
+    what a process waiting for it is told): plan, act and expose inside it."""
+    with (
+        lock.held(target.lock_file, no_wait=no_wait, waiting=log, what=what) as lock_fd,
+        State(target.database) as db,
+    ):
+        install.reconcile(target, db, log)
+        yield Session(target, db, lock_fd)
+
+
+def install_jobs(
+    session: Session,
+    jobs: list[Job],
+    fetcher: fetch.Fetcher,
+    *,
+    log: Log,
+    script_timeout: float | None = None,  # None: the layer's limits.script_timeout
+) -> Report:
+    """Fetch and install planned jobs, each package on its own (see the module's text)."""
+    outcomes: list[Outcome] = []
+    failures: list[Failure] = []
+    target, db = session.target, session.db
+    for job in jobs:
+        src = None
+        try:
+            src = _source(fetcher, job)
+            install.checkpoint("fetched")
+            outcomes.append(
+                install.install(
+                    target, src, db, script_timeout=script_timeout, log=log,
+                    lock_fd=session.lock_fd,
+                )
+            )  # fmt: skip
+        except LayershellError as exc:
+            if src is not None and job.tarball is not None:
+                # Name the file the user gave, not its private copy (_source).
+                exc.message = exc.message.replace(src.archive, job.tarball)
+            failures.append(Failure(job.name, exc))
+        except (OSError, sqlite3.Error) as exc:
+            # A full disk or a database error ends this package, not the run.
+            failures.append(Failure(job.name, LayershellError(str(exc), "see the message")))
+        finally:
+            if src is not None and job.tarball is not None:
+                os.unlink(src.archive)  # the private copy (_source)
+    return Report(tuple(outcomes), tuple(failures))
+
+
 def run(
     target: Target,
     jobs: list[Job],
@@ -244,49 +308,24 @@ def run(
     *,
     no_wait: bool = False,
     log: Log,
-    script_timeout: float | None = None,  # None: the layer's limits.script_timeout
+    script_timeout: float | None = None,
 ) -> Report:
-    outcomes: list[Outcome] = []
-    failures: list[Failure] = []
-    with (
-        lock.held(target.lock_file, no_wait=no_wait, waiting=log) as lock_fd,
-        State(target.database) as db,
-    ):
-        install.reconcile(target, db, log)
-        for job in jobs:
-            src = None
-            try:
-                src = _source(fetcher, job)
-                install.checkpoint("fetched")
-                outcomes.append(
-                    install.install(
-                        target, src, db, script_timeout=script_timeout, log=log, lock_fd=lock_fd
-                    )
-                )
-            except LayershellError as exc:
-                if src is not None and job.tarball is not None:
-                    # Name the file the user gave, not its private copy (_source).
-                    exc.message = exc.message.replace(src.archive, job.tarball)
-                failures.append(Failure(job.name, exc))
-            except (OSError, sqlite3.Error) as exc:
-                # A full disk or a database error ends this package, not the run.
-                failures.append(Failure(job.name, LayershellError(str(exc), "see the message")))
-            finally:
-                if src is not None and job.tarball is not None:
-                    os.unlink(src.archive)  # the private copy (_source)
-    return Report(tuple(outcomes), tuple(failures))
+    """Install jobs planned without the record (a tarball from the inbox), under the lock.
+    Jobs that depend on what is installed are planned inside `locked` instead."""
+    with locked(target, "core install", no_wait=no_wait, log=log) as session:
+        return install_jobs(session, jobs, fetcher, log=log, script_timeout=script_timeout)
 
 
-def remove(target: Target, names: list[str], *, no_wait: bool = False, log: Log) -> list[str]:
+def remove(session: Session, names: list[str]) -> list[str]:
+    """Every installed version of each package; none if any of them is not installed."""
+    target, db = session.target, session.db
+    missing = [n for n in names if not db.versions(n)]
+    if missing:
+        raise LayershellError(
+            f"not installed in layer {target.layer.name}: {', '.join(missing)}",
+            "nothing was removed; see core list",
+        )
     removed: list[str] = []
-    with lock.held(target.lock_file, no_wait=no_wait, waiting=log), State(target.database) as db:
-        install.reconcile(target, db, log)
-        missing = [n for n in names if not db.versions(n)]
-        if missing:
-            raise LayershellError(
-                f"not installed in layer {target.layer.name}: {', '.join(missing)}",
-                "nothing was removed; see core list",
-            )
-        for name in names:
-            removed += [f"{name} {v}" for v in install.remove(target, db, name)]
+    for name in names:
+        removed += [f"{name} {v}" for v in install.remove(target, db, name)]
     return removed

@@ -1,6 +1,10 @@
 """Updates: newer versions on a package's stream, installed side by side and switched to
 atomically; rollback to an installed version; garbage collection.
 
+Every one of them plans and acts under one hold of the layer's lock (pipeline.locked):
+an update resolves what the record holds at that moment, so it never installs a package
+another operation removed meanwhile, and never reports a move another update made.
+
 The switch is the install's own: one database transaction makes the new version active,
 then the /opt/pkgs/<name> link (and with it every shim) moves, then root reattaches a
 portable service. layershell's record is the truth throughout: reconcile puts the link
@@ -13,9 +17,9 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from layershell import install, lock
+from layershell import fetch, install
 from layershell.errors import LayershellError
-from layershell.pipeline import Job, Planner
+from layershell.pipeline import Job, Planner, Report, Session, install_jobs
 from layershell.state import Installed, State
 from layershell.target import Target
 
@@ -90,6 +94,36 @@ def plan(
     return steps
 
 
+@dataclass(frozen=True)
+class Result:
+    """What an update found (every step) and what it changed (the report)."""
+
+    steps: list[Step]
+    report: Report
+
+
+def apply(
+    session: Session,
+    planner: Planner,
+    fetcher: fetch.Fetcher,
+    names: set[str] | None = None,
+    *,
+    os_only: bool = False,
+    held: Mapping[str, str] | None = None,
+    keep: int | None = None,
+    log: Log,
+) -> Result:
+    """Plan from the record as it is under the lock, install what moved, and with `keep`
+    prune what came before (root prunes itself, once the new services run)."""
+    steps = plan(session.db.all(), planner, names, os_only=os_only, held=held)
+    jobs = [s.job for s in steps if s.job is not None]
+    report = install_jobs(session, jobs, fetcher, log=log)
+    if keep is not None:
+        for outcome in report.outcomes:
+            prune(session.target, session.db, outcome.name, keep, log)
+    return Result(steps, report)
+
+
 def prune(
     target: Target, db: State, name: str, keep: int, log: Log, held: str | None = None
 ) -> list[str]:
@@ -110,60 +144,56 @@ def prune(
     return removed
 
 
-def rollback(
-    target: Target, name: str, to: str | None, *, no_wait: bool = False, log: Log
-) -> tuple[str, str]:
+def rollback(session: Session, name: str, to: str | None, *, log: Log) -> tuple[str, str]:
     """Make an installed version active again: `to`, else the one installed before the
     active one. Returns (from, to)."""
-    with lock.held(target.lock_file, no_wait=no_wait, waiting=log), State(target.database) as db:
-        install.reconcile(target, db, log)
-        versions = sorted(db.versions(name), key=lambda r: r.installed_at)
-        active = next((r for r in versions if r.active), None)
-        if not versions or active is None:
-            raise LayershellError(f"{name} is not installed", "see core list")
-        if to is None:
-            older = [r for r in versions if r.installed_at < active.installed_at]
-            if not older:
-                raise LayershellError(
-                    f"{name} {active.version} is the oldest installed version",
-                    f"installed: {', '.join(r.version for r in versions)}",
-                )
-            chosen = older[-1]
-        else:
-            found = [r for r in versions if r.version == to]
-            if not found:
-                raise LayershellError(
-                    f"{name} {to} is not installed",
-                    f"installed: {', '.join(r.version for r in versions)}",
-                )
-            chosen = found[0]
-        if chosen.version == active.version:
-            return active.version, chosen.version
-        for path, what in install.recheck(target, name, chosen.version).stripped:
-            log(f"note: {name}: {path}: {what}")
-        with db.transaction():
-            db.record(chosen, activate=True)
-            db.event(name, chosen.version, "rollback", f"from {active.version}")
-        install.switch_link(target, name, chosen.version)
+    target, db = session.target, session.db
+    versions = sorted(db.versions(name), key=lambda r: r.installed_at)
+    active = next((r for r in versions if r.active), None)
+    if not versions or active is None:
+        raise LayershellError(f"{name} is not installed", "see core list")
+    if to is None:
+        older = [r for r in versions if r.installed_at < active.installed_at]
+        if not older:
+            raise LayershellError(
+                f"{name} {active.version} is the oldest installed version",
+                f"installed: {', '.join(r.version for r in versions)}",
+            )
+        chosen = older[-1]
+    else:
+        found = [r for r in versions if r.version == to]
+        if not found:
+            raise LayershellError(
+                f"{name} {to} is not installed",
+                f"installed: {', '.join(r.version for r in versions)}",
+            )
+        chosen = found[0]
+    if chosen.version == active.version:
         return active.version, chosen.version
+    for path, what in install.recheck(target, name, chosen.version).stripped:
+        log(f"note: {name}: {path}: {what}")
+    with db.transaction():
+        db.record(chosen, activate=True)
+        db.event(name, chosen.version, "rollback", f"from {active.version}")
+    install.switch_link(target, name, chosen.version)
+    return active.version, chosen.version
 
 
-def gc(target: Target, *, keep: int = 0, no_wait: bool = False, log: Log) -> list[str]:
+def gc(session: Session, *, keep: int = 0, log: Log) -> list[str]:
     """Remove inactive versions (all but `keep` per package) and download-cache entries
     that no installed version uses."""
+    target, db = session.target, session.db
     done: list[str] = []
-    with lock.held(target.lock_file, no_wait=no_wait, waiting=log), State(target.database) as db:
-        install.reconcile(target, db, log)
-        for name in sorted({r.name for r in db.all()}):
-            done += [f"{name} {v}" for v in prune(target, db, name, keep, log)]
-        used = {r.sha256 for r in db.all()}
-        cache = os.path.join(target.cache_dir, "sha256")
-        try:
-            entries = os.listdir(cache)
-        except FileNotFoundError:
-            entries = []
-        for entry in entries:
-            if entry not in used:
-                os.unlink(os.path.join(cache, entry))
-                done.append(f"cache {entry[:12]}")
+    for name in sorted({r.name for r in db.all()}):
+        done += [f"{name} {v}" for v in prune(target, db, name, keep, log)]
+    used = {r.sha256 for r in db.all()}
+    cache = os.path.join(target.cache_dir, "sha256")
+    try:
+        entries = os.listdir(cache)
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
+        if entry not in used:
+            os.unlink(os.path.join(cache, entry))
+            done.append(f"cache {entry[:12]}")
     return done

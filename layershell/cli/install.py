@@ -8,7 +8,7 @@ import sys
 import click
 
 from layershell import fetch, grants, manifest, pipeline, repo, target
-from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
+from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
 from layershell.cli.switch import operation
 from layershell.errors import ConfigError, LayershellError
 
@@ -91,11 +91,16 @@ def install(
     args += ["--connect-timeout", str(connect_timeout), "--read-timeout", str(read_timeout)]
     args += ["--retries", str(retries)] + (["--profile", profile] if profile else [])
     args += [os.path.abspath(i) if os.path.isfile(i) else i for i in items]
-    with operation(app, "install", no_wait=no_wait) as op:
+
+    def grant() -> None:
         if grants.may_grant(app.paths):
             # Root's word (the manifest it read, its --profile) is kept by root: what the
             # account then records is data, never what root acts on (grants.py).
             grants.record(app.paths, grants.for_install(app.paths, items, loaded, profile))
+
+    with operation(app, "install", no_wait=no_wait) as op:
+        if as_root_of_system(app):
+            grant()  # under root's operation lock, before the account's turn
         handed = hand_to_account(app, where, args)
         if handed is not None:
             exposed = op.expose(where, retry=named(items))
@@ -115,16 +120,27 @@ def install(
     planner = pipeline.Planner(
         fetcher, arch=repo.host_arch(), os_version=pipeline.os_version(app.paths)
     )
-    jobs = pipeline.plan_jobs(
-        planner, list(items), loaded, where, profile=profile, rootless=app.paths.mode == "rootless"
-    )
-    report = pipeline.run(where, jobs, fetcher, no_wait=no_wait, log=log)
+    # Planned under the lock, with the indexes as they are when this install's turn
+    # comes, and exposed before another operation may change the record again.
+    with pipeline.locked(where, "core install", no_wait=no_wait, log=log) as session:
+        if not as_root_of_system(app):
+            grant()  # rootless: a concurrent remove's shim sync must not forget it
+        jobs = pipeline.plan_jobs(
+            planner, list(items), loaded, where, profile=profile,
+            rootless=app.paths.mode == "rootless",
+        )  # fmt: skip
+        report = pipeline.install_jobs(session, jobs, fetcher, log=log)
+        report_install(app, where, report)
+        exposed = sync_exposure(app, {o.name for o in report.outcomes})
+    if report.failures:
+        sys.exit(max(f.error.exit_code for f in report.failures))
+    if not exposed:
+        sys.exit(1)
+
+
+def report_install(app: App, where: target.Target, report: pipeline.Report) -> None:
+    what = {"installed": "installed", "unchanged": "already installed", "activated": "activated"}
     for o in report.outcomes:
-        what = {
-            "installed": "installed",
-            "unchanged": "already installed",
-            "activated": "activated",
-        }
         app.out.print(
             f"{what[o.status]} {o.name} {o.version} in layer {where.layer.name} ({o.path})"
         )
@@ -134,8 +150,3 @@ def install(
         app.err.print(f"core: error: {f.name}: {f.error.message}")
         if f.error.hint:
             app.err.print(f"  hint: {f.error.hint}")
-    exposed = sync_exposure(app, {o.name for o in report.outcomes})
-    if report.failures:
-        sys.exit(max(f.error.exit_code for f in report.failures))
-    if not exposed:
-        sys.exit(1)

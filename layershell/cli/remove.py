@@ -23,7 +23,9 @@ def remove(app: App, no_wait: bool, names: tuple[str, ...]) -> None:
         if handed is not None:
             exposed = sync_exposure(app)
             sys.exit(handed or (0 if exposed else 1))
-    for line in pipeline.remove(where, list(names), no_wait=no_wait, log=app.err.print):
-        app.out.print(f"removed {line}")
-    if not sync_exposure(app, set(names)):
+    with pipeline.locked(where, "core remove", no_wait=no_wait, log=app.err.print) as session:
+        for line in pipeline.remove(session, list(names)):
+            app.out.print(f"removed {line}")
+        exposed = sync_exposure(app, set(names))  # under the lock: shims follow this record
+    if not exposed:
         sys.exit(1)

@@ -88,7 +88,7 @@ def operation(app: App, what: str, *, no_wait: bool = False) -> Iterator[Operati
         finally:
             _running.pop()
         return
-    with journal.held(app.paths, no_wait=no_wait, waiting=app.err.print):
+    with journal.held(app.paths, no_wait=no_wait, waiting=app.err.print, what=f"core {what}"):
         pending = journal.interrupted(app.paths)
         if pending is not None:
             app.err.print("repairing after an interrupted operation (core repair) ...")

@@ -8,13 +8,12 @@ import sys
 
 import click
 
-from layershell import fetch, lock, pipeline, portable, repo, target
+from layershell import fetch, pipeline, portable, repo, target
 from layershell import update as updates
 from layershell.atomic import write_atomic
 from layershell.cli import listing
 from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
 from layershell.cli.switch import operation
-from layershell.state import State
 
 
 def os_record(app: App) -> str:
@@ -85,13 +84,10 @@ def update_cmd(
             remember_os(app)
         sys.exit(handed or (0 if ok else 1))
     elif prune_only:
-        with (
-            lock.held(where.lock_file, no_wait=no_wait, waiting=app.err.print),
-            State(where.database) as db,
-        ):
+        with pipeline.locked(where, "core update", no_wait=no_wait, log=app.err.print) as session:
             held = portable.failed(app.paths)
             for name in names:
-                updates.prune(where, db, name, keep, app.err.print, held.get(name))
+                updates.prune(where, session.db, name, keep, app.err.print, held.get(name))
         return
 
     def log(line: str) -> None:
@@ -102,48 +98,58 @@ def update_cmd(
     planner = pipeline.Planner(
         fetcher, arch=repo.host_arch(), os_version=pipeline.os_version(app.paths)
     )
-    rows = listing.installed(app)
-    steps = updates.plan(
-        rows,
-        planner,
-        set(names) if names else None,
-        os_only=if_os_changed,
-        held=portable.failed(app.paths),
-    )
-    if dry_run:
-        if as_json:
-            json.dump([s.as_json() for s in steps], sys.stdout, indent=1)
-            sys.stdout.write("\n")
-            return
-        from rich.table import Table
-
-        table = Table(box=None, pad_edge=False)
-        for col in ("NAME", "CURRENT", "NEW", "FOLLOWS", "STREAM", "NOTE"):
-            table.add_column(col)
-        for s in steps:
-            table.add_row(s.name, s.current, s.new or "-", s.kind, s.stream, s.error)
-        app.out.print(table)
+    only = set(names) if names else None
+    if dry_run:  # changes nothing, so it reads the record without waiting for the lock
+        steps = updates.plan(
+            listing.installed(app), planner, only, os_only=if_os_changed,
+            held=portable.failed(app.paths),
+        )  # fmt: skip
+        show_plan(app, steps, as_json=as_json)
         return
-    jobs = [s.job for s in steps if s.job is not None]
-    for s in steps:
-        if s.error:
-            app.err.print(f"warning: {s.name}: {s.error}")
-    report = pipeline.run(where, jobs, fetcher, no_wait=no_wait, log=log)
-    if os.environ.get(target.HANDED_OVER_ENV) != "1":  # else root prunes once services run
-        with lock.held(where.lock_file, no_wait=no_wait, waiting=log), State(where.database) as db:
-            for outcome in report.outcomes:
-                updates.prune(where, db, outcome.name, keep, log)
-    for o in report.outcomes:
-        app.out.print(f"updated {o.name} to {o.version}")
-    if not jobs:
-        app.out.print("everything is up to date")
-    for f in report.failures:
-        app.err.print(f"core: error: {f.name}: {f.error.message}")
-    exposed = sync_exposure(app, {o.name for o in report.outcomes})
+    # Planned and done under one hold of the lock: what another operation did before
+    # this one took it (a remove, another update) is what this one plans from.
+    handed_over = os.environ.get(target.HANDED_OVER_ENV) == "1"
+    with pipeline.locked(where, "core update", no_wait=no_wait, log=log) as session:
+        result = updates.apply(
+            session, planner, fetcher, only, os_only=if_os_changed,
+            held=portable.failed(app.paths),
+            keep=None if handed_over else keep,  # else root prunes once services run
+            log=log,
+        )  # fmt: skip
+        report = result.report
+        for s in result.steps:
+            if s.error:
+                app.err.print(f"warning: {s.name}: {s.error}")
+        for o in report.outcomes:
+            if o.status == "unchanged":
+                app.out.print(f"{o.name} is already at {o.version}")
+            else:
+                app.out.print(f"updated {o.name} to {o.version}")
+        if not any(s.job for s in result.steps):
+            app.out.print("everything is up to date")
+        for f in report.failures:
+            app.err.print(f"core: error: {f.name}: {f.error.message}")
+        moved = {o.name for o in report.outcomes if o.status != "unchanged"}
+        exposed = sync_exposure(app, moved)
     if not report.failures:
         remember_os(app)
     if report.failures or not exposed:
         sys.exit(1)
+
+
+def show_plan(app: App, steps: list[updates.Step], *, as_json: bool) -> None:
+    if as_json:
+        json.dump([s.as_json() for s in steps], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("NAME", "CURRENT", "NEW", "FOLLOWS", "STREAM", "NOTE"):
+        table.add_column(col)
+    for s in steps:
+        table.add_row(s.name, s.current, s.new or "-", s.kind, s.stream, s.error)
+    app.out.print(table)
 
 
 @click.command()
@@ -160,9 +166,11 @@ def rollback(app: App, to: str | None, no_wait: bool, name: str) -> None:
         if handed is not None:
             ok = op.expose(where)
             sys.exit(handed or (0 if ok else 1))
-    before, after = updates.rollback(where, name, to, no_wait=no_wait, log=app.err.print)
-    app.out.print(f"rolled {name} back from {before} to {after}")
-    if not sync_exposure(app, {name}):
+    with pipeline.locked(where, "core rollback", no_wait=no_wait, log=app.err.print) as session:
+        before, after = updates.rollback(session, name, to, log=app.err.print)
+        app.out.print(f"rolled {name} back from {before} to {after}")
+        exposed = sync_exposure(app, {name})
+    if not exposed:
         sys.exit(1)
 
 
@@ -178,7 +186,8 @@ def gc(app: App, keep: int, no_wait: bool) -> None:
         if handed is not None:
             ok = sync_exposure(app)
             sys.exit(handed or (0 if ok else 1))
-    removed = updates.gc(where, keep=keep, no_wait=no_wait, log=app.err.print)
+    with pipeline.locked(where, "core gc", no_wait=no_wait, log=app.err.print) as session:
+        removed = updates.gc(session, keep=keep, log=app.err.print)
     for line in removed:
         app.out.print(f"removed {line}")
     if not removed:
