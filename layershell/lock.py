@@ -150,8 +150,11 @@ def held(
             if waiting is not None:
                 waiting(f"waiting for {named} to finish ...")
             fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {what}".rstrip().encode() + b"\n", 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {what}".rstrip().encode() + b"\n", 0)
+        except OSError:
+            pass  # a full disk: waiters learn the holder from /proc/locks all the same
         _record_order(path)
         yield fd
     finally:

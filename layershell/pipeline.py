@@ -14,6 +14,7 @@ and the others installed; the run reports every failure and exits non-zero.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import urllib.parse
@@ -294,7 +295,7 @@ def install_jobs(
             failures.append(Failure(job.name, exc))
         except (OSError, sqlite3.Error) as exc:
             # A full disk or a database error ends this package, not the run.
-            failures.append(Failure(job.name, LayershellError(str(exc), "see the message")))
+            failures.append(Failure(job.name, _os_failure(exc)))
         finally:
             if src is not None and job.tarball is not None:
                 os.unlink(src.archive)  # the private copy (_source)
@@ -314,6 +315,21 @@ def run(
     Jobs that depend on what is installed are planned inside `locked` instead."""
     with locked(target, "core install", no_wait=no_wait, log=log) as session:
         return install_jobs(session, jobs, fetcher, log=log, script_timeout=script_timeout)
+
+
+def _os_failure(exc: OSError | sqlite3.Error) -> LayershellError:
+    """What a failure of the system says, with the file it concerns and what to do."""
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        text = f"{exc.strerror or exc}{where}"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return LayershellError(
+                text + "; the package was not installed",
+                "free space there: core gc --partial (unfinished downloads), core gc "
+                "(inactive versions), core remove NAME; then run it again",
+            )
+        return LayershellError(text, "the package was not installed; see the message")
+    return LayershellError(f"the state database: {exc}", "core repair (or core repair --rebuild)")
 
 
 def remove(session: Session, names: list[str]) -> list[str]:

@@ -150,13 +150,30 @@ def _trouble(path: str, exc: BaseException) -> StateError:
             "check that it belongs to the layer's account and that its directory is "
             "readable (and writable to install)",
         )
-    if "disk is full" in text or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+    if "disk I/O error" in text and not _full(path):
         return StateError(
-            f"the state database {path} cannot be written: the disk is full",
+            f"the state database {path}: {text}",
+            "check the device (dmesg); if the file itself is damaged: core repair --rebuild",
+        )
+    full = "disk is full" in text or "disk I/O error" in text
+    if full or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return StateError(
+            f"the state database {path} cannot be used: the disk is full (SQLite needs "
+            "room for its journal even to read it)",
             f"free space on the filesystem of {os.path.dirname(path)}: core gc --partial, "
             "core gc, core remove NAME; nothing was changed",
         )
     return StateError(f"the state database {path} is damaged: {text}", REBUILD_HINT)
+
+
+def _full(path: str) -> bool:
+    """Whether the filesystem of path has (almost) no room left: SQLite reports a full
+    tmpfs as an I/O error when it cannot grow its shared-memory file."""
+    try:
+        st = os.statvfs(os.path.dirname(path) or ".")
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 def backup_name(path: str, why: str) -> str:

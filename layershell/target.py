@@ -138,8 +138,17 @@ def as_account_argv(paths: Paths, args: list[str]) -> tuple[list[str], dict[str,
     env = {
         k: v for k, v in os.environ.items() if k in ("TERM", "LANG", "NO_COLOR") or k[:3] == "LC_"
     }
-    if os.environ.get("LAYERSHELL_CRASH_AT"):
-        env["LAYERSHELL_CRASH_AT"] = os.environ["LAYERSHELL_CRASH_AT"]  # crash tests
+    # Test hooks (crash points, lock order) and the download limits (fetch.py) reach
+    # the account's process as they reached root's.
+    for name in (
+        "LAYERSHELL_CRASH_AT",
+        "LAYERSHELL_LOCK_ORDER",
+        "LAYERSHELL_FETCH_MIN_RATE",
+        "LAYERSHELL_FETCH_GRACE",
+        "LAYERSHELL_FETCH_MAX_SIZE",
+    ):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     env["LAYERSHELL_MODE"] = SYSTEM
     env[HANDED_OVER_ENV] = "1"  # root syncs shims and services itself afterwards

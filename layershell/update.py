@@ -179,11 +179,15 @@ def rollback(session: Session, name: str, to: str | None, *, log: Log) -> tuple[
     return active.version, chosen.version
 
 
+PARTIAL_AGE = 86400.0  # s: an unfinished download older than a day is not coming back
+
+
 def gc(session: Session, *, keep: int = 0, log: Log) -> list[str]:
-    """Remove inactive versions (all but `keep` per package) and download-cache entries
-    that no installed version uses."""
+    """Remove inactive versions (all but `keep` per package), download-cache entries
+    that no installed version uses, and unfinished downloads older than a day (all of
+    them: `core gc --partial`, which needs no database)."""
     target, db = session.target, session.db
-    done: list[str] = []
+    done = fetch.prune_cache(target.cache_dir, older_than=PARTIAL_AGE)
     for name in sorted({r.name for r in db.all()}):
         done += [f"{name} {v}" for v in prune(target, db, name, keep, log)]
     used = {r.sha256 for r in db.all()}

@@ -68,7 +68,7 @@ def repair_cmd(app: App, if_interrupted: bool, rebuild: bool, quiet: bool) -> No
     where = target.target_for(app.paths, load_stack(app))
     target.must_run_as_account(where)  # refuses other accounts
     if rebuild:
-        with lock.held(where.lock_file, waiting=app.err.print):
+        with lock.held(where.lock_file, what="core repair --rebuild", waiting=app.err.print):
             done = rebuilt.rebuild(where, app.err.print)
         if done.backup is not None:
             app.err.print(f"the database that was there is kept as {done.backup}")
@@ -81,7 +81,10 @@ def repair_cmd(app: App, if_interrupted: bool, rebuild: bool, quiet: bool) -> No
         if not sync_exposure(app) or done.problems:
             sys.exit(1)
         return
-    with lock.held(where.lock_file, waiting=app.err.print), State(where.database) as db:
+    with (
+        lock.held(where.lock_file, what="core repair", waiting=app.err.print),
+        State(where.database) as db,
+    ):
         install.reconcile(where, db, app.err.print)
     if not sync_exposure(app):  # rootless: the shims (for root, root syncs afterwards)
         sys.exit(1)

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from layershell import fetch, pipeline, portable, repo, target
+from layershell import fetch, lock, pipeline, portable, repo, target
 from layershell import update as updates
 from layershell.atomic import write_atomic
 from layershell.cli import listing
@@ -176,18 +176,31 @@ def rollback(app: App, to: str | None, no_wait: bool, name: str) -> None:
 
 @click.command()
 @click.option("--keep", type=int, default=0, show_default=True, help="Inactive versions kept.")
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="Only unfinished downloads (any age) and their lock files: frees a full disk.",
+)
 @click.option("--no-wait", is_flag=True)
 @click.pass_obj
-def gc(app: App, keep: int, no_wait: bool) -> None:
-    """Remove inactive versions and download-cache entries that nothing uses."""
+def gc(app: App, keep: int, partial: bool, no_wait: bool) -> None:
+    """Remove inactive versions, download-cache entries that nothing uses, and
+    unfinished downloads older than a day (--partial: every unfinished one, only)."""
     where = target.target_for(app.paths, load_stack(app))
+    args = ["gc", f"--keep={keep}", *(["--partial"] * partial), *(["--no-wait"] * no_wait)]
     with operation(app, "gc", no_wait=no_wait):
-        handed = hand_to_account(app, where, ["gc", f"--keep={keep}", *(["--no-wait"] * no_wait)])
+        handed = hand_to_account(app, where, args)
         if handed is not None:
             ok = sync_exposure(app)
             sys.exit(handed or (0 if ok else 1))
-    with pipeline.locked(where, "core gc", no_wait=no_wait, log=app.err.print) as session:
-        removed = updates.gc(session, keep=keep, log=app.err.print)
+    if partial:
+        # The way out of a full disk: the lock, and no database (SQLite may need room
+        # for its journal just to open it).
+        with lock.held(where.lock_file, no_wait=no_wait, waiting=app.err.print, what="core gc"):
+            removed = fetch.prune_cache(where.cache_dir, older_than=None)
+    else:
+        with pipeline.locked(where, "core gc", no_wait=no_wait, log=app.err.print) as session:
+            removed = updates.gc(session, keep=keep, log=app.err.print)
     for line in removed:
         app.out.print(f"removed {line}")
     if not removed:
