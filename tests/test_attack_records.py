@@ -1,0 +1,114 @@
+"""A review of the per-version records (records.py, rebuild.py), written as the attacks:
+records damaged the ways a disk or a hand damages them, then `core repair --rebuild`
+and `core list` (rootless, as an ordinary identity); a full disk in the middle of a
+removal; and, in system mode, what arne plants in /opt/pkgs/.records for root to read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.packages import ARCH, Repository, program
+from tests.support import Identity, python_cmd
+
+
+def core(
+    ident: Identity, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return ident.run(python_cmd(*args), timeout=180, env=env)
+
+
+def store(ident: Identity) -> Path:
+    return ident.home / ".local/share/layershell/layers/arne"
+
+
+def pkgs(ident: Identity) -> Path:
+    return ident.home / ".local/share/layershell/pkgs"
+
+
+def record(ident: Identity, key: str) -> Path:
+    return pkgs(ident) / ".records" / f"{key}.json"
+
+
+def lose_database(ident: Identity) -> None:
+    for f in store(ident).glob("state.db*"):
+        f.unlink()
+
+
+def names(ident: Identity) -> set[str]:
+    r = core(ident, "list", "--json", "--all")
+    assert r.returncode == 0, r.stderr.decode()
+    return {f"{row['name']}_{row['version']}" for row in json.loads(r.stdout)}
+
+
+def no_traceback(r: subprocess.CompletedProcess[bytes]) -> str:
+    err = r.stderr.decode()
+    assert "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def two(fresh_rootless: Identity, shared_dir: Path) -> Identity:
+    """Two packages installed, good_1 and bad_1, each with its committed record."""
+    repo = Repository(shared_dir / "repo")
+    for name in ("good", "bad"):
+        repo.add(name, "1", program(name, "1"))
+    repo.index()
+    for name in ("good", "bad"):
+        r = core(fresh_rootless, "install", f"{repo.file_url}/{ARCH}/{name}_1")
+        assert r.returncode == 0, r.stderr.decode()
+    assert record(fresh_rootless, "bad_1").is_file()
+    return fresh_rootless
+
+
+def damage(ident: Identity, key: str, **fields: object) -> bytes:
+    """Set fields of a record (raw JSON text for the values); the old text is returned."""
+    path = record(ident, key)
+    old = path.read_bytes()
+    text = old.decode()
+    data = json.loads(text)
+    for field in fields:
+        data[field] = f"@{field}@"
+    text = json.dumps(data)
+    for field, raw in fields.items():
+        text = text.replace(f'"@{field}@"', str(raw))
+    path.write_text(text)
+    return old
+
+
+# -- a damaged record: named by the rebuild, which is then not a loop ----------------
+
+
+def test_a_damaged_record_is_named_and_rebuild_is_no_loop(two: Identity) -> None:
+    """Found: with one record damaged, `core repair --rebuild` printed only "the state
+    database does not know 1 installed version (bad_1) ... hint: core repair
+    --rebuild" (reconcile's refusal, raised before the rebuild said what it could not
+    use): the damage was never named, and the hint sent the user round in a circle."""
+    ident = two
+    good = record(ident, "bad_1").read_bytes()
+    record(ident, "bad_1").write_bytes(b'{"format": 1, "name": "bad"')  # cut short
+    lose_database(ident)
+    r = core(ident, "repair", "--rebuild")
+    err = no_traceback(r)
+    assert r.returncode != 0
+    assert f"{record(ident, 'bad_1')} is damaged" in err, err
+    assert "core repair --rebuild" not in err.split("is damaged", 1)[0], err
+    assert (pkgs(ident) / "bad_1").is_dir() and (pkgs(ident) / "good_1").is_dir()
+    # Once the file is mended, the same command finishes the job.
+    record(ident, "bad_1").write_bytes(good)
+    r = core(ident, "repair", "--rebuild")
+    assert r.returncode == 0, r.stderr.decode()
+    assert names(ident) == {"good_1", "bad_1"}
+
+
+def test_text_in_a_record_does_not_reach_the_terminal(two: Identity) -> None:
+    ident = two
+    damage(ident, "bad_1", name=json.dumps("bad\x1b]0;pwned\x07"))
+    lose_database(ident)
+    r = core(ident, "repair", "--rebuild")
+    err = no_traceback(r)
+    assert r.returncode != 0 and "\x1b" not in err + r.stdout.decode(), err
+    assert "is damaged" in err
