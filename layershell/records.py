@@ -211,7 +211,9 @@ def read(pkgs_dir: str, key: str) -> Installed:
                 raise ValueError(f"field {field!r} is missing or not a {_kind(kind)}")
         if f"{data['name']}_{data['version']}" != key:
             raise ValueError(f"it is the record of {data['name']} {data['version']}")
-    except (ValueError, UnicodeDecodeError) as exc:
+        _values(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: nested deeper than the parser goes (a spec of a million '[')
         raise RecordError(f"the record {path} is damaged: {exc}") from None
     return Installed(
         name=data["name"],
@@ -227,6 +229,25 @@ def read(pkgs_dir: str, key: str) -> Installed:
         active=False,
         spec=data["spec"],
     )
+
+
+MAX_COUNT = 1 << 63  # what SQLite's INTEGER holds
+MAX_TIME = 253402300800  # year 9999: time.localtime (core list) takes nothing later
+
+
+def _values(data: dict[str, object]) -> None:
+    """The values layershell writes, no others: a size SQLite can store, a time core
+    list can show (not NaN, Infinity or 1e300), a sha256 (root reads the rebuilt
+    database through the same checks, cli/listing.py)."""
+    for field in ("size", "files", "bytes"):
+        value = data[field]
+        if not (isinstance(value, int) and 0 <= value < MAX_COUNT):
+            raise ValueError(f"field {field!r} is not a count")
+    at = data["installed_at"]
+    if not (isinstance(at, (int, float)) and 0 <= at < MAX_TIME):  # NaN fails both
+        raise ValueError("field 'installed_at' is not a time")
+    if not repo.SHA256_RE.match(str(data["sha256"])):
+        raise ValueError("field 'sha256' is not 64 hex digits")
 
 
 def _kind(kind: type | tuple[type, ...]) -> str:

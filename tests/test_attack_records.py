@@ -104,6 +104,37 @@ def test_a_damaged_record_is_named_and_rebuild_is_no_loop(two: Identity) -> None
     assert names(ident) == {"good_1", "bad_1"}
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"spec": "[" * 100_000 + "]" * 100_000},  # deeper than Python's JSON parser goes
+        {"size": 10**30},  # more than SQLite's integers hold
+        {"files": -1},
+        {"installed_at": "1e300"},  # core list: timestamp out of range
+        {"installed_at": "Infinity"},
+        {"installed_at": "NaN"},
+        {"sha256": '"not hex"'},
+    ],
+    ids=["deep", "huge", "negative", "far-future", "infinity", "nan", "sha256"],
+)
+def test_a_record_with_values_layershell_never_writes_is_damaged(
+    two: Identity, fields: dict[str, object]
+) -> None:
+    """Found: a record nested deeper than the JSON parser recurses, or a size SQLite
+    cannot hold, was a traceback from `core repair --rebuild` (RecursionError,
+    OverflowError); an installed_at of 1e300, Infinity or NaN was rebuilt, and every
+    `core list` after it was a traceback from time.localtime."""
+    ident = two
+    damage(ident, "bad_1", **fields)
+    lose_database(ident)
+    r = core(ident, "repair", "--rebuild")
+    err = no_traceback(r)
+    assert r.returncode != 0 and f"{record(ident, 'bad_1')} is damaged" in err, err
+    r = core(ident, "list")
+    no_traceback(r)
+    assert (pkgs(ident) / "bad_1").is_dir()
+
+
 def test_text_in_a_record_does_not_reach_the_terminal(two: Identity) -> None:
     ident = two
     damage(ident, "bad_1", name=json.dumps("bad\x1b]0;pwned\x07"))
