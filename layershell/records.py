@@ -24,7 +24,7 @@ import json
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from layershell import repo
 from layershell.atomic import write_atomic
@@ -263,8 +263,9 @@ class Rebuilt:
 
 
 def rebuild_rows(pkgs_dir: str, layer: str) -> Rebuilt:
-    """The rows of a database rebuilt from the committed records whose tree is there.
-    Active: the version the /opt/pkgs/<name> link points at, else the newest."""
+    """The rows of a database rebuilt from the committed records whose tree is there,
+    and what could not be used (a record that is not what layershell writes). Active:
+    the version the /opt/pkgs/<name> link points at, else the newest."""
     rows: list[Installed] = []
     problems: list[str] = []
     for key, state in sorted(listing(pkgs_dir).items()):
@@ -279,9 +280,9 @@ def rebuild_rows(pkgs_dir: str, layer: str) -> Rebuilt:
         except RecordError as exc:
             problems.append(f"{exc.message}; {tree} is not in the rebuilt database")
             continue
-        if row.layer != layer:
-            continue  # another installing layer's, sharing the package directory
-        rows.append(row)
+        # This layer's, whatever the record says (a layer renamed in layers.yaml): its
+        # tree is in this layer's package directory, which no other layer shares.
+        rows.append(replace(row, layer=layer))
     by_name: dict[str, list[Installed]] = {}
     for row in rows:
         by_name.setdefault(row.name, []).append(row)
@@ -300,6 +301,4 @@ def rebuild_rows(pkgs_dir: str, layer: str) -> Rebuilt:
 
 
 def _with_active(row: Installed, active: bool) -> Installed:
-    from dataclasses import replace
-
     return replace(row, active=active)

@@ -135,6 +135,24 @@ def test_a_record_with_values_layershell_never_writes_is_damaged(
     assert (pkgs(ident) / "bad_1").is_dir()
 
 
+def test_a_record_naming_another_layer_is_not_skipped_silently(two: Identity) -> None:
+    """Found: a record whose `layer` is not this layer's (the layer was renamed in
+    layers.yaml, or the field was damaged) was skipped by the rebuild without a word,
+    and reconcile then refused with "core repair --rebuild": the rebuild could never
+    finish. The tree is in this layer's package directory, so it is this layer's, as
+    its path already is whatever the record says."""
+    ident = two
+    damage(ident, "bad_1", layer='"elsewhere"', path='"/somewhere/else"')
+    lose_database(ident)
+    r = core(ident, "repair", "--rebuild")
+    assert r.returncode == 0, no_traceback(r)
+    assert names(ident) == {"good_1", "bad_1"}
+    r = core(ident, "list", "--json")
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["bad"]["layer"] == rows["good"]["layer"]
+    assert rows["bad"]["path"] == str(pkgs(ident) / "bad_1")
+
+
 def test_text_in_a_record_does_not_reach_the_terminal(two: Identity) -> None:
     ident = two
     damage(ident, "bad_1", name=json.dumps("bad\x1b]0;pwned\x07"))
