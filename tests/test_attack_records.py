@@ -6,13 +6,17 @@ removal; and, in system mode, what arne plants in /opt/pkgs/.records for root to
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.packages import ARCH, Repository, program
-from tests.support import Identity, python_cmd
+from tests.support import NOBODY, Identity, needs_root, python_cmd
 
 
 def core(
@@ -161,3 +165,53 @@ def test_text_in_a_record_does_not_reach_the_terminal(two: Identity) -> None:
     err = no_traceback(r)
     assert r.returncode != 0 and "\x1b" not in err + r.stdout.decode(), err
     assert "is damaged" in err
+
+
+# -- a full disk in the middle of a removal -------------------------------------------
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Identity]:
+    """An identity whose home is a real 20 MB filesystem (tmpfs), as root sets it up."""
+    base = Path(tempfile.mkdtemp(prefix="layershell-full-", dir="/var/tmp"))
+    base.chmod(0o755)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m,mode=755", "tmpfs", str(base)], check=True
+    )
+    try:
+        home = base / "home"
+        home.mkdir()
+        os.chown(home, NOBODY, NOBODY)
+        prefix = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--")
+        ident = Identity(NOBODY, NOBODY, home, prefix)
+        assert core(ident, "--rootless", "init").returncode == 0
+        yield ident
+    finally:
+        subprocess.run(["umount", "-l", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@needs_root
+def test_a_removal_the_database_refused_keeps_its_record_committed(
+    small_disk: Identity, shared_dir: Path
+) -> None:
+    """Found: `core remove` on a full disk renamed the record to `.removing`, then the
+    database refused the change ("the disk is full"): the version stayed installed, in
+    the database, with a record saying it was being removed. A database lost after that
+    (before any other operation) was rebuilt without it, and its tree was deleted."""
+    ident = small_disk
+    repo = Repository(shared_dir / "repo")
+    repo.add("small", "1", program("small", "1"))
+    repo.index()
+    assert core(ident, "install", f"{repo.file_url}/{ARCH}/small_1").returncode == 0
+    fill = ident.run(["dd", "if=/dev/zero", f"of={ident.home}/fill", "bs=1M"])
+    assert b"No space left" in fill.stderr
+    r = core(ident, "remove", "small")
+    assert r.returncode != 0 and "full" in no_traceback(r)
+    assert (pkgs(ident) / "small_1").is_dir()
+    assert sorted(os.listdir(pkgs(ident) / ".records")) == ["small_1.json"]
+    (ident.home / "fill").unlink()
+    lose_database(ident)
+    r = core(ident, "repair", "--rebuild")
+    assert r.returncode == 0, no_traceback(r)
+    assert names(ident) == {"small_1"} and (pkgs(ident) / "small_1").is_dir()
