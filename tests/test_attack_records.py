@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.packages import ARCH, Repository, program
+from tests import support
+from tests.packages import ARCH, Repository, program, tarball
 from tests.support import NOBODY, Identity, needs_root, python_cmd
 
 
@@ -167,6 +168,33 @@ def test_text_in_a_record_does_not_reach_the_terminal(two: Identity) -> None:
     assert "is damaged" in err
 
 
+def test_a_stale_database_is_rebuilt_as_the_disk_is(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    """Held (no fix needed): an old copy of the database put back (it knows a version
+    removed since and not one installed since) is refused, and the rebuild gives what
+    is on disk: nothing removed comes back, nothing installed is lost."""
+    ident = fresh_rootless
+    repo = Repository(shared_dir / "repo")
+    for name in ("old", "new"):
+        repo.add(name, "1", program(name, "1"))
+    repo.index()
+    assert core(ident, "install", f"{repo.file_url}/{ARCH}/old_1").returncode == 0
+    assert core(ident, "repair").returncode == 0  # its last connection checkpoints
+    stale = shared_dir / "stale.db"
+    shutil.copy2(store(ident) / "state.db", stale)
+    assert core(ident, "install", f"{repo.file_url}/{ARCH}/new_1").returncode == 0
+    assert core(ident, "remove", "old").returncode == 0
+    lose_database(ident)
+    shutil.copy2(stale, store(ident) / "state.db")
+    os.chown(store(ident) / "state.db", ident.uid, ident.gid)
+    r = core(ident, "list")
+    assert r.returncode != 0 and "new_1" in no_traceback(r)
+    r = core(ident, "repair", "--rebuild")
+    assert r.returncode == 0, no_traceback(r)
+    assert names(ident) == {"new_1"} and not (pkgs(ident) / "old_1").exists()
+
+
 # -- a full disk in the middle of a removal -------------------------------------------
 
 
@@ -215,3 +243,96 @@ def test_a_removal_the_database_refused_keeps_its_record_committed(
     r = core(ident, "repair", "--rebuild")
     assert r.returncode == 0, no_traceback(r)
     assert names(ident) == {"small_1"} and (pkgs(ident) / "small_1").is_dir()
+
+
+@needs_root
+def test_a_rebuild_on_a_full_disk_is_a_clear_error_and_can_be_run_again(
+    small_disk: Identity, shared_dir: Path
+) -> None:
+    """Held (no fix needed): on a full disk the rebuild cannot create the new database;
+    it says so with the way out, deletes nothing, and once there is room it finishes."""
+    ident = small_disk
+    repo = Repository(shared_dir / "repo")
+    repo.add("small", "1", program("small", "1"))
+    repo.index()
+    assert core(ident, "install", f"{repo.file_url}/{ARCH}/small_1").returncode == 0
+    lose_database(ident)
+    fill = ident.run(["dd", "if=/dev/zero", f"of={ident.home}/fill", "bs=1M"])
+    assert b"No space left" in fill.stderr
+    for _ in range(2):
+        r = core(ident, "repair", "--rebuild")
+        err = no_traceback(r)
+        assert r.returncode != 0 and "full" in err, err
+    assert (pkgs(ident) / "small_1").is_dir()
+    (ident.home / "fill").unlink()
+    r = core(ident, "repair", "--rebuild")
+    assert r.returncode == 0, no_traceback(r)
+    assert names(ident) == {"small_1"}
+
+
+# -- system mode: what arne plants in /opt/pkgs/.records, read by root -----------------
+
+
+def as_arne_sh(s: support.SystemStack, script: str) -> None:
+    r = s.as_user(s.arne, ["sh", "-c", script])
+    assert r.returncode == 0, r.stderr.decode()
+
+
+def test_planted_records_make_root_follow_read_or_hang_on_nothing(
+    stack: support.SystemStack, shared_dir: Path
+) -> None:
+    """Held (no fix needed): root reads only the names in .records (one listdir, no
+    link followed), lstat()s a tree, and never opens a record; a committed record the
+    database does not know is a clear refusal that changes nothing."""
+    files: dict[str, bytes | str] = {"bin/atkrec": "#!/bin/sh\necho atkrec\n"}
+    path = tarball(shared_dir / "atkrec_1.0.tar.gz", files)
+    shared_dir.chmod(0o755)
+    assert stack.core("install", str(path)).returncode == 0
+    opt = stack.root / "opt/pkgs"
+    recs = opt / ".records"
+    canary = shared_dir / "root-only"
+    canary.mkdir()
+    (canary / "host_1.json").write_text("root's own\n")
+    before = sorted(os.listdir(canary))
+    try:
+        # FIFOs, links and odd names as records; a committed record whose "tree" is a
+        # link to a host directory; none of it may make root hang, follow or read.
+        as_arne_sh(
+            stack,
+            f"cd {recs} && mkfifo fifo_1.json && ln -s /etc/shadow shadow_1.json"
+            f" && ln -s /etc {opt}/shadow_1 && printf x > 'nl_1\n.json'"
+            f" && mkfifo {opt}/fifo_1",
+        )
+        for args in (("list", "--json"), ("info", "atkrec"), ("expose", "--sync")):
+            r = stack.core(*args)
+            assert r.returncode == 0 and "Traceback" not in r.stderr.decode(), (args, r)
+        assert (stack.root / "usr/local/bin/atkrec").exists()
+        # A committed record with a real tree the database does not know: refused.
+        as_arne_sh(stack, f"mkdir {opt}/ghost_1 && printf '{{}}' > {recs}/ghost_1.json")
+        for verb in ("list", "expose --sync", "repair"):
+            r = stack.core(*verb.split())
+            err = r.stderr.decode()
+            assert r.returncode != 0 and "ghost_1" in err and "Traceback" not in err, (verb, err)
+        assert (opt / "ghost_1").is_dir() and (stack.root / "usr/local/bin/atkrec").exists()
+        # The rebuild root asks for runs as arne and says what it could not use.
+        r = stack.core("repair", "--rebuild")
+        err = r.stderr.decode()
+        assert r.returncode != 0 and "ghost_1.json is damaged" in err and "Traceback" not in err
+        assert (opt / "ghost_1").is_dir()
+        # .records itself a link to root's directory: root lists nothing through it.
+        as_arne_sh(stack, f"rm -rf {opt}/ghost_1 {recs}.mine; mv {recs} {recs}.mine")
+        as_arne_sh(stack, f"ln -s {canary} {recs}")
+        r = stack.core("list", "--json")
+        assert r.returncode == 0, r.stderr.decode()
+        assert [x["name"] for x in json.loads(r.stdout)] == ["atkrec"]
+        assert sorted(os.listdir(canary)) == before
+    finally:
+        as_arne_sh(
+            stack,
+            f"rm -f {recs}; [ -d {recs}.mine ] && mv {recs}.mine {recs}; cd {recs} &&"
+            f" rm -f fifo_1.json shadow_1.json 'nl_1\n.json' ghost_1.json {opt}/shadow_1"
+            f" {opt}/fifo_1; rm -rf {opt}/ghost_1",
+        )
+    r = stack.core("repair")
+    assert r.returncode == 0, r.stderr.decode()
+    assert stack.core("remove", "atkrec").returncode == 0
