@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -336,3 +337,34 @@ def test_planted_records_make_root_follow_read_or_hang_on_nothing(
     r = stack.core("repair")
     assert r.returncode == 0, r.stderr.decode()
     assert stack.core("remove", "atkrec").returncode == 0
+
+
+def test_a_row_root_refuses_is_not_a_version_the_database_lost(
+    stack: support.SystemStack, shared_dir: Path
+) -> None:
+    """Found: a row of arne's database that root's listing refuses (a source that is not
+    printable, two active versions) counted as a version the database does not know:
+    root's `core list` and every root operation after it (install, remove, expose)
+    stopped with "the database was lost ... core repair --rebuild". The row is warned
+    about and left out, as before the records; everything else goes on."""
+    for name in ("atkrow", "atkother"):
+        tarball(shared_dir / f"{name}_1.0.tar.gz", {f"bin/{name}": "#!/bin/sh\necho x\n"})
+    shared_dir.chmod(0o755)
+    assert stack.core("install", str(shared_dir / "atkrow_1.0.tar.gz")).returncode == 0
+    db = stack.root / "var/lib/layershell/layers/arne/state.db"
+    edit = (
+        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]);"
+        "db.execute(\"UPDATE packages SET source = 'x\\x1b]0;pwned\\x07'\"); db.commit()"
+    )
+    r = stack.as_user(stack.arne, [sys.executable, "-c", edit, str(db)])
+    assert r.returncode == 0, r.stderr.decode()
+    try:
+        r = stack.core("list")
+        err = r.stderr.decode()
+        assert r.returncode == 0 and "its source is not printable text" in err, err
+        r = stack.core("install", str(shared_dir / "atkother_1.0.tar.gz"))
+        assert r.returncode == 0, r.stderr.decode()
+        assert (stack.root / "usr/local/bin/atkother").exists()
+    finally:
+        assert stack.core("remove", "atkrow").returncode == 0
+        stack.core("remove", "atkother")
