@@ -678,10 +678,20 @@ def remove(target: Target, db: State, name: str, version: str | None = None) -> 
     remaining = [r for r in db.versions(name) if r not in rows]
     for row in rows:  # first: from here a crash removes it, even with the database lost
         records.removing(target.pkgs_dir, row.name, row.version)
-    with db.transaction():
-        db.forget(name, version)
-        if remaining and not any(r.active for r in remaining):
-            db.record(remaining[-1], activate=True)
+    try:
+        with db.transaction():
+            db.forget(name, version)
+            if remaining and not any(r.active for r in remaining):
+                db.record(remaining[-1], activate=True)
+    except BaseException:
+        # The database still has them (a full disk refused the change): so do their
+        # records, or a database lost before the next reconcile would lose the trees.
+        for row in rows:
+            try:
+                records.committed(target.pkgs_dir, row)
+            except OSError:
+                pass  # the error that matters is the database's
+        raise
     switch_link(target, name, remaining[-1].version if remaining else None)
     for row in rows:
         if os.path.lexists(row.path):

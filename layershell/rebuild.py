@@ -71,5 +71,17 @@ def rebuild(target: Target, log: Log) -> Result:
                 row_at = replace(row, path=target.package_dir(row.name, row.version))
                 db.record(row_at, activate=row_at.active)
                 db.event(row.name, row.version, "rebuild", "from its per-version record")
+        left = records.lost(target.pkgs_dir, {f"{r.name}_{r.version}" for r in found.rows})
+        if left:
+            # A tree whose record is damaged: reconcile would refuse to go on (it never
+            # deletes a tree recorded as installed) and name this command again.
+            raise records.RecordError(
+                f"rebuilt {target.database} without {', '.join(left)}: "
+                + "; ".join(found.problems)
+                + ("" if kept is None else f" (the database that was there is kept as {kept})"),
+                f"mend that record, or move the tree out of {target.pkgs_dir} to give the "
+                "version up; then run core repair --rebuild again. Until then every "
+                "operation stops before it changes anything",
+            )
         install.reconcile(target, db, log)
     return Result(len(found.rows), kept, found.problems)

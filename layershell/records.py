@@ -24,7 +24,7 @@ import json
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from layershell import repo
 from layershell.atomic import write_atomic
@@ -211,7 +211,9 @@ def read(pkgs_dir: str, key: str) -> Installed:
                 raise ValueError(f"field {field!r} is missing or not a {_kind(kind)}")
         if f"{data['name']}_{data['version']}" != key:
             raise ValueError(f"it is the record of {data['name']} {data['version']}")
-    except (ValueError, UnicodeDecodeError) as exc:
+        _values(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: nested deeper than the parser goes (a spec of a million '[')
         raise RecordError(f"the record {path} is damaged: {exc}") from None
     return Installed(
         name=data["name"],
@@ -229,6 +231,25 @@ def read(pkgs_dir: str, key: str) -> Installed:
     )
 
 
+MAX_COUNT = 1 << 63  # what SQLite's INTEGER holds
+MAX_TIME = 253402300800  # year 9999: time.localtime (core list) takes nothing later
+
+
+def _values(data: dict[str, object]) -> None:
+    """The values layershell writes, no others: a size SQLite can store, a time core
+    list can show (not NaN, Infinity or 1e300), a sha256 (root reads the rebuilt
+    database through the same checks, cli/listing.py)."""
+    for field in ("size", "files", "bytes"):
+        value = data[field]
+        if not (isinstance(value, int) and 0 <= value < MAX_COUNT):
+            raise ValueError(f"field {field!r} is not a count")
+    at = data["installed_at"]
+    if not (isinstance(at, (int, float)) and 0 <= at < MAX_TIME):  # NaN fails both
+        raise ValueError("field 'installed_at' is not a time")
+    if not repo.SHA256_RE.match(str(data["sha256"])):
+        raise ValueError("field 'sha256' is not 64 hex digits")
+
+
 def _kind(kind: type | tuple[type, ...]) -> str:
     names = {str: "string", int: "number", float: "number", dict: "JSON object"}
     first = kind[0] if isinstance(kind, tuple) else kind
@@ -242,8 +263,9 @@ class Rebuilt:
 
 
 def rebuild_rows(pkgs_dir: str, layer: str) -> Rebuilt:
-    """The rows of a database rebuilt from the committed records whose tree is there.
-    Active: the version the /opt/pkgs/<name> link points at, else the newest."""
+    """The rows of a database rebuilt from the committed records whose tree is there,
+    and what could not be used (a record that is not what layershell writes). Active:
+    the version the /opt/pkgs/<name> link points at, else the newest."""
     rows: list[Installed] = []
     problems: list[str] = []
     for key, state in sorted(listing(pkgs_dir).items()):
@@ -258,9 +280,9 @@ def rebuild_rows(pkgs_dir: str, layer: str) -> Rebuilt:
         except RecordError as exc:
             problems.append(f"{exc.message}; {tree} is not in the rebuilt database")
             continue
-        if row.layer != layer:
-            continue  # another installing layer's, sharing the package directory
-        rows.append(row)
+        # This layer's, whatever the record says (a layer renamed in layers.yaml): its
+        # tree is in this layer's package directory, which no other layer shares.
+        rows.append(replace(row, layer=layer))
     by_name: dict[str, list[Installed]] = {}
     for row in rows:
         by_name.setdefault(row.name, []).append(row)
@@ -279,6 +301,4 @@ def rebuild_rows(pkgs_dir: str, layer: str) -> Rebuilt:
 
 
 def _with_active(row: Installed, active: bool) -> Installed:
-    from dataclasses import replace
-
     return replace(row, active=active)

@@ -79,12 +79,14 @@ def _checked(raw: tuple[Any, ...], layer: Layer, pkgs_dir: str) -> Installed | s
 MAX_WARNINGS = 20
 
 
-def _foreign(app: App, layer: Layer, uid: int) -> list[Installed]:
+def _foreign(app: App, layer: Layer, uid: int) -> tuple[list[Installed], set[str]]:
+    """The rows that pass the checks, and every <name>_<version> the database holds
+    (a row refused here is still one it knows: not a version it lost)."""
     store = app.paths.store(layer.name)
     try:
         st = read_foreign(store, uid)
         if st is None:
-            return []
+            return [], set()
         with st:
             raw = st.raw()
     except sqlite3.Error as exc:
@@ -95,6 +97,7 @@ def _foreign(app: App, layer: Layer, uid: int) -> list[Installed]:
     except StateError as exc:
         raise StateError(f"layer {layer.name} ({store}): {exc.message}", exc.hint) from None
     rows: list[Installed] = []
+    known = {f"{item[0]}_{item[1]}" for item in raw if len(item) > 1}
     refused = 0
     for item in raw:
         row = _checked(item, layer, app.paths.pkgs_dir)
@@ -118,7 +121,7 @@ def _foreign(app: App, layer: Layer, uid: int) -> list[Installed]:
                 f"warning: layer {layer.name}'s record has more than one active version of "
                 f"{name}; none is used"
             )
-    return [r for r in rows if r.name not in double]
+    return [r for r in rows if r.name not in double], known
 
 
 def _owner(app: App, layer: Layer) -> int | None:
@@ -164,16 +167,16 @@ def installed(app: App, only: set[str] | None = None) -> list[Installed]:
         before = records.listing(pkgs_dir)  # first: a commit renames its record after
         db = os.path.join(app.paths.store(layer.name), "state.db")
         if uid != os.getuid():
-            found = _foreign(app, layer, uid)
-        elif os.path.exists(db):
-            with State(db, readonly=True) as st:
-                found = st.all()
+            found, known = _foreign(app, layer, uid)
         else:
-            found = []
+            if os.path.exists(db):
+                with State(db, readonly=True) as st:
+                    found = st.all()
+            else:
+                found = []
+            known = {os.path.basename(r.path) for r in found}
         lost = [
-            key
-            for key in records.lost(pkgs_dir, {os.path.basename(r.path) for r in found})
-            if before.get(key) == records.COMMITTED
+            key for key in records.lost(pkgs_dir, known) if before.get(key) == records.COMMITTED
         ]
         if lost:
             raise records.lost_error(db, pkgs_dir, lost)
