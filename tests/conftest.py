@@ -96,6 +96,13 @@ def fresh_rootless() -> Iterator[support.Identity]:
 
 
 @pytest.fixture
+def small_disk() -> Iterator[support.Identity]:
+    """A rootless identity on a full-able 20 MB home (root only: it mounts a tmpfs)."""
+    with support.small_disk_identity() as ident:
+        yield ident
+
+
+@pytest.fixture
 def servers() -> Iterator[Servers]:
     """Loopback HTTP and FTP repositories, stopped after the test."""
     with Servers() as s:

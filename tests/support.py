@@ -246,3 +246,25 @@ def _unmount_all(pkgs: str) -> None:
             if not any(line.split()[1] == pkgs for line in f):
                 return
         subprocess.run(["umount", "-l", pkgs], capture_output=True, check=False)
+
+
+@contextmanager
+def small_disk_identity(size: str = "20m") -> Iterator[Identity]:
+    """As root: an identity whose home is a real filesystem of `size` (tmpfs), for
+    full-disk tests, initialised in rootless mode."""
+    base = make_shared_dir("layershell-full-")
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=755", "tmpfs", str(base)], check=True
+    )
+    try:
+        home = base / "home"
+        home.mkdir()
+        os.chown(home, NOBODY, NOBODY)
+        prefix = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--")
+        ident = Identity(NOBODY, NOBODY, home, prefix)
+        init = ident.run(python_cmd("--rootless", "init"))
+        assert init.returncode == 0, init.stderr.decode()
+        yield ident
+    finally:
+        subprocess.run(["umount", "-l", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)

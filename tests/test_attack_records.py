@@ -10,15 +10,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import support
 from tests.packages import ARCH, Repository, program, tarball
-from tests.support import NOBODY, Identity, needs_root, python_cmd
+from tests.support import Identity, needs_root, python_cmd
 
 
 def core(
@@ -197,27 +195,6 @@ def test_a_stale_database_is_rebuilt_as_the_disk_is(
 
 
 # -- a full disk in the middle of a removal -------------------------------------------
-
-
-@pytest.fixture
-def small_disk() -> Iterator[Identity]:
-    """An identity whose home is a real 20 MB filesystem (tmpfs), as root sets it up."""
-    base = Path(tempfile.mkdtemp(prefix="layershell-full-", dir="/var/tmp"))
-    base.chmod(0o755)
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=20m,mode=755", "tmpfs", str(base)], check=True
-    )
-    try:
-        home = base / "home"
-        home.mkdir()
-        os.chown(home, NOBODY, NOBODY)
-        prefix = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--")
-        ident = Identity(NOBODY, NOBODY, home, prefix)
-        assert core(ident, "--rootless", "init").returncode == 0
-        yield ident
-    finally:
-        subprocess.run(["umount", "-l", str(base)], check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @needs_root

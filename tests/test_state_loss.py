@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from layershell import state
 from tests.packages import ARCH, Repository, program
-from tests.support import NOBODY, Identity, needs_root, python_cmd
+from tests.support import Identity, needs_root, python_cmd
 
 COUNT = 20  # the acceptance: a database lost with 20 packages installed
 
@@ -330,27 +327,6 @@ def test_a_password_an_older_record_kept_is_never_shown(
         assert r.returncode == 0, r.stderr.decode()
         assert b"s3cret" not in r.stdout + r.stderr and b"***@127.0.0.1" in r.stdout, args
     assert "s3cret" not in (pkgs(ident) / ".records" / "p3_1.json").read_text()
-
-
-@pytest.fixture
-def small_disk() -> Iterator[Identity]:
-    """An identity whose home is a real 20 MB filesystem (tmpfs), as root sets it up."""
-    base = Path(tempfile.mkdtemp(prefix="layershell-full-", dir="/var/tmp"))
-    base.chmod(0o755)
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=20m,mode=755", "tmpfs", str(base)], check=True
-    )
-    try:
-        home = base / "home"
-        home.mkdir()
-        os.chown(home, NOBODY, NOBODY)
-        prefix = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--")
-        ident = Identity(NOBODY, NOBODY, home, prefix)
-        assert core(ident, "--rootless", "init").returncode == 0
-        yield ident
-    finally:
-        subprocess.run(["umount", "-l", str(base)], check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @needs_root
