@@ -45,10 +45,10 @@ def write_atomic(
         os.close(dfd)
 
 
-def read_json_map(path: str, *, strict: bool = True) -> dict[str, object]:
+def read_json_map(path: str, *, strict: bool = True, hint: str = "") -> dict[str, object]:
     """A small JSON object kept under <state> ({} when the file does not exist). A
-    damaged record that matters (strict) is an error naming the file; a damaged cache is
-    treated as absent, since it is rebuilt."""
+    damaged record that matters (strict) is an error naming the file and, in `hint`,
+    what moving it aside costs; a damaged cache is treated as absent (it is rebuilt)."""
     import json
 
     from layershell.errors import LayershellError
@@ -63,7 +63,9 @@ def read_json_map(path: str, *, strict: bool = True) -> dict[str, object]:
     except (OSError, ValueError) as exc:
         if not strict:
             return {}
-        raise LayershellError(f"cannot read {path}: {exc}", "fix or remove the file") from None
+        raise LayershellError(
+            f"{path} is damaged or unreadable: {exc}", hint or "fix or remove the file"
+        ) from None
     return {str(k): v for k, v in data.items()}
 
 

@@ -117,7 +117,12 @@ def grants_file(paths: Paths) -> str:
 
 
 def load(paths: Paths) -> dict[str, Grant]:
-    data = read_json_map(grants_file(paths))
+    data = read_json_map(
+        grants_file(paths),
+        hint="move it aside: every grant root made ends (each package gets what the host "
+        "manifest says, else nothing); root grants again at its next `sudo core install "
+        "--config FILE` or `sudo core expose`",
+    )
     out = {}
     for name, raw in data.items():
         grant = _parse(raw)

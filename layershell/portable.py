@@ -131,6 +131,16 @@ HOST_DIRS = ("/run", "/var/lib", "/var/lib/private", "/var/cache", "/var/log")
 HOST_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system", "/etc/systemd/system")
 
 
+OVERRIDES_HINT = (
+    "remove it: the units `core expose --service` set are forgotten and each package "
+    "gets its manifest's enable/start; set them again with that command"
+)
+NAMES_HINT = (
+    "remove it: it only remembers which names were attached before, so the check of "
+    "host paths under a package's name runs again at its next attach"
+)
+
+
 def _names_file(paths: Paths) -> str:
     return os.path.join(paths.state_dir, "portables-names.json")
 
@@ -142,7 +152,7 @@ def host_claims(paths: Paths, name: str, host: str = "/") -> list[str]:
     socket leaves /run/<name> behind), so only the first attach of a name is checked."""
     import glob
 
-    if name in read_json_map(_names_file(paths)) or name in attached(paths):
+    if name in read_json_map(_names_file(paths), hint=NAMES_HINT) or name in attached(paths):
         return []
     found = []
     for d in HOST_DIRS:
@@ -161,7 +171,7 @@ def host_claims(paths: Paths, name: str, host: str = "/") -> list[str]:
 
 
 def _claim(paths: Paths, name: str) -> None:
-    names = read_json_map(_names_file(paths))
+    names = read_json_map(_names_file(paths), hint=NAMES_HINT)
     if name not in names:
         _save(paths, {**names, name: True}, _names_file(paths))
 
@@ -171,7 +181,12 @@ def _record_file(paths: Paths) -> str:
 
 
 def attached(paths: Paths) -> dict[str, str]:
-    return {k: str(v) for k, v in read_json_map(_record_file(paths)).items()}
+    data = read_json_map(
+        _record_file(paths),
+        hint="restore it, or write it again by hand: it maps each package to the version "
+        "attached (`portablectl list` shows the images, named <package>_<version>)",
+    )
+    return {k: str(v) for k, v in data.items()}
 
 
 def _save(paths: Paths, record: Mapping[str, object], file: str | None = None) -> None:
@@ -352,7 +367,7 @@ def _services_file(paths: Paths) -> str:
 def service_overrides(paths: Paths) -> dict[str, list[str]]:
     """package -> the units core expose/unexpose --service set (enabled and started),
     in place of the manifest's enable/start."""
-    data = read_json_map(_services_file(paths))
+    data = read_json_map(_services_file(paths), hint=OVERRIDES_HINT)
     return {k: [str(u) for u in v] for k, v in data.items() if isinstance(v, list)}
 
 

@@ -511,7 +511,11 @@ def overrides_file(paths: Paths) -> str:
 
 def load_overrides(paths: Paths) -> dict[str, list[str] | None]:
     """Per-package shim lists set by core expose/unexpose (None: back to the default)."""
-    data = read_json_map(overrides_file(paths))
+    data = read_json_map(
+        overrides_file(paths),
+        hint="remove it: the shim lists `core expose`/`core unexpose` set are forgotten and "
+        "each package gets its manifest's; set them again with those commands",
+    )
     return {
         k: [str(n) for n in v] if isinstance(v, list) else None
         for k, v in data.items()

@@ -386,3 +386,33 @@ def test_gc_removes_stale_partials_and_gc_partial_all_of_them(fresh_rootless: Id
     r = core(fresh_rootless, "gc", "--partial")
     assert r.returncode == 0, r.stderr.decode()
     assert list(partial.iterdir()) == [] and "removed" in r.stdout.decode()
+
+
+@pytest.mark.parametrize(
+    ("name", "words", "commands"),
+    [
+        ("grants.json", "every grant root made ends", [("list",), ("expose", "--sync")]),
+        ("exposure.json", "the shim lists", [("expose", "--sync")]),
+    ],
+)
+def test_a_damaged_json_record_names_itself_and_the_cost_of_the_way_out(
+    fresh_rootless: Identity,
+    shared_dir: Path,
+    name: str,
+    words: str,
+    commands: list[tuple[str, ...]],
+) -> None:
+    """Item 2: every damaged file a clear error with a way out, never a traceback."""
+    repo = Repository(shared_dir / "repo")
+    repo.add("tool", "1", program("tool", "1"))
+    repo.index()
+    assert core(fresh_rootless, "install", f"{repo.file_url}/{ARCH}/tool_1").returncode == 0
+    state_dir = fresh_rootless.home / ".local/share/layershell"
+    path = state_dir / name
+    path.write_text('{"tool": [unfinished')
+    os.chown(path, fresh_rootless.uid, fresh_rootless.gid)
+    for args in commands:
+        refused_clearly(core(fresh_rootless, *args), str(path), "damaged", words)
+    path.unlink()
+    assert core(fresh_rootless, "expose", "--sync").returncode == 0
+    assert shim(fresh_rootless, "tool") == "tool 1"
