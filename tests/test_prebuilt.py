@@ -144,15 +144,20 @@ def test_init_again_leaves_the_installed_executor(bare_identity: Identity, no_cc
     ("content", "said"),
     [
         (b"#!/bin/sh\nexec /bin/true\n", "not written by layershell"),
-        (None, "layershell-enter build 0000000000000000, and this layershell was built with"),
+        (b"stale", "layershell-enter build 0000000000000000, and this layershell was built with"),
+        (b"unversioned", "a layershell-enter from before build ids"),
     ],
-    ids=["foreign", "stale"],
+    ids=["foreign", "stale", "from-before-build-ids"],
 )
 def test_an_executor_core_init_did_not_install_is_refused_with_a_hint(
-    bare_identity: Identity, no_cc: str, content: bytes | None, said: str
+    bare_identity: Identity, no_cc: str, content: bytes, said: str
 ) -> None:
     executor = executor_of(bare_identity)
-    planted = content or with_build((PACKAGED / binaries.EXECUTOR).read_bytes(), "0" * 16)
+    packaged = (PACKAGED / binaries.EXECUTOR).read_bytes()
+    planted = {
+        b"stale": with_build(packaged, "0" * 16),
+        b"unversioned": packaged.replace(binaries.BUILD_PREFIX, b"x" * len(binaries.BUILD_PREFIX)),
+    }.get(content, content)
     put = bare_identity.run(
         ["sh", "-c", 'mkdir -p "${1%/*}" && cat > "$1" && chmod 755 "$1"', "-", str(executor)],
         input=planted,
