@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
 APT_PACKAGES=(
-  python3 python3-venv gcc libc6-dev       # interpreter; C compiler for the launcher
+  python3 python3-venv gcc libc6-dev       # interpreter; C compiler: building the wheel (hatch_build.py)
   util-linux mount passwd login sudo       # unshare, setpriv, prlimit, mount, useradd, su
   libpam-modules libpam-runtime            # PAM session for core shell
   procps iproute2 ca-certificates bubblewrap  # tests and bench baselines

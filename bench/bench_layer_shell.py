@@ -145,18 +145,27 @@ def install_shim(core: str, env: dict[str, str], where: str) -> str:
 
 def unfiltered_shim(shim: str, where: str) -> str:
     """A copy of `shim` whose executor is layershell's enter.c built without the
-    seccomp filter (bench only: the macro exists for this comparison)."""
+    seccomp filter (bench only: the macro exists for this comparison), with the flags
+    hatch_build.py built the real one with (layershell/_bin/build.json), so the two
+    differ by the filter alone."""
     import importlib.util
+    import json
 
     spec = importlib.util.find_spec("layershell")
     if spec is None or spec.origin is None:
         raise BenchError("layershell is not importable here: run ./dev.sh install")
-    source = os.path.join(os.path.dirname(spec.origin), "enter.c")
+    package = os.path.dirname(spec.origin)
+    source = os.path.join(package, "enter.c")
+    try:
+        with open(os.path.join(package, "_bin", "build.json"), encoding="utf-8") as f:
+            flags = json.load(f)["layershell-enter"]["flags"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BenchError(f"layershell's build record is unreadable: {exc}") from None
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise BenchError("no C compiler for the unfiltered executor (apt-get install gcc)")
     helper = os.path.join(where, "layershell-enter-unfiltered")
-    run_checked([cc, "-O2", "-DLAYERSHELL_BENCH_NO_FILTER", "-o", helper, source],
+    run_checked([cc, *flags, "-DLAYERSHELL_BENCH_NO_FILTER", "-o", helper, source],
                 dict(os.environ), "cc enter.c")  # fmt: skip
     with open(shim, encoding="utf-8") as f:
         text = f.read()

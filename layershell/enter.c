@@ -58,6 +58,14 @@ struct op {
 /* Proves ownership: core init replaces only a file that carries this line. */
 __attribute__((used)) static const char marker[] = MARKER ": the layer executor";
 
+/* The handshake with core init (layershell/binaries.py): the build id hatch_build.py
+ * computed from this file, the compiler and its flags, and recorded in the package.
+ * `--version` prints it; core init also reads it from the bytes, without running it. */
+#ifndef LAYERSHELL_BUILD_ID
+#define LAYERSHELL_BUILD_ID "unrecorded" /* a build by hand (bench/) */
+#endif
+__attribute__((used)) static const char build_id[] = "layershell-enter build " LAYERSHELL_BUILD_ID;
+
 static const char *layer = "?";
 static const char *prog_name = "layershell";
 
@@ -488,6 +496,10 @@ int main(int argc, char **argv) {
     unsigned in_uid = getuid(), in_gid = getgid();
     int i = 1;
 
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        puts(build_id);
+        return fflush(stdout) == 0 ? 0 : 1;
+    }
     for (; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0) {

@@ -119,7 +119,7 @@ class Paths:
 
     @property
     def helper(self) -> str:
-        """The executor that enters layers (enter.c), compiled by core init."""
+        """The executor that enters layers (enter.c), installed by core init."""
         return os.path.join(self.state_dir, "libexec", "layershell-enter")
 
     @property

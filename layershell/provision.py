@@ -1,8 +1,9 @@
 """`core init`: make the layer stack real on this host (or under --root).
 
 Creates each layer's store, views and writable trees with the right owners and modes,
-installs the PAM service and the `layer-shell` launcher, compiles the stack cache and,
-with create_users, the layer accounts (layer-shell as their login shell). Running it
+installs the PAM service, the `layer-shell` launcher and the executor (both built with
+layershell, never compiled here: binaries.py), compiles the stack cache and, with
+create_users, the layer accounts (layer-shell as their login shell). Running it
 again changes nothing that is already right; it never overwrites a file it did not write.
 
 Root works here inside trees a layer account can write (its store, /opt/pkgs, its
@@ -21,7 +22,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 
-from layershell import accounts, safepath, sandbox, stack
+from layershell import accounts, binaries, safepath, sandbox, stack
 from layershell.errors import LayershellError, PermissionRefused
 from layershell.paths import ROOTLESS, Paths
 from layershell.stack import Layer, LayerStack
@@ -60,68 +61,64 @@ def launcher_code() -> str:
     )
 
 
-def launcher_text() -> str:
-    """The #! script launcher, used when no C compiler is available."""
-    return (
-        f"#!{sys.executable} -IS\n"
-        f"{MARKER}: the layer-shell launcher (core init writes it).\n"
-        f"import sys; sys.path[:0] = {_search_path()!r}\n"
-        "from layershell.shell_main import main; main()\n"
+HINT = "remove it and run core init again"
+INSTALLED = ".installed"  # beside the executor: what core init installed there
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _executor_action(path: str, built: binaries.Built) -> str | None:
+    """What init does with the executor at `path`, decided before anything changes:
+    None when it is this build already, else the line to report when it is written. An
+    older executor that core init installed itself (the note beside it names its
+    sha256) is replaced; any other file there, stale or foreign, is refused."""
+    directory, name = os.path.split(path)
+    try:
+        with safepath.walk(directory, hint=HINT) as d:
+            current = safepath.read_file(d, name)
+            note = safepath.read_file(d, name + INSTALLED)
+    except safepath.MissingPath:
+        current = note = None
+    if current is None:
+        return f"installed {path} (build {built.build})"
+    if current == built.data:
+        return None
+    old = binaries.build_of(current)
+    if note is not None and _sha256(current) in note.decode("ascii", errors="replace").split():
+        return f"replaced {path}, build {old}, which core init installed, with build {built.build}"
+    if MARKER.encode() not in current:
+        what = "not written by layershell"
+    elif old is None:
+        what = "a layershell-enter from before build ids (compiled by an older core init)"
+    else:
+        what = f"layershell-enter build {old}, and this layershell was built with {built.build}"
+    raise LayershellError(
+        f"{path} is {what}; core init did not install it, and replaces only what it did",
+        f"remove it (rm {path}) and run core init again: it installs the executor this "
+        f"layershell was built with (build {built.build})",
     )
 
 
-def compile_c(source_name: str, defines: dict[str, str]) -> bytes | None:
-    """Compile one of layershell's C files (launcher.c, enter.c) with string defines;
-    None without a C compiler. Built in a temporary directory; the caller installs the
-    bytes atomically."""
-    import shutil
-    import subprocess
-    import tempfile
-
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        return None
-    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), source_name)
-
-    def c_string(text: str) -> str:
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "a.out")
-        flags = [f"-D{k}={c_string(v)}" for k, v in {**defines, "MARKER": MARKER}.items()]
-        result = subprocess.run(
-            [cc, "-O2", "-Wall", "-o", out, source, *flags],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise LayershellError(
-                f"cannot compile {source_name}: {result.stderr.strip()}",
-                "install a working C compiler (apt-get install gcc libc6-dev)",
-            )
-        with open(out, "rb") as f:
-            return f.read()
-
-
-def compile_launcher() -> bytes | None:
-    """The launcher as an ELF binary that keeps argv[0] (login shells), or None."""
-    return compile_c("launcher.c", {"PYTHON": sys.executable, "CODE": launcher_code()})
-
-
-def compile_helper(existing: bytes | None = None) -> bytes:
-    """layershell-enter, the executor every layer entry and shim goes through. Without
-    a compiler, a helper already in place (and carrying our marker) is kept."""
-    built = compile_c("enter.c", {})
-    if built is None and existing is not None:
-        return existing  # installed with the image (no compiler on Fedora CoreOS)
-    if built is None:
-        raise LayershellError(
-            "no C compiler: core init builds layershell-enter (layershell/enter.c) with one",
-            "install gcc and libc6-dev (Debian) or gcc and glibc-devel (Fedora), then rerun",
-        )
-    return built
-
-
-HINT = "remove it and run core init again"
+def _install_executor(path: str, built: binaries.Built, action: str | None, report: Report) -> None:
+    directory, name = os.path.split(path)
+    note = (
+        f"{MARKER}: the executor core init installed beside this file.\n"
+        f"{_sha256(built.data)} build {built.build}\n"
+    ).encode()
+    with _own_dir(directory) as d:
+        if action is not None:
+            safepath.write_file(d, name, built.data, mode=0o755)
+        if safepath.read_file(d, name + INSTALLED) != note:
+            safepath.write_file(d, name + INSTALLED, note)
+    binaries.handshake(path, built.build)  # the copy layers will run answers too
+    if action is None:
+        report.unchanged.append(f"{path} (build {built.build})")
+    else:
+        report.done.append(action)
 
 
 def _ensure_dir(path: str, mode: int, owner: tuple[int, int] | None, report: Report) -> None:
@@ -141,15 +138,6 @@ def _own_dir(path: str) -> safepath.Dir:
     if os.geteuid() != 0:
         return safepath.walk(path, hint=HINT, create=0o755)
     return safepath.trusted_dir(path, hint=HINT, create=True)
-
-
-def _ours(path: str) -> bytes | None:
-    try:
-        with safepath.walk(os.path.dirname(path), hint=HINT) as d:
-            data = safepath.read_file(d, os.path.basename(path))
-    except (OSError, LayershellError):
-        return None
-    return data if data is not None and MARKER.encode() in data else None
 
 
 def _write_managed(path: str, data: str | bytes, mode: int, report: Report) -> None:
@@ -517,8 +505,10 @@ def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False)
                 + ", ".join(f"{x.account} (layer {x.name})" for x in missing),
                 "create them, or run: core init --create-users",
             )
-    launcher_bytes = compile_launcher() or launcher_text().encode()
-    helper_bytes = compile_helper(_ours(paths.helper))
+    # The executables hatch_build.py built: core init compiles nothing (docs/design.md).
+    launcher_bytes = binaries.launcher(sys.executable, launcher_code())
+    executor = binaries.executor()
+    executor_action = _executor_action(paths.helper, executor)
     root_owned = None if rootless else (0, 0)
     # /opt/pkgs is not among them: it belongs to the layer whose writable trees name it.
     for directory in (paths.config_dir, paths.state_dir, paths.stores_dir, paths.views_dir,
@@ -526,7 +516,7 @@ def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False)
         _ensure_dir(directory, 0o755, root_owned, report)
     _write_managed(launcher, launcher_bytes, 0o755, report)
     _ensure_dir(os.path.dirname(paths.helper), 0o755, root_owned, report)
-    _write_managed(paths.helper, helper_bytes, 0o755, report)
+    _install_executor(paths.helper, executor, executor_action, report)
     if rootless:
         for layer in layers.layers[1:]:
             # Rootless homes live in the store too (session.home_of), never in ~ itself.

@@ -1,11 +1,12 @@
 """Turn a layer into a sandbox specification, and run it: the only module that knows
 what a layer's namespaces and mounts are.
 
-A spec is carried out by `layershell-enter` (layershell/enter.c, compiled by `core
-init`), a small executor that does in C exactly what the spec says and then execs the
-program in place. `layer-shell` builds a spec per call and execs the executor; a shim
-is a spec rendered once, at expose time, into a two-line shell script (shims.py). The
-steps and the reasons for them are in docs/design.md, "Entering a layer".
+A spec is carried out by `layershell-enter` (layershell/enter.c, built with
+layershell, installed by `core init`), a small executor that does in C exactly what
+the spec says and then execs the program in place. `layer-shell` builds a spec per
+call and execs the executor; a shim is a spec rendered once, at expose time, into a
+two-line shell script (shims.py). The steps and the reasons for them are in
+docs/design.md, "Entering a layer".
 
 On the `layer-shell` hot path: imports only os and _signal.
 """

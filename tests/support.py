@@ -200,14 +200,23 @@ class SystemStack:
             check=False,
         )
 
-    def core(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+    def core(
+        self, *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            python_cmd(*args), env=self.env, capture_output=True, timeout=60, cwd="/", check=False
+            python_cmd(*args),
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            timeout=60,
+            cwd="/",
+            check=False,
         )
 
 
 @contextmanager
-def system_stack() -> Iterator[SystemStack]:
+def system_stack(init_env: Mapping[str, str] | None = None) -> Iterator[SystemStack]:
+    """The stack, `core init --create-users` done (with `init_env` added to its
+    environment)."""
     tag = secrets.token_hex(3)
     root = make_shared_dir("layershell-system-")
     arne, otto = f"ls{tag}a", f"ls{tag}o"
@@ -222,7 +231,7 @@ def system_stack() -> Iterator[SystemStack]:
     pam_file.write_text(PAM_TEMPLATE.format(marker=marker))
     stack = SystemStack(root, arne, otto, service, log)
     try:
-        init = stack.core("init", "--create-users")
+        init = stack.core("init", "--create-users", env=init_env)
         assert init.returncode == 0, init.stderr.decode()
         yield stack
     finally:

@@ -752,12 +752,9 @@ def clean_stale(base: Path | None = None) -> list[str]:
 def install_layershell(tb: Testbed, venv: Path | None = None) -> None:
     """Make the host's installed layershell usable in the container: its venv at the
     same path (the venv's python links to /usr/bin/python3.11, which bookworm has),
-    `core` and `layer-shell` in /usr/local/bin, and a host-compiled layershell-enter
-    where core init looks for it (the container has no compiler; core init keeps a
-    helper that carries layershell's marker)."""
-    from layershell.paths import Paths
-    from layershell.provision import compile_helper
-
+    `core` and `layer-shell` in /usr/local/bin. The container has no compiler and needs
+    none: core init installs the executor and the launcher the venv's layershell was
+    built with."""
     venv = venv or Path(sys.prefix)
     if venv == Path(sys.base_prefix) and not (venv / "pyvenv.cfg").exists():
         raise TestbedError(f"{venv} is not a venv: install layershell with ./dev.sh first")
@@ -772,10 +769,6 @@ def install_layershell(tb: Testbed, venv: Path | None = None) -> None:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.unlink(missing_ok=True)
         link.symlink_to(venv / "bin" / command)
-    helper = Path(Paths.system(str(tb.root)).helper)
-    helper.parent.mkdir(parents=True, exist_ok=True)
-    helper.write_bytes(compile_helper())
-    helper.chmod(0o755)
 
 
 @contextmanager
