@@ -75,7 +75,8 @@ def _executor_action(path: str, built: binaries.Built) -> str | None:
     """What init does with the executor at `path`, decided before anything changes:
     None when it is this build already, else the line to report when it is written. An
     older executor that core init installed itself (the note beside it names its
-    sha256) is replaced; any other file there, stale or foreign, is refused."""
+    sha256) is replaced, as is one an older core init compiled (our marker, no build
+    id); any other file there, stale or foreign, is refused."""
     directory, name = os.path.split(path)
     try:
         with safepath.walk(directory, hint=HINT) as d:
@@ -90,10 +91,13 @@ def _executor_action(path: str, built: binaries.Built) -> str | None:
     old = binaries.build_of(current)
     if note is not None and _sha256(current) in note.decode("ascii", errors="replace").split():
         return f"replaced {path}, build {old}, which core init installed, with build {built.build}"
+    if MARKER.encode() in current and old is None:
+        # Compiled by a core init from before build ids (it wrote no note): the
+        # directory is root's alone (safepath.walk), so root wrote it; upgrading a host
+        # must not need a hand-made rm.
+        return f"replaced {path}, compiled by an older core init, with build {built.build}"
     if MARKER.encode() not in current:
         what = "not written by layershell"
-    elif old is None:
-        what = "a layershell-enter from before build ids (compiled by an older core init)"
     else:
         what = f"layershell-enter build {old}, and this layershell was built with {built.build}"
     raise LayershellError(

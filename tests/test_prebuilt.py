@@ -145,19 +145,15 @@ def test_init_again_leaves_the_installed_executor(bare_identity: Identity, no_cc
     [
         (b"#!/bin/sh\nexec /bin/true\n", "not written by layershell"),
         (b"stale", "layershell-enter build 0000000000000000, and this layershell was built with"),
-        (b"unversioned", "a layershell-enter from before build ids"),
     ],
-    ids=["foreign", "stale", "from-before-build-ids"],
+    ids=["foreign", "stale"],
 )
 def test_an_executor_core_init_did_not_install_is_refused_with_a_hint(
     bare_identity: Identity, no_cc: str, content: bytes, said: str
 ) -> None:
     executor = executor_of(bare_identity)
     packaged = (PACKAGED / binaries.EXECUTOR).read_bytes()
-    planted = {
-        b"stale": with_build(packaged, "0" * 16),
-        b"unversioned": packaged.replace(binaries.BUILD_PREFIX, b"x" * len(binaries.BUILD_PREFIX)),
-    }.get(content, content)
+    planted = {b"stale": with_build(packaged, "0" * 16)}.get(content, content)
     put = bare_identity.run(
         ["sh", "-c", 'mkdir -p "${1%/*}" && cat > "$1" && chmod 755 "$1"', "-", str(executor)],
         input=planted,
@@ -173,6 +169,25 @@ def test_an_executor_core_init_did_not_install_is_refused_with_a_hint(
     # Following the hint works.
     executor.unlink()
     assert init(bare_identity, no_cc).returncode == 0
+
+
+def test_an_executor_an_older_core_init_compiled_is_replaced(
+    bare_identity: Identity, no_cc: str
+) -> None:
+    """Upgrading a host: the executor a core init from before build ids compiled (our
+    marker, no build id, no note) is replaced, not refused."""
+    executor = executor_of(bare_identity)
+    packaged = (PACKAGED / binaries.EXECUTOR).read_bytes()
+    old = packaged.replace(binaries.BUILD_PREFIX, b"x" * len(binaries.BUILD_PREFIX))
+    put = bare_identity.run(
+        ["sh", "-c", 'mkdir -p "${1%/*}" && cat > "$1" && chmod 755 "$1"', "-", str(executor)],
+        input=old,
+    )
+    assert put.returncode == 0, err(put)
+    r = init(bare_identity, no_cc)
+    assert r.returncode == 0, err(r)
+    assert "compiled by an older core init" in r.stdout.decode() + err(r)
+    assert executor.read_bytes() == packaged
 
 
 @needs_userns
