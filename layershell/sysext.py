@@ -55,7 +55,7 @@ IMAGE_CORE = "/usr/bin/core"
 
 # The frozen application's entry point: one executable for both programs, chosen by the
 # name it was started under (the /usr/bin links keep their own name in argv[0]).
-# It also answers `-I -S -c CODE ARGS...` as python would: layershell re-runs itself
+# It also answers `-I -S -c CODE ARGS...` (or -IS) as python would: layershell re-runs itself
 # through sys.executable that way (session.this_python, the layer-shell launcher that
 # core init writes), and in the frozen application sys.executable is this program.
 ENTRY = """\
@@ -74,9 +74,13 @@ for _name in [k for k in os.environ if k.startswith("_PYI_")]:
     del os.environ[_name]
 
 
+def is_flags(arg):  # -I, -S, or both as one (-IS: the launcher's)
+    return len(arg) > 1 and arg[0] == "-" and set(arg[1:]) <= {"I", "S"}
+
+
 def python_c(argv):
     at = 1
-    while at < len(argv) and argv[at] in ("-I", "-S"):
+    while at < len(argv) and is_flags(argv[at]):
         at += 1
     if at >= len(argv) - 1 or argv[at] != "-c":
         return False
@@ -87,7 +91,8 @@ def python_c(argv):
 
 
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] in ("-I", "-S", "-c") and python_c(sys.argv):
+    first = sys.argv[1] if len(sys.argv) > 1 else ""
+    if (is_flags(first) or first == "-c") and python_c(sys.argv):
         return
     if os.path.basename(sys.argv[0]).lstrip("-") == "layer-shell":
         from layershell.shell_main import main as shell
