@@ -21,7 +21,7 @@ APT_PACKAGES=(
   procps iproute2 ca-certificates bubblewrap  # tests and bench baselines
   systemd                                  # systemctl: core init enables units by preset
   mmdebstrap systemd-container             # the systemd testbed (tests/testbed.py)
-  squashfs-tools libpython3.11             # ./dev.sh sysext: mksquashfs; PyInstaller needs libpython
+  squashfs-tools libpython3.11 git         # ./dev.sh sysext: mksquashfs, PyInstaller's libpython, the commit time
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

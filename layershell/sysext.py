@@ -142,7 +142,10 @@ def architecture(machine: str | None = None) -> str:
 def source_date_epoch(checkout: str) -> int:
     if "SOURCE_DATE_EPOCH" in os.environ:
         return int(os.environ["SOURCE_DATE_EPOCH"])
-    done = run(["git", "-C", checkout, "log", "-1", "--format=%ct"])
+    # safe.directory: root building from a checkout someone else owns only reads its log.
+    done = run(
+        ["git", "-c", f"safe.directory={checkout}", "-C", checkout, "log", "-1", "--format=%ct"]
+    )
     return int(done.stdout.strip())
 
 

@@ -77,7 +77,8 @@ def test_image_name_size_and_sums(built: Built) -> None:
     assert image.sha256 == sysext.sha256_of(image.path)
     sums = Path(image.path).parent / "SHA256SUMS"
     assert sums.read_text() == f"{image.sha256}  {os.path.basename(image.path)}\n"
-    head = subprocess.run(["git", "-C", str(CHECKOUT), "log", "-1", "--format=%ct"],
+    git = ["git", "-c", f"safe.directory={CHECKOUT}", "-C", str(CHECKOUT)]
+    head = subprocess.run([*git, "log", "-1", "--format=%ct"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     if "SOURCE_DATE_EPOCH" not in os.environ:
         assert image.epoch == int(head.stdout)
