@@ -5,6 +5,8 @@
 #                   run the embedded demo in rootless mode (no accounts are created)
 #   ./dev.sh test   the same installation plus test tools, then the whole test suite
 #   ./dev.sh install   installation only
+#   ./dev.sh sysext    build the system extension image build/sysext/layershell-<version>-<arch>.raw
+#                      (docs/boot.md, "The system extension image")
 #
 # As root, layershell goes to /opt/layershell/venv (readable by the layer accounts that
 # the tests create) and `core`/`layer-shell` are linked into /usr/local/bin; as a user it
@@ -19,6 +21,7 @@ APT_PACKAGES=(
   procps iproute2 ca-certificates bubblewrap  # tests and bench baselines
   systemd                                  # systemctl: core init enables units by preset
   mmdebstrap systemd-container             # the systemd testbed (tests/testbed.py)
+  squashfs-tools libpython3.11 git         # ./dev.sh sysext: mksquashfs, PyInstaller's libpython, the commit time
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -82,5 +85,8 @@ case "${1:-}" in
     install_system; install_python "[test]"
     log "pytest"
     exec "$VENV/bin/python" -m pytest -q -rs "${@:2}" ;;
-  *) sed -n '2,13p' "$0"; exit 2 ;;
+  sysext)
+    install_system
+    exec /usr/bin/python3 -m layershell.sysext "${@:2}" ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac
