@@ -277,3 +277,13 @@ def small_disk_identity(size: str = "20m") -> Iterator[Identity]:
     finally:
         subprocess.run(["umount", "-l", str(base)], check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def rootless_store(ident: Identity, layer: str = "arne") -> Path:
+    """A rootless identity's store of `layer` (state.db, cache, lock)."""
+    return ident.home / ".local/share/layershell/layers" / layer
+
+
+def rootless_pkgs(ident: Identity) -> Path:
+    """A rootless identity's package tree (/opt/pkgs inside the layers)."""
+    return ident.home / ".local/share/layershell/pkgs"

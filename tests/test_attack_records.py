@@ -16,7 +16,7 @@ import pytest
 
 from tests import support
 from tests.packages import ARCH, Repository, program, tarball
-from tests.support import Identity, needs_root, python_cmd
+from tests.support import Identity, needs_root, python_cmd, rootless_pkgs, rootless_store
 
 
 def core(
@@ -25,12 +25,7 @@ def core(
     return ident.run(python_cmd(*args), timeout=180, env=env)
 
 
-def store(ident: Identity) -> Path:
-    return ident.home / ".local/share/layershell/layers/arne"
-
-
-def pkgs(ident: Identity) -> Path:
-    return ident.home / ".local/share/layershell/pkgs"
+store, pkgs = rootless_store, rootless_pkgs
 
 
 def record(ident: Identity, key: str) -> Path:

@@ -22,7 +22,7 @@ import random
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,12 +41,6 @@ SMALL = random.Random(6).randbytes(2000)
 SMALL_DIGEST = hashlib.sha256(SMALL).hexdigest()
 PASSWORD = "s3cret-Pw"
 GUARD = 60  # seconds: only tells an end from a hang
-
-
-@pytest.fixture
-def servers() -> Iterator[Servers]:
-    with Servers() as s:
-        yield s
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 
 from layershell import state
 from tests.packages import ARCH, Repository, program
-from tests.support import Identity, needs_root, python_cmd
+from tests.support import Identity, needs_root, python_cmd, rootless_pkgs, rootless_store
 
 COUNT = 20  # the acceptance: a database lost with 20 packages installed
 
@@ -29,12 +29,7 @@ def core(
     return ident.run(python_cmd(*args), timeout=180, env=env)
 
 
-def store(ident: Identity) -> Path:
-    return ident.home / ".local/share/layershell/layers/arne"
-
-
-def pkgs(ident: Identity) -> Path:
-    return ident.home / ".local/share/layershell/pkgs"
+store, pkgs = rootless_store, rootless_pkgs
 
 
 def listing(ident: Identity) -> list[dict[str, object]]:
