@@ -604,9 +604,6 @@ def install(
         checkpoint("unpacked")
         if os.path.lexists(final):
             _discard(target, final)  # an unrecorded leftover (reconcile normally got it)
-        # The record exists before the tree does, saying "not installed yet": a crash
-        # from here to the commit leaves a tree that reconcile knows it may delete.
-        records.begin(target.pkgs_dir, _row(target, src, final, 0, 0))
         os.rename(tree, final)
     finally:
         trees.remove(staging)
@@ -626,9 +623,11 @@ def install(
         # After install.sh, before anything can see the package: nothing privileged in
         # it, and it fits the budget with what install.sh added.
         report = _finish_tree(target, src, db, limits)
-        checkpoint("before-commit")
+        # Written before the commit, so that marking it committed is one rename (no
+        # room needed). A tree with no record, or this one, is an interrupted install.
         record = _row(target, src, final, report.files, report.disk_bytes)
-        records.begin(target.pkgs_dir, record)  # the measured numbers, for a rebuild
+        records.begin(target.pkgs_dir, record)
+        checkpoint("before-commit")
         with db.transaction():
             db.record(record, activate=True)
     except BaseException:

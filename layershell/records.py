@@ -1,7 +1,7 @@
 """Per-version records: each installed version's own record, next to its tree, so the
 database can be rebuilt from what is on disk (`core repair --rebuild`).
 
-    /opt/pkgs/.records/<name>_<version>.installing   written before the tree appears
+    /opt/pkgs/.records/<name>_<version>.installing   written just before the commit
     /opt/pkgs/.records/<name>_<version>.json         after the database committed it
     /opt/pkgs/.records/<name>_<version>.removing     before the database forgets it
 
@@ -76,7 +76,7 @@ def as_record(row: Installed) -> bytes:
 
 
 def begin(pkgs_dir: str, row: Installed) -> None:
-    """Before the tree appears at its final path: `.installing`, with what is known."""
+    """Just before the database commits the version: `.installing`, the whole row."""
     os.makedirs(records_dir(pkgs_dir), exist_ok=True)
     write_atomic(_file(pkgs_dir, row.name, row.version, INSTALLING), as_record(row))
 
