@@ -92,9 +92,13 @@ def python_c(argv):
 
 def main():
     first = sys.argv[1] if len(sys.argv) > 1 else ""
-    if (is_flags(first) or first == "-c") and python_c(sys.argv):
+    name = os.path.basename(sys.argv[0]).lstrip("-")
+    # Only the form layershell itself uses (flags first), and never under the name
+    # layer-shell: `layer-shell -c CMD` is a shell command (su, sshd, a login), which
+    # must run in the layer, not as Python on the host.
+    if name != "layer-shell" and is_flags(first) and python_c(sys.argv):
         return
-    if os.path.basename(sys.argv[0]).lstrip("-") == "layer-shell":
+    if name == "layer-shell":
         from layershell.shell_main import main as shell
 
         shell(sys.argv)

@@ -149,6 +149,17 @@ def test_core_runs_from_the_extracted_tree_without_python3(built: Built) -> None
     assert shell.stdout.startswith("Usage: layer-shell")
 
 
+def test_layer_shell_dash_c_is_a_shell_command_not_python_on_the_host(built: Built) -> None:
+    """The attack: the frozen entry took `-c CODE` as python -c under any name, so
+    `layer-shell -c '...'` (what su and sshd run for a login shell) ran Python on the
+    host, outside every layer."""
+    code = "import os; os.write(1, b'ran-on-the-host')"
+    for argv in (["usr/bin/layer-shell", "-c", code], ["usr/bin/layer-shell", "-IS", "-c", code],
+                 ["usr/bin/core", "-c", code]):  # fmt: skip
+        done = bare([str(built.tree / argv[0]), *argv[1:]])
+        assert "ran-on-the-host" not in done.stdout, argv
+
+
 def test_the_launcher_core_init_writes_runs_the_frozen_layer_shell(
     built: Built, tmp_path: Path
 ) -> None:
