@@ -287,9 +287,27 @@ static void bind_home(const char *view, const char *mode, int position) {
     mkdir_p(target, 0755);
     bind(real, target, 0, strcmp(mode, "ro") == 0, 1);
     if (strcmp(real, home) != 0) {
+        /* $HOME as a link to the real path, not a second bind: what is mounted inside
+         * the home later (the credential masks, the stores' tmpfs, the read-only config
+         * and shims) then covers it under both names. A second bind showed them bare. */
+        char shown[PATH_MAX];
+        FIT(shown, "%s", target);
         in_view(view, home, target, sizeof target);
-        mkdir_p(target, 0755);
-        bind(real, target, 0, strcmp(mode, "ro") == 0, 1);
+        if (strcmp(target, shown) != 0) { /* not already a link to it (a second call) */
+            char parent[PATH_MAX];
+            FIT(parent, "%s", target);
+            char *slash = strrchr(parent, '/');
+            if (slash && slash != parent) {
+                *slash = 0;
+                mkdir_p(parent, 0755);
+            }
+            if (symlink(real, target) < 0) {
+                if (errno != EEXIST)
+                    die_errno("cannot create symlink", home);
+                mkdir_p(target, 0755); /* something of the view's is there: bind as before */
+                bind(real, target, 0, strcmp(mode, "ro") == 0, 1);
+            }
+        }
     }
     home_mode = mode;
     home_position = position;
