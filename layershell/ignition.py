@@ -20,6 +20,7 @@ describes the result.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -33,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from layershell import fetch, load, manifest, pipeline, repo, sandbox, stack, verify
+from layershell import fetch, load, manifest, origin, pipeline, repo, sandbox, stack, verify
 from layershell.errors import LayershellError
 from layershell.manifest import Manifest
 from layershell.paths import Paths
@@ -65,18 +66,15 @@ FILE_MODE = 0o644
 DIR_MODE = 0o755
 
 FIRSTBOOT_UNIT = "layershell-firstboot.service"
-# name -> enabled (None: not mentioned, e.g. a service only its .path unit starts)
-UNITS: dict[str, bool | None] = {
-    FIRSTBOOT_UNIT: True,
-    "layershell-mounts.service": True,
-    "layershell-inbox.path": True,
-    "layershell-inbox.service": None,
-    "layershell-update.timer": True,
-    "layershell-update.service": None,
-    "layershell-os-update.service": True,
-    "layershell-repair.path": True,
-    "layershell-repair.service": None,
-}
+UNITS = origin.UNITS
+# The system extension: versioned files side by side, the one merged named by a link
+# (Flatcar's sysext-bakery layout), so an update or a rollback is one rename.
+EXTENSION_DIR = "/opt/extensions/layershell"
+EXTENSION_LINK = "/etc/extensions/layershell.raw"
+EXTENSION_UNIT = origin.EXTENSION_UNIT
+SYSEXT_UNIT = "systemd-sysext.service"
+SUMS = "SHA256SUMS"
+SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 NETWORK_DROPIN = "10-layershell-network.conf"
 NETWORK_DROPIN_TEXT = "[Unit]\nWants=network-online.target\nAfter=network-online.target\n"
 REMOTE_SCHEMES = ("http", "https", "ftp")
@@ -111,6 +109,12 @@ class File:
 
 
 @dataclass(frozen=True)
+class Link:
+    path: str
+    target: str
+
+
+@dataclass(frozen=True)
 class Directory:
     path: str
     mode: int = DIR_MODE
@@ -128,7 +132,7 @@ class User:
 @dataclass(frozen=True)
 class Unit:
     name: str
-    contents: str
+    contents: str | None  # None: a unit the host already has (systemd's, the extension's)
     enabled: bool | None = None
     dropins: tuple[tuple[str, str], ...] = ()  # (name, contents)
 
@@ -147,6 +151,18 @@ class Package:
 
 
 @dataclass(frozen=True)
+class Extension:
+    """layershell's system extension image, as rendered (docs/boot.md)."""
+
+    name: str  # layershell-<version>-<arch>.raw
+    version: str
+    source: str  # the URL Ignition fetches, or the local file embedded
+    sha256: str
+    embedded: bool
+    path: str  # where the host keeps it; EXTENSION_LINK points here
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the host gets, in a stable order (paths sorted, users in stack order)."""
 
@@ -155,6 +171,8 @@ class Config:
     users: tuple[User, ...]
     units: tuple[Unit, ...]
     packages: tuple[Package, ...]
+    links: tuple[Link, ...] = ()
+    extension: Extension | None = None
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -221,23 +239,141 @@ def text_data_url(data: bytes) -> str:
     return "data:," + urllib.parse.quote_from_bytes(data, safe="/")
 
 
-def _read_units(units_dir: str, remote: bool) -> tuple[Unit, ...]:
+def _read_unit(units_dir: str, name: str) -> str:
+    path = os.path.join(units_dir, name)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise RenderError(
+            f"cannot read the unit {path}: {exc.strerror}",
+            "layershell ships its units in units/; reinstall it",
+        ) from None
+
+
+def _read_units(units_dir: str, remote: bool, extension: bool) -> tuple[Unit, ...]:
+    """layershell's units with their contents; with the extension, which ships them,
+    only what the host needs before the image is merged: systemd-sysext enabled and
+    layershell-extension.service, which makes systemd 252 load the image's units."""
+    network = ((NETWORK_DROPIN, NETWORK_DROPIN_TEXT),) if remote else ()
+    if extension:
+        return (
+            Unit(EXTENSION_UNIT, _read_unit(units_dir, EXTENSION_UNIT), True),
+            Unit(FIRSTBOOT_UNIT, None, None, network),
+            Unit(SYSEXT_UNIT, None, True),
+        )
     units = []
     for name, enabled in sorted(UNITS.items()):
-        path = os.path.join(units_dir, name)
-        try:
-            with open(path, encoding="utf-8") as f:
-                contents = f.read()
-        except OSError as exc:
-            raise RenderError(
-                f"cannot read the unit {path}: {exc.strerror}",
-                "layershell ships its units in units/; reinstall it",
-            ) from None
-        dropins = (
-            ((NETWORK_DROPIN, NETWORK_DROPIN_TEXT),) if remote and name == FIRSTBOOT_UNIT else ()
-        )
-        units.append(Unit(name, contents, enabled, dropins))
+        dropins = network if name == FIRSTBOOT_UNIT else ()
+        units.append(Unit(name, _read_unit(units_dir, name), enabled, dropins))
     return tuple(units)
+
+
+# --- the system extension -----------------------------------------------------------------
+
+
+def _systemd_arch(arch: str) -> str:
+    found = origin.ARCHITECTURES.get(arch)
+    if found is None:
+        known = ", ".join(sorted(origin.ARCHITECTURES))
+        raise LayershellError(
+            f"--arch {arch}: no systemd architecture is known for it",
+            f"use one of {known}",
+            exit_code=2,
+        )
+    return found
+
+
+def _image_version(name: str, arch: str) -> str:
+    """The version in layershell-<version>-<arch>.raw (the name `./dev.sh sysext` gives)."""
+    prefix, suffix = "layershell-", f"-{_systemd_arch(arch)}.raw"
+    version = name[len(prefix) : -len(suffix)] if name.startswith(prefix) else ""
+    if not name.endswith(suffix) or not version or not repo.VERSION_RE.match(version):
+        raise LayershellError(
+            f"--sysext: {name!r} is not named layershell-<version>{suffix}",
+            "give the image ./dev.sh sysext built, under its own name: the name says its"
+            " version and its architecture, which must be the target host's (--arch)",
+            exit_code=2,
+        )
+    return version
+
+
+def _listed_sha256(fetcher: fetch.Fetcher, url: str, name: str) -> str:
+    """The image's sha256 from the SHA256SUMS beside it (sysext-bakery's convention)."""
+    sums_url = urllib.parse.urljoin(url, SUMS)
+    hint = f"publish {SUMS} beside the image (./dev.sh sysext writes it), or pass --sysext-sha256"
+    try:
+        path = fetcher.fetch(sums_url, sha256=None, name=SUMS)
+    except LayershellError as exc:
+        raise RenderError(
+            f"--sysext: cannot read {pipeline.redact(sums_url)}: {exc}", hint
+        ) from None
+    with open(path, "rb") as f:
+        text = f.read().decode("utf-8", errors="replace")
+    for line in text.splitlines():
+        digest, _, listed = line.partition("  ")
+        if listed.lstrip("*") == name and SHA256_RE.match(digest):
+            return digest
+    raise RenderError(f"--sysext: {pipeline.redact(sums_url)} lists no sha256 for {name}", hint)
+
+
+def extension_of(
+    source: str,
+    sha256: str | None,
+    arch: str,
+    fetcher: fetch.Fetcher,
+    max_embed: int,
+) -> tuple[Extension, File]:
+    """The image at `source` (an http(s) URL Ignition fetches, else a local file or
+    file:// URL, embedded), with its sha256: given, from SHA256SUMS beside a URL, or
+    computed from the local file (and checked when given)."""
+    if sha256 is not None and not SHA256_RE.match(sha256.lower()):
+        raise LayershellError(
+            f"--sysext-sha256 {sha256!r} is not a sha256", "give 64 hex digits", exit_code=2
+        )
+    sha256 = sha256.lower() if sha256 else None
+    remote = _scheme(source) in FETCHED_BY_IGNITION
+    if _scheme(source) not in ("", "file") and not remote:
+        raise LayershellError(
+            f"--sysext {pipeline.redact(source)}: Ignition fetches only http(s) URLs",
+            "serve the image over http(s), or give a local file to embed",
+            exit_code=2,
+        )
+    local = urllib.parse.unquote(urllib.parse.urlsplit(source).path) if not remote else ""
+    if _scheme(source) == "":
+        local = source
+    name = os.path.basename(urllib.parse.unquote(urllib.parse.urlsplit(source).path))
+    if not remote:
+        name = os.path.basename(local)
+    version = _image_version(name, arch)
+    path = os.path.join(EXTENSION_DIR, name)
+    if remote:
+        digest = sha256 or _listed_sha256(fetcher, source, name)
+        extension = Extension(name, version, source, digest, False, path)
+        return extension, File(path, source, FILE_MODE, None, digest)
+    try:
+        size = os.path.getsize(local)
+        if size > max_embed:
+            raise RenderError(
+                f"--sysext {local} is {size} bytes, over the limit of {max_embed} bytes for"
+                " a file embedded in the config",
+                "publish it over http(s) with its SHA256SUMS and pass the URL, or raise"
+                " --max-embed BYTES",
+            )
+        with open(local, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise LayershellError(
+            f"--sysext {local}: {exc.strerror}", "give the .raw ./dev.sh sysext built", exit_code=2
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and sha256 != digest:
+        raise RenderError(
+            f"--sysext {local}: its sha256 is {digest}, not {sha256}",
+            "give the image --sysext-sha256 names, or leave the option out",
+        )
+    extension = Extension(name, version, os.path.abspath(local), digest, True, path)
+    return extension, File(path, data_url(data), FILE_MODE, None, digest)
 
 
 # --- rendering ----------------------------------------------------------------------------
@@ -320,25 +456,33 @@ def render(
     fetcher: fetch.Fetcher | None = None,
     progress: fetch.Progress | None = None,
     log: Log | None = None,
+    sysext: str | None = None,
+    sysext_sha256: str | None = None,
 ) -> Config:
     """The config for a host that gets `loaded` (whose file holds `manifest_bytes`).
 
     arch and os_version are the target host's (default: this host's), for resolving
     `os` versions and the repository's arch directory. Without `fetcher`, artifacts are
-    fetched into a temporary cache that is removed afterwards.
+    fetched into a temporary cache that is removed afterwards. `sysext` (and
+    `sysext_sha256`) add layershell's system extension image (extension_of).
     """
     if fetcher is None:
         with _temporary_fetcher(progress) as temporary:
             return render(
                 loaded, manifest_bytes, layers, arch=arch, os_version=os_version,
                 max_embed=max_embed, units_dir=units_dir, fetcher=temporary, log=log,
+                sysext=sysext, sysext_sha256=sysext_sha256,
             )  # fmt: skip
     installing = layers.layers[1]
     account = installing.account
     _check_users(loaded, account, installing.name)
+    arch = arch or repo.host_arch()
+    extension = None
+    if sysext is not None:
+        extension, image = extension_of(sysext, sysext_sha256, arch, fetcher, max_embed)
     planner = pipeline.Planner(
         fetcher,
-        arch=arch or repo.host_arch(),
+        arch=arch,
         os_version=os_version if os_version is not None else pipeline.os_version(HOST),
     )
     # Every package resolved, and every embedding checked against the limit where the
@@ -358,6 +502,13 @@ def render(
         if size is not None and size > max_embed:
             raise _too_big(job, size, max_embed)
     files = [File(HOST.manifest_file, text_data_url(manifest_bytes))]
+    links = []
+    if extension is not None:
+        files.append(image)
+        links.append(Link(EXTENSION_LINK, extension.path))
+        if log is not None:
+            how = "embedded from" if extension.embedded else "fetched by Ignition from"
+            log(f"layershell {extension.version}: {extension.path}, {how} {extension.source}")
     packages = []
     profiles: set[str] = set()
     for spec, job in planned:
@@ -381,14 +532,19 @@ def render(
                 os.path.join(HOST.inbox_dir, profile, account), INBOX_USER_MODE, None, account
             )
         )
-    users = tuple(User(x.account, layer_home(x)) for x in layers.layers if x.level >= 1)
+    if extension is not None:
+        directories.append(Directory(EXTENSION_DIR))
+    shell = origin.EXTENSION_SHELL if extension is not None else LAYER_SHELL
+    users = tuple(User(x.account, layer_home(x), shell) for x in layers.layers if x.level >= 1)
     remote = any(_scheme(loaded.repository_for(spec)) in REMOTE_SCHEMES for spec in loaded.packages)
     return Config(
         files=tuple(sorted(files, key=lambda f: f.path)),
         directories=tuple(sorted(directories, key=lambda d: d.path)),
         users=users,
-        units=_read_units(units_dir or default_units_dir(), remote),
+        units=_read_units(units_dir or default_units_dir(), remote, extension is not None),
         packages=tuple(packages),
+        links=tuple(links),
+        extension=extension,
     )
 
 
@@ -433,15 +589,20 @@ def tree(config: Config, *, butane: bool) -> dict[str, Any]:
     users = [{"name": u.name, key("homeDir"): u.home, "shell": u.shell} for u in config.users]
     units = []
     for u in config.units:
-        unit: dict[str, Any] = {"name": u.name, "contents": u.contents}
+        unit: dict[str, Any] = {"name": u.name}
+        if u.contents is not None:
+            unit["contents"] = u.contents
         if u.enabled is not None:
             unit["enabled"] = u.enabled
         if u.dropins:
             unit["dropins"] = [{"name": n, "contents": c} for n, c in u.dropins]
         units.append(unit)
+    storage: dict[str, Any] = {"directories": directories, "files": files}
+    if config.links:
+        storage["links"] = [{"path": x.path, "target": x.target} for x in config.links]
     return {
         "passwd": {"users": users},
-        "storage": {"directories": directories, "files": files},
+        "storage": storage,
         "systemd": {"units": units},
     }
 

@@ -22,7 +22,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 
-from layershell import accounts, binaries, safepath, sandbox, stack
+from layershell import accounts, binaries, origin, safepath, sandbox, stack
 from layershell.errors import LayershellError, PermissionRefused
 from layershell.paths import ROOTLESS, Paths
 from layershell.stack import Layer, LayerStack
@@ -194,6 +194,22 @@ def _add_shell(root: str, shell: str, report: Report) -> None:
     report.done.append(f"added {shell} to {shells}")
 
 
+def _extension_host(paths: Paths) -> bool:
+    """core runs from the system extension, for this host (not a relocated root, which
+    may become a host without it)."""
+    return origin.from_extension() and paths.root == "/"
+
+
+def login_shell(paths: Paths, rootless: bool) -> str:
+    """The layer accounts' shell: the extension's own /usr/bin/layer-shell when core
+    runs from the system extension (it exists as soon as the image is merged, and an
+    image update keeps the path), else the launcher core init writes (the venv's
+    interpreter, started without site processing)."""
+    if not rootless and _extension_host(paths):
+        return origin.EXTENSION_SHELL
+    return os.path.join(paths.bin_dir, "layer-shell")
+
+
 def _account_for(
     layer: Layer, paths: Paths, create_users: bool, launcher: str, report: Report
 ) -> accounts.Account:
@@ -242,15 +258,8 @@ def _init_layer(
         _ensure_dir(path, 0o700, owner, report)
 
 
-UNITS = (
-    "layershell-mounts.service", "layershell-firstboot.service", "layershell-inbox.path",
-    "layershell-inbox.service", "layershell-update.timer", "layershell-update.service",
-    "layershell-os-update.service", "layershell-repair.path", "layershell-repair.service",
-)  # fmt: skip
-ENABLED = (
-    "layershell-mounts.service", "layershell-firstboot.service", "layershell-inbox.path",
-    "layershell-update.timer", "layershell-os-update.service", "layershell-repair.path",
-)  # fmt: skip
+UNITS = tuple(origin.UNITS)
+ENABLED = origin.ENABLED
 PROFILE_WORDS = ("default", "nonetwork", "strict", "trusted")
 
 
@@ -272,9 +281,20 @@ def path_dropin(dirs: list[str]) -> str:
 
 def _install_units(layers: LayerStack, paths: Paths, report: Report) -> None:
     """Units in /etc/systemd/system, enabled the systemd way: a preset file and
-    `systemctl preset` (offline with --root), never hand-made symlinks."""
+    `systemctl preset` (offline with --root), never hand-made symlinks. From the system
+    extension, the image's own units (/usr/lib/systemd/system, enabled by its
+    layershell.target) are used instead: copies an earlier core init wrote here, which
+    would hide them, are removed, and only layershell-extension.service is installed
+    (it makes systemd 252 load the image's units at boot)."""
     unit_dir = os.path.join(paths.root, "etc/systemd/system")
-    for unit in UNITS:
+    if _extension_host(paths):
+        for unit in UNITS:
+            _remove_managed(os.path.join(unit_dir, unit), report)
+        installed: tuple[str, ...] = (origin.EXTENSION_UNIT,)
+        enabled: tuple[str, ...] = installed
+    else:
+        installed, enabled = UNITS, ENABLED
+    for unit in installed:
         with open(os.path.join(stack.data_dir(), "units", unit), encoding="utf-8") as f:
             text = f.read()  # carries the marker; core ignition writes the same bytes
         _write_managed(os.path.join(unit_dir, unit), text, 0o644, report)
@@ -285,7 +305,7 @@ def _install_units(layers: LayerStack, paths: Paths, report: Report) -> None:
     preset = os.path.join(paths.root, "etc/systemd/system-preset/50-layershell.preset")
     _write_managed(
         preset,
-        f"{MARKER}: enable layershell's units.\n" + "".join(f"enable {u}\n" for u in ENABLED),
+        f"{MARKER}: enable layershell's units.\n" + "".join(f"enable {u}\n" for u in enabled),
         0o644,
         report,
     )
@@ -297,7 +317,7 @@ def _install_units(layers: LayerStack, paths: Paths, report: Report) -> None:
         report.warnings.append("no systemctl: layershell's units are installed but not enabled")
         return
     result = subprocess.run(
-        [systemctl, f"--root={paths.root}", "preset", *ENABLED],
+        [systemctl, f"--root={paths.root}", "preset", *enabled],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if result.returncode != 0:
@@ -313,6 +333,24 @@ def _install_units(layers: LayerStack, paths: Paths, report: Report) -> None:
             subprocess.run(
                 [systemctl, "--no-block", verb, unit], capture_output=True, check=False
             )  # fmt: skip
+
+
+def _remove_managed(path: str, report: Report) -> None:
+    """Remove a file core init wrote (it carries the marker); anything else stays."""
+    name = os.path.basename(path)
+    try:
+        with safepath.walk(os.path.dirname(path), hint=HINT) as d:
+            st = d.lstat(name)
+            if st is None or not stat.S_ISREG(st.st_mode) or not d.trusted:
+                return
+            current = safepath.read_file(d, name) or b""
+            if MARKER.encode() not in current:
+                report.warnings.append(f"left {path} alone: it was not written by layershell")
+                return
+            os.unlink(name, dir_fd=d.fd)
+    except safepath.MissingPath:
+        return
+    report.done.append(f"removed {path}: the system extension ships its own")
 
 
 def _layer_dirs(layer: Layer, paths: Paths, home: str) -> list[str]:
@@ -498,7 +536,7 @@ def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False)
             "--create-users is for system mode", "rootless mode runs every layer as you"
         )
     layers = stack.load(paths.layers_file, paths.stack_cache)
-    launcher = os.path.join(paths.bin_dir, "layer-shell")
+    launcher = login_shell(paths, rootless)
     # Check everything that can fail before changing anything.
     if not rootless:
         _check_owned(layers, paths)
@@ -518,7 +556,8 @@ def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False)
     for directory in (paths.config_dir, paths.state_dir, paths.stores_dir, paths.views_dir,
                       paths.cache_dir, paths.inbox_dir, paths.bin_dir):  # fmt: skip
         _ensure_dir(directory, 0o755, root_owned, report)
-    _write_managed(launcher, launcher_bytes, 0o755, report)
+    if launcher != origin.EXTENSION_SHELL:
+        _write_managed(launcher, launcher_bytes, 0o755, report)
     _ensure_dir(os.path.dirname(paths.helper), 0o755, root_owned, report)
     _install_executor(paths.helper, executor, executor_action, report)
     if rootless:

@@ -29,6 +29,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from layershell import origin
+
 NAME = "layershell"
 PYINSTALLER = "pyinstaller>=6,<7"
 # Shared objects the frozen application must not carry: PAM is the host's (its libpam
@@ -38,20 +40,10 @@ PYINSTALLER = "pyinstaller>=6,<7"
 EXCLUDED_LIBRARIES = (
     "libpam.so", "libpam_misc.so", "libpamc.so", "libaudit.so", "libcap-ng.so",
 )  # fmt: skip
-# systemd's names (os-release ARCHITECTURE=) for uname -m.
-ARCHITECTURES = {
-    "x86_64": "x86-64",
-    "aarch64": "arm64",
-    "armv7l": "arm",
-    "ppc64le": "ppc64-le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-}
 EXTENSION_RELEASE = "usr/lib/extension-release.d/extension-release." + NAME
-APP_DIR = "usr/lib/" + NAME
+APP_DIR = origin.EXTENSION_APP.lstrip("/")
 UNIT_DIR = "usr/lib/systemd/system"
-HOST_CORE = "/usr/local/bin/core"  # where the units in units/ run core from
-IMAGE_CORE = "/usr/bin/core"
+WANTS_DIR = UNIT_DIR + "/multi-user.target.wants"
 
 # The frozen application's entry point: one executable for both programs, chosen by the
 # name it was started under (the /usr/bin links keep their own name in argv[0]).
@@ -138,7 +130,7 @@ def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 def architecture(machine: str | None = None) -> str:
     machine = machine or platform.machine()
     try:
-        return ARCHITECTURES[machine]
+        return origin.ARCHITECTURES[machine]
     except KeyError:
         raise SysextError(f"no systemd architecture name known for {machine}") from None
 
@@ -168,8 +160,25 @@ def version(checkout: str) -> str:
 def extension_release(arch: str) -> str:
     """ID=_any: the extension holds its own runtime and needs of the host only the C
     library, PAM and systemd, so it is not tied to one OS or OS version, and an OS
-    update never unmerges it. ARCHITECTURE= still refuses it on another machine type."""
-    return f"ID=_any\nARCHITECTURE={arch}\n"
+    update never unmerges it. ARCHITECTURE= still refuses it on another machine type.
+    EXTENSION_RELOAD_MANAGER=1 makes systemd-sysext 255 and newer reload the service
+    manager after a merge or refresh, so the image's units are seen; 252 ignores it
+    (core ignition's layershell-extension.service reloads there)."""
+    return f"ID=_any\nARCHITECTURE={arch}\nEXTENSION_RELOAD_MANAGER=1\n"
+
+
+def target_unit() -> str:
+    """layershell.target: what `systemctl enable` of each unit would do, shipped in the
+    image (which cannot rely on presets: at first boot they run before the image is
+    merged). Masking a unit turns it off."""
+    wants = " ".join(origin.ENABLED)
+    return (
+        "# Managed by layershell: its units, from its system extension image.\n"
+        "[Unit]\n"
+        "Description=layershell (system extension)\n"
+        f"Wants={wants}\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
 
 
 def build_venv(venv: str, checkout: str) -> str:
@@ -232,17 +241,25 @@ def stage(app: str, root: str, checkout: str, arch: str) -> None:
     shutil.copytree(app, os.path.join(root, APP_DIR), symlinks=True)
     bindir = os.path.join(root, "usr", "bin")
     os.makedirs(bindir)
-    for program in ("core", "layer-shell"):
-        os.symlink(f"../lib/{NAME}/{NAME}", os.path.join(bindir, program))
+    for program in (origin.EXTENSION_CORE, origin.EXTENSION_SHELL):
+        os.symlink(f"../lib/{NAME}/{NAME}", os.path.join(root, program.lstrip("/")))
     units = os.path.join(root, UNIT_DIR)
     os.makedirs(units)
     source = os.path.join(checkout, "units")
-    for name in sorted(os.listdir(source)):
+    # layershell-extension.service is the host's, not the image's: systemd must know it
+    # before the image is merged (core ignition and core init install it in /etc).
+    for name in sorted(set(os.listdir(source)) - {origin.EXTENSION_UNIT}):
         with open(os.path.join(source, name), encoding="utf-8") as f:
             text = f.read()
         # core is /usr/bin/core in the image: a system extension extends /usr only.
         with open(os.path.join(units, name), "w", encoding="utf-8") as f:
-            f.write(text.replace(HOST_CORE, IMAGE_CORE))
+            f.write(text.replace(origin.INSTALLED_CORE, origin.EXTENSION_CORE))
+    with open(os.path.join(units, origin.TARGET), "w", encoding="utf-8") as f:
+        f.write(target_unit())
+    # Enabled as `systemctl enable` would, for a systemd that merges the image before it
+    # loads units (or reloads after merging); 252 needs layershell-extension.service.
+    os.makedirs(os.path.join(root, WANTS_DIR))
+    os.symlink(f"../{origin.TARGET}", os.path.join(root, WANTS_DIR, origin.TARGET))
     release = os.path.join(root, EXTENSION_RELEASE)
     os.makedirs(os.path.dirname(release))
     with open(release, "w", encoding="utf-8") as f:

@@ -44,6 +44,15 @@ class Group(click.Group):
             sys.exit(1)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from layershell import origin
+
+    click.echo(origin.version_text(__version__))
+    ctx.exit()
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--root",
@@ -57,7 +66,14 @@ class Group(click.Group):
     default=None,
     help="Force rootless mode (every layer runs as you) or system mode.",
 )
-@click.version_option(__version__, prog_name="core")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and where core runs from (extension, venv or checkout).",
+)
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, rootless: bool | None) -> None:
     """Manage the layers of this host: core (the host) -> arne (pseudo-root, installs

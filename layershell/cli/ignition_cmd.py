@@ -47,6 +47,17 @@ def _file_mode() -> int:
 )
 @click.option("--arch", metavar="ARCH", help="The target host's arch (default: this host's).")
 @click.option("--os-version", metavar="VERSION", help="The target's OS version, for `version: os`.")
+@click.option(
+    "--sysext",
+    metavar="URL|FILE",
+    help="Deliver layershell itself: its system extension image (./dev.sh sysext), an"
+    " http(s) URL Ignition fetches or a file embedded (within --max-embed).",
+)
+@click.option(
+    "--sysext-sha256",
+    metavar="HEX",
+    help="The image's sha256 (default: from the SHA256SUMS beside the URL).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.pass_obj
 def ignition(
@@ -58,6 +69,8 @@ def ignition(
     max_embed: int,
     arch: str | None,
     os_version: str | None,
+    sysext: str | None,
+    sysext_sha256: str | None,
     quiet: bool,
 ) -> None:
     """Render the Ignition config (or Butane) that provisions a host for FILE.
@@ -66,7 +79,8 @@ def ignition(
     The host gets FILE as /etc/layershell/composable.yaml, each package's tarball in
     /opt/inbox/<profile>/<user>/ (versions resolved now), the layer accounts, and
     layershell's first-boot and inbox units. http(s) packages are fetched by Ignition;
-    file:// and ftp:// ones are embedded. See docs/boot.md.
+    file:// and ftp:// ones are embedded. With --sysext the host also gets layershell
+    itself, as a system extension merged at boot. See docs/boot.md.
     """
     form = ignition_lib.Format(fmt)
     ignition_lib.check_spec(spec, form)
@@ -86,6 +100,8 @@ def ignition(
         max_embed=max_embed,
         progress=fetch.progress_for(quiet=quiet),
         log=log,
+        sysext=sysext,
+        sysext_sha256=sysext_sha256,
     )
     text = ignition_lib.dump(rendered, form, spec)
     what = f"Ignition {spec}"
