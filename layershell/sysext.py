@@ -312,7 +312,9 @@ def build(checkout: str, out: str, work: str) -> Image:
         [
             "mksquashfs", root, image, "-all-root", "-noappend", "-no-progress",
             "-mkfs-time", str(epoch), "-all-time", str(epoch),
-        ]
+        ],
+        # mksquashfs refuses SOURCE_DATE_EPOCH beside the options, which say the same.
+        env={k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"},
     )  # fmt: skip
     digest = sha256_of(image)
     write_sums(out, image, digest)

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -287,3 +288,29 @@ def rootless_store(ident: Identity, layer: str = "arne") -> Path:
 def rootless_pkgs(ident: Identity) -> Path:
     """A rootless identity's package tree (/opt/pkgs inside the layers)."""
     return ident.home / ".local/share/layershell/pkgs"
+
+
+# The system extension image ------------------------------------------------------------
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class BuiltImage:
+    image: Any  # layershell.sysext.Image (sysext is a build tool: imported when used)
+    work: Path  # the build venv and staging, reusable by another build
+    tree: Path  # the image extracted with unsquashfs -d
+
+
+def build_sysext(base: Path, checkout: Path = CHECKOUT, work: Path | None = None) -> BuiltImage:
+    """Build the image of `checkout` into base/out (and extract it to base/tree)."""
+    from layershell import sysext
+
+    if shutil.which("mksquashfs") is None or shutil.which("unsquashfs") is None:
+        pytest.skip("squashfs-tools is not installed (./dev.sh test installs it)")
+    work = work or base / "work"
+    image = sysext.build(str(checkout), str(base / "out"), str(work))
+    tree = base / "tree"
+    subprocess.run(["unsquashfs", "-q", "-d", str(tree), image.path], check=True)
+    print(f"sysext build: {image.size} bytes in {image.seconds:.0f} s")
+    return BuiltImage(image, work, tree)

@@ -4,14 +4,20 @@ the inbox path unit, and (with the real Ignition) the whole first boot."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests import testbed
-from tests.packages import program, tarball
+from tests import ignition_tools, testbed
+from tests.packages import Repository, program, tarball
+from tests.servers import HttpRepo
+from tests.support import make_shared_dir
+from tests.test_ignition import run_ignition
 
 pytestmark = pytest.mark.slow
 
@@ -96,21 +102,9 @@ def test_inbox_drop_is_installed_within_ten_seconds(initialised: testbed.Testbed
 DATA = Path(__file__).resolve().parent / "data"
 
 
-@pytest.fixture(scope="module")
-def first_booted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed.Testbed]:
-    import shutil
-    import subprocess
-    import sys
-
-    from tests import ignition_tools
-    from tests.packages import Repository
-    from tests.servers import HttpRepo
-    from tests.support import make_shared_dir
-    from tests.test_ignition import run_ignition
-
-    testbed.require_testbed()
-    tools = ignition_tools.require()
-    work = make_shared_dir("layershell-firstboot-")
+def first_boot_repository(work: Path) -> tuple[HttpRepo, Path]:
+    """A repository on loopback HTTP with a shim package (greet) and a portable-service
+    package (svcweb), and the manifest asking for both; the server is started."""
     repo = Repository(work / "repo")
     repo.add("greet", "v1", {"bin/greet": '#!/bin/sh\necho "greet v1 says hi to $(id -un)"\n'})
     image = work / "svcweb-tree"
@@ -123,35 +117,54 @@ def first_booted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed.T
         check=True,
     )
     repo.index()
-    http = HttpRepo(repo.root).start()
+    http = HttpRepo(work).start()
     manifest = work / "composable.yaml"
     manifest.write_text(
-        f"composable:\n  default_repository: {http.url}\n  packages:\n"
+        f"composable:\n  default_repository: {http.url}/repo\n  packages:\n"
         "    - name: greet\n      version: latest\n      profile: default\n"
         "    - name: svcweb\n      version: '1.0'\n      profile: strict\n"
         "      enable: [svcweb.service]\n      start: [svcweb.service]\n"
     )
-    config = work / "config.ign"
+    return http, manifest
+
+
+def render_config(manifest: Path, out: Path, *args: str) -> None:
+    """`core ignition` as an admin runs it (this host's layershell), then the real
+    ignition-validate."""
     r = subprocess.run(
-        [sys.executable, "-m", "layershell", "ignition", str(manifest), "-o", str(config)],
+        [sys.executable, "-m", "layershell", "ignition", str(manifest), "-o", str(out), *args],
         capture_output=True, text=True, check=False, cwd="/",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    ignition_tools.validate(tools, config)
+    ignition_tools.validate(ignition_tools.require(), out)
+
+
+def provision_first_boot(root: Path, config: Path, work: Path) -> None:
+    """The root as Ignition leaves it before systemd's first boot (a Testbed prepare step)."""
+    (root / "etc/machine-id").write_text("uninitialized\n")  # systemd's first boot
+    # The testbed has only loopback: without this, network-online.target (which the
+    # first-boot unit waits for, the manifest naming an http repository) would wait
+    # for systemd-networkd-wait-online's two-minute timeout.
+    mask = root / "etc/systemd/system/systemd-networkd-wait-online.service"
+    mask.parent.mkdir(parents=True, exist_ok=True)
+    mask.symlink_to("/dev/null")
+    (root / "etc/selinux").mkdir(exist_ok=True)
+    (root / "etc/selinux/config").write_text("SELINUX=disabled\nSELINUXTYPE=targeted\n")
+    run_ignition(ignition_tools.require(), config, root, work)
+
+
+@pytest.fixture(scope="module")
+def first_booted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed.Testbed]:
+    testbed.require_testbed()
+    ignition_tools.require()
+    work = make_shared_dir("layershell-firstboot-")
+    http, manifest = first_boot_repository(work)
+    config = work / "config.ign"
+    render_config(manifest, config)
     tb = testbed.Testbed()
 
     def prepare(root: Path) -> None:
-        (root / "etc/machine-id").write_text("uninitialized\n")  # systemd's first boot
-        # The testbed has only loopback: without this, network-online.target (which the
-        # first-boot unit waits for, the manifest naming an http repository) would wait
-        # for systemd-networkd-wait-online's two-minute timeout.
-        mask = root / "etc/systemd/system/systemd-networkd-wait-online.service"
-        mask.parent.mkdir(parents=True, exist_ok=True)
-        mask.symlink_to("/dev/null")
-        (root / "etc/selinux").mkdir(exist_ok=True)
-        (root / "etc/selinux/config").write_text("SELINUX=disabled\nSELINUXTYPE=targeted\n")
-        ign_work = Path(tmp_path_factory.mktemp("ignition"))
-        run_ignition(tools, config, root, ign_work)
+        provision_first_boot(root, config, Path(tmp_path_factory.mktemp("ignition")))
         testbed.install_layershell(tb)
 
     try:

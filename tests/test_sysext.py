@@ -11,14 +11,13 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from layershell import __version__, sysext
+from layershell import __version__, origin, sysext
 from layershell.binaries import BUILD_PREFIX
+from tests.support import BuiltImage
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 APP = "usr/lib/layershell"
@@ -31,13 +30,6 @@ pytestmark = [
         reason="squashfs-tools is not installed (./dev.sh test installs it)",
     ),
 ]
-
-
-@dataclass
-class Built:
-    image: sysext.Image
-    work: Path
-    tree: Path  # the image extracted with unsquashfs -d
 
 
 def listing(image: str) -> list[str]:
@@ -59,17 +51,12 @@ def bare(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    base = tmp_path_factory.mktemp("sysext")
-    image = sysext.build(str(CHECKOUT), str(base / "out"), str(base / "work"))
-    tree = base / "tree"
-    subprocess.run(["unsquashfs", "-q", "-d", str(tree), image.path], check=True)
-    print(f"sysext build: {image.size} bytes in {image.seconds:.0f} s")
-    yield Built(image, base / "work", tree)
+@pytest.fixture
+def built(sysext_built: BuiltImage) -> BuiltImage:
+    return sysext_built
 
 
-def test_image_name_size_and_sums(built: Built) -> None:
+def test_image_name_size_and_sums(built: BuiltImage) -> None:
     image = built.image
     arch = sysext.architecture()
     assert os.path.basename(image.path) == f"layershell-{__version__}-{arch}.raw"
@@ -84,14 +71,16 @@ def test_image_name_size_and_sums(built: Built) -> None:
         assert image.epoch == int(head.stdout)
 
 
-def test_extension_release_matches_any_os_of_this_architecture(built: Built) -> None:
+def test_extension_release_matches_any_os_of_this_architecture(built: BuiltImage) -> None:
     release = built.tree / "usr/lib/extension-release.d/extension-release.layershell"
     fields = dict(line.split("=", 1) for line in release.read_text().splitlines() if line.strip())
-    assert fields == {"ID": "_any", "ARCHITECTURE": sysext.architecture()}
+    assert fields == {
+        "ID": "_any", "ARCHITECTURE": sysext.architecture(), "EXTENSION_RELOAD_MANAGER": "1",
+    }  # fmt: skip
     assert sysext.architecture("x86_64") == "x86-64"
 
 
-def test_no_libpam_inside_but_python_pam_is(built: Built) -> None:
+def test_no_libpam_inside_but_python_pam_is(built: BuiltImage) -> None:
     names = [os.path.basename(p) for p in listing(built.image.path)]
     assert not [n for n in names if n.startswith(("libpam", "libaudit", "libcap-ng"))]
     # The exclusion is not vacuous: python-pam is bundled (in the PYZ archive: the import
@@ -107,7 +96,7 @@ def test_no_libpam_inside_but_python_pam_is(built: Built) -> None:
     assert done.stdout.strip().startswith("libpam.so")
 
 
-def test_executor_inside_is_the_one_core_expects(built: Built) -> None:
+def test_executor_inside_is_the_one_core_expects(built: BuiltImage) -> None:
     record = json.loads((built.tree / BIN / "build.json").read_text())
     expected = record["layershell-enter"]["build"]
     done = bare([str(built.tree / BIN / "layershell-enter"), "--version"])
@@ -131,10 +120,13 @@ def test_executor_inside_is_the_one_core_expects(built: Built) -> None:
     assert json.loads(Path(wheel, "build.json").read_text()) == record
 
 
-def test_core_runs_from_the_extracted_tree_without_python3(built: Built) -> None:
+def test_core_runs_from_the_extracted_tree_without_python3(built: BuiltImage) -> None:
     core = str(built.tree / "usr/bin/core")
     done = bare([core, "--version"])
-    assert (done.returncode, done.stdout.strip()) == (0, f"core, version {__version__}")
+    assert (done.returncode, done.stdout.splitlines()) == (0, [
+        f"core, version {__version__}",
+        f"running from: extension {built.tree / 'usr/lib/layershell'}",
+    ])  # fmt: skip
     done = bare([core, "check", str(CHECKOUT / "examples/composable.yaml")])
     assert done.returncode == 0, done.stderr
     assert ": ok (" in done.stdout
@@ -149,7 +141,7 @@ def test_core_runs_from_the_extracted_tree_without_python3(built: Built) -> None
     assert shell.stdout.startswith("Usage: layer-shell")
 
 
-def test_layer_shell_dash_c_is_a_shell_command_not_python_on_the_host(built: Built) -> None:
+def test_layer_shell_dash_c_is_a_shell_command_not_python_on_the_host(built: BuiltImage) -> None:
     """The attack: the frozen entry took `-c CODE` as python -c under any name, so
     `layer-shell -c '...'` (what su and sshd run for a login shell) ran Python on the
     host, outside every layer."""
@@ -161,7 +153,7 @@ def test_layer_shell_dash_c_is_a_shell_command_not_python_on_the_host(built: Bui
 
 
 def test_the_launcher_core_init_writes_runs_the_frozen_layer_shell(
-    built: Built, tmp_path: Path
+    built: BuiltImage, tmp_path: Path
 ) -> None:
     launcher = tmp_path / "layer-shell"
     done = bare(
@@ -179,7 +171,7 @@ def test_the_launcher_core_init_writes_runs_the_frozen_layer_shell(
 
 
 def test_programs_core_runs_get_neither_the_bundled_libraries_nor_pyinstaller_vars(
-    built: Built,
+    built: BuiltImage,
 ) -> None:
     code = "import json, os; print(json.dumps(dict(os.environ)))"
     done = bare([str(built.tree / "usr/bin/core"), "-I", "-S", "-c", code])
@@ -189,10 +181,17 @@ def test_programs_core_runs_get_neither_the_bundled_libraries_nor_pyinstaller_va
     assert json.loads(done.stdout) == {"PATH": "/nonexistent", "LD_LIBRARY_PATH": "/x"}
 
 
-def test_units_are_layershells_and_run_usr_bin_core(built: Built) -> None:
+def test_units_are_layershells_and_run_usr_bin_core(built: BuiltImage) -> None:
     units = built.tree / "usr/lib/systemd/system"
-    assert sorted(os.listdir(units)) == sorted(os.listdir(CHECKOUT / "units"))
-    texts = [p.read_text() for p in units.iterdir()]
+    shipped = set(os.listdir(CHECKOUT / "units")) - {origin.EXTENSION_UNIT}
+    extra = {origin.TARGET, "multi-user.target.wants"}
+    assert sorted(os.listdir(units)) == sorted(shipped | extra)
+    # Enabled by the image itself: the target wants what core init would enable.
+    assert os.readlink(units / "multi-user.target.wants" / origin.TARGET) == "../layershell.target"
+    target = (units / origin.TARGET).read_text()
+    assert f"Wants={' '.join(origin.ENABLED)}\n" in target
+    assert "WantedBy=multi-user.target" in target
+    texts = [p.read_text() for p in units.iterdir() if p.is_file()]
     assert any("ExecStart=/usr/bin/core " in t for t in texts)
     assert not any("/usr/local/bin/core" in t for t in texts)
     links = {p: os.readlink(built.tree / "usr/bin" / p) for p in ("core", "layer-shell")}
@@ -201,7 +200,9 @@ def test_units_are_layershells_and_run_usr_bin_core(built: Built) -> None:
     }
 
 
-def test_two_builds_of_one_commit_have_the_same_file_list(built: Built, tmp_path: Path) -> None:
+def test_two_builds_of_one_commit_have_the_same_file_list(
+    built: BuiltImage, tmp_path: Path
+) -> None:
     again = sysext.build(str(CHECKOUT), str(tmp_path / "out"), str(built.work))
     print(f"second sysext build (venv reused): {again.seconds:.0f} s")
     first = listing(built.image.path)

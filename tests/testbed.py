@@ -50,6 +50,9 @@ INCLUDE = (
     "curl", "squashfs-tools", "ca-certificates", "util-linux", "passwd", "login",
     "libpam-modules",
 )  # fmt: skip
+# A root like Fedora CoreOS's as far as layershell can tell: no python3 and no C compiler
+# (minbase has none, and nothing here depends on one), for the system extension's boot.
+BARE_INCLUDE = tuple(p for p in INCLUDE if p != "python3")
 # Docs, man pages and translations are a third of the tarball and of every unpack.
 DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*")
 CUSTOMIZE_HOOKS = (
@@ -88,13 +91,13 @@ def work_dir() -> Path:
     return Path(os.environ.get(WORK_ENV) or DEFAULT_WORK)
 
 
-def _mmdebstrap_args(output: Path) -> list[str]:
+def _mmdebstrap_args(output: Path, include: Sequence[str] = INCLUDE) -> list[str]:
     args = [
         "mmdebstrap",
         "--quiet",
         "--variant=minbase",
         "--format=tar",  # explicit: the format is otherwise guessed from the (temp) name
-        "--include=" + ",".join(INCLUDE),
+        "--include=" + ",".join(include),
         *(f"--dpkgopt=path-exclude={p}" for p in DPKG_EXCLUDES),
         *(f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS),
         SUITE,
@@ -104,16 +107,16 @@ def _mmdebstrap_args(output: Path) -> list[str]:
     return [*args, mirror] if mirror else args
 
 
-def tarball_path() -> Path:
+def tarball_path(include: Sequence[str] = INCLUDE) -> Path:
     """The cached rootfs; its name changes whenever the recipe does."""
-    recipe = "\0".join(_mmdebstrap_args(Path("-"))).encode()
+    recipe = "\0".join(_mmdebstrap_args(Path("-"), include)).encode()
     return cache_dir() / f"rootfs-{SUITE}-{hashlib.sha256(recipe).hexdigest()[:12]}.tar"
 
 
-def build() -> Path:
+def build(include: Sequence[str] = INCLUDE) -> Path:
     """The rootfs tarball: built once with mmdebstrap (needs the Debian mirror), then
     cached. A lock keeps parallel test runs from building it twice."""
-    final = tarball_path()
+    final = tarball_path(include)
     if final.is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +130,7 @@ def build() -> Path:
             )
         tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
         result = subprocess.run(
-            _mmdebstrap_args(tmp), capture_output=True, text=True, check=False
+            _mmdebstrap_args(tmp, include), capture_output=True, text=True, check=False
         )  # fmt: skip
         if result.returncode != 0 or not tmp.is_file():
             tmp.unlink(missing_ok=True)
@@ -360,6 +363,7 @@ class Testbed:
         nspawn_args: Sequence[str] = (),
         keep: bool | None = None,
         tmpfs: bool | None = None,
+        include: Sequence[str] = INCLUDE,
     ) -> None:
         self.name = name or f"lstb-{secrets.token_hex(4)}"
         self.prepare = prepare
@@ -368,6 +372,7 @@ class Testbed:
         self.private_network = private_network
         self.loop_devices = loop_devices
         self.nspawn_args = tuple(nspawn_args)
+        self.include = tuple(include)  # the packages of its rootfs (BARE_INCLUDE: no python3)
         self.keep = os.environ.get(KEEP_ENV) == "1" if keep is None else keep
         # Unpacking onto a tmpfs takes 0.2 s where ext4 on the CI VM took 5-8 s. Its own
         # mount, not /dev/shm: that one is nosuid,nodev, and su must work inside.
@@ -452,7 +457,7 @@ class Testbed:
     # Lifecycle ------------------------------------------------------------------------
 
     def build(self) -> Path:
-        return build()
+        return build(self.include)
 
     def start(self, fresh: bool = True, prepare: Prepare | None = None) -> None:
         """Boot the container and wait until systemd says running or degraded. `fresh`
