@@ -22,6 +22,7 @@ APT_PACKAGES=(
   systemd                                  # systemctl: core init enables units by preset
   mmdebstrap systemd-container             # the systemd testbed (tests/testbed.py)
   squashfs-tools libpython3.11 git         # ./dev.sh sysext: mksquashfs, PyInstaller's libpython, the commit time
+  binutils                                 # readelf, objdump: tests/test_prebuilt.py inspects the built executables
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

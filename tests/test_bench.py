@@ -5,13 +5,14 @@ shim bench stopped measuring anything without a test noticing."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import userns_available
+from tests.support import BuiltImage, userns_available
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -36,3 +37,18 @@ def test_bench_install_runs_quick() -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     assert "goal" in r.stdout, r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not userns_available(), reason="needs unprivileged user namespaces")
+def test_bench_sysext_runs(sysext_built: BuiltImage, shared_dir: Path) -> None:
+    image = shared_dir / Path(sysext_built.image.path).name  # readable by uid 65534
+    shutil.copy(sysext_built.image.path, image)
+    r = subprocess.run(
+        [sys.executable, str(BENCH / "bench_sysext.py"), "--image", str(image), "--calls", "2"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    for row in ("core --version", "core list --json (100 packages)", "image size"):
+        assert row in r.stdout, r.stdout
+    assert r.stdout.count("goal: ") == 3, r.stdout

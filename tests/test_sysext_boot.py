@@ -159,6 +159,13 @@ def test_first_boot_installed_both_packages_and_otto_runs_the_shim(host: Host) -
     assert r.stdout.strip() == "otto", r.stderr
 
 
+def test_core_shell_opens_a_pam_session_through_the_frozen_program(host: Host) -> None:
+    """python-pam in the image, the host's libpam and modules (none is bundled)."""
+    r = host.tb.exec("core", "shell", "--layer", "otto", "--", "sh", "-c", "id -un; echo $HOME")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "otto", r.stdout
+
+
 def test_the_service_is_active_under_strict(host: Host) -> None:
     tb = host.tb
     wait_active(tb, "svcweb.service")
@@ -243,3 +250,40 @@ def test_a_second_image_replaces_the_first_and_everything_survives(
     )
     r = tb.exec("runuser", "-u", "otto", "--", "greet")
     assert r.stdout.strip() == "greet v1 says hi to otto", r.stderr
+
+
+def test_systemd_252_starts_the_images_units_only_after_a_reload(
+    sysext_built: BuiltImage,
+) -> None:
+    """Why layershell-extension.service exists (docs/boot.md, "Units on systemd 252"):
+    with the image merged at boot but nothing reloading systemd, the targets loaded
+    before the merge never see the image's multi-user.target.wants/ link, so none of its
+    units starts; after a daemon-reload they do."""
+    testbed.require_testbed()
+    name = os.path.basename(sysext_built.image.path)
+    tb = testbed.Testbed(include=testbed.BARE_INCLUDE)
+
+    def prepare(root: Path) -> None:
+        target = root / EXTENSIONS.lstrip("/") / name
+        target.parent.mkdir(parents=True)
+        shutil.copy(sysext_built.image.path, target)
+        (root / "etc/extensions").mkdir(parents=True)
+        (root / LINK.lstrip("/")).symlink_to(f"{EXTENSIONS}/{name}")
+        wants = root / "etc/systemd/system/sysinit.target.wants"
+        wants.mkdir(parents=True, exist_ok=True)
+        (wants / "systemd-sysext.service").symlink_to("/lib/systemd/system/systemd-sysext.service")
+
+    def show(unit: str, prop: str) -> str:
+        return tb.exec("systemctl", "show", "-p", prop, "--value", unit).stdout.strip()
+
+    try:
+        tb.start(prepare=prepare)
+        assert show("systemd-sysext.service", "ActiveState") == "active"
+        assert tb.exec("test", "-x", "/usr/bin/core").returncode == 0  # merged
+        assert "layershell.target" not in show("multi-user.target", "Wants").split()
+        assert show("layershell.target", "ActiveState") == "inactive"
+        assert show("layershell-mounts.service", "ActiveState") == "inactive"
+        tb.exec("systemctl", "daemon-reload", check=True)
+        assert "layershell.target" in show("multi-user.target", "Wants").split()
+    finally:
+        tb.stop()
