@@ -30,6 +30,7 @@ EXTENSIONS = "/opt/extensions/layershell"
 LINK = "/etc/extensions/layershell.raw"
 BIN = "usr/lib/layershell/_internal/layershell/_bin"
 BUMPED = f"{__version__}.post1"
+CHECKOUT_UNITS = support.CHECKOUT / "units"
 
 
 @dataclass
@@ -232,8 +233,19 @@ def test_a_second_image_replaces_the_first_and_everything_survives(
     tb.exec("ln", "-sfn", f"{EXTENSIONS}/{name}", LINK, check=True)
     tb.exec("systemd-sysext", "refresh", check=True)
     tb.exec("systemctl", "daemon-reload", check=True)
+    # Copies an earlier core init from a pip installation wrote would hide the image's
+    # units: core init removes those (its marker), and leaves anyone else's alone.
+    ours = (CHECKOUT_UNITS / "layershell-update.service").read_text()
+    tb.write("/etc/systemd/system/layershell-update.service", ours)
+    tb.write("/etc/systemd/system/layershell-repair.service", "[Service]\nExecStart=/bin/true\n")
     r = tb.exec("core", "init", check=True)
-    assert "replaced /var/lib/layershell/libexec/layershell-enter" in r.stdout + r.stderr
+    said = r.stdout + r.stderr
+    assert "replaced /var/lib/layershell/libexec/layershell-enter" in said
+    assert "removed /etc/systemd/system/layershell-update.service" in said
+    assert not tb.host_path("/etc/systemd/system/layershell-update.service").exists()
+    assert "left /etc/systemd/system/layershell-repair.service alone" in said
+    tb.exec("rm", "/etc/systemd/system/layershell-repair.service", check=True)
+    tb.exec("systemctl", "daemon-reload", check=True)
     r = tb.exec("core", "--version", check=True)
     assert r.stdout.splitlines()[0] == f"core, version {BUMPED}"
     assert installed(tb) == {"greet": "v1", "svcweb": "1.0"}
