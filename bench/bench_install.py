@@ -91,6 +91,13 @@ MTIME = 1_700_000_000
 class BenchError(Exception):
     """Something to fix before anything can be measured."""
 
+    def report(self, program: str) -> int:
+        """Say what and how to fix it on stderr; the exit status, 1."""
+        print(f"{program}: error: {self.args[0]}", file=sys.stderr)
+        for hint in self.args[1:]:
+            print(f"  hint: {hint}", file=sys.stderr)
+        return 1
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -622,8 +629,9 @@ def check_traversable(path: str) -> None:
         parent = os.path.dirname(parent)
 
 
-def run_as_nobody(tmpdir: str, quick: bool, python: str) -> int:
-    """As root: this script again, as uid/gid 65534 by setpriv, in a fresh directory."""
+def rerun_as_nobody(script: str, args: list[str], tmpdir: str, prefix: str) -> int:
+    """As root: `script ARGS --work DIR` again, as uid/gid 65534 by setpriv, in a fresh
+    directory DIR under tmpdir (removed afterwards); its exit status."""
     try:
         pwd.getpwuid(NOBODY)
     except KeyError:
@@ -631,17 +639,21 @@ def run_as_nobody(tmpdir: str, quick: bool, python: str) -> int:
             f"uid {NOBODY} has no passwd entry; layershell looks its caller up there"
         ) from None
     setpriv = tool("setpriv")
-    work = tempfile.mkdtemp(prefix="bench-install-", dir=tmpdir)
+    work = tempfile.mkdtemp(prefix=prefix, dir=tmpdir)
     try:
         check_traversable(work)
         os.chmod(work, 0o755)
         os.chown(work, NOBODY, NOBODY)
         worker = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                  sys.executable, os.path.abspath(__file__), "--python", python,
-                  "--work", work, *(["--quick"] if quick else [])]  # fmt: skip
+                  sys.executable, script, *args, "--work", work]  # fmt: skip
         return subprocess.run(worker, check=False, env=child_env(work), cwd=work).returncode
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_as_nobody(tmpdir: str, quick: bool, python: str) -> int:
+    args = ["--python", python, *(["--quick"] if quick else [])]
+    return rerun_as_nobody(os.path.abspath(__file__), args, tmpdir, "bench-install-")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -664,10 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="bench-install-", dir=args.tmpdir) as work:
                 bench(work, scale, python)
     except BenchError as exc:
-        print(f"bench_install: error: {exc.args[0]}", file=sys.stderr)
-        for hint in exc.args[1:]:
-            print(f"  hint: {hint}", file=sys.stderr)
-        return 1
+        return exc.report("bench_install")
     return 0
 
 

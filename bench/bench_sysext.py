@@ -33,15 +33,7 @@ import sys
 import tempfile
 import time
 
-from bench_install import (
-    NOBODY,
-    BenchError,
-    check_traversable,
-    child_env,
-    run_checked,
-    tiny_package,
-    tool,
-)
+from bench_install import BenchError, child_env, rerun_as_nobody, run_checked, tiny_package, tool
 
 GOAL_RATIO = 1.5
 GOAL_IMAGE_MIB = 40.0
@@ -140,18 +132,8 @@ def bench(work: str, image: str, python: str, calls: int) -> None:
 
 
 def run_as_nobody(image: str, python: str, calls: int) -> int:
-    setpriv = tool("setpriv")
-    work = tempfile.mkdtemp(prefix="bench-sysext-", dir="/var/tmp")
-    try:
-        check_traversable(work)
-        os.chmod(work, 0o755)
-        os.chown(work, NOBODY, NOBODY)
-        worker = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                  sys.executable, os.path.abspath(__file__), "--python", python,
-                  "--image", image, "--calls", str(calls), "--work", work]  # fmt: skip
-        return subprocess.run(worker, check=False, env=child_env(work), cwd=work).returncode
-    finally:
-        subprocess.run(["rm", "-rf", "--one-file-system", work], check=False)
+    args = ["--python", python, "--image", image, "--calls", str(calls)]
+    return rerun_as_nobody(os.path.abspath(__file__), args, "/var/tmp", "bench-sysext-")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,10 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 with tempfile.TemporaryDirectory(prefix="bench-sysext-", dir="/var/tmp") as work:
                     bench(work, image, python, args.calls)
     except BenchError as exc:
-        print(f"bench_sysext: error: {exc.args[0]}", file=sys.stderr)
-        for hint in exc.args[1:]:
-            print(f"  hint: {hint}", file=sys.stderr)
-        return 1
+        return exc.report("bench_sysext")
     return 0
 
 

@@ -85,8 +85,18 @@ def detect() -> Origin:
     return Origin(Kind.python, sys.prefix)
 
 
+EXTENSION_RELEASE = "/usr/lib/extension-release.d/extension-release.layershell"
+
+
 def from_extension() -> bool:
-    return bool(getattr(sys, "frozen", False))
+    """core is the extension's program, merged into this host's /usr: frozen, started
+    from /usr/lib/layershell, and the image's extension-release present. A frozen copy
+    run from anywhere else (an image extracted for a test) does not count."""
+    return (
+        bool(getattr(sys, "frozen", False))
+        and os.path.realpath(sys.executable) == os.path.join(EXTENSION_APP, "layershell")
+        and os.path.exists(EXTENSION_RELEASE)
+    )
 
 
 def version_text(version: str) -> str:

@@ -289,7 +289,8 @@ def _install_units(layers: LayerStack, paths: Paths, report: Report) -> None:
     unit_dir = os.path.join(paths.root, "etc/systemd/system")
     if _extension_host(paths):
         for unit in UNITS:
-            _remove_managed(os.path.join(unit_dir, unit), report)
+            with open(os.path.join(stack.data_dir(), "units", unit), "rb") as f:
+                _remove_copy(os.path.join(unit_dir, unit), f.read(), report)
         installed: tuple[str, ...] = (origin.EXTENSION_UNIT,)
         enabled: tuple[str, ...] = installed
     else:
@@ -335,17 +336,21 @@ def _install_units(layers: LayerStack, paths: Paths, report: Report) -> None:
             )  # fmt: skip
 
 
-def _remove_managed(path: str, report: Report) -> None:
-    """Remove a file core init wrote (it carries the marker); anything else stays."""
+def _remove_copy(path: str, shipped: bytes, report: Report) -> None:
+    """Remove the unit copy a core init of a pip installation wrote: only when its bytes
+    are exactly what it writes (an edited copy, `systemctl edit --full` for one, is the
+    operator's, and stays, with a warning: it hides the image's unit)."""
     name = os.path.basename(path)
     try:
         with safepath.walk(os.path.dirname(path), hint=HINT) as d:
             st = d.lstat(name)
-            if st is None or not stat.S_ISREG(st.st_mode) or not d.trusted:
+            if st is None or not d.trusted:
                 return
-            current = safepath.read_file(d, name) or b""
-            if MARKER.encode() not in current:
-                report.warnings.append(f"left {path} alone: it was not written by layershell")
+            if not stat.S_ISREG(st.st_mode) or safepath.read_file(d, name) != shipped:
+                report.warnings.append(
+                    f"left {path} alone: it is not the copy core init writes, and it hides"
+                    f" the system extension's {name} (systemctl revert {name} removes it)"
+                )
                 return
             os.unlink(name, dir_fd=d.fd)
     except safepath.MissingPath:

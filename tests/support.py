@@ -303,13 +303,34 @@ class BuiltImage:
 
 
 def build_sysext(base: Path, checkout: Path = CHECKOUT, work: Path | None = None) -> BuiltImage:
-    """Build the image of `checkout` into base/out (and extract it to base/tree)."""
+    """Build the image of `checkout` into base/out with the documented command,
+    `./dev.sh sysext`, read what it printed (and check it), and extract the image to
+    base/tree."""
+    import re
+
     from layershell import sysext
 
     if shutil.which("mksquashfs") is None or shutil.which("unsquashfs") is None:
         pytest.skip("squashfs-tools is not installed (./dev.sh test installs it)")
     work = work or base / "work"
-    image = sysext.build(str(checkout), str(base / "out"), str(work))
+    out = base / "out"
+    done = subprocess.run(
+        [str(checkout / "dev.sh"), "sysext", "--out", str(out), "--work", str(work)],
+        capture_output=True, text=True, check=False, timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    printed = re.fullmatch(
+        r"(?P<path>/\S+\.raw): (?P<size>[0-9]+) bytes, sha256 (?P<sha>[0-9a-f]{64})\n"
+        r"  SOURCE_DATE_EPOCH=(?P<epoch>[0-9]+), built in (?P<seconds>[0-9]+) s\n",
+        done.stdout,
+    )
+    assert printed is not None, done.stdout
+    image = sysext.Image(
+        printed["path"], int(printed["size"]), printed["sha"], int(printed["epoch"]),
+        float(printed["seconds"]),
+    )  # fmt: skip
+    assert image.size == os.path.getsize(image.path)
+    assert image.sha256 == sysext.sha256_of(image.path)
     tree = base / "tree"
     subprocess.run(["unsquashfs", "-q", "-d", str(tree), image.path], check=True)
     print(f"sysext build: {image.size} bytes in {image.seconds:.0f} s")

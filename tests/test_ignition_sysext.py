@@ -124,13 +124,20 @@ def test_an_http_image_is_fetched_by_ignition_with_the_sha256_of_its_sums(
     [
         (["--sysext", "IMAGE", "--sysext-sha256", "xyz"], "is not a sha256", 2),
         (["--sysext", "IMAGE", "--sysext-sha256", "a" * 64], "its sha256 is", 1),
+        (["--sysext-sha256", "a" * 64], "no --sysext was given", 2),
         (["--sysext", "IMAGE", "--max-embed", "100"], "over the limit of 100 bytes", 1),
         (["--sysext", "IMAGE", "--arch", "aarch64"], "is not named layershell-<version>-arm64", 2),
         (["--sysext", "ftp://127.0.0.1/x.raw"], "Ignition fetches only http(s)", 2),
         (["--sysext", "MISSING"], "No such file", 2),
         (["--sysext", "RENAMED"], "is not named layershell-<version>-", 2),
+        (["--sysext", "LONG"], "a version of at most 64 characters", 2),
+        (["--sysext", "FOREIGN"], "not a squashfs or erofs image", 2),
+        (["--sysext", "FIFO"], "not a regular file", 2),  # open() would block forever
+        (["--sysext", "ENDLESS"], "not a regular file", 2),  # a link to /dev/zero
+        (["--sysext", "PASSWORD", "--sysext-sha256", "a" * 64], "never takes one", 2),
         (["--sysext", "UNLISTED"], "lists no sha256 for", 1),
         (["--sysext", "NOSUMS"], "cannot read", 1),
+        (["--sysext", "HUGESUMS"], "cannot read", 1),  # over 1 MiB: never read whole
     ],
 )
 def test_bad_images_are_refused_with_the_reason_and_nothing_written(
@@ -143,17 +150,37 @@ def test_bad_images_are_refused_with_the_reason_and_nothing_written(
     code: int,
 ) -> None:
     http = servers.http(tmp_path)
-    renamed = image.with_name("layershell.raw")
+    local = tmp_path / "local"
+    local.mkdir()
+    renamed = local / "layershell.raw"
     renamed.write_bytes(IMAGE_BYTES)
+    foreign = local / IMAGE
+    foreign.write_bytes(b"this is not a squashfs\n")
+    fifo = tmp_path / "fifo" / IMAGE
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    endless = tmp_path / "endless" / IMAGE
+    endless.parent.mkdir()
+    endless.symlink_to("/dev/zero")
     nosums = tmp_path / "nosums"
     nosums.mkdir()
     (nosums / IMAGE).write_bytes(IMAGE_BYTES)
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    with open(huge / "SHA256SUMS", "wb") as f:
+        f.truncate(2 << 20)
     sources = {
         "IMAGE": str(image),
         "MISSING": str(image.with_name(f"layershell-0-{SYSTEMD_ARCH}.raw")),
         "RENAMED": str(renamed),
+        "LONG": f"{http.url}/images/layershell-{'1' * 300}-{SYSTEMD_ARCH}.raw",
+        "FOREIGN": str(foreign),
+        "FIFO": str(fifo),
+        "ENDLESS": str(endless),
+        "PASSWORD": f"http://bob:s3cret@127.0.0.1:{http.port}/images/{IMAGE}",
         "UNLISTED": f"{http.url}/images/layershell-2-{SYSTEMD_ARCH}.raw",
         "NOSUMS": f"{http.url}/nosums/{IMAGE}",
+        "HUGESUMS": f"{http.url}/huge/{IMAGE}",
     }
     argv = [sources.get(a, a) for a in args]
     out = tmp_path / "config.ign"
@@ -162,7 +189,26 @@ def test_bad_images_are_refused_with_the_reason_and_nothing_written(
     assert r.exit_code == code, r.output
     assert words in r.output, r.output
     assert "hint:" in r.output and "Traceback" not in r.output
+    assert "s3cret" not in r.output
     assert not out.exists()
+
+
+def test_sums_in_upper_case_and_a_signed_url_whose_token_is_never_shown(
+    tmp_path: Path, repository: Repository, image: Path, servers: Servers
+) -> None:
+    http = servers.http(tmp_path)
+    sums = image.parent / "SHA256SUMS"
+    sums.write_text(f"{sha256(IMAGE_BYTES).upper()}  {IMAGE}\r\n")
+    url = f"{http.url}/images/{IMAGE}?token=s3cret"
+    source = write_manifest(tmp_path, one_package(repository.file_url))
+    out = tmp_path / "config.ign"
+    r = run(tmp_path, str(source), "--output", str(out), "--sysext", url)
+    assert r.exit_code == 0, r.output
+    assert "s3cret" not in r.output  # the log line shows the URL without its query
+    cfg = json.loads(out.read_text())
+    placed = by_path(cfg["storage"]["files"])[f"/opt/extensions/layershell/{IMAGE}"]
+    assert placed["contents"]["source"] == url  # Ignition needs the token
+    assert placed["contents"]["verification"] == {"hash": f"sha256-{sha256(IMAGE_BYTES)}"}
 
 
 @pytest.mark.root
