@@ -42,6 +42,8 @@
 
 #define MAX_OPS 512
 #define MAX_ENV 512
+#define MAX_DENY 128
+#define MAX_PATH_ENV 8192
 
 enum kind { RO_BIND, BIND, RBIND, RO_RBIND, TMPFS, DIR_OP, SYMLINK_OP, BIND_HOME, DEV_OWN };
 
@@ -265,6 +267,25 @@ static int denied(const char *path, int containing_too) {
 
 static const char *home_mode; /* how the caller's home was bound, NULL if it was not */
 static int home_position;    /* and where among the operations */
+
+/* A cwd the read-only home shows that is still bound read-write (--bind-cwd rw): a
+ * directory below the home, as for a native program, but never the home itself nor
+ * anything in one of its hidden directories (~/.config, ~/.local/bin, ~/.ssh): that is
+ * where the host finds code to run at login, and the reason the home is read-only. */
+static int writable_in_home(const char *cwd, const char *mode) {
+    const char *h = getenv("HOME");
+    char real_home[PATH_MAX], real_cwd[PATH_MAX];
+    if (strcmp(mode, "rw") != 0 || !home_mode || strcmp(home_mode, "ro") != 0 || !h ||
+        !realpath(h, real_home) || !realpath(cwd, real_cwd) || !under(real_cwd, real_home))
+        return 0;
+    size_t n = strlen(real_home);
+    while (n > 1 && real_home[n - 1] == '/')
+        n--;
+    const char *below = real_cwd + n;
+    while (*below == '/')
+        below++;
+    return *below != 0 && *below != '.';
+}
 
 /* The caller's $HOME, as the program starts: never "/", never a denied path. */
 static void bind_home(const char *view, const char *mode, int position) {
@@ -498,6 +519,20 @@ static void block_terminal_injection(int job_control) {
         die_errno("cannot install the seccomp filter", NULL);
 }
 
+/* Whether the colon-separated `list` has the entry `dir`. */
+static int path_has(const char *list, const char *dir) {
+    size_t n = strlen(dir);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ":");
+        if (len == n && !strncmp(p, dir, n))
+            return 1;
+        p += len;
+        if (*p == ':')
+            p++;
+    }
+    return 0;
+}
+
 static const char *need(int argc, char **argv, int i, const char *opt) {
     if (i >= argc)
         die(2, "%s needs a value", opt);
@@ -508,7 +543,9 @@ int main(int argc, char **argv) {
     static struct op ops[MAX_OPS];
     static char *env_out[MAX_ENV + 1];
     const char *keep[64], *keep_prefix[16], *setenv_kv[128][2];
-    int nops = 0, nkeep = 0, nkeep_prefix = 0, nset = 0;
+    const char *deny_env[MAX_DENY], *deny_prefix[MAX_DENY];
+    int nops = 0, nkeep = 0, nkeep_prefix = 0, nset = 0, ndeny_env = 0, ndeny_prefix = 0;
+    const char *layer_path = NULL, *caller_path = NULL;
     const char *view = NULL, *cwd = NULL, *home = NULL, *bind_cwd = NULL, *argv0 = NULL;
     int pseudo_root = 0, no_net = 0, clearenv_ = 0, refuse_root = 0, job_control = 0;
     unsigned in_uid = getuid(), in_gid = getgid();
@@ -589,6 +626,18 @@ int main(int argc, char **argv) {
                 setenv_kv[nset][0] = need(argc, argv, ++i, a);
                 setenv_kv[nset++][1] = need(argc, argv, ++i, a);
             }
+        } else if (!strcmp(a, "--deny-env") || !strcmp(a, "--deny-env-prefix")) {
+            /* Never dropped silently, unlike a keep: a deny that did not count would
+             * pass what it was meant to stop. */
+            int prefix = !strcmp(a, "--deny-env-prefix");
+            if ((prefix ? ndeny_prefix : ndeny_env) >= MAX_DENY)
+                die(2, "too many %s options (at most %d)", a, MAX_DENY);
+            if (prefix)
+                deny_prefix[ndeny_prefix++] = need(argc, argv, ++i, a);
+            else
+                deny_env[ndeny_env++] = need(argc, argv, ++i, a);
+        } else if (!strcmp(a, "--path")) {
+            layer_path = need(argc, argv, ++i, a);
         } else if (!strcmp(a, "--argv0")) {
             argv0 = need(argc, argv, ++i, a);
         } else {
@@ -617,8 +666,18 @@ int main(int argc, char **argv) {
         for (int k = 0; ok && k < nset; k++)
             if (strlen(setenv_kv[k][0]) == eq && !strncmp(*e, setenv_kv[k][0], eq))
                 ok = 0;
+        for (int k = 0; ok && k < ndeny_env; k++)
+            if (strlen(deny_env[k]) == eq && !strncmp(*e, deny_env[k], eq))
+                ok = 0;
+        for (int k = 0; ok && k < ndeny_prefix; k++)
+            if (!strncmp(*e, deny_prefix[k], strlen(deny_prefix[k])))
+                ok = 0;
+        if (layer_path && eq == 4 && !strncmp(*e, "PATH", 4)) {
+            caller_path = *e + 5; /* kept after the layer's, where the view has it */
+            continue;
+        }
         if (ok && !(eq == 3 && !strncmp(*e, "PWD", 3))) {
-            if (nenv >= MAX_ENV - nset - 2) /* room for --setenv and PWD, never cut */
+            if (nenv >= MAX_ENV - nset - 3) /* room for --setenv, PATH and PWD, never cut */
                 die(1, "too many environment variables to pass into layer %s", layer);
             env_out[nenv++] = *e;
         }
@@ -657,7 +716,8 @@ int main(int argc, char **argv) {
     if (bind_cwd && have_cwd && strcmp(cwd, "/") != 0) {
         char shown[PATH_MAX * 2];
         snprintf(shown, sizeof shown, "%s%s", view, cwd);
-        if (!denied(cwd, 1) && !same_dir(shown, cwd_st.st_dev, cwd_st.st_ino)) {
+        int in_view_already = same_dir(shown, cwd_st.st_dev, cwd_st.st_ino);
+        if (!denied(cwd, 1) && (!in_view_already || writable_in_home(cwd, bind_cwd))) {
             char target[PATH_MAX];
             in_view(view, cwd, target, sizeof target);
             mkdir_p(target, 0755);
@@ -694,6 +754,35 @@ int main(int argc, char **argv) {
 #ifndef LAYERSHELL_BENCH_NO_FILTER /* only bench/bench_layer_shell.py builds without it */
     block_terminal_injection(job_control);
 #endif
+
+    /* PATH: the layer's, then the caller's own entries that are directories in the
+     * view (absolute ones only: a relative entry would mean the program's cwd). */
+    if (layer_path) {
+        static char path_kv[MAX_PATH_ENV];
+        size_t used = (size_t)snprintf(path_kv, sizeof path_kv, "PATH=%s", layer_path);
+        if (used >= sizeof path_kv)
+            die(2, "--path is too long");
+        const char *p = caller_path ? caller_path : "";
+        while (*p) {
+            size_t len = strcspn(p, ":");
+            char dir[PATH_MAX];
+            if (len > 0 && len < sizeof dir && p[0] == '/') {
+                memcpy(dir, p, len);
+                dir[len] = 0;
+                struct stat st;
+                if (!path_has(path_kv + 5, dir) && stat(dir, &st) == 0 && S_ISDIR(st.st_mode) &&
+                    used + len + 1 < sizeof path_kv) {
+                    path_kv[used++] = ':';
+                    memcpy(path_kv + used, dir, len + 1);
+                    used += len;
+                }
+            }
+            p += len;
+            if (*p == ':')
+                p++;
+        }
+        env_out[nenv++] = path_kv;
+    }
 
     /* PWD names where the program really starts. */
     char *pwd = getcwd(here, sizeof here);

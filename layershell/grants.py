@@ -6,7 +6,7 @@ root grants"). Everything root acts on as root comes from the host's manifest
 (paths.manifest_file) or from this record, which root itself writes:
 
     <state>/grants.json   package -> {profile, install_method, enable, start, expose,
-                                      expose_over, source}
+                                      expose_over, env, source}
 
 written atomically when root runs `core install` with a manifest (the host's or
 `--config`) or `--profile`, and when the inbox installs a tarball with its directory's
@@ -56,6 +56,7 @@ class Grant:
     expose: tuple[str, ...] | None = None  # None: every executable of bin/
     expose_over: tuple[str, ...] = ()  # host programs its shims may shadow
     source: str = ""  # where root said it, for core info
+    env: manifest.EnvSettings = manifest.NO_ENV  # its shims' environment (env:)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -65,6 +66,7 @@ class Grant:
             "start": list(self.start),
             "expose": None if self.expose is None else list(self.expose),
             "expose_over": list(self.expose_over),
+            "env": self.env.as_json(),
             "source": self.source,
         }
 
@@ -83,6 +85,7 @@ def from_spec(spec: PackageSpec, source: str, profile: str | None = None) -> Gra
         expose=spec.expose,
         expose_over=spec.expose_over,
         source=source,
+        env=spec.env,
     )
 
 
@@ -90,6 +93,25 @@ def _names(value: object) -> tuple[str, ...] | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         return None
     return tuple(value)
+
+
+def _parse_env(raw: object) -> manifest.EnvSettings | None:
+    """env as as_json wrote it (grants.json from before env: has none: NO_ENV)."""
+    if raw is None:
+        return manifest.NO_ENV
+    if not isinstance(raw, dict):
+        return None
+    passed, denied, values = _names(raw.get("pass")), _names(raw.get("deny")), raw.get("set")
+    if passed is None or denied is None or not isinstance(values, dict):
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
+        return None
+    names = (*passed, *denied, *values)
+    if not all(manifest.ENV_NAME_RE.match(n) for n in names):
+        return None
+    if not all(v.isprintable() for v in values.values()):
+        return None  # a value goes into a shim's command line
+    return manifest.EnvSettings(passed, denied, tuple(values.items()))
 
 
 def _parse(raw: object) -> Grant | None:
@@ -100,8 +122,10 @@ def _parse(raw: object) -> Grant | None:
     enable, start = _names(raw.get("enable")), _names(raw.get("start"))
     over = _names(raw.get("expose_over"))
     expose = None if raw.get("expose") is None else _names(raw.get("expose"))
+    env = _parse_env(raw.get("env"))
     if (
-        profile not in PROFILE_ORDER
+        env is None
+        or profile not in PROFILE_ORDER
         or method not in METHODS
         or enable is None
         or start is None
@@ -109,7 +133,9 @@ def _parse(raw: object) -> Grant | None:
         or (raw.get("expose") is not None and expose is None)
     ):
         return None
-    return Grant(str(profile), str(method), enable, start, expose, over, str(raw.get("source")))
+    return Grant(
+        str(profile), str(method), enable, start, expose, over, str(raw.get("source")), env
+    )
 
 
 def grants_file(paths: Paths) -> str:

@@ -46,6 +46,22 @@ class VersionKind(str, Enum):
 
 
 @dataclass(frozen=True)
+class EnvSettings:
+    """A package's `env:`: what of the caller's environment its shims' programs get,
+    beyond the profile's rule (docs/exposure.md, "Environment")."""
+
+    passed: tuple[str, ...] = ()  # `pass:` also under strict (which passes a short list)
+    denied: tuple[str, ...] = ()  # `deny:` never, under any profile
+    set: tuple[tuple[str, str], ...] = ()  # `set:` always, whatever the caller has
+
+    def as_json(self) -> dict[str, object]:
+        return {"pass": list(self.passed), "deny": list(self.denied), "set": dict(self.set)}
+
+
+NO_ENV = EnvSettings()
+
+
+@dataclass(frozen=True)
 class PackageSpec:
     """One entry of `packages:`. `repository` None means the manifest's default."""
 
@@ -62,6 +78,7 @@ class PackageSpec:
     user: str | None = None  # layer account; None = the stack's level-1 account
     expose: tuple[str, ...] | None = None  # executables for PATH; None = all of bin/
     expose_over: tuple[str, ...] = ()  # of those, the ones that may shadow a host program
+    env: EnvSettings = NO_ENV
     line: int = 0  # where the entry starts in the manifest, for messages
 
 
@@ -100,7 +117,12 @@ PACKAGE_KEYS = (
     "user",
     "expose",
     "expose_over",
+    "env",
 )
+ENV_KEYS = ("pass", "deny", "set")
+ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+MAX_ENV_ENTRIES = 64  # per list, and in set:
+MAX_ENV_VALUE = 4096
 # "_" separates name and version in file names (goss_v0.0.1), so neither may contain it.
 NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9.+-]*\Z")
 VERSION_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.+~-]*\Z")
@@ -415,6 +437,83 @@ def _expose_over(
     return names if ok else None
 
 
+def _env_names(check: _Checker, where: KeyPath, value: object, *, deny: bool) -> tuple[str, ...]:
+    names = check.names(where, value, "MY_VAR")
+    if names is None:
+        return ()
+    if len(names) > MAX_ENV_ENTRIES:
+        check.report(where, f"more than {MAX_ENV_ENTRIES} names", "pass fewer variables")
+        return ()
+    for index, name in enumerate(names):
+        _env_name(check, (*where, index), name, deny=deny)
+    return names
+
+
+def _env_name(
+    check: _Checker, where: KeyPath, name: str, *, key: bool = False, deny: bool = False
+) -> None:
+    from layershell.sandbox import denied_env
+
+    if not ENV_NAME_RE.match(name):
+        check.report(
+            where,
+            f"invalid environment variable name {name[:130]!r}",
+            "use letters, digits and '_', not starting with a digit",
+            key=key,
+        )
+    elif denied_env(name) and not deny:
+        check.report(
+            where,
+            f"{name} never reaches a layer's program: it changes what the loader or an"
+            ' interpreter runs (docs/exposure.md, "Environment")',
+            "set it inside the package instead: a script in bin/ that exports it and execs"
+            ' the real program (docs/exposure.md, "Environment")',
+            key=key,
+        )
+
+
+def _env(check: _Checker, path: KeyPath, raw: object) -> EnvSettings:
+    """`env: {pass: [NAME...], deny: [NAME...], set: {NAME: value}}`."""
+    where = (*path, "env")
+    if not isinstance(raw, dict):
+        check.report(
+            where, f"must be a mapping, not {_kind(raw)}", "for example env: {pass: [MY_VAR]}"
+        )
+        return NO_ENV
+    check.keys(where, raw, ENV_KEYS)
+    passed = _env_names(check, (*where, "pass"), raw["pass"], deny=False) if "pass" in raw else ()
+    denied = _env_names(check, (*where, "deny"), raw["deny"], deny=True) if "deny" in raw else ()
+    values: list[tuple[str, str]] = []
+    if "set" in raw:
+        at = (*where, "set")
+        given = raw["set"]
+        if not isinstance(given, dict):
+            check.report(
+                at, f"must be a mapping, not {_kind(given)}", "for example set: {LESS: -R}"
+            )
+        elif len(given) > MAX_ENV_ENTRIES:
+            check.report(at, f"more than {MAX_ENV_ENTRIES} variables", "set fewer variables")
+        else:
+            for name, value in given.items():
+                if not isinstance(name, str):
+                    check.report(at, f"a variable's name must be text, not {_kind(name)}")
+                    continue
+                _env_name(check, (*at, name), name, key=True)
+                text = check.text((*at, name), value, "give the value, quoted if need be")
+                if text is None:
+                    continue
+                if len(text) > MAX_ENV_VALUE or not text.isprintable() or "@LAYERSHELL_" in text:
+                    check.report(
+                        (*at, name),
+                        f"must be printable text of at most {MAX_ENV_VALUE} characters",
+                        "no newlines or control characters (and no @LAYERSHELL_, which"
+                        " layershell's shims use)",
+                    )
+                    continue
+                values.append((name, text))
+    return EnvSettings(passed, denied, tuple(values))
+
+
 def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> PackageSpec | None:
     if not isinstance(raw, dict):
         check.report(path, "each package must be a mapping (name:, version:, ...)")
@@ -481,6 +580,7 @@ def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> 
     expose_over: tuple[str, ...] = ()
     if "expose_over" in raw:
         expose_over = _expose_over(check, path, raw, expose) or ()
+    env = _env(check, path, raw["env"]) if "env" in raw else NO_ENV
     if len(check.problems) > before:
         return None
     assert name is not None and version is not None
@@ -498,6 +598,7 @@ def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> 
         user=user,
         expose=expose,
         expose_over=expose_over,
+        env=env,
         line=check.doc.mark(path).line,
     )
 

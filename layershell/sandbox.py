@@ -20,6 +20,30 @@ from layershell.errors import SandboxError
 LAYER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HELPER = "layershell-enter"
 
+# What never passes from a caller into a layer's program, under any profile (the
+# `default`, `nonetwork` and `trusted` shims pass everything else; docs/exposure.md,
+# "Environment"): what changes what the loader loads or an interpreter runs before the
+# program's own code. glibc's list of variables it removes for secure-execution
+# programs (elf/dl-unsecvars.h, all LD_* and MALLOC_* with it) but TMPDIR, which a
+# native program follows and which loads nothing; the interpreters' own; layershell's.
+DENY_ENV = (
+    "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH",
+    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TZDIR",
+    "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONEXECUTABLE",
+    "PYTHONPLATLIBDIR", "PYTHONBREAKPOINT", "PYTHONINSPECT",
+    "PERL5LIB", "PERLLIB", "PERL5OPT", "PERL5DB", "RUBYLIB", "RUBYOPT",
+    "NODE_OPTIONS", "NODE_PATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
+    "LUA_INIT", "LUA_PATH", "LUA_CPATH", "TCLLIBPATH",
+)  # fmt: skip
+DENY_PREFIXES = ("LD_", "MALLOC_", "BASH_FUNC_", "LUA_INIT_", "LAYERSHELL_")
+
+
+def denied_env(name: str) -> bool:
+    """Whether `name` is one DENY_ENV or DENY_PREFIXES keeps from every layer program."""
+    return name in DENY_ENV or name.startswith(DENY_PREFIXES)
+
+
 # Kinds of mount operations, as the executor's options name them.
 RO_BIND, BIND, RBIND, RO_RBIND, TMPFS, DIR, SYMLINK = (
     "ro-bind", "bind", "rbind", "ro-rbind", "tmpfs", "dir", "symlink"
@@ -40,13 +64,15 @@ class Spec:
 
     mounts: in order, parents first. cwd: the directory to start in if the view shows
     it ("" = the caller's cwd when the program starts). env: the whole environment, or
-    None to build it from keep_env/keep_prefixes/set_env when the program starts (shims).
+    None to build it when the program starts (shims): with keep_all, the caller's less
+    deny_env/deny_prefixes, else only keep_env/keep_prefixes; then set_env; and with
+    layer_path, PATH is it followed by the caller's entries the view has.
     """
 
     __slots__ = (
-        "args", "argv0", "bind_cwd", "cwd", "cwd_deny", "env", "home", "job_control",
-        "keep_env", "keep_prefixes", "layer", "mounts", "network", "program", "pseudo_root",
-        "refuse_root", "set_env", "view",
+        "args", "argv0", "bind_cwd", "cwd", "cwd_deny", "deny_env", "deny_prefixes", "env",
+        "home", "job_control", "keep_all", "keep_env", "keep_prefixes", "layer", "layer_path",
+        "mounts", "network", "program", "pseudo_root", "refuse_root", "set_env", "view",
     )  # fmt: skip
 
     layer: str
@@ -62,9 +88,13 @@ class Spec:
     argv0: str
     args: tuple[str | bytes, ...]
     env: dict[str, str] | None
+    keep_all: bool
     keep_env: tuple[str, ...]
     keep_prefixes: tuple[str, ...]
+    deny_env: tuple[str, ...]
+    deny_prefixes: tuple[str, ...]
     set_env: tuple[tuple[str, str], ...]
+    layer_path: str
     refuse_root: bool
     job_control: bool  # may set the terminal's foreground group (an interactive shell)
 
@@ -72,7 +102,8 @@ class Spec:
         defaults: dict[str, object] = {
             "cwd": "", "bind_cwd": "", "cwd_deny": (), "argv0": "", "env": None,
             "keep_env": (), "keep_prefixes": (), "set_env": (), "refuse_root": False,
-            "home": "", "job_control": False,
+            "home": "", "job_control": False, "keep_all": False, "deny_env": (),
+            "deny_prefixes": (), "layer_path": "",
         }  # fmt: skip
         for key in self.__slots__:
             object.__setattr__(self, key, fields[key] if key in fields else defaults[key])
@@ -124,6 +155,12 @@ def own_dev(mounts: list[Mount]) -> list[Mount]:
         for m in mounts
         if m[:2] != (TMPFS, "/dev/shm")
     ]
+
+
+def shared_tmp(mounts: list[Mount]) -> list[Mount]:
+    """`mounts` with the caller's /tmp (read-write, nosuid, nodev) for the private one,
+    as a native program shares it (the shims of every profile but strict)."""
+    return [(BIND, "/tmp", "/tmp", 0) if m[:2] == (TMPFS, "/tmp") else m for m in mounts]
 
 
 def _depth(mount: Mount) -> int:
@@ -203,13 +240,20 @@ def helper_argv(spec: Spec, helper: str, *, name: str = "layer-shell") -> list[s
     for path in spec.cwd_deny:
         argv += ["--cwd-deny", path]
     if spec.env is None:
-        argv.append("--clearenv")
-        for key in spec.keep_env:
-            argv += ["--keep-env", key]
-        for prefix in spec.keep_prefixes:
-            argv += ["--keep-env-prefix", prefix]
+        if not spec.keep_all:
+            argv.append("--clearenv")
+            for key in spec.keep_env:
+                argv += ["--keep-env", key]
+            for prefix in spec.keep_prefixes:
+                argv += ["--keep-env-prefix", prefix]
+        for key in spec.deny_env:
+            argv += ["--deny-env", key]
+        for prefix in spec.deny_prefixes:
+            argv += ["--deny-env-prefix", prefix]
         for key, value in spec.set_env:
             argv += ["--setenv", key, value]
+        if spec.layer_path:
+            argv += ["--path", spec.layer_path]
     if spec.argv0:
         argv += ["--argv0", spec.argv0]
     argv += ["--", spec.program, *spec.args]

@@ -27,6 +27,7 @@ from layershell import sandbox
 from layershell.atomic import read_json_map, write_atomic, write_json
 from layershell.errors import LayershellError
 from layershell.grants import Policy, Table
+from layershell.manifest import NO_ENV, EnvSettings
 from layershell.paths import ROOTLESS, Paths
 from layershell.stack import Layer, LayerStack
 from layershell.state import Installed
@@ -36,7 +37,9 @@ SHIM_RE = re.compile(r"^# Managed by layershell: shim for (\S+) of package (\S+)
 OS_RELEASE = ("usr/lib/os-release", "etc/os-release")
 BIN_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._+@-]*\Z")
 
-# What a shim passes through of the caller's environment (docs/exposure.md).
+# What a strict shim passes of the caller's environment (the other profiles pass all
+# of it but sandbox.DENY_ENV; docs/exposure.md, "Environment"), besides the package's
+# env: pass: list.
 KEEP_ENV = ("TERM", "COLORTERM", "NO_COLOR", "LANG", "LANGUAGE", "TZ", "HOME", "USER",
             "LOGNAME")  # fmt: skip
 KEEP_PREFIXES = ("LC_",)
@@ -119,13 +122,17 @@ class Rules:
     home: str  # "rw" | "ro" | "" (not at all)
     cwd: str  # "rw" | "ro"
     own_dev: bool = False  # a /dev of its own: none of the caller's other terminals
+    all_env: bool = True  # the caller's environment but sandbox.DENY_ENV, else KEEP_ENV
+    shared_tmp: bool = True  # the caller's /tmp, else one of its own, gone at exit
 
 
 PROFILES = {
     "trusted": Rules(network=True, home="rw", cwd="rw"),
     "default": Rules(network=True, home="ro", cwd="rw"),
     "nonetwork": Rules(network=False, home="ro", cwd="rw"),
-    "strict": Rules(network=False, home="", cwd="ro", own_dev=True),
+    "strict": Rules(
+        network=False, home="", cwd="ro", own_dev=True, all_env=False, shared_tmp=False
+    ),
 }
 
 
@@ -136,6 +143,7 @@ class Shim:
     version: str
     program: str  # path inside the layer
     profile: str
+    env: EnvSettings = NO_ENV  # the package's env: (root's word)
 
 
 @dataclass
@@ -173,6 +181,8 @@ def spec(paths: Paths, stack: LayerStack, shim: Shim) -> sandbox.Spec:
     )
     if rules.own_dev:
         mounts = sandbox.own_dev(mounts)
+    if rules.shared_tmp:
+        mounts = sandbox.shared_tmp(mounts)
     if rules.home:
         mounts.append((sandbox.BIND_HOME, "", rules.home, 0))
         if paths.mode == ROOTLESS:
@@ -189,7 +199,14 @@ def spec(paths: Paths, stack: LayerStack, shim: Shim) -> sandbox.Spec:
             # package's program has no business with them (those there when the shims
             # are written: docs/security.md, known limits).
             mounts += sandbox.credential_masks(paths.root)
-    set_env = [("PATH", sandbox.LAYER_PATH), ("LAYERSHELL_LAYER", layer.name)]
+    env = shim.env
+    # Never what every layer program is denied, whatever a grant says (core check refuses
+    # it in a manifest; grants.json is root's, but this is where it would take effect).
+    given = [(k, v) for k, v in env.set if not sandbox.denied_env(k)]
+    passed = tuple(k for k in env.passed if not sandbox.denied_env(k))
+    set_env = [("LAYERSHELL_LAYER", layer.name), *given]
+    if not rules.all_env:
+        set_env.insert(0, ("PATH", sandbox.LAYER_PATH))
     if not rules.home:
         set_env.append(("HOME", "/tmp"))  # strict: nothing of the caller's
     # Layer 1's trees are never bound as a cwd: they would be writable in layer 2.
@@ -212,14 +229,21 @@ def spec(paths: Paths, stack: LayerStack, shim: Shim) -> sandbox.Spec:
         argv0=shim.name,
         args=(),
         env=None,
-        keep_env=KEEP_ENV if rules.home else tuple(k for k in KEEP_ENV if k != "HOME"),
-        keep_prefixes=KEEP_PREFIXES,
-        set_env=tuple(set_env),
+        keep_all=rules.all_env,
+        keep_env=(
+            () if rules.all_env else (*(k for k in KEEP_ENV if rules.home or k != "HOME"), *passed)
+        ),
+        keep_prefixes=() if rules.all_env else KEEP_PREFIXES,
+        deny_env=(*sandbox.DENY_ENV, *env.denied) if rules.all_env else env.denied,
+        deny_prefixes=sandbox.DENY_PREFIXES,
+        set_env=tuple(dict(set_env).items()),
+        layer_path=sandbox.LAYER_PATH if rules.all_env else "",
         refuse_root=True,
     )
 
 
-_PROGRAM, _NAME = "@LAYERSHELL_PROGRAM@", "@LAYERSHELL_NAME@"
+PLACEHOLDER = "@LAYERSHELL_"
+_PROGRAM, _NAME = f"{PLACEHOLDER}PROGRAM@", f"{PLACEHOLDER}NAME@"
 
 
 class Renderer:
@@ -230,16 +254,16 @@ class Renderer:
     def __init__(self, paths: Paths, stack: LayerStack) -> None:
         self.paths = paths
         self.stack = stack
-        self._lines: dict[str, str] = {}
+        self._lines: dict[tuple[str, EnvSettings], str] = {}
 
-    def _line(self, profile: str) -> str:
-        if profile not in self._lines:
-            template = Shim(_NAME, "", "", _PROGRAM, profile)
+    def _line(self, profile: str, env: EnvSettings) -> str:
+        if (profile, env) not in self._lines:
+            template = Shim(_NAME, "", "", _PROGRAM, profile, env)
             argv = sandbox.helper_argv(
                 spec(self.paths, self.stack, template), self.paths.helper, name=_NAME
             )
-            self._lines[profile] = shlex.join(os.fsdecode(a) for a in argv)
-        return self._lines[profile]
+            self._lines[profile, env] = shlex.join(os.fsdecode(a) for a in argv)
+        return self._lines[profile, env]
 
     def render(self, shim: Shim) -> str:
         # The comment line is shell too: a field with a newline in it would put a
@@ -250,8 +274,15 @@ class Renderer:
                 raise LayershellError(
                     f"refusing to write a shim for {text!r}: not printable", "this is a bug"
                 )
+        # ... and no text of the environment may hold a placeholder of the line's.
+        for text in (*shim.env.passed, *shim.env.denied, *(x for kv in shim.env.set for x in kv)):
+            if not text.isprintable() or PLACEHOLDER in text:
+                raise LayershellError(
+                    f"refusing to write a shim with {text!r} in its environment: not printable",
+                    "this is a bug",
+                )
         line = (
-            self._line(shim.profile)
+            self._line(shim.profile, shim.env)
             .replace(_PROGRAM, shlex.quote(shim.program))
             .replace(_NAME, shlex.quote(shim.name))
         )
@@ -366,7 +397,9 @@ def wanted(
         programs, _, is_image = tree or package_tree(pkgs_dir, row)
         names = [] if is_image else programs
     return [
-        Shim(n, row.name, row.version, f"{inner_pkgs}/{row.name}/bin/{n}", policy.profile)
+        Shim(
+            n, row.name, row.version, f"{inner_pkgs}/{row.name}/bin/{n}", policy.profile, policy.env
+        )
         for n in names
         if BIN_NAME_RE.match(n)
     ]

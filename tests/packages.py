@@ -55,8 +55,15 @@ class Repository:
         for p in (root, self.arch_dir):
             p.chmod(0o755)
 
-    def add(self, name: str, version: str, files: dict[str, bytes | str] | None = None) -> Path:
-        return tarball(self.arch_dir / f"{name}_{version}.tar.gz", files or program(name, version))
+    def add(
+        self,
+        name: str,
+        version: str,
+        files: dict[str, bytes | str] | None = None,
+        modes: dict[str, int] | None = None,
+    ) -> Path:
+        path = self.arch_dir / f"{name}_{version}.tar.gz"
+        return tarball(path, files or program(name, version), modes=modes)
 
     def streams(self, text: str) -> None:
         (self.arch_dir / "streams.yaml").write_text(text)
