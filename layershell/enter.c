@@ -45,7 +45,8 @@
 #define MAX_DENY 128
 #define MAX_PATH_ENV 8192
 
-enum kind { RO_BIND, BIND, RBIND, RO_RBIND, TMPFS, DIR_OP, SYMLINK_OP, BIND_HOME, DEV_OWN };
+enum kind { RO_BIND, BIND, RBIND, RO_RBIND, TMPFS, DIR_OP, SYMLINK_OP, BIND_HOME, DEV_OWN,
+             BIND_XDG };
 
 struct op {
     enum kind kind;
@@ -245,6 +246,7 @@ static int under(const char *path, const char *prefix);
 
 static const struct op *all_ops;
 static int all_nops; /* how many operations are already in place when a bind happens */
+static int total_ops; /* how many there are in all */
 
 /* A caller's directory (cwd or home) may be bound into the view only if it is not one
  * of the protected trees or inside one, AND does not contain one: a bind of a parent
@@ -371,8 +373,62 @@ static void own_dev(const char *view, const char *dest) {
     }
 }
 
+/* --bind-xdg NAME: the program's own state at its native paths, writable in a home the
+ * view shows read-only: $XDG_CONFIG_HOME/NAME, $XDG_DATA_HOME/NAME, $XDG_STATE_HOME/NAME
+ * and $XDG_CACHE_HOME/NAME (each ~/.config, ~/.local/share, ~/.local/state, ~/.cache when
+ * unset or relative), made as the caller on first use. Only below the real home, and
+ * never over or inside a protected tree (denied()). */
+static void bind_xdg(const char *view, const char *name) {
+    static const char *const bases[][2] = {
+        {"XDG_CONFIG_HOME", ".config"}, {"XDG_DATA_HOME", ".local/share"},
+        {"XDG_STATE_HOME", ".local/state"}, {"XDG_CACHE_HOME", ".cache"},
+    };
+    static const char *last; /* a program named as its package: its directories once */
+    if (last && strcmp(last, name) == 0)
+        return;
+    last = name;
+    const char *home = getenv("HOME");
+    char real_home[PATH_MAX];
+    if (!home_mode || strcmp(home_mode, "ro") != 0 || !home || !realpath(home, real_home) ||
+        strcmp(real_home, "/") == 0 || strchr(name, '/') || name[0] == '.' || !name[0])
+        return;
+    for (size_t k = 0; k < sizeof bases / sizeof bases[0]; k++) {
+        const char *base = getenv(bases[k][0]);
+        char dir[PATH_MAX], real[PATH_MAX], target[PATH_MAX];
+        if (base && base[0] == '/')
+            FIT(dir, "%s/%s", base, name);
+        else
+            FIT(dir, "%s/%s/%s", real_home, bases[k][1], name);
+        int saved = all_nops;
+        all_nops = total_ops; /* every protected tree counts, mounted yet or not */
+        int refused = denied(dir, 1);
+        all_nops = saved;
+        if (refused)
+            continue;
+        /* Best effort, unlike a mount point: a home the caller cannot write (or a full
+         * disk) leaves the program without its directory, not without its run. */
+        for (char *p = dir + 1; *p; p++)
+            if (*p == '/') {
+                *p = 0;
+                (void)mkdir(dir, 0700);
+                *p = '/';
+            }
+        (void)mkdir(dir, 0700);
+        struct stat st;
+        if (!realpath(dir, real) || !under(real, real_home) || strcmp(real, real_home) == 0 ||
+            denied(real, 1) || lstat(real, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid())
+            continue;
+        in_view(view, real, target, sizeof target);
+        bind(real, target, 0, 0, 1);
+    }
+}
+
 static void run_op(const char *view, const struct op *op) {
     char target[PATH_MAX];
+    if (op->kind == BIND_XDG) {
+        bind_xdg(view, op->src);
+        return;
+    }
     if (op->kind == DEV_OWN) {
         own_dev(view, op->dst);
         return;
@@ -582,6 +638,10 @@ int main(int argc, char **argv) {
             struct op *op = &ops[nops++];
             op->kind = DEV_OWN;
             op->dst = need(argc, argv, ++i, a);
+        } else if (!strcmp(a, "--bind-xdg")) {
+            struct op *op = &ops[nops++];
+            op->kind = BIND_XDG;
+            op->src = need(argc, argv, ++i, a);
         } else if (!strcmp(a, "--bind-home")) {
             struct op *op = &ops[nops++];
             op->kind = BIND_HOME;
@@ -709,6 +769,7 @@ int main(int argc, char **argv) {
     if (mount("tmpfs", view, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
         die_errno("cannot mount the view on", view);
     all_ops = ops;
+    total_ops = nops;
     for (int k = 0; k < nops; k++)
         run_op(view, &ops[k]);
     all_nops = nops; /* the cwd is bound after everything */

@@ -49,6 +49,7 @@ RO_BIND, BIND, RBIND, RO_RBIND, TMPFS, DIR, SYMLINK = (
     "ro-bind", "bind", "rbind", "ro-rbind", "tmpfs", "dir", "symlink"
 )  # fmt: skip
 BIND_HOME = "bind-home"  # the caller's $HOME, resolved when the program starts
+BIND_XDG = "bind-xdg"  # a program's own XDG directories in a read-only home (source: name)
 DEV = "dev"  # a /dev of the program's own: its own devpts, none of the caller's terminals
 
 Mount = tuple[str, str, str, int]  # (kind, destination in the view, source, mode)
@@ -219,8 +220,8 @@ def helper_argv(spec: Spec, helper: str, *, name: str = "layer-shell") -> list[s
             argv += [f"--{kind}", dest, f"{mode:o}"]
         elif kind == DEV:
             argv += ["--dev", dest]
-        elif kind == BIND_HOME:
-            argv += ["--bind-home", source]
+        elif kind in (BIND_HOME, BIND_XDG):
+            argv += [f"--{kind}", source]
         else:
             argv += [f"--{kind}", source, dest]
     if spec.pseudo_root:

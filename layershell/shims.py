@@ -185,6 +185,10 @@ def spec(paths: Paths, stack: LayerStack, shim: Shim) -> sandbox.Spec:
         mounts = sandbox.shared_tmp(mounts)
     if rules.home:
         mounts.append((sandbox.BIND_HOME, "", rules.home, 0))
+        if rules.home == "ro":
+            # The program's own settings, data, state and cache, at their native paths
+            # (~/.config/htop), for its package and for its own name.
+            mounts += [(sandbox.BIND_XDG, "", n, 0) for n in (shim.package, shim.name)]
         if paths.mode == ROOTLESS:
             # The caller's home holds layershell's own trees in rootless mode: hide the
             # stores, keep config and shims read-only, so a program cannot reach layer 1
@@ -244,6 +248,7 @@ def spec(paths: Paths, stack: LayerStack, shim: Shim) -> sandbox.Spec:
 
 PLACEHOLDER = "@LAYERSHELL_"
 _PROGRAM, _NAME = f"{PLACEHOLDER}PROGRAM@", f"{PLACEHOLDER}NAME@"
+_PACKAGE = f"{PLACEHOLDER}PACKAGE@"
 
 
 class Renderer:
@@ -258,7 +263,7 @@ class Renderer:
 
     def _line(self, profile: str, env: EnvSettings) -> str:
         if (profile, env) not in self._lines:
-            template = Shim(_NAME, "", "", _PROGRAM, profile, env)
+            template = Shim(_NAME, _PACKAGE, "", _PROGRAM, profile, env)
             argv = sandbox.helper_argv(
                 spec(self.paths, self.stack, template), self.paths.helper, name=_NAME
             )
@@ -285,6 +290,7 @@ class Renderer:
             self._line(shim.profile, shim.env)
             .replace(_PROGRAM, shlex.quote(shim.program))
             .replace(_NAME, shlex.quote(shim.name))
+            .replace(_PACKAGE, shlex.quote(shim.package))
         )
         return (
             "#!/bin/sh\n"

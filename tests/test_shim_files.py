@@ -72,3 +72,71 @@ def test_tmp_is_the_callers_but_under_strict(
     finally:
         given.unlink(missing_ok=True)
         left.unlink(missing_ok=True)
+
+
+# A program that keeps its settings as htop does: ~/.config/<name>/<name>rc, read back.
+SETTINGS: dict[str, bytes | str] = {
+    "bin/keeper": '#!/bin/sh\nd="${XDG_CONFIG_HOME:-$HOME/.config}/keeper"\n'
+    'if [ "$1" = save ]; then echo "colour=$2" > "$d/keeperrc" && echo saved; '
+    'else cat "$d/keeperrc"; fi\n'
+    'for f in "$HOME/.local/share/keeper/db" "$HOME/.local/state/keeper/log" '
+    '"$HOME/.cache/keeper/c"; do : > "$f" || echo "cannot write $f"; done\n',
+    "bin/writeto": '#!/bin/sh\n(echo x > "$1") 2>/dev/null && echo wrote || echo denied\n',
+}
+
+
+def install_keeper(ident: Identity, shared: Path, profile: str, name: str = "keeper") -> None:
+    from tests.packages import Repository
+
+    repo = Repository(shared / f"repo-{name}-{profile}")
+    repo.add(name, "1.0", SETTINGS)
+    repo.index()
+    config = ident.home / f"{name}.yaml"
+    config.write_text(
+        f"composable:\n  default_repository: {repo.file_url}\n  packages:\n"
+        f"    - name: {name}\n      version: '1.0'\n      profile: {profile}\n"
+    )
+    from tests.support import python_cmd
+
+    r = ident.run(python_cmd("install", "--config", str(config)), timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+
+
+@pytest.mark.parametrize("profile", ["default", "nonetwork"])
+def test_a_program_keeps_its_settings_in_its_own_xdg_directories(
+    fresh_rootless: Identity, shared_dir: Path, profile: str
+) -> None:
+    ident = fresh_rootless
+    install_keeper(ident, shared_dir, profile)
+    r = ident.run(["keeper", "save", "blue"])
+    assert r.stdout.decode().splitlines() == ["saved"], r.stdout + r.stderr
+    assert (ident.home / ".config/keeper/keeperrc").read_text() == "colour=blue\n"
+    for made in (".local/share/keeper/db", ".local/state/keeper/log", ".cache/keeper/c"):
+        assert (ident.home / made).exists(), made
+    assert (ident.home / ".config/keeper").stat().st_uid == ident.uid
+    r = ident.run(["keeper"])  # a new run reads it back
+    assert r.stdout.decode().splitlines() == ["colour=blue"], r.stderr
+    # ... and nothing else of the home became writable.
+    for other in (".bashrc", ".config/other/rc", ".config/keeper-not"):
+        assert ident.run(["writeto", str(ident.home / other)]).stdout.decode().strip() == "denied"
+
+
+def test_a_package_named_after_layershell_gets_no_writable_layershell_directories(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    """The attack (rootless): a package called `layershell` would be given
+    ~/.config/layershell and ~/.local/share/layershell writable, layershell's own
+    config and state (layers.yaml, the stores): the executor refuses what would cover
+    or lie inside a protected tree."""
+    ident = fresh_rootless
+    install_keeper(ident, shared_dir, "default", name="layershell")
+    config = ident.home / ".config/layershell/layers.yaml"
+    assert ident.run(["writeto", str(config)]).stdout.decode().strip() == "denied"
+    # The state directory is an empty tmpfs in the view: a write lands there, never in
+    # the real one.
+    state = ident.home / ".local/share/layershell/planted"
+    ident.run(["writeto", str(state)])
+    assert not state.exists()
+    assert ident.run(["writeto", str(ident.home / ".local/bin/core")]).stdout.decode().strip() == (
+        "denied"
+    )
