@@ -57,6 +57,10 @@ class Grant:
     expose_over: tuple[str, ...] = ()  # host programs its shims may shadow
     source: str = ""  # where root said it, for core info
     env: manifest.EnvSettings = manifest.NO_ENV  # its shims' environment (env:)
+    # Root named the profile (a manifest entry, --profile, an inbox directory): then it
+    # stands, and a record asking for a stricter one (from an earlier install) does not
+    # keep a changed manifest from applying.
+    profile_given: bool = False
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -67,6 +71,7 @@ class Grant:
             "expose": None if self.expose is None else list(self.expose),
             "expose_over": list(self.expose_over),
             "env": self.env.as_json(),
+            "profile_given": self.profile_given,
             "source": self.source,
         }
 
@@ -86,6 +91,7 @@ def from_spec(spec: PackageSpec, source: str, profile: str | None = None) -> Gra
         expose_over=spec.expose_over,
         source=source,
         env=spec.env,
+        profile_given=True,
     )
 
 
@@ -123,8 +129,10 @@ def _parse(raw: object) -> Grant | None:
     over = _names(raw.get("expose_over"))
     expose = None if raw.get("expose") is None else _names(raw.get("expose"))
     env = _parse_env(raw.get("env"))
+    given = raw.get("profile_given", False)  # not in a grants.json from before it
     if (
         env is None
+        or not isinstance(given, bool)
         or profile not in PROFILE_ORDER
         or method not in METHODS
         or enable is None
@@ -134,8 +142,9 @@ def _parse(raw: object) -> Grant | None:
     ):
         return None
     return Grant(
-        str(profile), str(method), enable, start, expose, over, str(raw.get("source")), env
-    )
+        str(profile), str(method), enable, start, expose, over, str(raw.get("source")), env,
+        given,
+    )  # fmt: skip
 
 
 def grants_file(paths: Paths) -> str:
@@ -242,9 +251,13 @@ class Table:
 
     def policy(self, row: Installed) -> Policy:
         grant = self.grant(row.name)
-        # The record may only tighten: a profile it asks for counts if stricter.
+        # The record may only tighten, and only where root did not name the profile: a
+        # profile it asks for counts if stricter.
         asked = row.spec.get("profile") if isinstance(row.spec, dict) else None
-        profile = stricter(grant.profile, asked) if isinstance(asked, str) else grant.profile
+        if grant.profile_given or not isinstance(asked, str):
+            profile = grant.profile
+        else:
+            profile = stricter(grant.profile, asked)
         return Policy(**{**vars(grant), "profile": profile})
 
 
@@ -294,7 +307,9 @@ def for_install(
             if spec is not None:
                 out[parsed[0]] = entry(spec, said, profile)
             else:
-                out[parsed[0]] = Grant(profile=profile or "default", source=said)
+                out[parsed[0]] = Grant(
+                    profile=profile or "default", source=said, profile_given=profile is not None
+                )
         elif loaded is not None:
             spec = loaded.get(item)
             if spec is not None:

@@ -74,7 +74,7 @@ def inbox_cmd(app: App, directory: str | None, requeue_if_pending: bool, linger:
             grants.record(
                 app.paths,
                 {drop.name: grants.from_spec(spec, source, drop.profile) if spec is not None
-                 else grants.Grant(profile=drop.profile, source=source)},
+                 else grants.Grant(profile=drop.profile, source=source, profile_given=True)},
             )  # fmt: skip
         args = ["install", "--quiet", "--profile", drop.profile, drop.path]
         if target.must_run_as_account(where):
