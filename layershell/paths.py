@@ -27,6 +27,7 @@ class Paths:
         "bin_dir",
         "config_dir",
         "inbox_dir",
+        "man_dir",
         "mode",
         "pam_dir",
         "pkgs_dir",
@@ -42,6 +43,7 @@ class Paths:
     pkgs_dir: str
     inbox_dir: str
     bin_dir: str
+    man_dir: str
     portables_dir: str
     pam_dir: str
 
@@ -72,6 +74,7 @@ class Paths:
             pkgs_dir=at("/opt/pkgs"),
             inbox_dir=at("/opt/inbox"),
             bin_dir=at("/usr/local/bin"),
+            man_dir=at("/usr/local/share/man"),  # man-db's MANDATORY_MANPATH
             portables_dir=at("/var/lib/portables"),
             pam_dir=at("/etc/pam.d"),
         )
@@ -90,6 +93,8 @@ class Paths:
             pkgs_dir=os.path.join(state, "pkgs"),
             inbox_dir=os.path.join(state, "inbox"),
             bin_dir=os.path.join(home, ".local", "bin"),
+            # man-db finds it from ~/.local/bin on PATH (<dir>/../share/man)
+            man_dir=os.path.join(data_home, "man"),
             portables_dir=os.path.join(state, "portables"),
             pam_dir="",  # rootless mode never opens PAM sessions
         )

@@ -119,6 +119,13 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
         app.err.print(f"removed shim {path}")
     for line in report.collisions + report.warnings:
         app.err.print(f"warning: {line}")
+    from layershell import manpages
+
+    pages = manpages.sync(app.paths, rows, only)
+    for path in pages.written:
+        app.err.print(f"manual page {path}")
+    for line in pages.collisions:
+        app.err.print(f"warning: {line}")
 
 
 def sync_exposure(app: App, only: set[str] | None = None) -> bool:
