@@ -43,6 +43,7 @@
 #define MAX_OPS 512
 #define MAX_ENV 512
 #define MAX_DENY 128
+#define MAX_KEEP 128 /* keep and setenv each: a manifest's 64 beyond the profile's own */
 #define MAX_PATH_ENV 8192
 
 enum kind { RO_BIND, BIND, RBIND, RO_RBIND, TMPFS, DIR_OP, SYMLINK_OP, BIND_HOME, DEV_OWN,
@@ -269,24 +270,59 @@ static int denied(const char *path, int containing_too) {
 
 static const char *home_mode; /* how the caller's home was bound, NULL if it was not */
 static int home_position;    /* and where among the operations */
+static char home_real[PATH_MAX];   /* its real path, */
+static char home_target[PATH_MAX]; /* and where the view shows it */
+
+/* The path the kernel has for an open descriptor (a directory's: no " (deleted)"). */
+static int fd_realpath(int fd, char *out, size_t len) {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, out, len - 1);
+    if (n <= 0 || (size_t)n >= len - 1 || out[0] != '/')
+        return 0;
+    out[n] = 0;
+    return 1;
+}
+
+/* Whether `real` (a resolved path) is, holds or lies in one of the colon-separated
+ * directories of `list` (each resolved too). */
+static int meets_any(const char *real, const char *list) {
+    for (const char *p = list ? list : ""; *p;) {
+        size_t len = strcspn(p, ":");
+        char dir[PATH_MAX], resolved[PATH_MAX];
+        if (len > 0 && len < sizeof dir && p[0] == '/') {
+            memcpy(dir, p, len);
+            dir[len] = 0;
+            if (realpath(dir, resolved) && (under(real, resolved) || under(resolved, real)))
+                return 1;
+        }
+        p += len;
+        if (*p == ':')
+            p++;
+    }
+    return 0;
+}
 
 /* A cwd the read-only home shows that is still bound read-write (--bind-cwd rw): a
- * directory below the home, as for a native program, but never the home itself nor
- * anything in one of its hidden directories (~/.config, ~/.local/bin, ~/.ssh): that is
- * where the host finds code to run at login, and the reason the home is read-only. */
-static int writable_in_home(const char *cwd, const char *mode) {
-    const char *h = getenv("HOME");
-    char real_home[PATH_MAX], real_cwd[PATH_MAX];
-    if (strcmp(mode, "rw") != 0 || !home_mode || strcmp(home_mode, "ro") != 0 || !h ||
-        !realpath(h, real_home) || !realpath(cwd, real_cwd) || !under(real_cwd, real_home))
+ * directory below the home, as for a native program, but never what the host runs code
+ * from: the home itself, anything in one of its hidden directories (~/.config,
+ * ~/.local/bin, ~/.ssh), a directory on the caller's PATH (~/bin) or one holding one,
+ * nor the caller's XDG base directories wherever they are. `real_cwd` is resolved. */
+static int writable_in_home(const char *real_cwd, const char *mode) {
+    if (strcmp(mode, "rw") != 0 || !home_mode || strcmp(home_mode, "ro") != 0 ||
+        !home_real[0] || !under(real_cwd, home_real))
         return 0;
-    size_t n = strlen(real_home);
-    while (n > 1 && real_home[n - 1] == '/')
-        n--;
-    const char *below = real_cwd + n;
+    const char *below = real_cwd + strlen(home_real);
     while (*below == '/')
         below++;
-    return *below != 0 && *below != '.';
+    if (*below == 0 || *below == '.' || meets_any(real_cwd, getenv("PATH")))
+        return 0;
+    static const char *const xdg[] = {"XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
+                                      "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"};
+    for (size_t k = 0; k < sizeof xdg / sizeof xdg[0]; k++)
+        if (meets_any(real_cwd, getenv(xdg[k])))
+            return 0;
+    return 1;
 }
 
 /* The caller's $HOME, as the program starts: never "/", never a denied path. */
@@ -309,6 +345,8 @@ static void bind_home(const char *view, const char *mode, int position) {
     in_view(view, real, target, sizeof target);
     mkdir_p(target, 0755);
     bind(real, target, 0, strcmp(mode, "ro") == 0, 1);
+    FIT(home_real, "%s", real);
+    FIT(home_target, "%s", target);
     if (strcmp(real, home) != 0) {
         /* $HOME as a link to the real path, not a second bind: what is mounted inside
          * the home later (the credential masks, the stores' tmpfs, the read-only config
@@ -373,60 +411,80 @@ static void own_dev(const char *view, const char *dest) {
     }
 }
 
-/* --bind-xdg NAME: the program's own state at its native paths, writable in a home the
+/* --bind-xdg NAME: the program's own state, writable at its native paths in a home the
  * view shows read-only: $XDG_CONFIG_HOME/NAME, $XDG_DATA_HOME/NAME, $XDG_STATE_HOME/NAME
- * and $XDG_CACHE_HOME/NAME (each ~/.config, ~/.local/share, ~/.local/state, ~/.cache when
- * unset or relative), made as the caller on first use. Only below the real home, and
- * never over or inside a protected tree (denied()). */
-static void bind_xdg(const char *view, const char *name) {
-    static const char *const bases[][2] = {
-        {"XDG_CONFIG_HOME", ".config"}, {"XDG_DATA_HOME", ".local/share"},
-        {"XDG_STATE_HOME", ".local/state"}, {"XDG_CACHE_HOME", ".cache"},
+ * and $XDG_CACHE_HOME/NAME (~/.config, ~/.local/share, ~/.local/state, ~/.cache when
+ * unset, relative or outside the home). What is shown there is kept apart on the host,
+ * in ~/.local/share/layershell-programs/NAME/{config,data,state,cache}, made as the
+ * caller on first use: the host's own ~/.config/NAME is never written, since host
+ * programs and the login session read code from such places (~/.config/tmux,
+ * ~/.config/autostart, ~/.config/environment.d: the attack review). */
+static void bind_xdg(const char *name) {
+    static const char *const bases[][3] = {
+        {"XDG_CONFIG_HOME", ".config", "config"}, {"XDG_DATA_HOME", ".local/share", "data"},
+        {"XDG_STATE_HOME", ".local/state", "state"}, {"XDG_CACHE_HOME", ".cache", "cache"},
     };
     static const char *last; /* a program named as its package: its directories once */
     if (last && strcmp(last, name) == 0)
         return;
     last = name;
-    const char *home = getenv("HOME");
-    char real_home[PATH_MAX];
-    if (!home_mode || strcmp(home_mode, "ro") != 0 || !home || !realpath(home, real_home) ||
-        strcmp(real_home, "/") == 0 || strchr(name, '/') || name[0] == '.' || !name[0])
+    if (!home_mode || strcmp(home_mode, "ro") != 0 || !home_real[0] || strchr(name, '/') ||
+        name[0] == '.' || !name[0])
         return;
+    int saved = all_nops;
+    all_nops = total_ops; /* every protected tree counts, mounted yet or not */
     for (size_t k = 0; k < sizeof bases / sizeof bases[0]; k++) {
         const char *base = getenv(bases[k][0]);
-        char dir[PATH_MAX], real[PATH_MAX], target[PATH_MAX];
-        if (base && base[0] == '/')
-            FIT(dir, "%s/%s", base, name);
+        char shown[PATH_MAX], kept[PATH_MAX], real[PATH_MAX], target[PATH_MAX * 2];
+        char source[64];
+        if (base && base[0] == '/' && realpath(base, real) && under(real, home_real) &&
+            strcmp(real, home_real) != 0)
+            FIT(shown, "%s/%s", real, name);
         else
-            FIT(dir, "%s/%s/%s", real_home, bases[k][1], name);
-        int saved = all_nops;
-        all_nops = total_ops; /* every protected tree counts, mounted yet or not */
-        int refused = denied(dir, 1);
-        all_nops = saved;
-        if (refused)
+            FIT(shown, "%s/%s/%s", home_real, bases[k][1], name);
+        FIT(kept, "%s/.local/share/layershell-programs/%s/%s", home_real, name, bases[k][2]);
+        if (denied(shown, 1) || denied(kept, 1))
             continue;
         /* Best effort, unlike a mount point: a home the caller cannot write (or a full
          * disk) leaves the program without its directory, not without its run. */
-        for (char *p = dir + 1; *p; p++)
-            if (*p == '/') {
-                *p = 0;
-                (void)mkdir(dir, 0700);
-                *p = '/';
-            }
-        (void)mkdir(dir, 0700);
+        const char *make[] = {kept, shown};
+        for (size_t m = 0; m < 2; m++) {
+            struct stat st;
+            if (stat(make[m], &st) == 0)
+                continue;
+            char buf[PATH_MAX];
+            FIT(buf, "%s", make[m]);
+            for (char *p = buf + 1; *p; p++)
+                if (*p == '/') {
+                    *p = 0;
+                    (void)mkdir(buf, 0700);
+                    *p = '/';
+                }
+            (void)mkdir(buf, 0700);
+        }
+        /* Pinned, checked and bound through a descriptor, as the cwd is. */
+        int fd = open(kept, O_PATH | O_DIRECTORY | O_CLOEXEC);
         struct stat st;
-        if (!realpath(dir, real) || !under(real, real_home) || strcmp(real, real_home) == 0 ||
-            denied(real, 1) || lstat(real, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid())
-            continue;
-        in_view(view, real, target, sizeof target);
-        bind(real, target, 0, 0, 1);
+        int ok = fd >= 0 && fd_realpath(fd, real, sizeof real) && under(real, home_real) &&
+                 !denied(real, 1) && fstat(fd, &st) == 0 && st.st_uid == getuid();
+        char place[PATH_MAX];
+        ok = ok && realpath(shown, place) && under(place, home_real) &&
+             strcmp(place, home_real) != 0 && !denied(place, 1);
+        if (ok) {
+            FIT(target, "%s%s", home_target, place + strlen(home_real));
+            FIT(source, "/proc/self/fd/%d", fd);
+            bind(source, target, 0, 0, 1);
+        }
+        if (fd >= 0)
+            close(fd);
     }
+    all_nops = saved;
 }
 
 static void run_op(const char *view, const struct op *op) {
     char target[PATH_MAX];
     if (op->kind == BIND_XDG) {
-        bind_xdg(view, op->src);
+        bind_xdg(op->src);
         return;
     }
     if (op->kind == DEV_OWN) {
@@ -598,7 +656,7 @@ static const char *need(int argc, char **argv, int i, const char *opt) {
 int main(int argc, char **argv) {
     static struct op ops[MAX_OPS];
     static char *env_out[MAX_ENV + 1];
-    const char *keep[64], *keep_prefix[16], *setenv_kv[128][2];
+    const char *keep[MAX_KEEP], *keep_prefix[16], *setenv_kv[MAX_KEEP][2];
     const char *deny_env[MAX_DENY], *deny_prefix[MAX_DENY];
     int nops = 0, nkeep = 0, nkeep_prefix = 0, nset = 0, ndeny_env = 0, ndeny_prefix = 0;
     const char *layer_path = NULL, *caller_path = NULL;
@@ -676,16 +734,18 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--clearenv")) {
             clearenv_ = 1;
         } else if (!strcmp(a, "--keep-env")) {
-            if (nkeep < 64)
-                keep[nkeep++] = need(argc, argv, ++i, a);
+            if (nkeep >= MAX_KEEP)
+                die(2, "too many --keep-env options (at most %d)", MAX_KEEP);
+            keep[nkeep++] = need(argc, argv, ++i, a);
         } else if (!strcmp(a, "--keep-env-prefix")) {
-            if (nkeep_prefix < 16)
-                keep_prefix[nkeep_prefix++] = need(argc, argv, ++i, a);
+            if (nkeep_prefix >= 16)
+                die(2, "too many --keep-env-prefix options (at most 16)");
+            keep_prefix[nkeep_prefix++] = need(argc, argv, ++i, a);
         } else if (!strcmp(a, "--setenv")) {
-            if (nset < 128) {
-                setenv_kv[nset][0] = need(argc, argv, ++i, a);
-                setenv_kv[nset++][1] = need(argc, argv, ++i, a);
-            }
+            if (nset >= MAX_KEEP)
+                die(2, "too many --setenv options (at most %d)", MAX_KEEP);
+            setenv_kv[nset][0] = need(argc, argv, ++i, a);
+            setenv_kv[nset++][1] = need(argc, argv, ++i, a);
         } else if (!strcmp(a, "--deny-env") || !strcmp(a, "--deny-env-prefix")) {
             /* Never dropped silently, unlike a keep: a deny that did not count would
              * pass what it was meant to stop. */
@@ -732,7 +792,7 @@ int main(int argc, char **argv) {
         for (int k = 0; ok && k < ndeny_prefix; k++)
             if (!strncmp(*e, deny_prefix[k], strlen(deny_prefix[k])))
                 ok = 0;
-        if (layer_path && eq == 4 && !strncmp(*e, "PATH", 4)) {
+        if (layer_path && eq == 4 && (*e)[4] == '=' && !strncmp(*e, "PATH", 4)) {
             caller_path = *e + 5; /* kept after the layer's, where the view has it */
             continue;
         }
@@ -775,22 +835,32 @@ int main(int argc, char **argv) {
     all_nops = nops; /* the cwd is bound after everything */
 
     if (bind_cwd && have_cwd && strcmp(cwd, "/") != 0) {
-        char shown[PATH_MAX * 2];
-        snprintf(shown, sizeof shown, "%s%s", view, cwd);
-        int in_view_already = same_dir(shown, cwd_st.st_dev, cwd_st.st_ino);
-        if (!denied(cwd, 1) && (!in_view_already || writable_in_home(cwd, bind_cwd))) {
-            char target[PATH_MAX];
-            in_view(view, cwd, target, sizeof target);
-            mkdir_p(target, 0755);
-            bind(cwd, target, 0, strcmp(bind_cwd, "ro") == 0, 1);
-            /* A cwd above the home (/home) covered the home's own bind: bind the home
-             * again on top, so a read-only home stays read-only from any cwd. */
-            const char *h = getenv("HOME");
-            char real_home[PATH_MAX], real_cwd[PATH_MAX];
-            if (home_mode && h && realpath(h, real_home) && realpath(cwd, real_cwd) &&
-                under(real_home, real_cwd))
-                bind_home(view, home_mode, home_position);
+        /* The directory is pinned by a descriptor, checked through it and bound from
+         * it: a path checked, then bound, could be swapped for a link in between by a
+         * program of the layer that can write its parent (a cwd below the home). */
+        int cfd = open(cwd, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        char real_cwd[PATH_MAX], source[64];
+        struct stat pinned;
+        if (cfd >= 0 && fd_realpath(cfd, real_cwd, sizeof real_cwd) && fstat(cfd, &pinned) == 0 &&
+            pinned.st_dev == cwd_st.st_dev && pinned.st_ino == cwd_st.st_ino) {
+            char shown[PATH_MAX * 2];
+            snprintf(shown, sizeof shown, "%s%s", view, cwd);
+            int in_view_already = same_dir(shown, cwd_st.st_dev, cwd_st.st_ino);
+            if (!denied(real_cwd, 1) && !denied(cwd, 1) &&
+                (!in_view_already || writable_in_home(real_cwd, bind_cwd))) {
+                char target[PATH_MAX];
+                in_view(view, cwd, target, sizeof target);
+                mkdir_p(target, 0755);
+                FIT(source, "/proc/self/fd/%d", cfd);
+                bind(source, target, 0, strcmp(bind_cwd, "ro") == 0, 1);
+                /* A cwd above the home (/home) covered the home's own bind: bind the
+                 * home again on top, so a read-only home stays read-only from any cwd. */
+                if (home_mode && home_real[0] && under(home_real, real_cwd))
+                    bind_home(view, home_mode, home_position);
+            }
         }
+        if (cfd >= 0)
+            close(cfd);
     }
 
     if (chdir(view) < 0)

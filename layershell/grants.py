@@ -91,7 +91,7 @@ def from_spec(spec: PackageSpec, source: str, profile: str | None = None) -> Gra
         expose_over=spec.expose_over,
         source=source,
         env=spec.env,
-        profile_given=True,
+        profile_given=profile is not None or spec.profile_given,
     )
 
 

@@ -79,6 +79,7 @@ class PackageSpec:
     expose: tuple[str, ...] | None = None  # executables for PATH; None = all of bin/
     expose_over: tuple[str, ...] = ()  # of those, the ones that may shadow a host program
     env: EnvSettings = NO_ENV
+    profile_given: bool = False  # the entry says profile: (else it is the default's)
     line: int = 0  # where the entry starts in the manifest, for messages
 
 
@@ -499,6 +500,15 @@ def _env(check: _Checker, path: KeyPath, raw: object) -> EnvSettings:
                     check.report(at, f"a variable's name must be text, not {_kind(name)}")
                     continue
                 _env_name(check, (*at, name), name, key=True)
+                if name in ("PATH", "PWD", "HOME"):
+                    check.report(
+                        (*at, name),
+                        f"{name} is set by layershell for every program of the layer",
+                        "set it inside the package instead: a script in bin/ that exports it"
+                        " and execs the real program",
+                        key=True,
+                    )
+                    continue
                 text = check.text((*at, name), value, "give the value, quoted if need be")
                 if text is None:
                     continue
@@ -599,6 +609,7 @@ def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> 
         expose=expose,
         expose_over=expose_over,
         env=env,
+        profile_given="profile" in raw,
         line=check.doc.mark(path).line,
     )
 

@@ -123,16 +123,18 @@ class Rules:
     cwd: str  # "rw" | "ro"
     own_dev: bool = False  # a /dev of its own: none of the caller's other terminals
     all_env: bool = True  # the caller's environment but sandbox.DENY_ENV, else KEEP_ENV
-    shared_tmp: bool = True  # the caller's /tmp, else one of its own, gone at exit
+    # The caller's /tmp, else one of the program's own, gone at exit. Only trusted: a
+    # layer program runs as its caller's uid, so every socket the caller keeps in /tmp
+    # (tmux, ssh-agent, an editor's server, X11) would take its commands outside the
+    # layer (the attack review's tmux run-shell writing ~/.bashrc).
+    shared_tmp: bool = False
 
 
 PROFILES = {
-    "trusted": Rules(network=True, home="rw", cwd="rw"),
+    "trusted": Rules(network=True, home="rw", cwd="rw", shared_tmp=True),
     "default": Rules(network=True, home="ro", cwd="rw"),
     "nonetwork": Rules(network=False, home="ro", cwd="rw"),
-    "strict": Rules(
-        network=False, home="", cwd="ro", own_dev=True, all_env=False, shared_tmp=False
-    ),
+    "strict": Rules(network=False, home="", cwd="ro", own_dev=True, all_env=False),
 }
 
 

@@ -707,6 +707,7 @@ PROPOSAL_GOSS = PackageSpec(
     sha256=None,
     user=None,
     expose=None,
+    profile_given=True,
     line=4,
 )
 
@@ -810,6 +811,7 @@ def test_every_key_set(tmp_path: Path) -> None:
             enable=("goss.d-2@.service", "goss.d-2-x.timer"),
             start=("goss.d-2.socket", "goss.d-2@main.service", "goss.d-2.target"),
             profile=Profile.strict,
+            profile_given=True,
             install_method=InstallMethod.symlink,
             sha256=DIGEST,
             user="otto",

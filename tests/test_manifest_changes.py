@@ -33,18 +33,19 @@ def test_a_profile_changed_in_the_manifest_changes_the_shims_sandbox(
         assert not sees_tmp(ident, probe)  # strict: a private /tmp
         before = rows(ident)
         config = ident.home / "fid-strict.yaml"
-        config.write_text(config.read_text().replace("profile: strict", "profile: default"))
+        # trusted: the one profile that shares the caller's /tmp
+        config.write_text(config.read_text().replace("profile: strict", "profile: trusted"))
         r = ident.run(python_cmd("install", "--config", str(config)))
         assert r.returncode == 0, r.stderr.decode()
         assert "already installed fid 1.0" in r.stdout.decode()
-        assert "profile default" in (ident.home / ".local/bin/peek").read_text()
-        assert sees_tmp(ident, probe)  # default: the caller's /tmp
+        assert "profile trusted" in (ident.home / ".local/bin/peek").read_text()
+        assert sees_tmp(ident, probe)  # trusted: the caller's /tmp
         assert rows(ident) == before  # no new install, no new record
         r = ident.run(python_cmd("list", "--json"))
         granted = json.loads(r.stdout)[0]["granted"]  # what core list says is in force
-        assert granted["profile"] == "default" and granted["profile_given"] is True
+        assert granted["profile"] == "trusted" and granted["profile_given"] is True
         # ... and back: the stricter profile applies the same way.
-        config.write_text(config.read_text().replace("profile: default", "profile: strict"))
+        config.write_text(config.read_text().replace("profile: trusted", "profile: strict"))
         assert ident.run(python_cmd("install", "--config", str(config))).returncode == 0
         assert not sees_tmp(ident, probe)
     finally:

@@ -126,6 +126,8 @@ def test_env_deny_and_set_are_the_packages_own(fresh_rootless: Identity, shared_
         ('{set: {A: "x\\ny"}}', "7:", "must be printable text"),
         ("{set: {A: '@LAYERSHELL_PROGRAM@'}}", "7:", "no @LAYERSHELL_"),
         ("{set: {A: 3}}", "7:", "must be text, not"),
+        ("{set: {PATH: /opt/x/bin}}", "7:", "PATH is set by layershell for every program"),
+        ("{set: {OPENSSL_CONF: /x}}", "7:", "OPENSSL_CONF never reaches"),
     ],
 )
 def test_bad_env_is_refused_with_its_line(tmp_path: Path, env: str, where: str, words: str) -> None:
