@@ -47,7 +47,7 @@
 #define MAX_PATH_ENV 8192
 
 enum kind { RO_BIND, BIND, RBIND, RO_RBIND, TMPFS, DIR_OP, SYMLINK_OP, BIND_HOME, DEV_OWN,
-             BIND_XDG };
+             BIND_XDG, BIND_WRITABLE };
 
 struct op {
     enum kind kind;
@@ -481,8 +481,38 @@ static void bind_xdg(const char *name) {
     all_nops = saved;
 }
 
+/* --bind-writable REL: $HOME/REL (a file or a directory the manifest's `writable:`
+ * names) writable in a home the view shows read-only. Only when it exists and no link
+ * lies on the way to it (the path is its own real path): a program that can write near
+ * it could otherwise point it at ~/.bashrc for the next run. Never a protected tree. */
+static void bind_writable(const char *rel) {
+    if (!home_mode || strcmp(home_mode, "ro") != 0 || !home_real[0] || rel[0] == '/' || !rel[0])
+        return;
+    char path[PATH_MAX], real[PATH_MAX], target[PATH_MAX * 2], source[64];
+    FIT(path, "%s/%s", home_real, rel);
+    int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    int saved = all_nops;
+    all_nops = total_ops;
+    int ok = fd >= 0 && fd_realpath(fd, real, sizeof real) && strcmp(real, path) == 0 &&
+             fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) &&
+             st.st_uid == getuid() && !denied(real, 1);
+    all_nops = saved;
+    if (ok) {
+        FIT(target, "%s/%s", home_target, rel);
+        FIT(source, "/proc/self/fd/%d", fd);
+        bind(source, target, 0, 0, 1);
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
 static void run_op(const char *view, const struct op *op) {
     char target[PATH_MAX];
+    if (op->kind == BIND_WRITABLE) {
+        bind_writable(op->src);
+        return;
+    }
     if (op->kind == BIND_XDG) {
         bind_xdg(op->src);
         return;
@@ -696,9 +726,9 @@ int main(int argc, char **argv) {
             struct op *op = &ops[nops++];
             op->kind = DEV_OWN;
             op->dst = need(argc, argv, ++i, a);
-        } else if (!strcmp(a, "--bind-xdg")) {
+        } else if (!strcmp(a, "--bind-xdg") || !strcmp(a, "--bind-writable")) {
             struct op *op = &ops[nops++];
-            op->kind = BIND_XDG;
+            op->kind = !strcmp(a, "--bind-xdg") ? BIND_XDG : BIND_WRITABLE;
             op->src = need(argc, argv, ++i, a);
         } else if (!strcmp(a, "--bind-home")) {
             struct op *op = &ops[nops++];

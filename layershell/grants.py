@@ -61,6 +61,7 @@ class Grant:
     # stands, and a record asking for a stricter one (from an earlier install) does not
     # keep a changed manifest from applying.
     profile_given: bool = False
+    writable: tuple[str, ...] = ()  # ~/PATHs its shims' programs may write (writable:)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -72,6 +73,7 @@ class Grant:
             "expose_over": list(self.expose_over),
             "env": self.env.as_json(),
             "profile_given": self.profile_given,
+            "writable": list(self.writable),
             "source": self.source,
         }
 
@@ -92,6 +94,7 @@ def from_spec(spec: PackageSpec, source: str, profile: str | None = None) -> Gra
         source=source,
         env=spec.env,
         profile_given=profile is not None or spec.profile_given,
+        writable=spec.writable,
     )
 
 
@@ -130,8 +133,13 @@ def _parse(raw: object) -> Grant | None:
     expose = None if raw.get("expose") is None else _names(raw.get("expose"))
     env = _parse_env(raw.get("env"))
     given = raw.get("profile_given", False)  # not in a grants.json from before it
+    writable = _names(raw.get("writable", []))
     if (
         env is None
+        or writable is None
+        or not all(
+            w.startswith("~/") and w.isprintable() and ".." not in w.split("/") for w in writable
+        )
         or not isinstance(given, bool)
         or profile not in PROFILE_ORDER
         or method not in METHODS
@@ -143,7 +151,7 @@ def _parse(raw: object) -> Grant | None:
         return None
     return Grant(
         str(profile), str(method), enable, start, expose, over, str(raw.get("source")), env,
-        given,
+        given, writable,
     )  # fmt: skip
 
 

@@ -79,6 +79,7 @@ class PackageSpec:
     expose: tuple[str, ...] | None = None  # executables for PATH; None = all of bin/
     expose_over: tuple[str, ...] = ()  # of those, the ones that may shadow a host program
     env: EnvSettings = NO_ENV
+    writable: tuple[str, ...] = ()  # paths in the caller's home its shims may write (~/...)
     profile_given: bool = False  # the entry says profile: (else it is the default's)
     line: int = 0  # where the entry starts in the manifest, for messages
 
@@ -119,7 +120,14 @@ PACKAGE_KEYS = (
     "expose",
     "expose_over",
     "env",
+    "writable",
 )
+MAX_WRITABLE = 16
+# Never writable through `writable:`: layershell's own trees in a (rootless) home.
+PROTECTED_HOME_PATHS = (
+    ".local/share/layershell", ".config/layershell", ".local/bin",
+    ".local/share/layershell-programs",
+)  # fmt: skip
 ENV_KEYS = ("pass", "deny", "set")
 ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 MAX_ENV_ENTRIES = 64  # per list, and in set:
@@ -524,6 +532,45 @@ def _env(check: _Checker, path: KeyPath, raw: object) -> EnvSettings:
     return EnvSettings(passed, denied, tuple(values))
 
 
+def _meets(a: str, b: str) -> bool:
+    """One of two relative paths is, or lies below, the other."""
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def _writable(check: _Checker, where: KeyPath, value: object) -> tuple[str, ...]:
+    """`writable: [~/.htoprc, ~/.config/htop]`: paths below the caller's home."""
+    names = check.names(where, value, "~/.config/NAME")
+    if names is None:
+        return ()
+    if len(names) > MAX_WRITABLE:
+        check.report(where, f"more than {MAX_WRITABLE} paths", "name fewer paths")
+        return ()
+    out = []
+    for index, text in enumerate(names):
+        at = (*where, index)
+        rel = text[2:] if text.startswith("~/") else ""
+        parts = rel.split("/")
+        if not rel or len(text) > 255 or not text.isprintable() or "@LAYERSHELL_" in text:
+            check.report(
+                at,
+                f"{text[:100]!r} is not a path below the home",
+                "write it as ~/PATH, for example ~/.config/htop",
+            )
+        elif any(p in ("", ".", "..") for p in parts):
+            check.report(
+                at, f"{text!r} has an empty, '.' or '..' part", "write it as ~/PATH, plainly"
+            )
+        elif any(_meets(rel, p) for p in PROTECTED_HOME_PATHS):
+            check.report(
+                at,
+                f"{text!r} is or holds one of layershell's own trees",
+                "name the program's own file or directory instead",
+            )
+        else:
+            out.append(text)
+    return tuple(out)
+
+
 def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> PackageSpec | None:
     if not isinstance(raw, dict):
         check.report(path, "each package must be a mapping (name:, version:, ...)")
@@ -591,6 +638,7 @@ def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> 
     if "expose_over" in raw:
         expose_over = _expose_over(check, path, raw, expose) or ()
     env = _env(check, path, raw["env"]) if "env" in raw else NO_ENV
+    writable = _writable(check, (*path, "writable"), raw["writable"]) if "writable" in raw else ()
     if len(check.problems) > before:
         return None
     assert name is not None and version is not None
@@ -609,6 +657,7 @@ def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> 
         expose=expose,
         expose_over=expose_over,
         env=env,
+        writable=writable,
         profile_given="profile" in raw,
         line=check.doc.mark(path).line,
     )

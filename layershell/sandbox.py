@@ -55,6 +55,7 @@ RO_BIND, BIND, RBIND, RO_RBIND, TMPFS, DIR, SYMLINK = (
 )  # fmt: skip
 BIND_HOME = "bind-home"  # the caller's $HOME, resolved when the program starts
 BIND_XDG = "bind-xdg"  # a program's own XDG directories in a read-only home (source: name)
+BIND_WRITABLE = "bind-writable"  # a path of the home writable (source: relative to it)
 DEV = "dev"  # a /dev of the program's own: its own devpts, none of the caller's terminals
 
 Mount = tuple[str, str, str, int]  # (kind, destination in the view, source, mode)
@@ -225,7 +226,7 @@ def helper_argv(spec: Spec, helper: str, *, name: str = "layer-shell") -> list[s
             argv += [f"--{kind}", dest, f"{mode:o}"]
         elif kind == DEV:
             argv += ["--dev", dest]
-        elif kind in (BIND_HOME, BIND_XDG):
+        elif kind in (BIND_HOME, BIND_XDG, BIND_WRITABLE):
             argv += [f"--{kind}", source]
         else:
             argv += [f"--{kind}", source, dest]

@@ -146,6 +146,7 @@ class Shim:
     program: str  # path inside the layer
     profile: str
     env: EnvSettings = NO_ENV  # the package's env: (root's word)
+    writable: tuple[str, ...] = ()  # the package's writable: ~/PATHs (root's word)
 
 
 @dataclass
@@ -191,6 +192,7 @@ def spec(paths: Paths, stack: LayerStack, shim: Shim) -> sandbox.Spec:
             # The program's own settings, data, state and cache, at their native paths
             # (~/.config/htop), for its package and for its own name.
             mounts += [(sandbox.BIND_XDG, "", n, 0) for n in (shim.package, shim.name)]
+            mounts += [(sandbox.BIND_WRITABLE, "", w[2:], 0) for w in shim.writable]
         if paths.mode == ROOTLESS:
             # The caller's home holds layershell's own trees in rootless mode: hide the
             # stores, keep config and shims read-only, so a program cannot reach layer 1
@@ -261,16 +263,17 @@ class Renderer:
     def __init__(self, paths: Paths, stack: LayerStack) -> None:
         self.paths = paths
         self.stack = stack
-        self._lines: dict[tuple[str, EnvSettings], str] = {}
+        self._lines: dict[tuple[str, EnvSettings, tuple[str, ...]], str] = {}
 
-    def _line(self, profile: str, env: EnvSettings) -> str:
-        if (profile, env) not in self._lines:
-            template = Shim(_NAME, _PACKAGE, "", _PROGRAM, profile, env)
+    def _line(self, profile: str, env: EnvSettings, writable: tuple[str, ...]) -> str:
+        key = (profile, env, writable)
+        if key not in self._lines:
+            template = Shim(_NAME, _PACKAGE, "", _PROGRAM, profile, env, writable)
             argv = sandbox.helper_argv(
                 spec(self.paths, self.stack, template), self.paths.helper, name=_NAME
             )
-            self._lines[profile, env] = shlex.join(os.fsdecode(a) for a in argv)
-        return self._lines[profile, env]
+            self._lines[key] = shlex.join(os.fsdecode(a) for a in argv)
+        return self._lines[key]
 
     def render(self, shim: Shim) -> str:
         # The comment line is shell too: a field with a newline in it would put a
@@ -282,14 +285,16 @@ class Renderer:
                     f"refusing to write a shim for {text!r}: not printable", "this is a bug"
                 )
         # ... and no text of the environment may hold a placeholder of the line's.
-        for text in (*shim.env.passed, *shim.env.denied, *(x for kv in shim.env.set for x in kv)):
+        texts = (*shim.env.passed, *shim.env.denied, *(x for kv in shim.env.set for x in kv),
+                 *shim.writable)  # fmt: skip
+        for text in texts:
             if not text.isprintable() or PLACEHOLDER in text:
                 raise LayershellError(
                     f"refusing to write a shim with {text!r} in its environment: not printable",
                     "this is a bug",
                 )
         line = (
-            self._line(shim.profile, shim.env)
+            self._line(shim.profile, shim.env, shim.writable)
             .replace(_PROGRAM, shlex.quote(shim.program))
             .replace(_NAME, shlex.quote(shim.name))
             .replace(_PACKAGE, shlex.quote(shim.package))
@@ -406,7 +411,13 @@ def wanted(
         names = [] if is_image else programs
     return [
         Shim(
-            n, row.name, row.version, f"{inner_pkgs}/{row.name}/bin/{n}", policy.profile, policy.env
+            n,
+            row.name,
+            row.version,
+            f"{inner_pkgs}/{row.name}/bin/{n}",
+            policy.profile,
+            policy.env,
+            policy.writable,
         )
         for n in names
         if BIN_NAME_RE.match(n)

@@ -144,3 +144,79 @@ def test_a_package_named_after_layershell_gets_no_writable_layershell_directorie
     assert ident.run(["writeto", str(ident.home / ".local/bin/core")]).stdout.decode().strip() == (
         "denied"
     )
+
+
+def install_writable(ident: Identity, shared: Path, extra: str) -> None:
+    from tests.packages import Repository
+    from tests.support import python_cmd
+
+    repo = Repository(shared / "repo-writer")
+    repo.add("writer", "1.0", {"bin/writeto": SETTINGS["bin/writeto"]})
+    repo.index()
+    config = ident.home / "writer.yaml"
+    config.write_text(
+        f"composable:\n  default_repository: {repo.file_url}\n  packages:\n"
+        f"    - name: writer\n      version: '1.0'\n      profile: default\n{extra}"
+    )
+    r = ident.run(python_cmd("install", "--config", str(config)), timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+
+
+def test_writable_names_more_paths_of_the_home(fresh_rootless: Identity, shared_dir: Path) -> None:
+    ident = fresh_rootless
+    rc = ident.home / ".writerrc"
+    rc.write_text("")
+    notes = mine(ident, ident.home / "notes")
+    os.chown(rc, ident.uid, ident.gid)
+    install_writable(ident, shared_dir, "      writable: [~/.writerrc, ~/notes, ~/.missing]\n")
+    assert writes(ident, str(rc), ident.home) == "wrote"
+    assert rc.read_text() == "x\n"
+    assert writes(ident, str(notes / "n1"), ident.home) == "wrote"
+    assert writes(ident, str(ident.home / ".bashrc"), ident.home) == "denied"
+    # A path that does not exist is not made: the home stays as the host has it.
+    assert writes(ident, str(ident.home / ".missing"), ident.home) == "denied"
+
+
+def test_a_writable_path_that_is_a_link_is_not_bound(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    """The attack: a program that can write next to a writable: path (its cwd, say)
+    swaps it for a link to ~/.bashrc, to be given that at the next run."""
+    ident = fresh_rootless
+    bashrc = ident.home / ".bashrc"
+    bashrc.write_text("# mine\n")
+    os.chown(bashrc, ident.uid, ident.gid)
+    proj = mine(ident, ident.home / "proj")
+    (proj / "out").symlink_to(bashrc)
+    os.lchown(proj / "out", ident.uid, ident.gid)
+    install_writable(ident, shared_dir, "      writable: [~/proj/out]\n")
+    assert writes(ident, str(proj / "out"), ident.home) == "denied"
+    assert bashrc.read_text() == "# mine\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("/etc/passwd", "is not a path below the home"),
+        ("~/../etc", "has an empty, '.' or '..' part"),
+        ("~", "is not a path below the home"),
+        ("~/.local/bin", "is or holds one of layershell's own trees"),
+        ("~/.config/layershell/layers.yaml", "is or holds one of layershell's own trees"),
+        ("~/.local", "is or holds one of layershell's own trees"),
+    ],
+)
+def test_bad_writable_paths_are_refused_with_their_line(
+    tmp_path: Path, path: str, words: str
+) -> None:
+    import subprocess
+
+    from tests.support import python_cmd
+
+    manifest = tmp_path / "composable.yaml"
+    manifest.write_text(
+        "composable:\n  default_repository: file:///srv/repo\n  packages:\n"
+        f"    - name: writer\n      version: '1.0'\n      writable: ['{path}']\n"
+    )
+    r = subprocess.run(python_cmd("check", str(manifest)), capture_output=True, text=True)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "composable.yaml:6:" in r.stdout + r.stderr and words in r.stdout + r.stderr
