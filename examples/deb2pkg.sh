@@ -9,7 +9,8 @@
 #
 # The package gets the programs of usr/bin in libexec/, their libraries in lib/, a
 # wrapper per program in bin/ (what the shims run) that puts lib/ first on
-# LD_LIBRARY_PATH inside the layer, and the manual pages in share/man/.
+# LD_LIBRARY_PATH inside the layer, the manual pages in share/man/ and the bash
+# completions in share/bash-completion/.
 set -eu
 if [ $# -lt 2 ]; then
   echo "usage: $0 OUT.tar.gz DEB..." >&2
@@ -31,10 +32,12 @@ for dir in "$work"/root/usr/lib/*-linux-gnu "$work"/root/usr/lib; do
   [ -d "$dir" ] || continue
   find "$dir" -maxdepth 1 -name '*.so*' -exec cp -P {} "$pkg/lib/" \;
 done
-if [ -d "$work/root/usr/share/man" ]; then
-  mkdir -p "$pkg/share"
-  cp -R "$work/root/usr/share/man" "$pkg/share/man"
-fi
+for shared in man bash-completion; do
+  if [ -d "$work/root/usr/share/$shared" ]; then
+    mkdir -p "$pkg/share"
+    cp -R "$work/root/usr/share/$shared" "$pkg/share/$shared"
+  fi
+done
 for program in "$pkg"/libexec/*; do
   name=$(basename "$program")
   cat > "$pkg/bin/$name" <<EOF

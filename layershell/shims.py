@@ -156,6 +156,8 @@ class SyncReport:
     unchanged: list[str] = field(default_factory=list)
     collisions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    shims: dict[str, Shim] = field(default_factory=dict)  # what the sync wants on PATH
+    inner_pkgs: str = "/opt/pkgs"
 
 
 def user_layer(stack: LayerStack) -> Layer:
@@ -539,6 +541,8 @@ def sync(
         if os.path.join(paths.bin_dir, name) in ours:  # not a collision left alone
             index.setdefault(shim.package, []).append(name)
     _save_index(paths, {k: sorted(v) for k, v in index.items()})
+    report.shims = {n: s for n, s in desired.items() if os.path.join(paths.bin_dir, n) in ours}
+    report.inner_pkgs = inner
     return report
 
 

@@ -248,8 +248,32 @@ def test_the_terminal_size_under_a_pty_as_natively(real: Setup) -> None:
     assert outputs[0] == outputs[1] == (0, ["33", "101"])
 
 
+def test_rg_completes_in_the_hosts_bash_computed_in_its_layer(real: Setup) -> None:
+    if not Path("/usr/share/bash-completion/bash_completion").exists():
+        pytest.skip("bash-completion is not installed (./dev.sh test installs it)")
+    ident = real.ident
+    completer = ident.home / ".local/share/layershell/complete/rg"
+    registration = ident.home / ".local/share/bash-completion/completions/rg"
+    assert f"complete -o default -C {completer} rg" in registration.read_text()
+    loaded = ident.run(["bash", "-c", ". /usr/share/bash-completion/bash_completion; "
+                        "_completion_loader rg; complete -p rg"])  # fmt: skip
+    import shlex
+
+    said = shlex.split(loaded.stdout.decode())
+    assert said == ["complete", "-o", "default", "-C", str(completer), "rg"], loaded.stderr
+    # What bash runs on TAB: ripgrep's own completion function, inside the layer.
+    r = ident.run([str(completer), "rg", "--ty", "rg"],
+                  env={"COMP_LINE": "rg --ty", "COMP_POINT": "7"})  # fmt: skip
+    assert "--type" in r.stdout.decode().split(), r.stdout + r.stderr
+    # Root's bash may load the registration, but the completer is a shim: refused.
+    env = {"COMP_LINE": "rg --ty", "COMP_POINT": "7", "PATH": "/usr/bin:/bin"}
+    as_root = subprocess.run([str(completer), "rg", "--ty", "rg"], capture_output=True, env=env,
+                             check=False)  # fmt: skip
+    assert as_root.stdout == b"" and b"refusing to run a layer program as root" in as_root.stderr
+
+
 def test_man_rg_shows_ripgreps_page_until_it_is_removed(real: Setup) -> None:
-    """Last in this module: it removes ripgrep."""
+    """Last in this module: it removes ripgrep (its completion goes with it)."""
     if shutil.which("man") is None:
         pytest.skip("man-db is not installed (./dev.sh test installs it)")
     ident = real.ident
@@ -260,3 +284,5 @@ def test_man_rg_shows_ripgreps_page_until_it_is_removed(real: Setup) -> None:
     r = ident.run(python_cmd("remove", "ripgrep"))
     assert r.returncode == 0, r.stderr.decode()
     assert ident.run(["man", "-w", "rg"]).returncode != 0
+    assert not (ident.home / ".local/share/bash-completion/completions/rg").exists()
+    assert not (ident.home / ".local/share/layershell/complete/rg").exists()

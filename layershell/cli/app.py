@@ -119,8 +119,13 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
         app.err.print(f"removed shim {path}")
     for line in report.collisions + report.warnings:
         app.err.print(f"warning: {line}")
-    from layershell import manpages
+    from layershell import completions, manpages
 
+    done = completions.sync(app.paths, load_stack(app), dict(report.shims), report.inner_pkgs, only)
+    for path in done.written:
+        app.err.print(f"completion {path}")
+    for line in done.collisions:
+        app.err.print(f"warning: {line}")
     pages = manpages.sync(app.paths, rows, only)
     for path in pages.written:
         app.err.print(f"manual page {path}")
