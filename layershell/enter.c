@@ -303,25 +303,34 @@ static int meets_any(const char *real, const char *list) {
     return 0;
 }
 
-/* A cwd the read-only home shows that is still bound read-write (--bind-cwd rw): a
- * directory below the home, as for a native program, but never what the host runs code
- * from: the home itself, anything in one of its hidden directories (~/.config,
- * ~/.local/bin, ~/.ssh), a directory on the caller's PATH (~/bin) or one holding one,
- * nor the caller's XDG base directories wherever they are. `real_cwd` is resolved. */
-static int writable_in_home(const char *real_cwd, const char *mode) {
-    if (strcmp(mode, "rw") != 0 || !home_mode || strcmp(home_mode, "ro") != 0 ||
-        !home_real[0] || !under(real_cwd, home_real))
-        return 0;
-    const char *below = real_cwd + strlen(home_real);
-    while (*below == '/')
-        below++;
-    if (*below == 0 || *below == '.' || meets_any(real_cwd, getenv("PATH")))
+/* Whether a cwd (`real_cwd`, resolved) may be bound read-write (--bind-cwd rw), wherever
+ * it is, as for a native program, but never what the host runs code from: a directory
+ * on the caller's PATH or holding one (and ~/bin, which Debian's ~/.profile puts on PATH
+ * as soon as it exists), the caller's XDG base directories, and, below a read-only
+ * home, the home itself and anything in one of its hidden directories (~/.config,
+ * ~/.local, ~/.ssh). Checked for every cwd, shown by the view or not. */
+static int cwd_writable(const char *real_cwd, const char *mode) {
+    if (strcmp(mode, "rw") != 0 || meets_any(real_cwd, getenv("PATH")))
         return 0;
     static const char *const xdg[] = {"XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
                                       "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"};
     for (size_t k = 0; k < sizeof xdg / sizeof xdg[0]; k++)
         if (meets_any(real_cwd, getenv(xdg[k])))
             return 0;
+    if (home_real[0]) {
+        char bin[PATH_MAX];
+        FIT(bin, "%s/bin", home_real);
+        if (meets_any(real_cwd, bin))
+            return 0;
+    }
+    if (home_mode && strcmp(home_mode, "ro") == 0 && home_real[0] &&
+        under(real_cwd, home_real)) {
+        const char *below = real_cwd + strlen(home_real);
+        while (*below == '/')
+            below++;
+        if (*below == 0 || *below == '.')
+            return 0;
+    }
     return 1;
 }
 
@@ -411,6 +420,18 @@ static void own_dev(const char *view, const char *dest) {
     }
 }
 
+/* Whether `path` lies in something mounted inside the home (the stores' tmpfs, the
+ * read-only config and shims, the credential masks): layershell's own, never made. */
+static int inside_home_op(const char *path) {
+    for (int k = 0; k < total_ops; k++) {
+        const char *dst = all_ops[k].dst;
+        if (dst && dst[0] == '/' && home_real[0] && under(dst, home_real) &&
+            strcmp(dst, home_real) != 0 && under(path, dst))
+            return 1;
+    }
+    return 0;
+}
+
 /* --bind-xdg NAME: the program's own state, writable at its native paths in a home the
  * view shows read-only: $XDG_CONFIG_HOME/NAME, $XDG_DATA_HOME/NAME, $XDG_STATE_HOME/NAME
  * and $XDG_CACHE_HOME/NAME (~/.config, ~/.local/share, ~/.local/state, ~/.cache when
@@ -429,7 +450,8 @@ static void bind_xdg(const char *name) {
         return;
     last = name;
     if (!home_mode || strcmp(home_mode, "ro") != 0 || !home_real[0] || strchr(name, '/') ||
-        name[0] == '.' || !name[0])
+        name[0] == '.' || !name[0] || !strcmp(name, "layershell-programs") ||
+        !strncmp(name, "layershell", 10))
         return;
     int saved = all_nops;
     all_nops = total_ops; /* every protected tree counts, mounted yet or not */
@@ -443,7 +465,7 @@ static void bind_xdg(const char *name) {
         else
             FIT(shown, "%s/%s/%s", home_real, bases[k][1], name);
         FIT(kept, "%s/.local/share/layershell-programs/%s/%s", home_real, name, bases[k][2]);
-        if (denied(shown, 1) || denied(kept, 1))
+        if (denied(shown, 1) || denied(kept, 1) || inside_home_op(shown) || inside_home_op(kept))
             continue;
         /* Best effort, unlike a mount point: a home the caller cannot write (or a full
          * disk) leaves the program without its directory, not without its run. */
@@ -463,9 +485,11 @@ static void bind_xdg(const char *name) {
             (void)mkdir(buf, 0700);
         }
         /* Pinned, checked and bound through a descriptor, as the cwd is. */
-        int fd = open(kept, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        /* Itself, with no link on the way: a program that could write its parent (it
+         * cannot, the parent is in a hidden directory) must not point it elsewhere. */
+        int fd = open(kept, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         struct stat st;
-        int ok = fd >= 0 && fd_realpath(fd, real, sizeof real) && under(real, home_real) &&
+        int ok = fd >= 0 && fd_realpath(fd, real, sizeof real) && strcmp(real, kept) == 0 &&
                  !denied(real, 1) && fstat(fd, &st) == 0 && st.st_uid == getuid();
         char place[PATH_MAX];
         ok = ok && realpath(shown, place) && under(place, home_real) &&
@@ -876,13 +900,15 @@ int main(int argc, char **argv) {
             char shown[PATH_MAX * 2];
             snprintf(shown, sizeof shown, "%s%s", view, cwd);
             int in_view_already = same_dir(shown, cwd_st.st_dev, cwd_st.st_ino);
-            if (!denied(real_cwd, 1) && !denied(cwd, 1) &&
-                (!in_view_already || writable_in_home(real_cwd, bind_cwd))) {
+            int writable = cwd_writable(real_cwd, bind_cwd);
+            /* Shown read-only when it may not be written; bound again only to make it
+             * writable where the view shows it already. */
+            if (!denied(real_cwd, 1) && !denied(cwd, 1) && (!in_view_already || writable)) {
                 char target[PATH_MAX];
                 in_view(view, cwd, target, sizeof target);
                 mkdir_p(target, 0755);
                 FIT(source, "/proc/self/fd/%d", cfd);
-                bind(source, target, 0, strcmp(bind_cwd, "ro") == 0, 1);
+                bind(source, target, 0, !writable, 1);
                 /* A cwd above the home (/home) covered the home's own bind: bind the
                  * home again on top, so a read-only home stays read-only from any cwd. */
                 if (home_mode && home_real[0] && under(home_real, real_cwd))
