@@ -119,8 +119,13 @@ def apply(
     jobs = [s.job for s in steps if s.job is not None]
     report = install_jobs(session, jobs, fetcher, log=log)
     if keep is not None:
-        for outcome in report.outcomes:
-            prune(session.target, session.db, outcome.name, keep, log)
+        # Every package looked at, not only those that moved: an update killed between
+        # its install and its prune left the old versions, and the next one, with
+        # nothing newer to install, must still remove them (test_crash_random).
+        failed = {f.name for f in report.failures}
+        names_seen = {s.name for s in steps if not s.error} | {o.name for o in report.outcomes}
+        for name in sorted(names_seen - failed):
+            prune(session.target, session.db, name, keep, log)
     return Result(steps, report)
 
 

@@ -99,6 +99,25 @@ def test_keep_previous_versions(setup: tuple[Identity, Repository, str]) -> None
     assert r.returncode == 1 and "oldest installed version" in r.stderr.decode()
 
 
+def test_an_update_with_nothing_new_still_prunes_what_a_killed_one_left(
+    setup: tuple[Identity, Repository, str],
+) -> None:
+    """test_crash_random found it: an update killed between its install and its prune
+    leaves the older versions, and the next update, with nothing newer to install,
+    pruned nothing (it pruned only what moved)."""
+    ident, repo, _ = setup
+    publish(repo, "2.0")
+    assert core(ident, "update", "--keep", "1").returncode == 0
+    publish(repo, "3.0")
+    killed = core(ident, "update", "--keep", "1", env={"LAYERSHELL_CRASH_AT": "committed"})
+    assert killed.returncode == -9
+    assert on_disk(ident) == {"tool_1.0", "tool_2.0", "tool_3.0"}  # nothing pruned yet
+    r = core(ident, "update", "--keep", "1")
+    assert r.returncode == 0, r.stderr.decode()
+    assert active(ident) == {"tool": "3.0"}
+    assert on_disk(ident) == {"tool_2.0", "tool_3.0"}
+
+
 def test_unchanged_repository_costs_one_304(
     fresh_rootless: Identity, shared_dir: Path, servers: Servers
 ) -> None:
