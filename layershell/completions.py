@@ -25,10 +25,10 @@ import os
 import re
 import shlex
 import stat
-from dataclasses import dataclass, field
 
 from layershell import sandbox
 from layershell.atomic import write_atomic
+from layershell.manpages import Report  # the same report: written, removed, collisions
 from layershell.paths import ROOTLESS, Paths
 from layershell.stack import LayerStack
 
@@ -53,13 +53,6 @@ COMP_LINE=$line COMP_POINT=${#line}
 "$func" "$cmd" "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}" 2>/dev/null
 printf '%s\n' "${COMPREPLY[@]}"
 """
-
-
-@dataclass
-class Report:
-    written: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    collisions: list[str] = field(default_factory=list)
 
 
 def completers_dir(paths: Paths) -> str:

@@ -335,3 +335,28 @@ def build_sysext(base: Path, checkout: Path = CHECKOUT, work: Path | None = None
     subprocess.run(["unsquashfs", "-q", "-d", str(tree), image.path], check=True)
     print(f"sysext build: {image.size} bytes in {image.seconds:.0f} s")
     return BuiltImage(image, work, tree)
+
+
+def install_package(
+    ident: Identity,
+    shared: Path,
+    name: str,
+    files: dict[str, bytes | str],
+    profile: str,
+    extra: str = "",
+) -> None:
+    """Publish `files` as package NAME 1.0 in a repository under `shared` and install it
+    as `ident` with a manifest giving it `profile` (and the entry's `extra` lines)."""
+    from tests.packages import Repository
+
+    repo = Repository(shared / f"repo-{name}-{profile}")
+    repo.add(name, "1.0", files)
+    repo.index()
+    config = ident.home / f"{name}-{profile}.yaml"
+    config.write_text(
+        f"composable:\n  default_repository: {repo.file_url}\n  packages:\n"
+        f"    - name: {name}\n      version: '1.0'\n      profile: {profile}\n{extra}"
+    )
+    config.chmod(0o644)
+    r = ident.run(python_cmd("install", "--config", str(config)), timeout=120)
+    assert r.returncode == 0, r.stderr.decode()

@@ -13,29 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.packages import Repository
-from tests.support import Identity, python_cmd
+from tests.support import Identity, install_package
 
-
-def install_pkg(
-    ident: Identity,
-    shared: Path,
-    name: str,
-    files: dict[str, bytes | str],
-    profile: str,
-    extra: str = "",
-) -> None:
-    repo = Repository(shared / f"repo-{name}-{profile}")
-    repo.add(name, "1.0", files)
-    repo.index()
-    config = ident.home / f"{name}-{profile}.yaml"
-    config.write_text(
-        f"composable:\n  default_repository: {repo.file_url}\n  packages:\n"
-        f"    - name: {name}\n      version: '1.0'\n      profile: {profile}\n{extra}"
-    )
-    config.chmod(0o644)
-    r = ident.run(python_cmd("install", "--config", str(config)), timeout=120)
-    assert r.returncode == 0, r.stderr.decode()
+install_pkg = install_package
 
 
 # --- a server the caller keeps in /tmp (tmux, ssh-agent, an editor's) ------------------

@@ -13,7 +13,7 @@ import pytest
 
 from layershell import sandbox
 from tests.packages import ARCH, Repository
-from tests.support import Identity, python_cmd
+from tests.support import Identity, install_package, python_cmd
 
 PRINTENV: dict[str, bytes | str] = {"bin/showenv": "#!/bin/sh\nexec env\n"}
 # What a caller may have set; the denied ones would change what runs in the layer.
@@ -39,16 +39,7 @@ DENIED = [k for k in CALLER if sandbox.denied_env(k)]
 
 
 def install(ident: Identity, shared: Path, profile: str, extra: str = "") -> None:
-    repo = Repository(shared / f"repo-env-{profile}")
-    repo.add("envy", "1.0", PRINTENV)
-    repo.index()
-    config = ident.home / f"envy-{profile}.yaml"
-    config.write_text(
-        f"composable:\n  default_repository: {repo.file_url}\n  packages:\n"
-        f"    - name: envy\n      version: '1.0'\n      profile: {profile}\n{extra}"
-    )
-    r = ident.run(python_cmd("install", "--config", str(config)), timeout=120)
-    assert r.returncode == 0, r.stderr.decode()
+    install_package(ident, shared, "envy", PRINTENV, profile, extra)
 
 
 def environment(ident: Identity, env: dict[str, str], path: str | None = None) -> dict[str, str]:

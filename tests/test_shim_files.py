@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Identity
+from tests.support import Identity, install_package
 from tests.test_shims import install
 
 
@@ -87,20 +87,7 @@ SETTINGS: dict[str, bytes | str] = {
 
 
 def install_keeper(ident: Identity, shared: Path, profile: str, name: str = "keeper") -> None:
-    from tests.packages import Repository
-
-    repo = Repository(shared / f"repo-{name}-{profile}")
-    repo.add(name, "1.0", SETTINGS)
-    repo.index()
-    config = ident.home / f"{name}.yaml"
-    config.write_text(
-        f"composable:\n  default_repository: {repo.file_url}\n  packages:\n"
-        f"    - name: {name}\n      version: '1.0'\n      profile: {profile}\n"
-    )
-    from tests.support import python_cmd
-
-    r = ident.run(python_cmd("install", "--config", str(config)), timeout=120)
-    assert r.returncode == 0, r.stderr.decode()
+    install_package(ident, shared, name, SETTINGS, profile)
 
 
 @pytest.mark.parametrize("profile", ["default", "nonetwork"])
@@ -147,19 +134,8 @@ def test_a_package_named_after_layershell_gets_no_writable_layershell_directorie
 
 
 def install_writable(ident: Identity, shared: Path, extra: str) -> None:
-    from tests.packages import Repository
-    from tests.support import python_cmd
-
-    repo = Repository(shared / "repo-writer")
-    repo.add("writer", "1.0", {"bin/writeto": SETTINGS["bin/writeto"]})
-    repo.index()
-    config = ident.home / "writer.yaml"
-    config.write_text(
-        f"composable:\n  default_repository: {repo.file_url}\n  packages:\n"
-        f"    - name: writer\n      version: '1.0'\n      profile: default\n{extra}"
-    )
-    r = ident.run(python_cmd("install", "--config", str(config)), timeout=120)
-    assert r.returncode == 0, r.stderr.decode()
+    files: dict[str, bytes | str] = {"bin/writeto": SETTINGS["bin/writeto"]}
+    install_package(ident, shared, "writer", files, "default", extra)
 
 
 def test_writable_names_more_paths_of_the_home(fresh_rootless: Identity, shared_dir: Path) -> None:
