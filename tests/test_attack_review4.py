@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,8 +36,7 @@ def test_a_socket_the_caller_keeps_in_tmp_is_out_of_reach(
     ssh-agent's socket (/tmp/ssh-XXXX/agent.PID) listed the caller's keys."""
     ident = fresh_rootless
     install_pkg(ident, shared_dir, "conn", CONNECT, profile)
-    where = Path("/tmp") / f"srv-{tmp_path.name}"
-    where.mkdir(mode=0o700)
+    where = Path(tempfile.mkdtemp(prefix="layershell-srv-", dir="/tmp"))  # unique per run
     os.chown(where, ident.uid, ident.gid)
     path = str(where / "sock")
     server = socket.socket(socket.AF_UNIX)

@@ -635,7 +635,7 @@ BAD: list[Any] = [
                     " (name the executable in the package's bin/, as in goss)"),
             (9, 7, f"{P0}.colour: unknown key (known keys: name, repository, version,"
                    " track_stream, enable, start, profile, install_method, sha256, user,"
-                   " expose, expose_over, env)"),
+                   " expose, expose_over, env, writable)"),
             (11, 19, "composable.packages.1.repository: 'file:relative' is not a file://,"
                      f" http://, https:// or ftp:// URL {URL_EXAMPLE}"),
             (13, 15, BAD_SHA.replace(P0, "composable.packages.1")),
