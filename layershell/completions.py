@@ -36,6 +36,7 @@ MARKER = "# Managed by layershell"
 # Inside the layer: $1 the package's tree, $2 the command, $3 and $4 the caller's
 # COMP_LINE and COMP_POINT (as arguments: strict passes no such variable).
 COMPLETER = r"""pkg=$1 cmd=$2 COMP_LINE=$3 COMP_POINT=$4
+cd / || exit 0  # a key press never hands over the caller's cwd (bash completes files itself)
 [ -r /usr/share/bash-completion/bash_completion ] && . /usr/share/bash-completion/bash_completion
 . "$pkg/share/bash-completion/completions/$cmd" >/dev/null 2>&1 || exit 0
 spec=$(complete -p "$cmd" 2>/dev/null) || exit 0
@@ -140,6 +141,10 @@ def sync(
     wanted: dict[str, str] = {}
     for name, shim in shims.items():
         assert isinstance(shim, shims_mod.Shim)
+        # bash-completion also looks for <cmd>.bash and _<cmd>: a program of such a name
+        # would hide another command's completion.
+        if name.endswith(".bash") or name.startswith("_"):
+            continue
         if not has_completion(paths, shim.package, shim.version, name):
             continue
         bash_shim = shims_mod.Shim(

@@ -253,9 +253,7 @@ static int total_ops; /* how many there are in all */
  * of the protected trees or inside one, AND does not contain one: a bind of a parent
  * would cover, from above, the mounts that protect what lies below it (the stores'
  * tmpfs, the read-only /opt/pkgs, ~/.local/bin). */
-static int denied(const char *path, int containing_too) {
-    char real[PATH_MAX];
-    const char *check = realpath(path, real) ? real : path;
+static int denied_as(const char *path, const char *check, int containing_too) {
     for (int k = 0; k < ndeny; k++)
         if (under(check, cwd_deny[k]) || under(path, cwd_deny[k]) ||
             (containing_too && (under(cwd_deny[k], check) || under(cwd_deny[k], path))))
@@ -266,6 +264,17 @@ static int denied(const char *path, int containing_too) {
             return 1;
     }
     return 0;
+}
+
+static int denied(const char *path, int containing_too) {
+    char real[PATH_MAX];
+    return denied_as(path, realpath(path, real) ? real : path, containing_too);
+}
+
+/* denied() for a path known to be its own real path: no second resolution (the shim
+ * path: bind_xdg runs for every call). */
+static int denied_resolved(const char *real, int containing_too) {
+    return denied_as(real, real, containing_too);
 }
 
 static const char *home_mode; /* how the caller's home was bound, NULL if it was not */
@@ -303,6 +312,16 @@ static int meets_any(const char *real, const char *list) {
     return 0;
 }
 
+/* Whether `real` is, holds or lies in a place where the caller's servers keep their
+ * sockets: /tmp, /run (/run/user/UID), /dev/shm, $XDG_RUNTIME_DIR. */
+static int socket_place(const char *real) {
+    static const char *const places[] = {"/tmp", "/run", "/dev/shm"};
+    for (size_t k = 0; k < sizeof places / sizeof places[0]; k++)
+        if (under(real, places[k]) || under(places[k], real))
+            return 1;
+    return meets_any(real, getenv("XDG_RUNTIME_DIR"));
+}
+
 /* Whether a cwd (`real_cwd`, resolved) may be bound read-write (--bind-cwd rw), wherever
  * it is, as for a native program, but never what the host runs code from: a directory
  * on the caller's PATH or holding one (and ~/bin, which Debian's ~/.profile puts on PATH
@@ -310,7 +329,19 @@ static int meets_any(const char *real, const char *list) {
  * home, the home itself and anything in one of its hidden directories (~/.config,
  * ~/.local, ~/.ssh). Checked for every cwd, shown by the view or not. */
 static int cwd_writable(const char *real_cwd, const char *mode) {
-    if (strcmp(mode, "rw") != 0 || meets_any(real_cwd, getenv("PATH")))
+    if (strcmp(mode, "rw") != 0)
+        return 0;
+    /* The rules that need no system call first: most calls stop here (a shim run from
+     * the home itself). */
+    if (home_mode && strcmp(home_mode, "ro") == 0 && home_real[0] &&
+        under(real_cwd, home_real)) {
+        const char *below = real_cwd + strlen(home_real);
+        while (*below == '/')
+            below++;
+        if (*below == 0 || *below == '.')
+            return 0;
+    }
+    if (meets_any(real_cwd, getenv("PATH")))
         return 0;
     static const char *const xdg[] = {"XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
                                       "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"};
@@ -321,14 +352,6 @@ static int cwd_writable(const char *real_cwd, const char *mode) {
         char bin[PATH_MAX];
         FIT(bin, "%s/bin", home_real);
         if (meets_any(real_cwd, bin))
-            return 0;
-    }
-    if (home_mode && strcmp(home_mode, "ro") == 0 && home_real[0] &&
-        under(real_cwd, home_real)) {
-        const char *below = real_cwd + strlen(home_real);
-        while (*below == '/')
-            below++;
-        if (*below == 0 || *below == '.')
             return 0;
     }
     return 1;
@@ -465,15 +488,21 @@ static void bind_xdg(const char *name) {
         else
             FIT(shown, "%s/%s/%s", home_real, bases[k][1], name);
         FIT(kept, "%s/.local/share/layershell-programs/%s/%s", home_real, name, bases[k][2]);
-        if (denied(shown, 1) || denied(kept, 1) || inside_home_op(shown) || inside_home_op(kept))
+        if (inside_home_op(shown) || inside_home_op(kept))
             continue;
-        /* Best effort, unlike a mount point: a home the caller cannot write (or a full
-         * disk) leaves the program without its directory, not without its run. */
+        /* Made on first use only (then checked before anything is made), best effort,
+         * unlike a mount point: a home the caller cannot write (or a full disk) leaves
+         * the program without its directory, not without its run. */
         const char *make[] = {kept, shown};
-        for (size_t m = 0; m < 2; m++) {
+        int refused = 0;
+        for (size_t m = 0; m < 2 && !refused; m++) {
             struct stat st;
             if (stat(make[m], &st) == 0)
                 continue;
+            if (denied(make[m], 1)) {
+                refused = 1;
+                break;
+            }
             char buf[PATH_MAX];
             FIT(buf, "%s", make[m]);
             for (char *p = buf + 1; *p; p++)
@@ -484,16 +513,19 @@ static void bind_xdg(const char *name) {
                 }
             (void)mkdir(buf, 0700);
         }
+        if (refused)
+            continue;
         /* Pinned, checked and bound through a descriptor, as the cwd is. */
         /* Itself, with no link on the way: a program that could write its parent (it
          * cannot, the parent is in a hidden directory) must not point it elsewhere. */
         int fd = open(kept, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         struct stat st;
         int ok = fd >= 0 && fd_realpath(fd, real, sizeof real) && strcmp(real, kept) == 0 &&
-                 !denied(real, 1) && fstat(fd, &st) == 0 && st.st_uid == getuid();
+                 !denied_resolved(real, 1) && fstat(fd, &st) == 0 && st.st_uid == getuid();
         char place[PATH_MAX];
         ok = ok && realpath(shown, place) && under(place, home_real) &&
-             strcmp(place, home_real) != 0 && !denied(place, 1);
+             strcmp(place, home_real) != 0 && !inside_home_op(place) &&
+             !denied_resolved(place, 1);
         if (ok) {
             FIT(target, "%s%s", home_target, place + strlen(home_real));
             FIT(source, "/proc/self/fd/%d", fd);
@@ -520,7 +552,7 @@ static void bind_writable(const char *rel) {
     all_nops = total_ops;
     int ok = fd >= 0 && fd_realpath(fd, real, sizeof real) && strcmp(real, path) == 0 &&
              fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) &&
-             st.st_uid == getuid() && !denied(real, 1);
+             st.st_uid == getuid() && !denied_resolved(real, 1);
     all_nops = saved;
     if (ok) {
         FIT(target, "%s/%s", home_target, rel);
@@ -901,9 +933,13 @@ int main(int argc, char **argv) {
             snprintf(shown, sizeof shown, "%s%s", view, cwd);
             int in_view_already = same_dir(shown, cwd_st.st_dev, cwd_st.st_ino);
             int writable = cwd_writable(real_cwd, bind_cwd);
+            /* Not even read-only where the caller's servers keep their sockets: connect()
+             * needs no write access to the mount (the session bus, tmux, ssh-agent). */
+            if (socket_place(real_cwd))
+                in_view_already = 1, writable = 0;
             /* Shown read-only when it may not be written; bound again only to make it
              * writable where the view shows it already. */
-            if (!denied(real_cwd, 1) && !denied(cwd, 1) && (!in_view_already || writable)) {
+            if (!denied_as(cwd, real_cwd, 1) && (!in_view_already || writable)) {
                 char target[PATH_MAX];
                 in_view(view, cwd, target, sizeof target);
                 mkdir_p(target, 0755);

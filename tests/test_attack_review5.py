@@ -164,3 +164,70 @@ def test_proc_ppid_cwd(fresh_rootless: Identity, shared_dir: Path) -> None:
     r = ident.run(["sh", "-c", "cd ~ && proccwd; true"])
     print(r.stdout, r.stderr)
     assert not (ident.home / "x").exists(), r.stdout
+
+
+# --- the sixth review: a cwd holding the caller's sockets, and completions' names ------
+KNOCK: dict[str, bytes | str] = {
+    "bin/knock": "#!/usr/bin/python3\nimport socket\ns = socket.socket(socket.AF_UNIX)\n"
+    "try:\n s.connect('s'); s.sendall(b'pwned'); print('connected')\n"
+    "except OSError as e:\n print('denied', e)\n",
+}
+
+
+@pytest.mark.parametrize("profile", ["default", "strict", "nonetwork"])
+@pytest.mark.parametrize("where", ["tmp", "runtime"])
+def test_a_cwd_holding_the_callers_socket_is_not_shown(
+    fresh_rootless: Identity, shared_dir: Path, profile: str, where: str
+) -> None:
+    """The attack: run from /tmp/tmux-UID or $XDG_RUNTIME_DIR (the session bus), the
+    cwd was bound read-only, and connect() needs no write access: the program reached
+    the caller's server."""
+    import socket
+    import tempfile
+    import threading
+
+    ident = fresh_rootless
+    install_pkg(ident, shared_dir, "knock", KNOCK, profile)
+    d = Path(tempfile.mkdtemp(prefix="layershell-r6-", dir="/tmp"))
+    os.chown(d, ident.uid, ident.gid)
+    env = {"XDG_RUNTIME_DIR": str(d)} if where == "runtime" else {}
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(d / "s"))
+    os.chown(d / "s", ident.uid, ident.gid)
+    server.listen(1)
+    server.settimeout(10)
+    got: list[bytes] = []
+
+    def accept() -> None:
+        try:
+            conn, _ = server.accept()
+            got.append(conn.recv(10))
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        r = ident.run(["knock"], cwd=str(d), env=env)
+    finally:
+        server.close()
+        thread.join()
+        subprocess.run(["rm", "-rf", str(d)], check=False)
+    assert got == [] and "connected" not in r.stdout.decode(), r.stdout
+
+
+def test_no_completion_registration_hides_another_commands(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    """bash-completion also loads <cmd>.bash and _<cmd>: a program git.bash would have
+    hidden git's completion for every user."""
+    ident = fresh_rootless
+    files: dict[str, bytes | str] = {
+        "bin/git.bash": "#!/bin/sh\necho x\n",
+        "share/bash-completion/completions/git.bash": (
+            "_g(){ COMPREPLY=(x); }\ncomplete -F _g git.bash\n"
+        ),
+    }
+    install_pkg(ident, shared_dir, "gb", files, "default")
+    assert (ident.home / ".local/bin/git.bash").exists()
+    assert not (ident.home / ".local/share/bash-completion/completions/git.bash").exists()
