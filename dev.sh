@@ -19,7 +19,7 @@ APT_PACKAGES=(
   util-linux mount passwd login sudo       # unshare, setpriv, prlimit, mount, useradd, su
   libpam-modules libpam-runtime            # PAM session for core shell
   procps iproute2 ca-certificates bubblewrap  # tests and bench baselines
-  man-db bash-completion                   # man, completions: the packages' pages and completions (tests/test_manpages.py)
+  man-db bash-completion zsh fish          # man and the shells: the packages' pages and completions (tests/test_real_programs.py)
   systemd                                  # systemctl: core init enables units by preset
   mmdebstrap systemd-container             # the systemd testbed (tests/testbed.py)
   squashfs-tools libpython3.11 git         # ./dev.sh sysext: mksquashfs, PyInstaller's libpython, the commit time

@@ -9,8 +9,9 @@
 #
 # The package gets the programs of usr/bin in libexec/, their libraries in lib/, a
 # wrapper per program in bin/ (what the shims run) that puts lib/ first on
-# LD_LIBRARY_PATH inside the layer, the manual pages in share/man/ and the bash
-# completions in share/bash-completion/.
+# LD_LIBRARY_PATH inside the layer, the manual pages in share/man/ and the shell
+# completions in share/bash-completion/, share/zsh/site-functions/ and
+# share/fish/vendor_completions.d/.
 set -eu
 if [ $# -lt 2 ]; then
   echo "usage: $0 OUT.tar.gz DEB..." >&2
@@ -32,10 +33,13 @@ for dir in "$work"/root/usr/lib/*-linux-gnu "$work"/root/usr/lib; do
   [ -d "$dir" ] || continue
   find "$dir" -maxdepth 1 -name '*.so*' -exec cp -P {} "$pkg/lib/" \;
 done
-for shared in man bash-completion; do
-  if [ -d "$work/root/usr/share/$shared" ]; then
-    mkdir -p "$pkg/share"
-    cp -R "$work/root/usr/share/$shared" "$pkg/share/$shared"
+# Debian's place for a file -> the package's (zsh's vendor-completions is Debian's name)
+for pair in man:man bash-completion:bash-completion zsh/vendor-completions:zsh/site-functions \
+    fish/vendor_completions.d:fish/vendor_completions.d; do
+  from=$work/root/usr/share/${pair%%:*} to=$pkg/share/${pair#*:}
+  if [ -d "$from" ]; then
+    mkdir -p "$(dirname "$to")"
+    cp -R "$from" "$to"
   fi
 done
 for program in "$pkg"/libexec/*; do

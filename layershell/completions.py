@@ -1,22 +1,26 @@
-"""Bash completion for a package's shims, computed inside the layer (docs/exposure.md,
+"""Shell completion for a package's shims, computed inside the layer (docs/exposure.md,
 "Shell completions").
 
-A package's own completion script is code: sourced by the host's bash it would run
-outside the layer, and in root's shell as root. So the host's bash never sources it.
-For each shim whose package has `share/bash-completion/completions/<name>`, whoever
-writes the shims writes two files of its own text:
+A package's own completion script is code: sourced by the host's shell it would run
+outside the layer, and in root's shell as root. So no host shell ever sources it. For
+each shim whose package has a completion for its name (bash's
+`share/bash-completion/completions/<name>`, else fish's
+`share/fish/vendor_completions.d/<name>.fish` when the view has fish), whoever writes
+the shims writes files of its own text:
 
 - a completer, `<state>/complete/<name>`: a shim of the package (same executor line,
-  same profile) whose program is the layer's bash, which sources the package's script
-  there (after the layer's bash-completion, when it has one), calls the function it
-  registers with the words of COMP_LINE, and prints COMPREPLY;
-- the registration, `complete -C <completer> <name>`, where bash-completion loads a
-  command's completion on first use (/usr/local/share/bash-completion/completions, or
-  ~/.local/share/bash-completion/completions in rootless mode).
+  same profile) whose program is the layer's bash (or fish), which sources the
+  package's script there, from an empty directory, completes the caller's command line
+  (passed as arguments: strict passes no COMP_LINE) and prints one candidate a line;
+- a registration per shell, each of which only runs the completer: bash's
+  `complete -o default -C <completer> <name>` where bash-completion loads a command's
+  completion on first use, a zsh function `_layershell_<name>` with `#compdef <name>`
+  (a name of our own: `_<name>` could shadow one of zsh's, `_files` say), a fish file
+  `<name>.fish`.
 
-Root's bash may load the registration, but the completer is a shim, and the executor
+Root's shell may load a registration, but the completer is a shim, and the executor
 refuses to run a layer program as root: root gets no completion and runs nothing of the
-package. Both files carry the marker; a file without it is never overwritten.
+package. Every file carries the marker; a file without it is never overwritten.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import os
 import re
 import shlex
 import stat
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from layershell import sandbox
 from layershell.atomic import write_atomic
@@ -33,10 +39,13 @@ from layershell.paths import ROOTLESS, Paths
 from layershell.stack import LayerStack
 
 MARKER = "# Managed by layershell"
+# Both completers run in a directory of their own, empty, so that a completion of file
+# names offers none of the view's (the caller's shell completes files itself when the
+# completer prints nothing) and a key press never hands over the caller's cwd.
 # Inside the layer: $1 the package's tree, $2 the command, $3 and $4 the caller's
-# COMP_LINE and COMP_POINT (as arguments: strict passes no such variable).
-COMPLETER = r"""pkg=$1 cmd=$2 COMP_LINE=$3 COMP_POINT=$4
-cd / || exit 0  # a key press never hands over the caller's cwd (bash completes files itself)
+# COMP_LINE and COMP_POINT.
+BASH_COMPLETER = r"""pkg=$1 cmd=$2 COMP_LINE=$3 COMP_POINT=$4
+empty=$(mktemp -d) && cd "$empty" && rmdir "$empty" || exit 0
 [ -r /usr/share/bash-completion/bash_completion ] && . /usr/share/bash-completion/bash_completion
 . "$pkg/share/bash-completion/completions/$cmd" >/dev/null 2>&1 || exit 0
 spec=$(complete -p "$cmd" 2>/dev/null) || exit 0
@@ -54,33 +63,137 @@ COMP_LINE=$line COMP_POINT=${#line}
 "$func" "$cmd" "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}" 2>/dev/null
 printf '%s\n' "${COMPREPLY[@]}"
 """
+FISH_COMPLETER = r"""set -l script $argv[1]/share/fish/vendor_completions.d/$argv[2].fish
+set -l line $argv[3]
+if string match -qr '^[0-9]+$' -- "$argv[4]"
+    set line (string sub -l $argv[4] -- "$line")
+end
+set -l empty (mktemp -d); and cd $empty; and rmdir $empty; or exit 0
+test -f $script; or exit 0
+source $script >/dev/null 2>&1
+complete -C -- "$line" | string replace -r '\t.*' ''
+"""
+FISH = "/usr/bin/fish"  # the view's /usr is the host's
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a package keeps its completion for a shell, and how the layer runs it."""
+
+    parts: tuple[str, ...]
+    file: Callable[[str], str]
+    program: str
+    argv: tuple[str, ...]
+
+
+SOURCES = (
+    Source(("share", "bash-completion", "completions"), lambda n: n, "/bin/bash",
+           ("-c", BASH_COMPLETER, "layershell-complete")),
+    Source(("share", "fish", "vendor_completions.d"), lambda n: f"{n}.fish", FISH,
+           ("--no-config", "-c", FISH_COMPLETER)),
+)  # fmt: skip
 
 
 def completers_dir(paths: Paths) -> str:
     return os.path.join(paths.state_dir, "complete")
 
 
-def registrations_dir(paths: Paths) -> str:
+def _data_home(paths: Paths) -> str:
+    return os.path.dirname(paths.man_dir)  # $XDG_DATA_HOME, ~/.local/share
+
+
+def _fish_quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _bash(name: str, completer: str) -> str:
+    return (
+        f"{MARKER}: {name}'s completion runs in its layer ({completer}).\n"
+        f"complete -o default -C {shlex.quote(completer)} {shlex.quote(name)}\n"
+    )
+
+
+def _zsh(name: str, completer: str) -> str:
+    return (
+        f"#compdef {name}\n"
+        f"{MARKER}: {name}'s completion runs in its layer ({completer}).\n"
+        'local line=${(j: :)words[1,CURRENT-1]}" $PREFIX"\n'
+        "local -a found\n"
+        f'found=(${{(f)"$(COMP_LINE=$line COMP_POINT=${{#line}} {shlex.quote(completer)}'
+        ' 2>/dev/null)"})\n'
+        "if (( ${#found} )); then compadd -- $found; else _files; fi\n"
+    )
+
+
+def _fish(name: str, completer: str) -> str:
+    func = "__layershell_complete_" + name.encode().hex()
+    return (
+        f"{MARKER}: {name}'s completion runs in its layer ({completer}).\n"
+        f"function {func}\n"
+        "    set -l line (commandline -cp)\n"
+        '    env COMP_LINE="$line" COMP_POINT=(string length -- "$line")'
+        f" {_fish_quote(completer)} 2>/dev/null\n"
+        "end\n"
+        f"complete -c {_fish_quote(name)} -a '({func})'\n"
+    )
+
+
+@dataclass(frozen=True)
+class Shell:
+    system: str  # under the host's root
+    rootless: str  # under $XDG_DATA_HOME
+    file: Callable[[str], str]
+    text: Callable[[str, str], str]
+
+
+# Where each shell looks without configuration (fish reads /usr/local/share only when
+# XDG_DATA_DIRS names it; zsh has no user directory: docs/exposure.md says what to add).
+SHELLS = {
+    "bash": Shell("usr/local/share/bash-completion/completions", "bash-completion/completions",
+                  lambda n: n, _bash),
+    "zsh": Shell("usr/local/share/zsh/site-functions", "zsh/site-functions",
+                 lambda n: f"_layershell_{n}", _zsh),
+    "fish": Shell("etc/fish/completions", "fish/vendor_completions.d",
+                  lambda n: f"{n}.fish", _fish),
+}  # fmt: skip
+
+
+def registration_file(shell: str, name: str) -> str:
+    return SHELLS[shell].file(name)
+
+
+def registration(paths: Paths, shell: str, name: str) -> str:
+    where = SHELLS[shell]
     if paths.mode == ROOTLESS:
-        data = os.path.dirname(paths.man_dir)  # $XDG_DATA_HOME, ~/.local/share
-        return os.path.join(data, "bash-completion", "completions")
-    return os.path.join(paths.root, "usr/local/share/bash-completion/completions")
+        base = os.path.join(_data_home(paths), where.rootless)
+    else:
+        base = os.path.join(paths.root, where.system)
+    return os.path.join(base, registration_file(shell, name))
 
 
-def has_completion(paths: Paths, package: str, version: str, name: str) -> bool:
-    """The package's tree has a regular file share/bash-completion/completions/<name>,
+def source_of(paths: Paths, package: str, version: str, name: str) -> Source | None:
+    """The first of SOURCES whose file the package's tree has as a regular file,
     reached without following a link (the layer account's tree)."""
+    for source in SOURCES:
+        if source.program == FISH and not os.path.exists(FISH):
+            continue
+        if _regular(paths, package, version, (*source.parts, source.file(name))):
+            return source
+    return None
+
+
+def _regular(paths: Paths, package: str, version: str, parts: tuple[str, ...]) -> bool:
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(os.path.join(paths.pkgs_dir, f"{package}_{version}"), flags)
     except OSError:
         return False
     try:
-        for part in ("share", "bash-completion", "completions"):
+        for part in parts[:-1]:
             nxt = os.open(part, flags, dir_fd=fd)
             os.close(fd)
             fd = nxt
-        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
         return stat.S_ISREG(st.st_mode)
     except OSError:
         return False
@@ -145,23 +258,24 @@ def sync(
         # would hide another command's completion.
         if name.endswith(".bash") or name.startswith("_"):
             continue
-        if not has_completion(paths, shim.package, shim.version, name):
+        source = source_of(paths, shim.package, shim.version, name)
+        if source is None:
             continue
-        bash_shim = shims_mod.Shim(
-            name, shim.package, shim.version, "/bin/bash", shim.profile, shim.env, shim.writable
-        )
-        spec = shims_mod.spec(paths, stack, bash_shim)
+        shell_shim = shims_mod.Shim(
+            name, shim.package, shim.version, source.program, shim.profile, shim.env,
+            shim.writable,
+        )  # fmt: skip
+        spec = shims_mod.spec(paths, stack, shell_shim)
         argv = sandbox.helper_argv(spec, paths.helper, name=name)
         pkg = f"{inner_pkgs}/{shim.package}"
-        line = shlex.join([*map(os.fsdecode, argv), "-c", COMPLETER, "layershell-complete", pkg,
-                           name])  # fmt: skip
+        line = shlex.join([*map(os.fsdecode, argv), *source.argv, pkg, name])
         wanted[name] = (
             "#!/bin/sh\n"
-            f"{MARKER}: bash completion for {name} of package {shim.package}, computed in"
+            f"{MARKER}: completion for {name} of package {shim.package}, computed in"
             " its layer; core expose manages it.\n"
             f'exec {line} "$COMP_LINE" "$COMP_POINT"\n'
         )
-    completers, registrations = completers_dir(paths), registrations_dir(paths)
+    completers = completers_dir(paths)
     try:
         present = os.listdir(completers)
     except OSError:
@@ -171,7 +285,7 @@ def sync(
         package = _package_of(completer)
         if name in wanted or package is None or (only is not None and package not in only):
             continue
-        for path in (completer, os.path.join(registrations, name)):
+        for path in (completer, *(registration(paths, shell, name) for shell in SHELLS)):
             if _ours(path):
                 os.unlink(path)
                 report.removed.append(path)
@@ -179,13 +293,9 @@ def sync(
         completer = os.path.join(completers, name)
         try:
             _write(completer, text, 0o755, report)
-            _write(
-                os.path.join(registrations, name),
-                f"{MARKER}: {name}'s completion runs in its layer ({completer}).\n"
-                f"complete -o default -C {shlex.quote(completer)} {shlex.quote(name)}\n",
-                0o644,
-                report,
-            )
+            for shell, where in SHELLS.items():
+                _write(registration(paths, shell, name), where.text(name, completer), 0o644,
+                       report)  # fmt: skip
         except OSError as exc:  # a completion is not worth failing the install
             report.collisions.append(f"cannot write the completion of {name}: {exc.strerror}")
     return report

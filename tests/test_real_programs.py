@@ -272,6 +272,46 @@ def test_rg_completes_in_the_hosts_bash_computed_in_its_layer(real: Setup) -> No
     assert as_root.stdout == b"" and b"refusing to run a layer program as root" in as_root.stderr
 
 
+def test_rg_completes_no_file_of_the_view(real: Setup) -> None:
+    """The completer runs in an empty directory: where ripgrep's completion offers file
+    names, it offers none of the view's (bash then completes the caller's own files)."""
+    completer = real.ident.home / ".local/share/layershell/complete/rg"
+    r = real.ident.run([str(completer)], env={"COMP_LINE": "rg --file ", "COMP_POINT": "10"})
+    assert r.returncode == 0, r.stderr
+    offered = r.stdout.decode().split()  # ripgrep's --file completes `compgen -f`
+    assert offered == [], offered
+
+
+def test_rg_completes_in_the_hosts_zsh_and_fish_computed_in_its_layer(real: Setup) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    for shell in ("zsh", "fish"):
+        if shutil.which(shell) is None:
+            pytest.skip(f"{shell} is not installed (./dev.sh test installs it)")
+    ident = real.ident
+    data = ident.home / ".local/share"
+    completer = data / "layershell/complete/rg"
+    zsh_file = data / "zsh/site-functions/_layershell_rg"
+    fish_file = data / "fish/vendor_completions.d/rg.fish"
+    assert zsh_file.read_text().startswith("#compdef rg\n")
+    assert str(completer) in zsh_file.read_text() and str(completer) in fish_file.read_text()
+    # fish finds ~/.local/share/fish/vendor_completions.d by itself.
+    r = ident.run(["fish", "-c", "complete -C 'rg --type-l'"])
+    assert "--type-list" in r.stdout.decode().split(), r.stdout + r.stderr
+    # zsh: a real TAB in an interactive zsh, with the directory docs/exposure.md names on
+    # fpath before compinit.
+    full = ident.argv(["zsh", "-f", "-i"])
+    child = pexpect.spawn(full[0], full[1:], env={**ident.env, "PS1": "%% "},
+                          cwd=str(real.work), timeout=20, dimensions=(24, 200))  # fmt: skip
+    child.sendline(f"fpath=({data}/zsh/site-functions $fpath); autoload -Uz compinit;"
+                   " compinit -u -D; echo READY")  # fmt: skip
+    child.expect("READY\r\n")
+    child.send("rg --type-l\t")
+    child.expect("rg --type-list")
+    child.sendintr()
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+
+
 def test_man_rg_shows_ripgreps_page_until_it_is_removed(real: Setup) -> None:
     """Last in this module: it removes ripgrep (its completion goes with it)."""
     if shutil.which("man") is None:
@@ -286,3 +326,5 @@ def test_man_rg_shows_ripgreps_page_until_it_is_removed(real: Setup) -> None:
     assert ident.run(["man", "-w", "rg"]).returncode != 0
     assert not (ident.home / ".local/share/bash-completion/completions/rg").exists()
     assert not (ident.home / ".local/share/layershell/complete/rg").exists()
+    assert not (ident.home / ".local/share/zsh/site-functions/_layershell_rg").exists()
+    assert not (ident.home / ".local/share/fish/vendor_completions.d/rg.fish").exists()
