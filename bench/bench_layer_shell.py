@@ -24,7 +24,9 @@ starting and reading the two-line shim, layershell-enter (the C executor) buildi
 view of layer otto with the profile's binds (home read-only, cwd read-write, the temporary
 HOME here), and the exec of the package's true. Issue 4 set its goals: a shim <= 4.5
 ms/call, and no slower than bare bwrap, which builds a simpler sandbox; issue 10 asked
-that the seccomp filter cost at most 10% of the shim row. The script states whether each
+that the seccomp filter cost at most 10% of the shim row; issue 13, that the shim stay
+within 10% of the 2.2 ms it took over a 1.7 ms floor when it was filed (compared as
+multiples of the floor of the same run). The script states whether each
 goal was met and never fails because of a timing.
 
 Rootless mode refuses to run as root, so as root the script re-runs itself as uid/gid
@@ -60,6 +62,11 @@ from dataclasses import dataclass
 GOAL_MS = 15.0
 SHIM_GOAL_MS = 4.5
 FILTER_GOAL = 1.10  # the shim with its seccomp filter against the same shim without
+# Issue 13: the shim within 10% of its cost when the issue was filed (2.2 ms/call over a
+# 1.7 ms floor, the unshare row, on this machine): as multiples of the floor measured in
+# the same run, so that a slower or busier machine moves both alike.
+ISSUE13_SHIM_OVER_FLOOR = 2.2 / 1.7
+ISSUE13_GOAL = 1.10
 NOBODY = 65534
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BWRAP = ("bwrap", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
@@ -260,7 +267,7 @@ def bench(home: str, calls: int, warmup: int, core: str) -> None:
     times = measure(rows, env, calls, warmup)
     means = print_table(rows, times, calls, warmup, launcher)
     medians = [statistics.median(t) for t in times]
-    bwrap, shell, shim_at, bare = 2, 3, 4, 5  # indexes into rows
+    floor, bwrap, shell, shim_at, bare = 1, 2, 3, 4, 5  # indexes into rows
     verdict = "met" if means[shell] <= GOAL_MS else "NOT met"
     print(f"goal: layer-shell <= {GOAL_MS:g} ms/call (mean): {verdict} "
           f"(mean {means[shell]:.2f} ms, median {medians[shell]:.2f} ms)")  # fmt: skip
@@ -276,6 +283,13 @@ def bench(home: str, calls: int, warmup: int, core: str) -> None:
     print(f"goal: the seccomp filter adds <= {FILTER_GOAL - 1:.0%} to a shim (mean): "
           f"{verdict} ({ratio:.3f}x: {means[shim_at]:.2f} ms with, "
           f"{means[bare]:.2f} ms without)")  # fmt: skip
+    over_floor = means[shim_at] / means[floor]
+    limit = ISSUE13_SHIM_OVER_FLOOR * ISSUE13_GOAL
+    verdict = "met" if over_floor <= limit else "NOT met"
+    print(
+        f"goal: shim within {ISSUE13_GOAL - 1:.0%} of issue 13's {ISSUE13_SHIM_OVER_FLOOR:.2f}x"
+        f" the unshare floor (mean): {verdict} ({over_floor:.2f}x, at most {limit:.2f}x)"
+    )
 
 
 def check_traversable(path: str) -> None:

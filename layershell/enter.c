@@ -175,23 +175,35 @@ static void in_view(const char *view, const char *dest, char *out, size_t outlen
         die(1, "layer %s: a path is too long: %s", layer, dest);
 }
 
+static void mkdir_failed(const char *path) {
+    die(1, "layer %s: cannot create mount point %s: %s (a layer's writable path must lie "
+           "in a writable part of the view or exist in core)",
+        layer, path, strerror(errno));
+}
+
+/* mkdir -p, from the end back: most mount points exist or lack only their last
+ * component, and walking from / forward cost every call some 200 mkdir(2)s that all
+ * said EEXIST. The components are made forward again once one exists. */
 static void mkdir_p(const char *path, mode_t mode) {
     char buf[PATH_MAX];
     snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-                die(1, "layer %s: cannot create mount point %s: %s (a layer's writable path "
-                       "must lie in a writable part of the view or exist in core)",
-                    layer, buf, strerror(errno));
-            *p = '/';
-        }
+    size_t len = strlen(buf);
+    char *p = buf + len;
+    for (;;) {
+        if (mkdir(buf, p == buf + len ? mode : 0755) == 0 || errno == EEXIST)
+            break;
+        char *slash = strrchr(buf, '/');
+        if (errno != ENOENT || !slash || slash == buf)
+            mkdir_failed(buf);
+        *slash = 0;
+        p = slash;
     }
-    if (mkdir(buf, mode) < 0 && errno != EEXIST)
-        die(1, "layer %s: cannot create mount point %s: %s (a layer's writable path must lie "
-               "in a writable part of the view or exist in core)",
-            layer, buf, strerror(errno));
+    while (p < buf + len) {
+        *p = '/';
+        if (mkdir(buf, strlen(buf) == len ? mode : 0755) < 0 && errno != EEXIST)
+            mkdir_failed(buf);
+        p += strlen(p);
+    }
 }
 
 static void make_mountpoint(const char *target, int is_dir) {
@@ -463,6 +475,25 @@ static int inside_home_op(const char *path) {
  * caller on first use: the host's own ~/.config/NAME is never written, since host
  * programs and the login session read code from such places (~/.config/tmux,
  * ~/.config/autostart, ~/.config/environment.d: the attack review). */
+/* A directory of the caller's own, made with its parents (0700) on a program's first
+ * use, best effort, unlike a mount point: a home the caller cannot write (or a full
+ * disk) leaves the program without its directory, not without its run. Nothing is made
+ * where a protected tree lies. 0 if refused. */
+static int make_own_dir(const char *path) {
+    if (denied(path, 1))
+        return 0;
+    char buf[PATH_MAX];
+    FIT(buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            (void)mkdir(buf, 0700);
+            *p = '/';
+        }
+    (void)mkdir(buf, 0700);
+    return 1;
+}
+
 static void bind_xdg(const char *name) {
     static const char *const bases[][3] = {
         {"XDG_CONFIG_HOME", ".config", "config"}, {"XDG_DATA_HOME", ".local/share", "data"},
@@ -490,47 +521,32 @@ static void bind_xdg(const char *name) {
         FIT(kept, "%s/.local/share/layershell-programs/%s/%s", home_real, name, bases[k][2]);
         if (inside_home_op(shown) || inside_home_op(kept))
             continue;
-        /* Made on first use only (then checked before anything is made), best effort,
-         * unlike a mount point: a home the caller cannot write (or a full disk) leaves
-         * the program without its directory, not without its run. */
-        const char *make[] = {kept, shown};
-        int refused = 0;
-        for (size_t m = 0; m < 2 && !refused; m++) {
-            struct stat st;
-            if (stat(make[m], &st) == 0)
-                continue;
-            if (denied(make[m], 1)) {
-                refused = 1;
-                break;
-            }
-            char buf[PATH_MAX];
-            FIT(buf, "%s", make[m]);
-            for (char *p = buf + 1; *p; p++)
-                if (*p == '/') {
-                    *p = 0;
-                    (void)mkdir(buf, 0700);
-                    *p = '/';
-                }
-            (void)mkdir(buf, 0700);
-        }
-        if (refused)
-            continue;
-        /* Pinned, checked and bound through a descriptor, as the cwd is. */
-        /* Itself, with no link on the way: a program that could write its parent (it
-         * cannot, the parent is in a hidden directory) must not point it elsewhere. */
+        /* Both opened first, and made only when missing: a call with the directories in
+         * place (every call but the first) spends no stat or realpath on them. */
         int fd = open(kept, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT && make_own_dir(kept))
+            fd = open(kept, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int sfd = fd < 0 ? -1 : open(shown, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0 && sfd < 0 && errno == ENOENT && make_own_dir(shown))
+            sfd = open(shown, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        /* Pinned, checked and bound through a descriptor, as the cwd is. The kept one
+         * is itself, with no link on the way: a program that could write its parent (it
+         * cannot, the parent is in a hidden directory) must not point it elsewhere. The
+         * shown one is where its path leads, inside the home. */
         struct stat st;
+        char place[PATH_MAX];
         int ok = fd >= 0 && fd_realpath(fd, real, sizeof real) && strcmp(real, kept) == 0 &&
                  !denied_resolved(real, 1) && fstat(fd, &st) == 0 && st.st_uid == getuid();
-        char place[PATH_MAX];
-        ok = ok && realpath(shown, place) && under(place, home_real) &&
-             strcmp(place, home_real) != 0 && !inside_home_op(place) &&
-             !denied_resolved(place, 1);
+        ok = ok && sfd >= 0 && fd_realpath(sfd, place, sizeof place) &&
+             under(place, home_real) && strcmp(place, home_real) != 0 &&
+             !inside_home_op(place) && !denied_resolved(place, 1);
         if (ok) {
             FIT(target, "%s%s", home_target, place + strlen(home_real));
             FIT(source, "/proc/self/fd/%d", fd);
             bind(source, target, 0, 0, 1);
         }
+        if (sfd >= 0)
+            close(sfd);
         if (fd >= 0)
             close(fd);
     }
