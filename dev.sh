@@ -24,6 +24,7 @@ APT_PACKAGES=(
   mmdebstrap systemd-container             # the systemd testbed (tests/testbed.py)
   squashfs-tools libpython3.11 git         # ./dev.sh sysext: mksquashfs, PyInstaller's libpython, the commit time
   binutils                                 # readelf, objdump: tests/test_prebuilt.py inspects the built executables
+  gpg gpg-agent gpgv                       # signed repositories: gpgv checks them, gpg signs them (core repo index --sign, the tests)
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

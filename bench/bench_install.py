@@ -9,6 +9,12 @@ Prints one table, each row next to a baseline measured in the same run:
               layershell also hashes, unpacks (checking every entry) into staging,
               renames and records. Median of 3, each into a fresh HOME's empty layer
               and a fresh DIR. Goal: <= 1.5x the baseline.
+  1s signed   `core install --config` of the same package from a file:// repository
+              signed by `core repo index --sign` (a key made for the run, trusted in
+              the HOME) against the same repository with `verify: checksum`: what
+              checking SHA256SUMS.gpg with gpgv and matching index.json and the
+              tarball against SHA256SUMS cost. Median of 3 (after a warm-up), fresh
+              HOMEs. Goal (issue 14): <= 1.10x.
   2 list      `core list --json` with 1,000 packages installed (installed untimed, 100
               tarballs per `core install` call), median of 10, next to `python -c pass`
               with the same interpreter (its start-up, which no Python CLI avoids).
@@ -79,6 +85,7 @@ MiB = 1 << 20
 GOAL_INSTALL_RATIO = 1.5
 GOAL_LIST_MS = 200.0
 GOAL_GROWTH_RATIO = 1.2
+GOAL_SIGNED_RATIO = 1.10  # issue 14: a signed repository against the same unverified
 INSTALL_RUNS = 3
 LIST_RUNS = 10
 PROBE_RUNS = 5
@@ -463,6 +470,83 @@ class Bench:
         if got != want:
             raise BenchError(f"core install unpacked (files, links, bytes) {got}, not {want}")
 
+    # row 1s
+
+    def row_signed(self, pkg: PackageInfo) -> Result:
+        """The same package from a file:// repository signed by a key the layer trusts,
+        against that repository with `verify: checksum` (no signature checked)."""
+        gnupg = os.path.join(self.work, "gnupg")
+        os.mkdir(gnupg, 0o700)
+        gpg_env = {**child_env(self.work), "GNUPGHOME": gnupg}
+        label = "layershell bench <bench@layershell.invalid>"
+        run_checked(
+            [
+                tool("gpg"),
+                "--batch",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                label,
+                "ed25519",
+                "sign",
+                "1d",
+            ],
+            gpg_env,
+            "gpg key",
+        )
+        public = run_checked(
+            [tool("gpg"), "--armor", "--export", "bench@layershell.invalid"],
+            gpg_env,
+            "gpg --export",
+        )
+        arch_dir = os.path.join(self.work, "repo", os.uname().machine)
+        os.makedirs(arch_dir, 0o755)
+        os.link(pkg.path, os.path.join(arch_dir, os.path.basename(pkg.path)))
+        run_checked(
+            self.core("repo", "index", arch_dir, "--sign", "bench@layershell.invalid"),
+            gpg_env,
+            "core repo index --sign",
+        )
+        subprocess.run([tool("gpgconf"), "--kill", "all"], env=gpg_env, check=False)
+        url = "file://" + os.path.dirname(arch_dir)
+        manifests = {}
+        for kind, extra in (
+            ("signed", ""),
+            ("checksum", f"  repositories:\n    - url: {url}\n      verify: checksum\n"),
+        ):
+            path = os.path.join(self.work, f"{kind}.yaml")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(
+                    f"composable:\n  default_repository: {url}\n{extra}  packages:\n"
+                    "    - name: big\n      version: '1.0'\n"
+                )
+            manifests[kind] = path
+        made = [0]
+
+        def once(kind: str) -> float:
+            made[0] += 1
+            env = self.new_home(f"home-{kind}-{made[0]}")
+            keys = os.path.join(env["XDG_CONFIG_HOME"], "layershell", "keys")
+            os.makedirs(keys, exist_ok=True)
+            with open(os.path.join(keys, "bench.asc"), "w", encoding="utf-8") as f:
+                f.write(public)
+            argv = self.core("install", "--config", manifests[kind])
+            return self.runner.time(argv, env, f"core install ({kind} repository)")
+
+        progress(f"row 1s: {INSTALL_RUNS} installs from a signed and a checksum-only repository")
+        ours, base = self.interleave(
+            lambda: once("signed"), lambda: once("checksum"), INSTALL_RUNS, warmup=True
+        )
+        return Result(
+            "1s install from a signed file:// repository",
+            "the same repository with verify: checksum (no signature checked)",
+            ours,
+            base,
+            "s",
+        )
+
     # rows 2 and 3
 
     def fill(self, env: dict[str, str], tarballs: list[str]) -> None:
@@ -522,7 +606,7 @@ class Bench:
         ]
         probe = tiny_package(os.path.join(packages, "probe_1.0.tar.gz"), "probe")
         print(describe(pkg, self.python), flush=True)
-        results = [self.row_install(pkg)]
+        results = [self.row_install(pkg), self.row_signed(pkg)]
         full = self.new_home("home-full")
         self.fill(full, tarballs)
         results.append(self.row_list(full))
@@ -578,13 +662,19 @@ def print_table(results: list[Result]) -> None:
             ratio = statistics.median(r.ours_cpu) / statistics.median(r.base_cpu)
             print(f"     CPU (user + sys): layershell {ours}; baseline {base}; "
                   f"ratio of medians {ratio:.2f}x")  # fmt: skip
-    install, listing, growth = results
+    install, signed, listing, growth = results
     print()
     verdict(
         f"install <= {GOAL_INSTALL_RATIO:g}x sha256sum + tar",
         install.ratio <= GOAL_INSTALL_RATIO,
         f"{install.ratio:.2f}x: {install.show(install.ours_median)} vs "
         f"{install.show(install.base_median)}",
+    )
+    verdict(
+        f"verification adds <= {GOAL_SIGNED_RATIO - 1:.0%} to an install from a repository",
+        signed.ratio <= GOAL_SIGNED_RATIO,
+        f"{signed.ratio:.2f}x: {signed.show(signed.ours_median)} signed vs "
+        f"{signed.show(signed.base_median)} checksum only",
     )
     verdict(
         f"core list --json <= {GOAL_LIST_MS:g} ms",

@@ -13,7 +13,13 @@ step core --rootless init
 step layer-shell -c 'echo "layer $LAYERSHELL_LAYER: uid $(id -u) inside"; touch /usr/bin/x 2>&1 || true'
 step layer-shell --layer otto -c 'echo "layer $LAYERSHELL_LAYER: uid $(id -u)"; grep -E "^(CapEff|NoNewPrivs)" /proc/self/status'
 
-say "2. A repository: <repo>/<arch>/<name>_<version>.tar.gz plus an index with sha256s"
+say "2. A signed repository: <repo>/<arch>/<name>_<version>.tar.gz, an index with sha256s, SHA256SUMS and its OpenPGP signature"
+export GNUPGHOME="$HOME/.demo-publisher-gnupg"  # the publisher's key, made for the demo
+mkdir -m 700 -p "$GNUPGHOME"
+step gpg --batch --quiet --pinentry-mode loopback --passphrase '' \
+  --quick-gen-key "layershell demo publisher <demo@layershell.invalid>" ed25519 sign 1d
+mkdir -p "$HOME/.config/layershell/keys"
+step gpg --armor --export --output "$HOME/.config/layershell/keys/demo.asc" demo@layershell.invalid
 arch=$(uname -m)
 repo="$HOME/demo-repo"
 mkdir -p "$repo/$arch"
@@ -21,9 +27,10 @@ for dir in "$here"/packages/*/*/; do
   name=$(basename "$(dirname "$dir")"); version=$(basename "$dir")
   tar -C "$dir" -czf "$repo/$arch/${name}_${version}.tar.gz" .
 done
-step core repo index --streams "$here/streams.yaml" "$repo/$arch"
+step core repo index --streams "$here/streams.yaml" --sign demo@layershell.invalid "$repo/$arch"
+gpgconf --kill gpg-agent
 
-say "3. The manifest, checked, then installed (verified, unpacked as you, install.sh in layer arne)"
+say "3. The manifest, checked, then installed (signature and sha256 verified, unpacked as you, install.sh in layer arne)"
 sed "s|@REPO@|file://$repo|" "$here/composable.yaml" > "$HOME/composable.yaml"
 step core check "$HOME/composable.yaml"
 step core install --config "$HOME/composable.yaml"

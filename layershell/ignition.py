@@ -488,6 +488,29 @@ def _package(
     return package, File(inbox, data_url(data), FILE_MODE, None, digest)
 
 
+def _keys(loaded: Manifest, trust: verify.Trust) -> list[File]:
+    """The public keys the manifest's signed repositories are checked with, as files in
+    the host's keys directory (the same names, so a manifest's `keys:` still finds them)."""
+    found: dict[str, bytes] = {}
+    for spec in loaded.packages:
+        settings = trust.settings_for(repo.check_repository(loaded.repository_for(spec)))
+        if settings.verify is not verify.Verification.SIGNATURE:
+            continue
+        for path in verify.key_files(trust.keys_dir, settings.keys):
+            with open(path, "rb") as f:
+                data = f.read(verify.MAX_KEY_FILE + 1)
+            if len(data) > verify.MAX_KEY_FILE:
+                raise LayershellError(
+                    f"{path}: over {verify.MAX_KEY_FILE} bytes, not a key",
+                    "keep public keys only in the keys directory",
+                )
+            found[os.path.basename(path)] = data
+    return [
+        File(os.path.join(HOST.keys_dir, name), data_url(data), FILE_MODE)
+        for name, data in sorted(found.items())
+    ]
+
+
 def render(
     loaded: Manifest,
     manifest_bytes: bytes,
@@ -502,8 +525,13 @@ def render(
     log: Log | None = None,
     sysext: str | None = None,
     sysext_sha256: str | None = None,
+    keys_dir: str | None = None,
 ) -> Config:
     """The config for a host that gets `loaded` (whose file holds `manifest_bytes`).
+
+    Every repository is accepted as the host would (verify.py) with the keys in
+    `keys_dir` (this machine's), and the keys that proved a signed repository's origin
+    go into the config at /etc/layershell/keys/ for the host's later updates.
 
     arch and os_version are the target host's (default: this host's), for resolving
     `os` versions and the repository's arch directory. Without `fetcher`, artifacts are
@@ -515,7 +543,7 @@ def render(
             return render(
                 loaded, manifest_bytes, layers, arch=arch, os_version=os_version,
                 max_embed=max_embed, units_dir=units_dir, fetcher=temporary, log=log,
-                sysext=sysext, sysext_sha256=sysext_sha256,
+                sysext=sysext, sysext_sha256=sysext_sha256, keys_dir=keys_dir,
             )  # fmt: skip
     installing = layers.layers[1]
     account = installing.account
@@ -530,10 +558,14 @@ def render(
             "add --sysext URL, or leave --sysext-sha256 out",
             exit_code=2,
         )
+    trust = verify.Trust(
+        keys_dir or HOST.keys_dir, loaded.repositories, warn=log if log is not None else None
+    )
     planner = pipeline.Planner(
         fetcher,
         arch=arch,
         os_version=os_version if os_version is not None else pipeline.os_version(HOST),
+        trust=trust,
     )
     # Every package resolved, and every embedding checked against the limit where the
     # size is known, before anything is downloaded.
@@ -552,6 +584,7 @@ def render(
         if size is not None and size > max_embed:
             raise _too_big(job, size, max_embed)
     files = [File(HOST.manifest_file, text_data_url(manifest_bytes))]
+    files += _keys(loaded, trust)
     links = []
     if extension is not None:
         files.append(image)

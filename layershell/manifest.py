@@ -18,6 +18,7 @@ from layershell import load, repo
 from layershell.config import ACCOUNT_RE, did_you_mean
 from layershell.errors import ConfigError, LayershellError, Problem
 from layershell.load import Document, KeyPath
+from layershell.verify import RepositoryTrust, Verification, normal_fingerprint
 
 
 class TrackStream(str, Enum):
@@ -89,6 +90,9 @@ class Manifest:
     file: str
     default_repository: str | None
     packages: tuple[PackageSpec, ...]
+    # How each repository's origin is checked (verify.RepositoryTrust); one not listed
+    # is verified by signature with every key in the keys directory.
+    repositories: tuple[RepositoryTrust, ...] = ()
 
     def get(self, name: str) -> PackageSpec | None:
         return next((p for p in self.packages if p.name == name), None)
@@ -105,7 +109,10 @@ class Manifest:
 
 
 TOP_KEYS = ("composable",)
-MANIFEST_KEYS = ("default_repository", "packages")
+MANIFEST_KEYS = ("default_repository", "repositories", "packages")
+REPOSITORY_KEYS = ("url", "verify", "keys", "key_fingerprint")
+KEY_FILE_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._+@-]{0,127}\.(?:asc|gpg|pgp)\Z")
+MAX_REPOSITORIES = 64
 PACKAGE_KEYS = (
     "name",
     "repository",
@@ -727,9 +734,94 @@ def validate(doc: Document) -> Manifest:
     if "default_repository" in raw:
         default = check.repository(("composable", "default_repository"), raw["default_repository"])
     packages = _packages(check, raw, has_default="default_repository" in raw)
+    repositories = _repositories(check, raw.get("repositories")) if "repositories" in raw else ()
     if check.problems:
         raise ConfigError(_in_order(check.problems))
-    return Manifest(doc.file, default, packages)
+    return Manifest(doc.file, default, packages, repositories)
+
+
+def _repositories(check: _Checker, raw: object) -> tuple[RepositoryTrust, ...]:
+    """`repositories:`, a list of {url, verify, keys, key_fingerprint}."""
+    path: KeyPath = ("composable", "repositories")
+    example = "[{url: https://repo.example/fcos, key_fingerprint: <40 hex digits>}]"
+    if not isinstance(raw, list):
+        check.report(path, f"must be a list, not {_kind(raw)}", f"for example {example}")
+        return ()
+    if len(raw) > MAX_REPOSITORIES:
+        check.report(
+            path,
+            f"lists {len(raw)} repositories, more than {MAX_REPOSITORIES}",
+            "keep the ones the packages use",
+        )
+        return ()
+    out: list[RepositoryTrust] = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(raw):
+        at = (*path, index)
+        if not isinstance(entry, dict):
+            check.report(at, f"must be a mapping, not {_kind(entry)}", f"for example {example}")
+            continue
+        check.keys(at, entry, REPOSITORY_KEYS)
+        if "url" not in entry:
+            check.report(at, "needs url:", "the repository's base URL, as in default_repository:")
+            continue
+        url = check.repository((*at, "url"), entry["url"])
+        verification = Verification.SIGNATURE
+        if "verify" in entry:
+            verification = (
+                check.choice((*at, "verify"), entry["verify"], Verification, "verification")
+                or verification
+            )
+        keys: tuple[str, ...] = ()
+        if "keys" in entry:
+            keys = check.names((*at, "keys"), entry["keys"], "fleet.asc") or ()
+            for k, name in enumerate(keys):
+                if not KEY_FILE_RE.match(name):
+                    check.report(
+                        (*at, "keys", k),
+                        f"{name!r} is not a key file name",
+                        "name a file in the keys directory: NAME.asc, .gpg or .pgp",
+                    )
+        fingerprints: list[str] = []
+        if "key_fingerprint" in entry:
+            value = entry["key_fingerprint"]
+            listed = [value] if isinstance(value, str) else value
+            if not isinstance(listed, list) or not listed:
+                check.report(
+                    (*at, "key_fingerprint"),
+                    "must be a fingerprint or a list of them",
+                    "copy it from gpg --fingerprint KEY",
+                )
+                listed = []
+            for k, item in enumerate(listed):
+                fpr = normal_fingerprint(item) if isinstance(item, str) else None
+                if fpr is None:
+                    where = (*at, "key_fingerprint") + ((k,) if isinstance(value, list) else ())
+                    check.report(
+                        where,
+                        f"{item!r} is not an OpenPGP fingerprint (40 or 64 hex digits)",
+                        "copy it from gpg --fingerprint KEY",
+                    )
+                else:
+                    fingerprints.append(fpr)
+        if verification is Verification.CHECKSUM and (keys or fingerprints):
+            check.report(
+                (*at, "verify"),
+                "is checksum, so keys: and key_fingerprint: would never be used",
+                "remove them, or verify: signature",
+            )
+        if url is None:
+            continue
+        if url in seen:
+            check.report(
+                (*at, "url"),
+                f"{url} is listed twice (first as entry {seen[url]})",
+                "keep one entry per repository",
+            )
+            continue
+        seen[url] = index
+        out.append(RepositoryTrust(url, verification, tuple(keys), tuple(fingerprints)))
+    return tuple(out)
 
 
 def _in_order(problems: list[Problem]) -> list[Problem]:

@@ -109,6 +109,11 @@ class Paths:
         return os.path.join(self.config_dir, "composable.yaml")
 
     @property
+    def keys_dir(self) -> str:
+        """The OpenPGP public keys trusted to sign repositories (docs/repository.md)."""
+        return os.path.join(self.config_dir, "keys")
+
+    @property
     def stores_dir(self) -> str:
         return os.path.join(self.state_dir, "layers")
 

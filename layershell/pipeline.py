@@ -98,13 +98,56 @@ def spec_record(spec: manifest.PackageSpec, repository: str | None) -> dict[str,
     }
 
 
-class Planner:
-    """Resolves requests to jobs, reading indexes through the fetcher (cached, 304s)."""
+def trust_for(
+    paths: Paths, loaded: manifest.Manifest | None, target: Target | None, warn: Log
+) -> verify.Trust:
+    """What this host trusts: the keys in its keys directory, the manifest's
+    `repositories:` settings, the generations the installing layer accepted."""
+    return verify.Trust(
+        paths.keys_dir,
+        loaded.repositories if loaded is not None else (),
+        record_file=target.generations_file if target is not None else None,
+        warn=warn,
+    )
 
-    def __init__(self, fetcher: fetch.Fetcher, *, arch: str, os_version: str | None) -> None:
+
+def accepted_generations(db: State, arch: str) -> dict[str, int]:
+    """The newest generation each repository's installed versions were verified at: what
+    the layer had accepted at least, should its repositories.json be lost."""
+    seen: dict[str, int] = {}
+    for row in db.all():
+        verified, repository = row.spec.get("verified"), row.spec.get("repository")
+        if not isinstance(verified, dict) or not isinstance(repository, str):
+            continue
+        generation = verified.get("generation")
+        if type(generation) is int:
+            key = f"{repository}/{arch}"
+            seen[key] = max(seen.get(key, 0), generation)
+    return seen
+
+
+class Planner:
+    """Resolves requests to jobs, reading indexes through the fetcher (cached, 304s),
+    each repository accepted by `trust` first (verify.py decides; fetch only fetches)."""
+
+    def __init__(
+        self,
+        fetcher: fetch.Fetcher,
+        *,
+        arch: str,
+        os_version: str | None,
+        trust: verify.Trust,
+    ) -> None:
         self.fetcher = fetcher
         self.arch = arch
         self.os_version = os_version
+        self.trust = trust
+        # (name, version) -> how it was verified, for the record (core info shows it)
+        self.verified: dict[tuple[str, str], dict[str, object]] = {}
+
+    def use_record(self, session: Session) -> None:
+        """Under the lock: the installed versions also say which generations were accepted."""
+        self.trust.history = lambda: accepted_generations(session.db, self.arch)
 
     def _get_text(self, url: str) -> bytes | None:
         # A file:// <name>_latest may be a symlink: its target names the version.
@@ -115,18 +158,49 @@ class Planner:
     def resolve(
         self, name: str, repository: str, version: str, kind: str, stream: str, pin: str | None
     ) -> plan.Artifact:
-        return plan.resolve(
+        try:
+            base = repo.check_repository(repository)
+        except LayershellError:
+            base = None  # plan.resolve says what is wrong with it
+        get_index: plan.Fetch = self.fetcher.get_index
+        get_text: plan.Fetch = self._get_text
+        accepted = None
+        if base is not None:
+            # All three revalidated with one conditional request each (304s): an
+            # unchanged repository costs three small answers.
+            accepted = self.trust.accept(
+                base, self.arch, self.fetcher.get_index, self.fetcher.get_index
+            )
+            signed_index = accepted.index
+            if signed_index is not None:
+                # Only what was signed: the index matched against SHA256SUMS, and no
+                # <name>_latest file (the signed index records what it names).
+                url = repo.index_url(base, self.arch)
+                get_index = lambda u: signed_index if u == url else None  # noqa: E731
+                get_text = lambda _u: None  # noqa: E731
+        art = plan.resolve(
             name, repository, version, kind, stream,
             arch=self.arch, os_version=self.os_version,
-            get_index=self.fetcher.get_index, get_text=self._get_text, sha256_pin=pin,
+            get_index=get_index, get_text=get_text, sha256_pin=pin,
         )  # fmt: skip
+        if accepted is not None:
+            accepted.confirm(art.name, art.version, art.file_name, art.sha256)
+            self.verified[(art.name, art.version)] = accepted.record()
+        return art
+
+    def verification(self, art: plan.Artifact) -> dict[str, object]:
+        return (
+            {"verified": self.verified[(art.name, art.version)]}
+            if ((art.name, art.version) in self.verified)
+            else {}
+        )
 
     def from_spec(self, spec: manifest.PackageSpec, repository: str) -> Job:
         art = self.resolve(
             spec.name, repository, spec.version, spec.version_kind.value,
             spec.track_stream.value, spec.sha256,
         )  # fmt: skip
-        record = spec_record(spec, repository)
+        record = {**spec_record(spec, repository), **self.verification(art)}
         return Job(art.name, art.version, art.url, None, art.sha256, art.size, record)
 
     def from_reference(self, text: str) -> Job:
@@ -143,13 +217,19 @@ class Planner:
             "version_kind": kind,
             "track_stream": "stable",
             "repository": ref.repository,
+            **self.verification(art),
         }
         return Job(art.name, art.version, art.url, None, art.sha256, art.size, record)
 
     @staticmethod
     def from_tarball(
-        path: str, profile: str | None = None, loaded: manifest.Manifest | None = None
+        path: str,
+        profile: str | None = None,
+        loaded: manifest.Manifest | None = None,
+        verification: str = "none",
     ) -> Job:
+        """A tarball installed as given: `none` (the admin named it), or `inbox` (root's
+        inbox, where Ignition put it after checking the config's hash of it)."""
         parsed = repo.split_artifact_name(os.path.basename(path))
         if parsed is None:
             raise LayershellError(
@@ -158,13 +238,19 @@ class Planner:
                 exit_code=2,
             )
         name, version, _ = parsed
-        record: dict[str, object] = {"version_kind": "file"}
+        # Installed as given: the admin named the file (the inbox's is covered by the
+        # hash in the Ignition config that put it there, docs/security.md).
+        verified = {"verification": verification}
+        record: dict[str, object] = {"version_kind": "file", "verified": verified}
         spec = loaded.get(name) if loaded is not None else None
         if spec is not None:
             # A tarball the manifest names (the inbox, after Ignition): the manifest says
             # how it is exposed; the path's profile, if any, wins for the profile.
-            record = {**spec_record(spec, loaded.repository_for(spec) if loaded else None),
-                      "version_kind": "file"}  # fmt: skip
+            record = {
+                **spec_record(spec, loaded.repository_for(spec) if loaded else None),
+                "version_kind": "file",
+                "verified": verified,
+            }
         if profile is not None:
             record["profile"] = profile
         return Job(name, version, None, os.path.abspath(path), None, None, record)

@@ -26,6 +26,9 @@ from layershell.atomic import write_atomic
 from layershell.errors import ConfigError, LayershellError, Problem
 
 INDEX_NAME = "index.json"
+SUMS_NAME = "SHA256SUMS"  # what a signature covers: index.json and the tarballs
+SIGNATURE_NAME = "SHA256SUMS.gpg"  # its detached OpenPGP signature
+MAX_INDEX = 16 << 20
 INDEX_FORMAT = 1
 STREAMS_FILES = ("streams.yaml", "streams.json")
 # Stable first: the order in which a version reaches streams is testing -> next -> stable.
@@ -410,6 +413,11 @@ class Index:
     # name -> the version its <name>_latest file names, recorded when the index was
     # built, so a client with the index never fetches the file (one request per check).
     latest: Mapping[str, str] = field(default_factory=dict)
+    # Which publication this is and until when it may be used (docs/repository.md,
+    # "Signatures"): covered by the signature through SHA256SUMS. None in an index from
+    # before them, which only a repository with `verify: checksum` may serve.
+    generation: int | None = None
+    expires: str | None = None  # RFC 3339, UTC: 2026-12-31T00:00:00Z
 
     def entries(self, name: str) -> tuple[IndexEntry, ...]:
         return self.packages.get(name, ())
@@ -499,10 +507,40 @@ def parse_index(data: bytes, source: str) -> Index:
     ):
         problem("latest", "must map package names to versions")
         latest = {}
+    generation = doc.get("generation")
+    if generation is not None and (type(generation) is not int or not 0 < generation < 1 << 63):
+        problem("generation", f"must be a whole number from 1, not {generation!r}")
+        generation = None
+    expires = doc.get("expires")
+    if expires is not None and (not isinstance(expires, str) or expiry_time(expires) is None):
+        problem("expires", f"must be a UTC time like 2026-12-31T00:00:00Z, not {expires!r}")
+        expires = None
     if problems:
         raise fail()
     assert isinstance(arch, str)
-    return Index(arch=arch, packages=parsed, latest=dict(latest))
+    return Index(
+        arch=arch, packages=parsed, latest=dict(latest), generation=generation, expires=expires
+    )
+
+
+EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def expiry_time(text: str) -> float | None:
+    """Seconds since the epoch of an index's `expires` (UTC, whole seconds), or None."""
+    import calendar
+    import time
+
+    try:
+        return float(calendar.timegm(time.strptime(text, EXPIRES_FORMAT)))
+    except (ValueError, OverflowError):
+        return None
+
+
+def expiry_text(when: float) -> str:
+    import time
+
+    return time.strftime(EXPIRES_FORMAT, time.gmtime(when))
 
 
 def _parse_entry(
@@ -569,6 +607,10 @@ def render_index(index: Index) -> bytes:
     }
     if index.latest:
         doc["latest"] = dict(sorted(index.latest.items()))
+    if index.generation is not None:
+        doc["generation"] = index.generation
+    if index.expires is not None:
+        doc["expires"] = index.expires
     # Keys in a fixed order rather than sorted: "version" first reads best, and the
     # output is as stable either way.
     return (json.dumps(doc, indent=2) + "\n").encode()
@@ -702,7 +744,7 @@ def build_index(
 
     found: dict[str, dict[str, tuple[str, int, str]]] = {}  # name -> version -> (file, size, sha)
     latest_files: list[str] = []
-    skip = {INDEX_NAME, *STREAMS_FILES}
+    skip = {INDEX_NAME, SUMS_NAME, SIGNATURE_NAME, *STREAMS_FILES}
     if streams_file:
         skip.add(os.path.basename(streams_file))
     for item in sorted(os.scandir(directory), key=lambda d: d.name):
@@ -757,12 +799,116 @@ def build_index(
     return Index(arch=arch, packages=dict(sorted(packages.items())), latest=latest), warnings
 
 
+DEFAULT_EXPIRY = 30 * 86400.0  # seconds: `core repo index --expires 30d`
+
+
+def _previous_generation(directory: str) -> int:
+    try:
+        with open(os.path.join(directory, INDEX_NAME), "rb") as f:
+            old = parse_index(f.read(MAX_INDEX + 1), INDEX_NAME)
+    except (OSError, LayershellError):
+        return 0
+    return old.generation or 0
+
+
+def publish_sums(directory: str, index: Index, index_bytes: bytes) -> dict[str, str]:
+    """file name -> sha256 of what SHA256SUMS lists: index.json, every tarball of the
+    index, and each `<name>_latest` that is a regular file (a symlink's target is listed
+    as its tarball)."""
+    import hashlib
+
+    sums = {INDEX_NAME: hashlib.sha256(index_bytes).hexdigest()}
+    for entries in index.packages.values():
+        for e in entries:
+            sums[e.file] = e.sha256
+    for name in index.latest:
+        path = os.path.join(directory, f"{name}_{LATEST}")
+        if os.path.isfile(path) and not os.path.islink(path):
+            sums[os.path.basename(path)] = sha256_file(path)[0]
+    return sums
+
+
+def sign_file(path: str, key: str, output: str, gnupg_home: str | None = None) -> None:
+    """A detached OpenPGP signature of `path` by `key`, made by the real gpg (its
+    GNUPGHOME, or `gnupg_home`; its agent), written to `output` once gpg has succeeded."""
+    import shutil
+    import subprocess
+
+    gpg = shutil.which("gpg") or shutil.which("gpg2")
+    if gpg is None:
+        raise RepositoryError(
+            "--sign needs gpg, which is not installed",
+            "install gnupg (Debian: apt-get install gnupg; Fedora: gnupg2)",
+        )
+    part = output + ".part"
+    try:
+        done = subprocess.run(
+            [gpg, "--batch", "--yes", "--local-user", key, "--detach-sign", "--output", part, path],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **({"GNUPGHOME": gnupg_home} if gnupg_home else {})},
+        )
+    except subprocess.TimeoutExpired:
+        raise RepositoryError(
+            "gpg did not sign within 120 s", "is it waiting for a passphrase?"
+        ) from None
+    if done.returncode != 0:
+        if os.path.exists(part):
+            os.unlink(part)
+        said = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        raise RepositoryError(
+            f"gpg could not sign {path} with {key!r}: {said[0]}",
+            "list the secret keys with gpg --list-secret-keys; --sign takes a fingerprint or"
+            " an e-mail address",
+        )
+    os.chmod(part, 0o644)
+    os.replace(part, output)
+
+
 def write_index(
-    directory: str, arch: str | None = None, streams_file: str | None = None
+    directory: str,
+    arch: str | None = None,
+    streams_file: str | None = None,
+    *,
+    sign: str | None = None,
+    expires_in: float = DEFAULT_EXPIRY,
+    generation: int | None = None,
+    now: float | None = None,
+    gnupg_home: str | None = None,
 ) -> tuple[Index, list[str]]:
-    """build_index, then write `<directory>/index.json` atomically (readable by all)."""
+    """build_index, then write, atomically and readable by all, `<directory>/index.json`
+    (with the next generation and an expiry), SHA256SUMS over it and the tarballs, and,
+    with `sign`, SHA256SUMS.gpg (a stale one is removed when not signing)."""
+    import dataclasses
+    import time
+
     index, warnings = build_index(directory, arch, streams_file)
-    write_atomic(os.path.join(directory, INDEX_NAME), render_index(index), mode=0o644)
+    previous = _previous_generation(directory)
+    if generation is None:
+        generation = previous + 1
+    elif generation < previous:
+        warnings.append(
+            f"generation {generation} is older than the {previous} published before: hosts"
+            f" that accepted {previous} refuse it"
+        )
+    when = (time.time() if now is None else now) + expires_in
+    index = dataclasses.replace(index, generation=generation, expires=expiry_text(when))
+    data = render_index(index)
+    write_atomic(os.path.join(directory, INDEX_NAME), data, mode=0o644)
+    sums = os.path.join(directory, SUMS_NAME)
+    lines = "".join(
+        f"{sha}  {name}\n" for name, sha in sorted(publish_sums(directory, index, data).items())
+    )
+    write_atomic(sums, lines, mode=0o644)
+    signature = os.path.join(directory, SIGNATURE_NAME)
+    if sign is not None:
+        sign_file(sums, sign, signature, gnupg_home)
+    elif os.path.exists(signature):
+        os.unlink(signature)
+        warnings.append(f"removed the old {SIGNATURE_NAME}: it signed the previous {SUMS_NAME}")
     return index, warnings
 
 

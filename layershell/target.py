@@ -37,6 +37,11 @@ class Target:
         return os.path.join(self.store, "lock")
 
     @property
+    def generations_file(self) -> str:
+        """The newest generation of each signed repository this layer accepted."""
+        return os.path.join(self.store, "repositories.json")
+
+    @property
     def cache_dir(self) -> str:
         return os.path.join(self.store, "cache")
 

@@ -89,7 +89,8 @@ def plan(
                               f"held at {row.version}: {art.version}'s service did not start "
                               f"(core install {row.name} to retry)"))  # fmt: skip
             continue
-        job = Job(art.name, art.version, art.url, None, art.sha256, art.size, dict(row.spec))
+        spec = {**row.spec, **planner.verification(art)}
+        job = Job(art.name, art.version, art.url, None, art.sha256, art.size, spec)
         steps.append(Step(row.name, row.version, art.version, stream, kind, repository, job))
     return steps
 

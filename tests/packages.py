@@ -6,8 +6,12 @@ import io
 import os
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from layershell import repo
+
+if TYPE_CHECKING:
+    from tests.signing import Key
 
 ARCH = repo.host_arch()
 
@@ -68,9 +72,21 @@ class Repository:
     def streams(self, text: str) -> None:
         (self.arch_dir / "streams.yaml").write_text(text)
 
-    def index(self) -> None:
+    def index(self, *, sign: Key | bool | None = True, **options: Any) -> None:
+        """index.json and SHA256SUMS, signed by the suite's key (tests/signing.py) unless
+        `sign` is False or another key."""
+        from tests import signing
+
         streams = self.arch_dir / "streams.yaml"
-        repo.write_index(str(self.arch_dir), ARCH, str(streams) if streams.exists() else None)
+        by = signing.key() if sign is True else sign or None
+        repo.write_index(
+            str(self.arch_dir),
+            ARCH,
+            str(streams) if streams.exists() else None,
+            sign=by.fingerprint if by else None,
+            gnupg_home=by.home if by else None,
+            **options,
+        )
         for p in self.arch_dir.iterdir():
             p.chmod(0o644)
 

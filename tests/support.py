@@ -122,9 +122,17 @@ def rootless_identity() -> Iterator[Identity]:
             ident = Identity(os.getuid(), os.getgid(), home)
         init = ident.run(python_cmd("--rootless", "init"))
         assert init.returncode == 0, init.stderr.decode()
+        trust_test_key(ident)
         yield ident
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def trust_test_key(ident: Identity) -> None:
+    """The identity trusts the key the suite's repositories are signed with."""
+    from tests import signing
+
+    signing.key().trust(ident.home / ".config/layershell/keys", (ident.uid, ident.gid))
 
 
 LAYERS_TEMPLATE = """\
@@ -234,6 +242,9 @@ def system_stack(init_env: Mapping[str, str] | None = None) -> Iterator[SystemSt
     try:
         init = stack.core("init", "--create-users", env=init_env)
         assert init.returncode == 0, init.stderr.decode()
+        from tests import signing
+
+        signing.key().trust(root / "etc/layershell/keys")
         yield stack
     finally:
         unmount_pkgs(root)
@@ -274,6 +285,7 @@ def small_disk_identity(size: str = "20m") -> Iterator[Identity]:
         ident = Identity(NOBODY, NOBODY, home, prefix)
         init = ident.run(python_cmd("--rootless", "init"))
         assert init.returncode == 0, init.stderr.decode()
+        trust_test_key(ident)
         yield ident
     finally:
         subprocess.run(["umount", "-l", str(base)], check=False)

@@ -353,7 +353,7 @@ def bed() -> Iterator[testbed.Testbed]:
                 ".", check=True,
             )  # fmt: skip
         tb.exec("chmod", "-R", "a+rX", "/srv", check=True)
-        tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
+        testbed.publish(tb, f"/srv/repo/{arch}")
         yield tb
 
 

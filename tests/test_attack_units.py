@@ -149,7 +149,7 @@ def bed() -> Iterator[testbed.Testbed]:
         tb.write("/srv/sockd.yaml", manifest("sockd", "strict", SOCKD_START))
         build(tb, arch, "goodsock", GOOD_UNITS)
         tb.write("/srv/goodsock.yaml", manifest("goodsock", "strict", ["goodsock.socket"]))
-        tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
+        testbed.publish(tb, f"/srv/repo/{arch}")
         yield tb
 
 

@@ -32,7 +32,7 @@ def run_bench(script: str, *args: str, rows: tuple[str, ...], goals: int, timeou
 @pytest.mark.skipif(not userns_available(), reason="needs unprivileged user namespaces")
 def test_bench_layer_shell_runs() -> None:
     rows = ("native /bin/true", "shim: ptrue (profile default)", "shim, no seccomp filter")
-    run_bench("bench_layer_shell.py", "--calls", "3", "--warmup", "1", rows=rows, goals=4,
+    run_bench("bench_layer_shell.py", "--calls", "3", "--warmup", "1", rows=rows, goals=5,
               timeout=300)  # fmt: skip
 
 
@@ -44,6 +44,8 @@ def test_bench_install_runs_quick() -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     assert "goal" in r.stdout, r.stdout
+    assert "1s install from a signed file:// repository" in r.stdout, r.stdout
+    assert "goal: verification adds <= 10% to an install from a repository:" in r.stdout
 
 
 @pytest.mark.slow

@@ -129,10 +129,15 @@ def first_boot_repository(work: Path) -> tuple[HttpRepo, Path]:
 
 
 def render_config(manifest: Path, out: Path, *args: str) -> None:
-    """`core ignition` as an admin runs it (this host's layershell), then the real
-    ignition-validate."""
+    """`core ignition` as an admin runs it (this host's layershell, the admin's copy of
+    the repository's key), then the real ignition-validate."""
+    from tests import signing
+
+    keys = out.parent / "admin-keys"
+    signing.key().trust(keys)
     r = subprocess.run(
-        [sys.executable, "-m", "layershell", "ignition", str(manifest), "-o", str(out), *args],
+        [sys.executable, "-m", "layershell", "ignition", str(manifest), "-o", str(out),
+         "--keys-dir", str(keys), *args],
         capture_output=True, text=True, check=False, cwd="/",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -180,6 +185,11 @@ def test_first_boot_installs_both_packages(first_booted: testbed.Testbed) -> Non
     tb = first_booted
     assert tb.host_path("/var/lib/layershell/firstboot.stamp").exists()
     assert installed(tb) == {"greet": "v1", "svcweb": "1.0"}
+    # The key the signed repository was checked with, for the host's own updates.
+    from tests import signing
+
+    key = tb.host_path(f"/etc/layershell/keys/{signing.TEST_KEY_FILE}")
+    assert key.read_bytes() == signing.key().public
     r = tb.exec("runuser", "-u", "otto", "--", "/usr/local/bin/greet")
     assert r.stdout.strip() == "greet v1 says hi to otto", r.stderr
     journal = tb.exec(

@@ -274,10 +274,13 @@ def layer_state(ident: Identity) -> list[str]:
     and the shims, one line each."""
     r = core(ident, "list", "--json", "--all")
     assert r.returncode == 0, r.stderr.decode()
-    rows = [
-        json.dumps({k: v for k, v in row.items() if k != "installed_at"}, sort_keys=True)
-        for row in json.loads(r.stdout)
-    ]
+    rows = []
+    for row in json.loads(r.stdout):
+        verified = row.get("spec", {}).get("verified")
+        if isinstance(verified, dict):
+            verified.pop("at", None)  # when it was checked, like installed_at
+        rows.append(json.dumps({k: v for k, v in row.items() if k != "installed_at"},
+                               sort_keys=True))  # fmt: skip
     pkgs = ident.home / ".local/share/layershell/pkgs"
     bin_dir = ident.home / ".local/bin"
     trees = [f"tree {p.name}" for p in pkgs.iterdir() if not p.name.startswith(".")]

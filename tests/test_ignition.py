@@ -89,7 +89,17 @@ def one_package(url: str, version: str = "v0.0.1", extra: str = "") -> str:
 def run(tmp_path: Path, *args: str) -> Result:
     root = tmp_path / "host"  # relocated: its etc/layershell/layers.yaml, if any, is used
     root.mkdir(exist_ok=True)
+    if "--keys-dir" not in args:  # the admin's copy of the key the repositories are signed by
+        args = (*args, "--keys-dir", str(admin_keys(tmp_path)))
     return CliRunner().invoke(cli, ["--root", str(root), "ignition", *args])
+
+
+def admin_keys(tmp_path: Path) -> Path:
+    from tests import signing
+
+    keys = tmp_path / "admin-keys"
+    signing.key().trust(keys)
+    return keys
 
 
 def render(tmp_path: Path, manifest_path: Path, *args: str, name: str = "config.ign") -> Path:
@@ -386,6 +396,7 @@ def test_rendering_writes_nothing_but_its_output(
     ftp = servers.ftp(repository.root)
     source = write_manifest(tmp_path, one_package(ftp.url))
     (tmp_path / "host").mkdir()
+    admin_keys(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
     out = render(tmp_path, source)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, out.name])
@@ -461,7 +472,8 @@ def test_the_library_reports_each_package(
     loaded, data = ignition.read_manifest(str(write_manifest(tmp_path, text)))
     layers = config.load_stack(stack.shipped_layers_file())
     lines: list[str] = []
-    rendered = ignition.render(loaded, data, layers, log=lines.append)
+    rendered = ignition.render(loaded, data, layers, log=lines.append,
+                               keys_dir=str(admin_keys(tmp_path)))  # fmt: skip
     assert [(p.name, p.version, p.embedded) for p in rendered.packages] == [
         ("goss", "v0.0.1", False),
         ("hello", "1.0", True),
@@ -617,3 +629,54 @@ def test_real_ignition_refuses_a_tarball_changed_after_rendering(
     assert "--- stage files: exit status 1" in log
     assert "hash verification failed" in log
     assert not (root / "opt" / "inbox" / "default" / "arne" / "goss_v0.0.1.tar.gz").exists()
+
+
+def test_a_signed_repository_gives_the_host_its_key(
+    tmp_path: Path, units: Path, repository: Repository
+) -> None:
+    """The rendered config carries the key the repository was checked with, where the
+    host's keys directory is, and passes ignition-validate."""
+    from tests import signing
+
+    tools = ignition_tools.require()
+    out = render(tmp_path, write_manifest(tmp_path, one_package(repository.file_url)))
+    ignition_tools.validate(tools, out)
+    files = by_path(json.loads(out.read_text())["storage"]["files"])
+    key = files[f"/etc/layershell/keys/{signing.TEST_KEY_FILE}"]
+    assert decode(key["contents"]["source"]) == signing.key().public
+    assert key["mode"] == 0o644
+
+
+def test_a_repository_refused_at_render_renders_nothing(
+    tmp_path: Path, units: Path, repository: Repository
+) -> None:
+    """The admin's machine checks the repository as the host would: one signed by a key
+    it does not trust gives no config."""
+    from tests import signing
+
+    repository.index(sign=signing.other())
+    out = tmp_path / "config.ign"
+    r = run(
+        tmp_path,
+        str(write_manifest(tmp_path, one_package(repository.file_url))),
+        "--output",
+        str(out),
+    )
+    assert r.exit_code == 3, r.output
+    assert "not trusted here" in r.output + r.stderr and not out.exists()
+
+
+def test_only_the_keys_a_repository_names_are_embedded(
+    tmp_path: Path, units: Path, repository: Repository
+) -> None:
+    from tests import signing
+
+    keys = tmp_path / "keys"
+    signing.other().trust(keys, name="unrelated.asc")
+    signing.key().trust(keys, name="fleet.asc")
+    extra = f"  repositories:\n    - url: {repository.file_url}\n      keys: [fleet.asc]\n"
+    text = one_package(repository.file_url).replace("  packages:\n", extra + "  packages:\n")
+    out = render(tmp_path, write_manifest(tmp_path, text), "--keys-dir", str(keys))
+    files = by_path(json.loads(out.read_text())["storage"]["files"])
+    embedded = sorted(p for p in files if p.startswith("/etc/layershell/keys/"))
+    assert embedded == ["/etc/layershell/keys/fleet.asc"]

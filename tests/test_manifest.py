@@ -929,3 +929,120 @@ def test_enums_are_the_words_users_type() -> None:
     assert [m.value for m in InstallMethod] == ["copy", "symlink", "auto"]
     assert [m.value for m in VersionKind] == ["pinned", "latest", "os"]
     assert TrackStream("testing") == "testing"
+
+
+REPOS = "composable.repositories"
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (("  repositories: https://x",), [(5, 17, f"{REPOS}: must be a list, not text")]),
+        (
+            ("  repositories:", "    - verify: checksum"),
+            [
+                (
+                    6,
+                    7,
+                    f"{REPOS}.0: needs url: (the repository's base URL, as in default_repository:)",
+                )
+            ],
+        ),
+        (
+            ("  repositories:", "    - url: https://composable.example", "      verify: gpg"),
+            [(7, 15, f"{REPOS}.0.verify: unknown verification 'gpg'")],
+        ),
+        (
+            (
+                "  repositories:",
+                "    - url: https://composable.example",
+                "      key_fingerprint: abc",
+            ),
+            [(7, 24, f"{REPOS}.0.key_fingerprint: 'abc' is not an OpenPGP fingerprint")],
+        ),
+        (
+            ("  repositories:", "    - url: https://composable.example", "      keys: [../k.asc]"),
+            [(7, 14, f"{REPOS}.0.keys.0: '../k.asc' is not a key file name")],
+        ),
+        (
+            (
+                "  repositories:",
+                "    - url: https://composable.example",
+                "      verify: checksum",
+                "      keys: [a.asc]",
+            ),
+            [
+                (
+                    7,
+                    15,
+                    f"{REPOS}.0.verify: is checksum, so keys: and key_fingerprint:",
+                )
+            ],
+        ),
+        (
+            (
+                "  repositories:",
+                "    - url: https://composable.example",
+                "    - url: https://composable.example/",
+            ),
+            [(7, 12, f"{REPOS}.1.url: https://composable.example is listed twice")],
+        ),
+        (
+            ("  repositories:", "    - url: https://composable.example", "      colour: blue"),
+            [(7, 7, f"{REPOS}.0.colour: unknown key")],
+        ),
+        (
+            ("  repositories:", "    - url: https://u:secret@composable.example"),
+            [(6, 12, f"{REPOS}.0.url:")],
+        ),
+    ],
+    ids=[
+        "not-a-list",
+        "no-url",
+        "bad-verify",
+        "bad-fingerprint",
+        "bad-key-file",
+        "checksum-with-keys",
+        "twice",
+        "unknown-key",
+        "password",
+    ],
+)
+def test_bad_repositories(tmp_path: Path, lines: tuple[str, ...], expected: Expected) -> None:
+    text = yml(TOP[0], TOP[1], "  packages:", "    - {name: goss, version: v0.0.1}", *lines)
+    path = tmp_path / "composable.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        manifest.load_manifest(str(path))
+    got = [str(p) for p in info.value.problems]
+    assert len(got) == len(expected), got
+    for shown, (line, column, start) in zip(got, expected, strict=True):
+        assert shown.startswith(f"{path}:{line}:{column}: {start}"), shown
+    assert "secret" not in "\n".join(got)
+    assert info.value.exit_code == 2
+
+
+def test_repositories_become_trust_settings(tmp_path: Path) -> None:
+    from layershell.verify import RepositoryTrust, Verification
+
+    fpr = "0D8A 1B2C 3D4E 5F60 7182 93A4 B5C6 D7E8 F901 2345"
+    text = yml(
+        *TOP,
+        *GOSS,
+        "  repositories:",
+        "    - url: https://composable.example/",
+        f"      key_fingerprint: {fpr}",
+        "      keys: [fleet.asc]",
+        "    - url: file:///media/usb",
+        "      verify: checksum",
+    )
+    loaded = load(tmp_path, text)
+    assert loaded.repositories == (
+        RepositoryTrust(
+            "https://composable.example",
+            Verification.SIGNATURE,
+            ("fleet.asc",),
+            (fpr.replace(" ", ""),),
+        ),
+        RepositoryTrust("file:///media/usb", Verification.CHECKSUM),
+    )

@@ -53,7 +53,7 @@ def bed() -> Iterator[testbed.Testbed]:
                 f"tar -C /srv/src/{name} -czf /srv/repo/{arch}/{name}_1.0.tar.gz .",
                 check=True, timeout=300,
             )  # fmt: skip
-        tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
+        testbed.publish(tb, f"/srv/repo/{arch}")
         # The host's own manifest: only it can grant a package's service `trusted`.
         tb.write(
             "/etc/layershell/composable.yaml",
@@ -72,7 +72,7 @@ def bed() -> Iterator[testbed.Testbed]:
                 "[Install]\nWantedBy=multi-user.target\n",
             },
         )
-        tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
+        testbed.publish(tb, f"/srv/repo/{arch}")
         tb.write("/srv/code.yaml", manifest({"webcode": ("default", "copy")}))
         r = tb.exec("core", "install", "--quiet", timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -209,7 +209,7 @@ def test_same_unit_name_from_two_images_is_refused_clearly(bed: testbed.Testbed)
     # The host now ships svctrusted.service itself (as another image or an admin would).
     bed.write("/etc/systemd/system/svctrusted.service", "[Service]\nExecStart=/bin/true\n")
     try:
-        bed.exec("core", "repo", "index", f"/srv/other/{arch}", check=True)
+        testbed.publish(bed, f"/srv/other/{arch}")
         r = bed.exec("core", "install", f"file:///srv/other/{arch}/svctrusted_2.0", timeout=300)
         assert r.returncode == 1
         assert "/etc/systemd/system/svctrusted.service already exist" in r.stderr
@@ -226,7 +226,7 @@ def test_trusted_needs_the_hosts_manifest(bed: testbed.Testbed) -> None:
         f"tar -C /srv/src/svcown -czf /srv/repo/{arch}/svcown_1.0.tar.gz .",
         check=True,
     )  # fmt: skip
-    bed.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
+    testbed.publish(bed, f"/srv/repo/{arch}")
     bed.write("/srv/own.yaml", manifest({"svcown": ("trusted", "copy")}))
     r = bed.exec("core", "install", "--quiet", "--config", "/srv/own.yaml", timeout=300)
     assert r.returncode == 1

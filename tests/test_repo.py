@@ -732,10 +732,14 @@ def test_write_index(arch_dir: Path) -> None:
     assert written == repo.render_index(index)
     assert repo.parse_index(written, "x") == index
     assert stat.S_IMODE((arch_dir / "index.json").stat().st_mode) == 0o644
-    # A second run indexes the same artifacts and does not take index.json for one.
+    # A second run indexes the same artifacts (it takes neither index.json nor SHA256SUMS
+    # for one), as the next generation.
     again, warnings = repo.write_index(str(arch_dir))
     assert warnings == []
-    assert again == index
+    assert again.packages == index.packages and again.latest == index.latest
+    assert (index.generation, again.generation) == (1, 2)
+    sums = (arch_dir / repo.SUMS_NAME).read_text()
+    assert f"  {repo.INDEX_NAME}\n" in sums and "goss_v0.0.1.tar.gz" in sums
     assert sorted(p.name for p in arch_dir.iterdir() if p.name.startswith(".")) == []
 
 

@@ -65,12 +65,12 @@ def publish(tb: testbed.Testbed, arch: str, version: str) -> None:
         tb.root / f"srv/repo/{arch}/tool_{version}.tar.gz",
         {"bin/tool": f'#!/bin/sh\necho "tool {version}"\n'},
     )
-    tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
+    testbed.publish(tb, f"/srv/repo/{arch}")
 
 
 def publish_dual(tb: testbed.Testbed, arch: str, version: str) -> None:
     tarball(tb.root / f"srv/repo/{arch}/dual_{version}.tar.gz", dual(version), modes=DAEMON)
-    tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
+    testbed.publish(tb, f"/srv/repo/{arch}")
 
 
 def service_says(tb: testbed.Testbed, unit: str = "svcup.service") -> str:
@@ -107,7 +107,7 @@ def bed() -> Iterator[tuple[testbed.Testbed, str]]:
                     {"bin/osdep": f'#!/bin/sh\necho "osdep for OS {v}"\n'})  # fmt: skip
         publish(tb, arch, "1.0")
         tarball(tb.root / f"srv/repo/{arch}/dual_1.0.tar.gz", dual("1.0"), modes=DAEMON)
-        tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
+        testbed.publish(tb, f"/srv/repo/{arch}")
         tb.write("/etc/layershell/composable.yaml", MANIFEST)
         r = tb.exec("core", "firstboot", timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -200,7 +200,7 @@ def test_update_whose_service_fails_goes_back_whole(bed: tuple[testbed.Testbed, 
     tb, arch = bed
     old = versions(tb)["svcup"]
     publish_svcup(tb, arch, "9.0", "fail")
-    tb.exec("core", "repo", "index", f"/srv/repo/{arch}", check=True)
+    testbed.publish(tb, f"/srv/repo/{arch}")
     r = tb.exec("core", "update", "svcup", timeout=300)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"svcup 9.0: its service did not start; switching svcup back to {old}" in r.stderr

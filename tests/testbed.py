@@ -48,7 +48,7 @@ DEFAULT_WORK = Path("/var/tmp/layershell-testbed")
 INCLUDE = (
     "systemd", "systemd-sysv", "dbus", "systemd-container", "python3", "iproute2", "procps",
     "curl", "squashfs-tools", "ca-certificates", "util-linux", "passwd", "login",
-    "libpam-modules",
+    "libpam-modules", "gpg", "gpgv",
 )  # fmt: skip
 # A root like Fedora CoreOS's as far as layershell can tell: no python3 and no C compiler
 # (minbase has none, and nothing here depends on one), for the system extension's boot.
@@ -774,6 +774,25 @@ def install_layershell(tb: Testbed, venv: Path | None = None) -> None:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.unlink(missing_ok=True)
         link.symlink_to(venv / "bin" / command)
+    # The host trusts the key the suite signs its repositories with (tests/signing.py).
+    from tests import signing
+
+    tb.write(f"/etc/layershell/keys/{signing.TEST_KEY_FILE}", signing.key().public)
+
+
+def publish(tb: Testbed, directory: str) -> None:
+    """`core repo index DIRECTORY` in the container, then SHA256SUMS signed by hand on
+    the host with the real gpg and the suite's key (no layershell involved in signing),
+    as a publisher whose key lives on another machine would."""
+    from tests import signing
+
+    tb.exec("core", "repo", "index", directory, check=True)
+    key = signing.key()
+    sums = tb.host_path(f"{directory}/SHA256SUMS")
+    signature = sums.with_name("SHA256SUMS.gpg")
+    key.gpg("--local-user", key.fingerprint, "--detach-sign", "--output", str(signature),
+            str(sums))  # fmt: skip
+    signature.chmod(0o644)
 
 
 @contextmanager

@@ -58,6 +58,13 @@ def _file_mode() -> int:
     metavar="HEX",
     help="The image's sha256 (default: from the SHA256SUMS beside the URL).",
 )
+@click.option(
+    "--keys-dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False, exists=True),
+    help="The public keys to check signed repositories with, and to give the host"
+    " (default: this machine's keys directory).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.pass_obj
 def ignition(
@@ -71,6 +78,7 @@ def ignition(
     os_version: str | None,
     sysext: str | None,
     sysext_sha256: str | None,
+    keys_dir: str | None,
     quiet: bool,
 ) -> None:
     """Render the Ignition config (or Butane) that provisions a host for FILE.
@@ -80,7 +88,9 @@ def ignition(
     /opt/inbox/<profile>/<user>/ (versions resolved now), the layer accounts, and
     layershell's first-boot and inbox units. http(s) packages are fetched by Ignition;
     file:// and ftp:// ones are embedded. With --sysext the host also gets layershell
-    itself, as a system extension merged at boot. See docs/boot.md.
+    itself, as a system extension merged at boot. Signed repositories are checked as the
+    host would, and the keys that check them go to its /etc/layershell/keys/. See
+    docs/boot.md.
     """
     form = ignition_lib.Format(fmt)
     ignition_lib.check_spec(spec, form)
@@ -102,6 +112,7 @@ def ignition(
         log=log,
         sysext=sysext,
         sysext_sha256=sysext_sha256,
+        keys_dir=keys_dir or app.paths.keys_dir,
     )
     text = ignition_lib.dump(rendered, form, spec)
     what = f"Ignition {spec}"

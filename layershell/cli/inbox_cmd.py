@@ -73,24 +73,40 @@ def inbox_cmd(app: App, directory: str | None, requeue_if_pending: bool, linger:
             source = f"the inbox ({os.path.dirname(drop.path)})"
             grants.record(
                 app.paths,
-                {drop.name: grants.from_spec(spec, source, drop.profile) if spec is not None
-                 else grants.Grant(profile=drop.profile, source=source, profile_given=True)},
-            )  # fmt: skip
+                {
+                    drop.name: grants.from_spec(spec, source, drop.profile)
+                    if spec is not None
+                    else grants.Grant(profile=drop.profile, source=source, profile_given=True)
+                },
+            )
         args = ["install", "--quiet", "--profile", drop.profile, drop.path]
         if target.must_run_as_account(where):
             argv, env = target.as_account_argv(app.paths, args)
             result = subprocess.run(
-                argv, env=env, cwd="/", user=where.uid, group=where.gid, extra_groups=[],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+                argv,
+                env=env,
+                cwd="/",
+                user=where.uid,
+                group=where.gid,
+                extra_groups=[],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
                 start_new_session=True,  # no controlling terminal of root's (terminal.py)
-            )  # fmt: skip
+            )
             if result.returncode == 0:
                 return True, result.stdout.strip() or "installed"
             return False, result.stderr.strip() or f"core install exited {result.returncode}"
         try:
             fetcher = fetch.Fetcher(where.cache_dir, progress=fetch.progress_for(quiet=True))
-            planner = pipeline.Planner(fetcher, arch=repo.host_arch(), os_version=None)
-            job = planner.from_tarball(drop.path, drop.profile, host_manifest())
+            planner = pipeline.Planner(
+                fetcher,
+                arch=repo.host_arch(),
+                os_version=None,
+                trust=pipeline.trust_for(app.paths, None, where, app.err.print),
+            )
+            job = planner.from_tarball(drop.path, drop.profile, host_manifest(), "inbox")
             report = pipeline.run(where, [job], fetcher, log=lambda _: None)
         except LayershellError as exc:
             return False, exc.message

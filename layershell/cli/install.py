@@ -118,17 +118,31 @@ def install(
         progress=fetch.progress_for(quiet=quiet),
     )
     planner = pipeline.Planner(
-        fetcher, arch=repo.host_arch(), os_version=pipeline.os_version(app.paths)
+        fetcher,
+        arch=repo.host_arch(),
+        os_version=pipeline.os_version(app.paths),
+        trust=pipeline.trust_for(app.paths, loaded, where, app.err.print),
     )
     # Planned under the lock, with the indexes as they are when this install's turn
     # comes, and exposed before another operation may change the record again.
     with pipeline.locked(where, "core install", no_wait=no_wait, log=log) as session:
+        planner.use_record(session)
         if not as_root_of_system(app):
             grant()  # rootless: a concurrent remove's shim sync must not forget it
         jobs = pipeline.plan_jobs(
             planner, list(items), loaded, where, profile=profile,
             rootless=app.paths.mode == "rootless",
         )  # fmt: skip
+        inbox = os.path.join(os.path.realpath(app.paths.inbox_dir), "")
+        for job in jobs:
+            if job.tarball is None:
+                continue
+            if os.path.realpath(job.tarball).startswith(inbox):
+                # Root's inbox: Ignition checked it against the config's hash (core inbox
+                # settles only what root alone could have put there).
+                job.spec["verified"] = {"verification": "inbox"}
+            else:
+                log(f"note: {job.tarball} is installed as given: no signature was checked")
         report = pipeline.install_jobs(session, jobs, fetcher, log=log)
         report_install(app, where, report)
         exposed = sync_exposure(app, {o.name for o in report.outcomes})

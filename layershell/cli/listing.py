@@ -201,6 +201,29 @@ def _shown(text: object) -> str:
     return value if value.isprintable() else value.encode("unicode_escape").decode()
 
 
+def _verified(record: dict[str, object]) -> str:
+    """How a version was verified, as a sentence: `signature by FPR on DATE (generation N)`."""
+    how = str(record.get("verification", "?"))
+    if how == "signature":
+        at = record.get("at")
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+            if isinstance(at, (int, float)) and 0 <= at < 253402300800
+            else "?"
+        )
+        return (
+            f"signature by {record.get('key', '?')} on {when}"
+            f" (generation {record.get('generation', '?')})"
+        )
+    if how == "checksum":
+        return "checksum only (verify: checksum), no signature"
+    if how == "none":
+        return "none: a tarball installed as given"
+    if how == "inbox":
+        return "the inbox: checked by Ignition against the hash in the config that put it there"
+    return how
+
+
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--all", "show_all", is_flag=True, help="Also inactive (previous) versions.")
@@ -275,7 +298,8 @@ def info(app: App, as_json: bool, name: str) -> None:
         for key in ("layer", "path", "source", "sha256", "files", "bytes"):
             app.out.print(f"  {key}: {_shown(getattr(r, key))}")
         for key, value in sorted(r.spec.items()):
-            app.out.print(f"  {_shown(key)}: {_shown(value)}")
+            shown = _verified(value) if key == "verified" and isinstance(value, dict) else value
+            app.out.print(f"  {_shown(key)}: {_shown(shown)}")
     policy = table.policy(rows[0])
     app.out.print(f"granted (what root acts on; from {policy.source}):")
     app.out.print(f"  profile: {policy.profile}")

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from layershell import fetch, lock, pipeline, portable, repo, target
+from layershell import fetch, grants, lock, pipeline, portable, repo, target
 from layershell import update as updates
 from layershell.atomic import write_atomic
 from layershell.cli import listing
@@ -96,10 +96,14 @@ def update_cmd(
 
     fetcher = fetch.Fetcher(where.cache_dir, progress=fetch.progress_for(quiet=quiet))
     planner = pipeline.Planner(
-        fetcher, arch=repo.host_arch(), os_version=pipeline.os_version(app.paths)
+        fetcher,
+        arch=repo.host_arch(),
+        os_version=pipeline.os_version(app.paths),
+        trust=pipeline.trust_for(app.paths, grants.host_manifest(app.paths), where, app.err.print),
     )
     only = set(names) if names else None
     if dry_run:  # changes nothing, so it reads the record without waiting for the lock
+        planner.trust.read_only = True
         steps = updates.plan(
             listing.installed(app), planner, only, os_only=if_os_changed,
             held=portable.failed(app.paths),
@@ -110,6 +114,7 @@ def update_cmd(
     # this one took it (a remove, another update) is what this one plans from.
     handed_over = os.environ.get(target.HANDED_OVER_ENV) == "1"
     with pipeline.locked(where, "core update", no_wait=no_wait, log=log) as session:
+        planner.use_record(session)
         result = updates.apply(
             session, planner, fetcher, only, os_only=if_os_changed,
             held=portable.failed(app.paths),
