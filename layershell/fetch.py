@@ -1198,7 +1198,8 @@ class Fetcher:
     def _copy_local(self, url: str, part: _Partial, name: str, budget: _Budget) -> None:
         path = _local_path(url)
         try:
-            src = open(path, "rb")  # noqa: SIM115 (closed below)
+            # As _read_local: a FIFO in the repository must not hold the layer's lock.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         except FileNotFoundError:
             raise NotFound(url) from None
         except OSError as e:
@@ -1207,7 +1208,10 @@ class Fetcher:
                 "check the path and its permissions (is the medium mounted?)",
                 url=url,
             ) from e
+        src = os.fdopen(fd, "rb")
         with src:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise FetchError(f"{path} is not a regular file", "check the repository", url=url)
             part.reset()
             self.progress.start(name, url, os.fstat(src.fileno()).st_size)
             try:
@@ -1397,7 +1401,14 @@ class Fetcher:
     def _read_local(self, url: str) -> bytes | None:
         path = _local_path(url)
         try:
-            with open(path, "rb") as f:
+            # O_NONBLOCK: a FIFO put in the repository (by whoever can write to it) must
+            # not block the operation, which holds the layer's lock, forever.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise FetchError(
+                        f"{path} is not a regular file", "check the repository", url=url
+                    )
                 body = f.read(SMALL_LIMIT + 1)
             _check_small(url, len(body))  # refused with the limit named, never cut
             return body
@@ -1409,6 +1420,15 @@ class Fetcher:
                 "check the path and its permissions",
                 url=url,
             ) from e
+
+    def _small_budget(self, url: str) -> _Budget:
+        """The deadline of one small file (an index, SHA256SUMS, its signature): the
+        rate and grace of a download, so a server sending a byte within each read timeout
+        cannot keep an operation (and the layer's lock) waiting for days."""
+        return _Budget(
+            url, None, max_size=SMALL_LIMIT, min_rate=self.min_rate, grace=self.grace,
+            clock=self.clock,
+        )  # fmt: skip
 
     def _http_small(
         self, url: str, meta: dict[str, Any] | None
@@ -1426,10 +1446,14 @@ class Fetcher:
             if response.status != 200:
                 raise _http_status_error(url, response.status, response.reason, login)
             expected_length = _content_length(response.headers)
+            budget = self._small_budget(url)
+            budget.announced(expected_length)
             body = bytearray()
             while data := self._read(response):
                 body += data
                 _check_small(url, len(body))
+                budget.received = len(body)
+                budget.check()  # a mirror that trickles must not hold the lock forever
             if expected_length is not None and len(body) < expected_length:
                 raise _Transient(
                     f"the connection closed after {len(body)} of {expected_length} bytes"
@@ -1445,10 +1469,13 @@ class Fetcher:
     ) -> tuple[bytes, dict[str, Any] | None]:
         path = _ftp_path(url)
         body = bytearray()
+        budget = self._small_budget(url)
 
         def receive(data: bytes) -> None:
             body.extend(data)
             _check_small(url, len(body))
+            budget.received = len(body)
+            budget.check()
 
         try:
             with _ftp_session(

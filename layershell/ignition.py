@@ -497,14 +497,7 @@ def _keys(loaded: Manifest, trust: verify.Trust) -> list[File]:
         if settings.verify is not verify.Verification.SIGNATURE:
             continue
         for path in verify.key_files(trust.keys_dir, settings.keys):
-            with open(path, "rb") as f:
-                data = f.read(verify.MAX_KEY_FILE + 1)
-            if len(data) > verify.MAX_KEY_FILE:
-                raise LayershellError(
-                    f"{path}: over {verify.MAX_KEY_FILE} bytes, not a key",
-                    "keep public keys only in the keys directory",
-                )
-            found[os.path.basename(path)] = data
+            found[os.path.basename(path)] = verify.read_key_file(path)
     return [
         File(os.path.join(HOST.keys_dir, name), data_url(data), FILE_MODE)
         for name, data in sorted(found.items())

@@ -120,9 +120,13 @@ def accepted_generations(db: State, arch: str) -> dict[str, int]:
         if not isinstance(verified, dict) or not isinstance(repository, str):
             continue
         generation = verified.get("generation")
-        if type(generation) is int:
-            key = f"{repository}/{arch}"
-            seen[key] = max(seen.get(key, 0), generation)
+        if type(generation) is not int:
+            continue
+        try:
+            key = f"{repo.check_repository(repository)}/{arch}"
+        except LayershellError:
+            continue
+        seen[key] = max(seen.get(key, 0), generation)
     return seen
 
 
@@ -185,7 +189,11 @@ class Planner:
         )  # fmt: skip
         if accepted is not None:
             accepted.confirm(art.name, art.version, art.file_name, art.sha256)
-            self.verified[(art.name, art.version)] = accepted.record()
+            record = accepted.record()
+            if accepted.verification is verify.Verification.SIGNATURE:
+                assert base is not None
+                record.update(self.trust.restrictions(base))  # kept by its updates
+            self.verified[(art.name, art.version)] = record
         return art
 
     def verification(self, art: plan.Artifact) -> dict[str, object]:

@@ -463,6 +463,9 @@ def parse_index(data: bytes, source: str) -> Index:
             Problem(source, exc.lineno, exc.colno, "", f"not valid JSON: {exc.msg}", INDEX_HINT)
         )
         raise fail() from None
+    except RecursionError:  # "[[[[..." deeper than the parser's stack: no index is
+        problem("", "nested too deeply to be an index")
+        raise fail() from None
     if not isinstance(doc, dict):
         problem("", 'must be a JSON object with "format", "arch" and "packages"')
         raise fail()

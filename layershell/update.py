@@ -75,6 +75,8 @@ def plan(
             continue
         repository = str(row.spec.get("repository") or "")
         stream = str(row.spec.get("track_stream") or "stable")
+        # The keys the install was restricted to, unless the host's manifest says now.
+        planner.trust.adopt(repository, row.spec.get("verified"))
         try:
             art = planner.resolve(row.name, repository, kind, kind, stream, None)
         except LayershellError as exc:

@@ -186,9 +186,9 @@ def normal_fingerprint(text: str) -> str | None:
     return value if FINGERPRINT_RE.match(value) else None
 
 
-def _dearmor(data: bytes, where: str) -> bytes:
-    """An OpenPGP key file as binary packets: ASCII armor (RFC 4880, section 6) removed,
-    every block of the file; binary files as they are."""
+def _dearmor(data: bytes, where: str, block: bytes = b"PUBLIC KEY BLOCK") -> bytes:
+    """An OpenPGP key file (or, with `block` SIGNATURE, a signature) as binary packets:
+    ASCII armor (RFC 4880, section 6) removed, every block of the file; binary as is."""
     import base64
     import binascii
 
@@ -199,7 +199,7 @@ def _dearmor(data: bytes, where: str) -> bytes:
     in_headers = False
     for raw in data.splitlines():
         line = raw.strip()
-        if line.startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK"):
+        if line.startswith(b"-----BEGIN PGP " + block):
             body, in_headers = [], True
         elif line.startswith(b"-----END PGP"):
             if body is not None:
@@ -247,21 +247,54 @@ def key_files(keys_dir: str, names: tuple[str, ...] = ()) -> list[str]:
     return [os.path.join(keys_dir, n) for n in listed if n.endswith(KEY_SUFFIXES)][:MAX_KEY_FILES]
 
 
+_SECRET_TAGS = (5, 7)  # OpenPGP secret-key and secret-subkey packets
+
+
+def _first_tag(data: bytes) -> int | None:
+    """The packet tag of the first packet of binary OpenPGP data (RFC 4880, 4.2)."""
+    if not data or not data[0] & 0x80:
+        return None
+    return data[0] & 0x3F if data[0] & 0x40 else (data[0] >> 2) & 0x0F
+
+
+def read_key_file(path: str) -> bytes:
+    """A key file's bytes as they are, checked: a regular file (opened so that a FIFO
+    cannot block), at most MAX_KEY_FILE bytes, and no secret key in it (the keys go into
+    Ignition configs and a 0644 file on hosts: a secret block appended to a public key
+    must never travel with it)."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UntrustedRepository(
+                    f"the key file {path} is not a regular file", "keep public key files only"
+                )
+            data = f.read(MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise UntrustedRepository(
+            f"cannot read the key file {path}: {exc.strerror}", "check its permissions"
+        ) from None
+    if len(data) > MAX_KEY_FILE:
+        raise UntrustedRepository(
+            f"{path}: over {MAX_KEY_FILE} bytes, not a public key", "keep public keys only"
+        )
+    armored = data.lstrip().startswith(b"-----BEGIN PGP")
+    if (b"-----BEGIN PGP PRIVATE KEY BLOCK" in data) or (
+        not armored and _first_tag(data) in _SECRET_TAGS
+    ):
+        raise UntrustedRepository(
+            f"{path} holds a secret key: it is never used, nor copied anywhere",
+            "move the secret key out of the keys directory; keep only gpg --export --armor KEY",
+        )
+    return data
+
+
 def _keyring(files: list[str]) -> bytes:
     ring = bytearray()
     for path in files:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_KEY_FILE + 1)
-        except OSError as exc:
-            raise UntrustedRepository(
-                f"cannot read the key file {path}: {exc.strerror}", "check its permissions"
-            ) from None
-        if len(data) > MAX_KEY_FILE:
-            raise UntrustedRepository(
-                f"{path}: over {MAX_KEY_FILE} bytes, not a public key", "keep public keys only"
-            )
-        ring += _dearmor(data, path)
+        ring += _dearmor(read_key_file(path), path)
     return bytes(ring)
 
 
@@ -321,6 +354,57 @@ def _gpgv(ring: bytes, signature: bytes, data: bytes) -> list[list[str]]:
     return groups
 
 
+MAX_SIGNATURES = 32  # a key rotation signs with two; a repository has no use for more
+_SIGNATURE_TAG, _MARKER_TAG = 2, 10
+
+
+def _signature_packets(signature: bytes, where: str) -> None:
+    """Refuse a signature file that is anything but a few OpenPGP signature packets:
+    the packet framing only (RFC 4880, 4.2), never their content, which is gpgv's.
+    A compressed packet is what it keeps out: 64 KiB of it inflate to ~150,000
+    signatures, over which gpgv spends minutes (every operation waited GPGV_TIMEOUT)."""
+    refused = UntrustedRepository(
+        f"{where}: {SIGNATURE_NAME} is not a detached signature (one to"
+        f" {MAX_SIGNATURES} OpenPGP signature packets, as gpg --detach-sign writes)",
+        "do not use this repository until its publisher has signed it again"
+        " (core repo index DIR --sign KEY)",
+    )
+    try:
+        data = _dearmor(signature, where, b"SIGNATURE")
+    except UntrustedRepository:
+        raise refused from None
+    at = count = 0
+    try:
+        while at < len(data):
+            head = data[at]
+            if not head & 0x80:
+                raise refused
+            if head & 0x40:  # new format
+                tag, first = head & 0x3F, data[at + 1]
+                if first < 192:
+                    length, at = first, at + 2
+                elif first < 224:
+                    length, at = ((first - 192) << 8) + data[at + 2] + 192, at + 3
+                elif first == 255:
+                    length, at = int.from_bytes(data[at + 2 : at + 6], "big"), at + 6
+                else:
+                    raise refused  # partial body lengths: a stream, not a signature
+            else:
+                tag, kind = (head >> 2) & 0x0F, head & 0x03
+                if kind == 3:
+                    raise refused  # indeterminate length
+                size = 1 << kind
+                length, at = int.from_bytes(data[at + 1 : at + 1 + size], "big"), at + 1 + size
+            if tag not in (_SIGNATURE_TAG, _MARKER_TAG) or at + length > len(data):
+                raise refused
+            at += length
+            count += tag == _SIGNATURE_TAG
+    except IndexError:
+        raise refused from None
+    if not 0 < count <= MAX_SIGNATURES:
+        raise refused
+
+
 def check_signature(
     trust: RepositoryTrust, keys_dir: str, signature: bytes, data: bytes, where: str
 ) -> Signed:
@@ -337,6 +421,7 @@ def check_signature(
         raise UntrustedRepository(
             f"{where}: no trusted key to check its signature with", how_to_trust
         )
+    _signature_packets(signature, where)
     groups = _gpgv(_keyring(files), signature, data)
     good: list[str] = []
     problems: list[str] = []
@@ -477,6 +562,43 @@ class Trust:
     def settings_for(self, repository: str) -> RepositoryTrust:
         return self.settings.get(repository) or RepositoryTrust(repository)
 
+    def restrictions(self, repository: str) -> dict[str, object]:
+        """The manifest's `keys:` and `key_fingerprint:` for a repository, as an
+        installed version records them (so that its updates keep them, `adopt`)."""
+        record = self.settings_for(repository).as_record()
+        return {k: v for k, v in record.items() if k in ("keys", "key_fingerprint")}
+
+    def adopt(self, repository: str, verified: object) -> None:
+        """An installed version's recorded restrictions for its repository, when the
+        manifest at hand says nothing of it (an install made with --config, or a host
+        manifest that does not load): a record can only narrow which keys sign, never
+        opt a repository out of signatures."""
+        from layershell import repo
+
+        if not isinstance(verified, dict) or verified.get("verification") != "signature":
+            return
+        try:
+            base = repo.check_repository(repository)
+        except LayershellError:
+            return
+        if base in self.settings:
+            return
+        keys, fingerprints = verified.get("keys"), verified.get("key_fingerprint")
+        names = tuple(
+            k for k in (keys if isinstance(keys, list) else ())
+            if isinstance(k, str) and k == os.path.basename(k) and not k.startswith(".")
+        )  # fmt: skip
+        pins = tuple(
+            f
+            for f in (
+                normal_fingerprint(x) if isinstance(x, str) else None
+                for x in (fingerprints if isinstance(fingerprints, list) else ())
+            )
+            if f is not None
+        )
+        if names or pins:
+            self.settings[base] = RepositoryTrust(base, Verification.SIGNATURE, names, pins)
+
     def _generations(self) -> dict[str, int]:
         import json
 
@@ -486,7 +608,7 @@ class Trust:
         try:
             with open(self.record_file, encoding="utf-8") as f:
                 doc = json.loads(f.read(MAX_SUMS))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return seen  # lost or damaged: the installed versions still say
         for where, value in doc.items() if isinstance(doc, dict) else ():
             if isinstance(value, dict) and type(value.get("generation")) is int:
@@ -505,7 +627,7 @@ class Trust:
                 doc = json.loads(f.read(MAX_SUMS))
             if not isinstance(doc, dict):
                 doc = {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             doc = {}
         old = doc.get(where)
         if (
