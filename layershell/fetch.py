@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import IO, Any, TextIO, TypeVar
 
-from layershell import __version__
+from layershell import __version__, names
 from layershell.atomic import write_atomic
 from layershell.errors import LayershellError
 from layershell.repo import CREDENTIALS_FILE, credentials_refusal, has_credentials, redact_url
@@ -55,7 +55,7 @@ from layershell.verify import HashMismatch, display_name
 CHUNK = 64 * 1024
 SMALL_LIMIT = 16 << 20  # index and text files: anything bigger is not an index
 USER_AGENT = f"layershell/{__version__}"
-SCHEMES = ("file", "http", "https", "ftp")
+SCHEMES = names.SCHEMES
 HEX = frozenset("0123456789abcdef")
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21}
 

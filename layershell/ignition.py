@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from layershell import fetch, load, manifest, origin, pipeline, repo, sandbox, stack, verify
+from layershell import fetch, load, manifest, names, origin, pipeline, repo, sandbox, stack, verify
 from layershell.errors import LayershellError
 from layershell.manifest import Manifest
 from layershell.paths import Paths
@@ -76,7 +76,7 @@ EXTENSION_LINK = "/etc/extensions/layershell.raw"
 EXTENSION_UNIT = origin.EXTENSION_UNIT
 SYSEXT_UNIT = "systemd-sysext.service"
 SUMS = "SHA256SUMS"
-SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+SHA256_RE = names.SHA256
 MAX_SUMS = 1 << 20  # a SHA256SUMS of a few thousand lines
 MAX_IMAGE_VERSION = 64  # the name stays far below a file name's 255 bytes
 SQUASHFS_MAGIC = b"hsqs"  # little-endian squashfs, as mksquashfs writes it

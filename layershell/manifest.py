@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from layershell import load, repo
+from layershell import names as rules
 from layershell.config import ACCOUNT_RE, did_you_mean
 from layershell.errors import ConfigError, LayershellError, Problem
 from layershell.load import Document, KeyPath
@@ -140,14 +141,12 @@ ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 MAX_ENV_ENTRIES = 64  # per list, and in set:
 MAX_ENV_VALUE = 4096
 # "_" separates name and version in file names (goss_v0.0.1), so neither may contain it.
-NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9.+-]*\Z")
-VERSION_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.+~-]*\Z")
-SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
-EXECUTABLE_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._+@-]*\Z")
+NAME_RE, VERSION_RE, SHA256_RE = rules.PACKAGE, rules.VERSION, rules.SHA256
+EXECUTABLE_RE = rules.EXECUTABLE
 UNIT_RE = re.compile(r"\A[A-Za-z0-9:_.\\@-]{1,255}\Z")
 # The unit types `portablectl attach` picks up from an image.
 UNIT_TYPES = ("service", "socket", "timer", "path", "target")
-SCHEMES = ("file", "http", "https", "ftp")
+SCHEMES = rules.SCHEMES
 URL_EXAMPLE = "for example https://composable.example or file:///run/media/usb/repo"
 VERSION_HINT = "for example v0.0.1, or latest, or os to follow the host OS version"
 
@@ -335,7 +334,7 @@ class _Checker:
                 self.report(
                     (*path, index),
                     f"invalid executable name {name!r}",
-                    "use letters, digits, '.', '_', '+', '@' or '-', not starting with '.' or '-'",
+                    rules.EXECUTABLE_HINT,
                 )
                 ok = False
         return names if ok else None
@@ -375,10 +374,7 @@ def _name(check: _Checker, path: KeyPath, raw: dict[str, Any]) -> str | None:
         return None
     name = raw["name"]
     if not isinstance(name, str) or not NAME_RE.match(name):
-        hint = "use lower-case letters, digits, '.', '+' or '-', starting with a letter or digit"
-        if isinstance(name, str) and "_" in name:
-            hint = "'_' separates name and version in file names (goss_v0.0.1); use '-'"
-        check.report((*path, "name"), f"invalid package name {name!r}", hint)
+        check.report((*path, "name"), f"invalid package name {name!r}", rules.PACKAGE_HINT)
         return None
     return name
 

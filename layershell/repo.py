@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from layershell import names
 from layershell.atomic import write_atomic
 from layershell.errors import ConfigError, LayershellError, Problem
 
@@ -32,7 +33,7 @@ MAX_INDEX = 16 << 20
 INDEX_FORMAT = 1
 STREAMS_FILES = ("streams.yaml", "streams.json")
 # Stable first: the order in which a version reaches streams is testing -> next -> stable.
-STREAMS = ("stable", "next", "testing")
+STREAMS = names.STREAMS
 LATEST = "latest"
 # Longest first, so "goss_1.tar.gz" is not read as version "1.tar" with extension ".gz".
 TARBALL_EXTENSIONS = (".tar.gz", ".tar.xz", ".tar.zst", ".tar")
@@ -57,10 +58,8 @@ KNOWN_ARCHES = frozenset(
 
 # Names may contain "_" (node_exporter), versions may not: the last "_" of
 # `<name>_<version>` is the separator.
-NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
-VERSION_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.+~-]*\Z")
-ARCH_RE = re.compile(r"\A[a-z0-9][a-z0-9_]*\Z")
-SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+# The rules are names.py's, under the names this module has always used.
+NAME_RE, VERSION_RE, ARCH_RE, SHA256_RE = names.PACKAGE, names.VERSION, names.ARCH, names.SHA256
 _HOST_RE = re.compile(r"\A(?:[^@/\s]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(?::[0-9]+)?\Z")
 _RUNS_RE = re.compile(r"[0-9]+|[^0-9]+")
 

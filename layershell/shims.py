@@ -23,7 +23,7 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 
-from layershell import sandbox
+from layershell import names, sandbox
 from layershell.atomic import read_json_map, write_atomic, write_json
 from layershell.errors import LayershellError
 from layershell.grants import Policy, Table
@@ -35,7 +35,7 @@ from layershell.state import Installed
 MARKER = "# Managed by layershell"
 SHIM_RE = re.compile(r"^# Managed by layershell: shim for (\S+) of package (\S+)", re.M)
 OS_RELEASE = ("usr/lib/os-release", "etc/os-release")
-BIN_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._+@-]*\Z")
+BIN_NAME_RE = names.EXECUTABLE
 
 # What a strict shim passes of the caller's environment (the other profiles pass all
 # of it but sandbox.DENY_ENV; docs/exposure.md, "Environment"), besides the package's
