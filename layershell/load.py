@@ -224,7 +224,7 @@ def load_file(path: str) -> Document:
         with open(path, "rb") as f:
             raw = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError([Problem(path, 0, 0, "", "file not found")]) from None
+        raise ConfigError([Problem(path, 0, 0, "", "file not found", "check the path")]) from None
     except OSError as exc:
         raise ConfigError([Problem(path, 0, 0, "", f"cannot read: {exc.strerror}")]) from None
     if len(raw) > MAX_BYTES:

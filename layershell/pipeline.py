@@ -286,6 +286,12 @@ def plan_jobs(
         for text in requests:
             if "://" in text or text.startswith("file:"):
                 jobs.append(planner.from_reference(text))
+            elif os.path.isfile(text) and text.endswith((".yaml", ".yml")):
+                raise LayershellError(
+                    f"{text} is a manifest, not a package",
+                    f"install what it lists with: core install --config {text}",
+                    exit_code=2,
+                )
             elif os.path.isfile(text):
                 jobs.append(planner.from_tarball(text, profile, loaded))
             elif loaded is not None and loaded.get(text) is not None:

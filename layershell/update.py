@@ -196,8 +196,11 @@ def gc(session: Session, *, keep: int = 0, log: Log) -> list[str]:
     them: `core gc --partial`, which needs no database)."""
     target, db = session.target, session.db
     done = fetch.prune_cache(target.cache_dir, older_than=PARTIAL_AGE)
+    # prune says "removed X (keeping N previous)" for an update's log; gc returns the
+    # removals and the command prints each once.
+    quiet: Log = lambda line: None if line.startswith("removed ") else log(line)  # noqa: E731
     for name in sorted({r.name for r in db.all()}):
-        done += [f"{name} {v}" for v in prune(target, db, name, keep, log)]
+        done += [f"{name} {v}" for v in prune(target, db, name, keep, quiet)]
     used = {r.sha256 for r in db.all()}
     cache = os.path.join(target.cache_dir, "sha256")
     try:

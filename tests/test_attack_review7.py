@@ -35,14 +35,21 @@ def trust_other(ident: Identity) -> None:
 # --- 1. core update forgets the key pin of the manifest that installed -----------------
 
 
-def test_update_keeps_the_key_pin_the_install_was_made_with(
-    fresh_rootless: Identity, shared_dir: Path
-) -> None:
-    ident = fresh_rootless
+def pinned_repository(ident: Identity, shared_dir: Path) -> Repository:
+    """1.0 signed by the suite's key, with the other key trusted too (for some other
+    repository): what a pin on this one must keep out."""
     trust_other(ident)
     r = Repository(shared_dir / "repo")
     r.add(NAME, "1.0", program(NAME, "1.0"))
     r.index()
+    return r
+
+
+def test_update_keeps_the_key_pin_the_install_was_made_with(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    ident = fresh_rootless
+    r = pinned_repository(ident, shared_dir)
     config = manifest(ident, r.file_url, pin(r.file_url, signing.key().fingerprint))
     done = install(ident, config)
     assert done.returncode == 0, done.stderr.decode()
@@ -61,10 +68,7 @@ def test_a_broken_host_manifest_does_not_drop_its_key_pins(
     fresh_rootless: Identity, shared_dir: Path
 ) -> None:
     ident = fresh_rootless
-    trust_other(ident)
-    r = Repository(shared_dir / "repo")
-    r.add(NAME, "1.0", program(NAME, "1.0"))
-    r.index()
+    r = pinned_repository(ident, shared_dir)
     host = ident.home / ".config/layershell/composable.yaml"
     text = manifest(ident, r.file_url, pin(r.file_url, signing.key().fingerprint)).read_text()
     host.write_text(text)

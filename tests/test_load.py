@@ -273,7 +273,7 @@ def test_load_file_missing(tmp_path: Path) -> None:
     path = tmp_path / "absent.yaml"
     with pytest.raises(ConfigError) as info:
         load_file(str(path))
-    assert problems_of(info) == [f"{path}: file not found"]
+    assert problems_of(info) == [f"{path}: file not found (check the path)"]
     assert info.value.problems[0].line == 0
 
 

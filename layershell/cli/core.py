@@ -31,6 +31,10 @@ class Group(click.Group):
             from layershell import ui
 
             sys.exit(ui.report_error("core", exc))
+        except KeyboardInterrupt:
+            # As a shell reports SIGINT, not click's "Aborted!" and 1.
+            sys.stderr.write("core: interrupted\n")
+            sys.exit(130)
         except OSError as exc:
             # A file the user named or a directory they cannot write: say which, no traceback.
             where = f": {exc.filename}" if exc.filename else ""

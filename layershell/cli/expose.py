@@ -22,6 +22,25 @@ def _current(app: App, name: str) -> list[str]:
     return [s.name for s in wanted]
 
 
+def _check_programs(app: App, name: str, bins: tuple[str, ...]) -> None:
+    """Each --bin PROG is a program of the package's bin/ with a name a shim can have:
+    a typo is an error before anything changes, not a warning after."""
+    row = next(r for r in listing.installed(app) if r.name == name and r.active)
+    programs, _, _ = shims.package_tree(app.paths.pkgs_dir, row)
+    for prog in bins:
+        if prog not in programs or not shims.BIN_NAME_RE.match(prog):
+            import difflib
+
+            close = difflib.get_close_matches(prog, programs, n=1)
+            raise LayershellError(
+                f"{name} {row.version} has no program bin/{prog}",
+                f"did you mean {close[0]}?"
+                if close
+                else f"its programs: {', '.join(programs) or 'none'}",
+                exit_code=2,
+            )
+
+
 def _services(app: App, name: str, change: object) -> None:
     """Apply a change of a package's enabled-and-started units (root, system mode):
     each a unit of the package's image, checked before systemctl sees it."""
@@ -79,7 +98,9 @@ def expose(
         if name is not None and not sync_only:
             overrides = shims.load_overrides(app.paths)
             if bins:
-                overrides[name] = sorted({*_current(app, name), *bins})
+                current = _current(app, name)
+                _check_programs(app, name, bins)
+                overrides[name] = sorted({*current, *bins})
             else:
                 _current(app, name)  # must be installed
                 overrides.pop(name, None)

@@ -41,6 +41,13 @@ def inbox_cmd(app: App, directory: str | None, requeue_if_pending: bool, linger:
     a bad one never stops the others. Exit status 1 if any failed.
     """
     where_dir = directory or app.paths.inbox_dir
+    if directory is not None and not os.path.isdir(directory):
+        # The default inbox may not exist yet (nothing was dropped); a named one must.
+        raise LayershellError(
+            f"{directory}: no such directory",
+            f"name the inbox directory, or leave it out for {app.paths.inbox_dir}",
+            exit_code=2,
+        )
     layers = load_stack(app)
     if requeue_if_pending:
         accounts = {x.account for x in target.installing_layers(layers)}

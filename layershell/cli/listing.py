@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import re
 import sqlite3
 import sys
 import time
@@ -22,14 +21,14 @@ from typing import Any
 
 import click
 
-from layershell import records, repo, target
+from layershell import names, records, repo, target
 from layershell.cli.app import App, load_stack
 from layershell.errors import LayershellError
 from layershell.paths import ROOTLESS
 from layershell.stack import Layer
 from layershell.state import Installed, State, StateError, read_foreign
 
-SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+SHA256_RE = names.SHA256
 MAX_TEXT = 4096
 _warned: set[str] = set()  # one warning per bad row and process, however often it is read
 
@@ -258,18 +257,30 @@ def list_(app: App, as_json: bool, show_all: bool) -> None:
     if not rows:
         app.out.print("no packages installed")
         return
+    header = ("NAME", "VERSION", "LAYER", "ACTIVE", "INSTALLED", "EXPOSES", "SOURCE")
+    cells = [
+        (
+            _shown(r.name), _shown(r.version), _shown(r.layer), "yes" if r.active else "",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.installed_at)),
+            _shown(" ".join(shown.get(r.name, [])) if r.active else ""), _shown(r.source),
+        )
+        for r in rows
+    ]  # fmt: skip
+    if not sys.stdout.isatty():
+        # Piped: plain columns, every value whole, one line per package (grep, awk, cut).
+        widths = [max(len(row[i]) for row in (header, *cells)) for i in range(len(header) - 1)]
+        for row in (header, *cells):
+            line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False))
+            sys.stdout.write(f"{line}  {row[-1]}".rstrip() + "\n")
+        return
     from rich.table import Table
 
     out_table = Table(box=None, pad_edge=False)
-    for col in ("NAME", "VERSION", "LAYER", "ACTIVE", "INSTALLED", "EXPOSES"):
+    for col in header[:-1]:
         out_table.add_column(col, no_wrap=True)
     out_table.add_column("SOURCE", overflow="fold")
-    for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.installed_at))
-        exposes = " ".join(shown.get(r.name, [])) if r.active else ""
-        out_table.add_row(
-            r.name, r.version, r.layer, "yes" if r.active else "", when, exposes, _shown(r.source)
-        )
+    for row in cells:
+        out_table.add_row(*row)
     app.out.print(out_table)
 
 
@@ -298,6 +309,8 @@ def info(app: App, as_json: bool, name: str) -> None:
         for key in ("layer", "path", "source", "sha256", "files", "bytes"):
             app.out.print(f"  {key}: {_shown(getattr(r, key))}")
         for key, value in sorted(r.spec.items()):
+            if value is None:
+                continue  # unset (expose: all of bin/, no repository): nothing to say
             shown = _verified(value) if key == "verified" and isinstance(value, dict) else value
             app.out.print(f"  {_shown(key)}: {_shown(shown)}")
     policy = table.policy(rows[0])
