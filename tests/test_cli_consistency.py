@@ -130,3 +130,18 @@ def test_core_gc_reports_each_removal_once(fresh_rootless: Identity, shared_dir:
     done = core(ident, "gc")
     said = (done.stdout + done.stderr).decode()
     assert done.returncode == 0 and said.count("tool 1.0") == 1, said
+
+
+def test_exposing_programs_off_path_says_how_to_put_them_on_it(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    ident = fresh_rootless
+    r = Repository(shared_dir / "repo")
+    bin_dir = ident.home / ".local/bin"
+    done = ident.run(python_cmd("install", str(r.add("tool", "1.0"))),
+                     env={"PATH": "/usr/local/bin:/usr/bin:/bin"})  # fmt: skip
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert f"warning: {bin_dir} is not on your PATH" in err and "~/.profile" in err
+    done = core(ident, "install", str(r.add("other", "1.0")))  # PATH has ~/.local/bin
+    assert done.returncode == 0 and "not on your PATH" not in done.stderr.decode()

@@ -115,6 +115,18 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
     )
     for path in report.written:
         app.err.print(f"exposed {path}")
+    if (
+        report.written
+        and (app.paths.mode == paths_mod.ROOTLESS or os.path.realpath(app.paths.root) == "/")
+        and not _on_path(app.paths.bin_dir)
+    ):
+        # As pipx ensurepath would: the programs just exposed are not found by name (a
+        # relocated root's shims are for an image, never for this PATH).
+        shown = app.paths.bin_dir
+        app.err.print(
+            f"warning: {shown} is not on your PATH, so these programs are not found by name;"
+            f" add it: echo 'export PATH=\"{shown}:$PATH\"' >> ~/.profile, then log in again"
+        )
     for path in report.removed:
         app.err.print(f"removed shim {path}")
     for line in report.collisions + report.warnings:
@@ -131,6 +143,16 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
         app.err.print(f"manual page {path}")
     for line in pages.collisions:
         app.err.print(f"warning: {line}")
+
+
+def _on_path(directory: str) -> bool:
+    import os
+
+    real = os.path.realpath(directory)
+    return any(
+        entry and os.path.realpath(entry) == real
+        for entry in os.environ.get("PATH", "").split(os.pathsep)
+    )
 
 
 def sync_exposure(app: App, only: set[str] | None = None) -> bool:
