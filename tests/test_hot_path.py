@@ -1,0 +1,51 @@
+"""The `layer-shell` hot path is stdlib only (issue 15): with click, yaml and rich made
+unimportable, layershell.shell_main imports, and `layer-shell -c true` and
+`layer-shell --layer otto -- true` run. Only --help, --version and shell completion may
+load click (docs/design.md), and nothing on the path may load yaml or rich."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.support import Identity
+
+BLOCK = """
+import importlib.abc, sys
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("click", "yaml", "rich"):
+            raise ImportError(f"{name}: the layer-shell hot path must not import it")
+        return None
+sys.meta_path.insert(0, Blocked())
+"""
+
+
+def run_blocked(ident: Identity, code: str) -> tuple[int, str]:
+    r = ident.run([sys.executable, "-c", BLOCK + code])
+    return r.returncode, (r.stdout + r.stderr).decode()
+
+
+def test_the_block_itself_works(fresh_rootless: Identity) -> None:
+    code, said = run_blocked(fresh_rootless, "import yaml")
+    assert code != 0 and "the layer-shell hot path must not import it" in said
+
+
+def test_shell_main_imports_without_click_yaml_or_rich(fresh_rootless: Identity) -> None:
+    code, said = run_blocked(fresh_rootless, "import layershell.shell_main")
+    assert code == 0, said
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["layer-shell", "-c", "true"], ["layer-shell", "--layer", "otto", "--", "true"]],
+    ids=["dash-c", "layer-otto"],
+)
+def test_layer_shell_runs_without_click_yaml_or_rich(
+    fresh_rootless: Identity, argv: list[str]
+) -> None:
+    program = f"import sys; sys.argv = {argv!r}\nfrom layershell.shell_main import main\nmain()"
+    code, said = run_blocked(fresh_rootless, program)
+    assert code == 0, said
+    assert "must not import" not in said
