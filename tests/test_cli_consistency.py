@@ -145,3 +145,20 @@ def test_exposing_programs_off_path_says_how_to_put_them_on_it(
     assert f"warning: {bin_dir} is not on your PATH" in err and "~/.profile" in err
     done = core(ident, "install", str(r.add("other", "1.0")))  # PATH has ~/.local/bin
     assert done.returncode == 0 and "not on your PATH" not in done.stderr.decode()
+
+
+def test_usage_errors_read_like_every_other_error(fresh_rootless: Identity) -> None:
+    """click's own `Error:` (and its usage banner) was a second error format."""
+    for argv, said in (
+        (("--bogus",), "No such option '--bogus'"),
+        (("nosuchcommand",), "No such command 'nosuchcommand'"),
+        (("install", "--retries", "many"), "'many' is not a valid integer"),
+        (("repo", "index"), "Missing argument 'DIRECTORY'"),
+    ):
+        done = core(fresh_rootless, *argv)
+        err = done.stderr.decode()
+        assert done.returncode == 2, (argv, err)
+        assert err.startswith("core: error: ") and said in err, (argv, err)
+        assert "\n  hint: see core" in err and "Usage:" not in err, (argv, err)
+    assert core(fresh_rootless, "--help").returncode == 0
+    assert core(fresh_rootless, "list", "--help").stdout.decode().startswith("Usage: core list")

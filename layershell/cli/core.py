@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from typing import Any
 
 import click
 
@@ -23,6 +24,25 @@ from layershell.errors import LayershellError
 
 class Group(click.Group):
     """Turns LayershellError into a message and an exit status, in one place."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """click's own errors (a usage error, an interrupt) in core's format too: `core:
+        error:` and a hint, exit 2 for bad usage and 130 for Ctrl-C."""
+        kwargs["standalone_mode"] = False
+        try:
+            status = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "core"
+            sys.stderr.write(f"core: error: {exc.format_message()}\n")
+            sys.stderr.write(f"  hint: see {where} --help\n")
+            sys.exit(2)
+        except click.ClickException as exc:
+            sys.stderr.write(f"core: error: {exc.format_message()}\n")
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            sys.stderr.write("core: interrupted\n")
+            sys.exit(130)
+        sys.exit(status if isinstance(status, int) else 0)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
