@@ -4,8 +4,8 @@ packages, versions, architectures, digests, executables, URL schemes and streams
 Each module that checks a name imports its rule from here, so a package name the
 manifest accepts is one the repository, the record and the shims accept too (they
 disagreed: `node_exporter` installed by reference but was refused in a manifest, and an
-executable `_helper` was accepted by the manifest and dropped by the shims). This
-module is on the `layer-shell` hot path: it imports nothing but re.
+executable `_helper` was accepted by the manifest and dropped by the shims). It needs
+re, so the `layer-shell` hot path (docs/design.md) does not import it.
 """
 
 from __future__ import annotations
