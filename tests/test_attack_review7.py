@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from layershell import fetch, repo, verify
-from layershell.errors import LayershellError
 from tests import signing
 from tests.packages import Repository, program
 from tests.servers import HttpRepo
@@ -141,12 +139,10 @@ def test_a_trickling_mirror_cannot_stall_signature_checks(tmp_path: Path) -> Non
             str(tmp_path / "cache"), read_timeout=2, retries=0, min_rate=1000, grace=3
         )
         trust = verify.Trust(str(keys))
-        started = time.monotonic()
-        try:
+        # Abandoned by the deadline, as a tarball would be; before, the fetch went on for
+        # as long as the mirror liked (~50 s here) and then verified.
+        with pytest.raises(fetch.FetchError, match="slower than the minimum"):
             trust.accept(f"{server.url}/repo", r.arch_dir.name, fetcher.get_text, fetcher.get_index)
-        except LayershellError:
-            pass  # abandoned: what a deadline does
-        assert time.monotonic() - started < 15  # it took ~50 s, as long as the mirror liked
 
 
 # --- 4. gpgv made to burn its whole timeout by a 64 KiB signature ----------------------
@@ -171,10 +167,9 @@ def test_a_compressed_signature_bomb_is_refused_quickly(tmp_path: Path) -> None:
     assert len(bomb) < verify.MAX_SIGNATURE
     keys = tmp_path / "keys"
     signing.key().trust(keys)
-    started = time.monotonic()
-    with pytest.raises(verify.UntrustedRepository) as refused:
+    # Refused by its framing, before gpgv sees it (gpgv used to spin to its timeout).
+    with pytest.raises(verify.UntrustedRepository, match="is not a detached signature"):
         verify.check_signature(verify.RepositoryTrust("file:///r"), str(keys), bomb, data, "r")
-    assert time.monotonic() - started < 10, refused.value.message
 
 
 # --- 5. core ignition publishes whatever else a key file holds ------------------------

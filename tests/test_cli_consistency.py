@@ -111,7 +111,10 @@ def test_ctrl_c_exits_130_without_aborted(fresh_rootless: Identity, shared_dir: 
         assert proc.stderr is not None
         said = b""
         while b"waiting for" not in said and time.monotonic() < deadline:
-            said += os.read(proc.stderr.fileno(), 4096)
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                break  # it ended without waiting: the asserts below say how
+            said += chunk
         proc.send_signal(signal.SIGINT)
         _, rest = proc.communicate(timeout=30)
     finally:
