@@ -36,9 +36,9 @@ from layershell import sandbox
 from layershell.atomic import write_atomic
 from layershell.manpages import Report  # the same report: written, removed, collisions
 from layershell.paths import ROOTLESS, Paths
+from layershell.shims import MARKER  # one marker for every file layershell writes
 from layershell.stack import LayerStack
 
-MARKER = "# Managed by layershell"
 # Both completers run in a directory of their own, empty, so that a completion of file
 # names offers none of the view's (the caller's shell completes files itself when the
 # completer prints nothing) and a key press never hands over the caller's cwd.

@@ -493,10 +493,6 @@ def parse_sums(data: bytes, where: str) -> dict[str, str]:
     return sums
 
 
-def render_sums(sums: dict[str, str]) -> bytes:
-    return "".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())).encode()
-
-
 @dataclass(frozen=True)
 class Accepted:
     """One repository's <arch> directory as this host accepted it."""
@@ -599,18 +595,23 @@ class Trust:
         if names or pins:
             self.settings[base] = RepositoryTrust(base, Verification.SIGNATURE, names, pins)
 
-    def _generations(self) -> dict[str, int]:
+    def _record(self) -> dict[str, object]:
+        """repositories.json as it is; {} when there is none or it is damaged (the
+        installed versions' generations still say, `history`)."""
         import json
 
-        seen: dict[str, int] = dict(self.history() if self.history else {})
         if self.record_file is None:
-            return seen
+            return {}
         try:
             with open(self.record_file, encoding="utf-8") as f:
                 doc = json.loads(f.read(MAX_SUMS))
         except (OSError, ValueError, RecursionError):
-            return seen  # lost or damaged: the installed versions still say
-        for where, value in doc.items() if isinstance(doc, dict) else ():
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def _generations(self) -> dict[str, int]:
+        seen: dict[str, int] = dict(self.history() if self.history else {})
+        for where, value in self._record().items():
             if isinstance(value, dict) and type(value.get("generation")) is int:
                 seen[where] = max(seen.get(where, 0), value["generation"])
         return seen
@@ -622,13 +623,7 @@ class Trust:
 
         if self.record_file is None or accepted.generation is None or self.read_only:
             return
-        try:
-            with open(self.record_file, encoding="utf-8") as f:
-                doc = json.loads(f.read(MAX_SUMS))
-            if not isinstance(doc, dict):
-                doc = {}
-        except (OSError, ValueError, RecursionError):
-            doc = {}
+        doc = self._record()
         old = doc.get(where)
         if (
             isinstance(old, dict)
