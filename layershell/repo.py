@@ -817,8 +817,6 @@ def publish_sums(directory: str, index: Index, index_bytes: bytes) -> dict[str, 
     """file name -> sha256 of what SHA256SUMS lists: index.json, every tarball of the
     index, and each `<name>_latest` that is a regular file (a symlink's target is listed
     as its tarball)."""
-    import hashlib
-
     sums = {INDEX_NAME: hashlib.sha256(index_bytes).hexdigest()}
     for entries in index.packages.values():
         for e in entries:

@@ -190,17 +190,16 @@ def rollback(session: Session, name: str, to: str | None, *, log: Log) -> tuple[
 PARTIAL_AGE = 86400.0  # s: an unfinished download older than a day is not coming back
 
 
-def gc(session: Session, *, keep: int = 0, log: Log) -> list[str]:
+def gc(session: Session, *, keep: int = 0) -> list[str]:
     """Remove inactive versions (all but `keep` per package), download-cache entries
     that no installed version uses, and unfinished downloads older than a day (all of
     them: `core gc --partial`, which needs no database)."""
     target, db = session.target, session.db
     done = fetch.prune_cache(target.cache_dir, older_than=PARTIAL_AGE)
-    # prune says "removed X (keeping N previous)" for an update's log; gc returns the
-    # removals and the command prints each once.
-    quiet: Log = lambda line: None if line.startswith("removed ") else log(line)  # noqa: E731
     for name in sorted({r.name for r in db.all()}):
-        done += [f"{name} {v}" for v in prune(target, db, name, keep, quiet)]
+        # prune's one line is "removed X" for an update's log; gc returns the removals,
+        # and its command prints each once.
+        done += [f"{name} {v}" for v in prune(target, db, name, keep, lambda _line: None)]
     used = {r.sha256 for r in db.all()}
     cache = os.path.join(target.cache_dir, "sha256")
     try:

@@ -205,7 +205,7 @@ def gc(app: App, keep: int, partial: bool, no_wait: bool) -> None:
             removed = fetch.prune_cache(where.cache_dir, older_than=None)
     else:
         with pipeline.locked(where, "core gc", no_wait=no_wait, log=app.err.print) as session:
-            removed = updates.gc(session, keep=keep, log=app.err.print)
+            removed = updates.gc(session, keep=keep)
     for line in removed:
         app.out.print(f"removed {line}")
     if not removed:
