@@ -467,14 +467,6 @@ static int inside_home_op(const char *path) {
     return 0;
 }
 
-/* --bind-xdg NAME: the program's own state, writable at its native paths in a home the
- * view shows read-only: $XDG_CONFIG_HOME/NAME, $XDG_DATA_HOME/NAME, $XDG_STATE_HOME/NAME
- * and $XDG_CACHE_HOME/NAME (~/.config, ~/.local/share, ~/.local/state, ~/.cache when
- * unset, relative or outside the home). What is shown there is kept apart on the host,
- * in ~/.local/share/layershell-programs/NAME/{config,data,state,cache}, made as the
- * caller on first use: the host's own ~/.config/NAME is never written, since host
- * programs and the login session read code from such places (~/.config/tmux,
- * ~/.config/autostart, ~/.config/environment.d: the attack review). */
 /* A directory of the caller's own, made with its parents (0700) on a program's first
  * use, best effort, unlike a mount point: a home the caller cannot write (or a full
  * disk) leaves the program without its directory, not without its run. Nothing is made
@@ -494,6 +486,14 @@ static int make_own_dir(const char *path) {
     return 1;
 }
 
+/* --bind-xdg NAME: the program's own state, writable at its native paths in a home the
+ * view shows read-only: $XDG_CONFIG_HOME/NAME, $XDG_DATA_HOME/NAME, $XDG_STATE_HOME/NAME
+ * and $XDG_CACHE_HOME/NAME (~/.config, ~/.local/share, ~/.local/state, ~/.cache when
+ * unset, relative or outside the home). What is shown there is kept apart on the host,
+ * in ~/.local/share/layershell-programs/NAME/{config,data,state,cache}, made as the
+ * caller on first use: the host's own ~/.config/NAME is never written, since host
+ * programs and the login session read code from such places (~/.config/tmux,
+ * ~/.config/autostart, ~/.config/environment.d: the attack review). */
 static void bind_xdg(const char *name) {
     static const char *const bases[][3] = {
         {"XDG_CONFIG_HOME", ".config", "config"}, {"XDG_DATA_HOME", ".local/share", "data"},
