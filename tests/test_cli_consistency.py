@@ -12,26 +12,16 @@ import time
 from pathlib import Path
 
 from tests.packages import Repository, program
-from tests.support import Identity, python_cmd, rootless_store
+from tests.support import Identity, install_package, python_cmd, rootless_store
 
 
 def core(ident: Identity, *args: str) -> subprocess.CompletedProcess[bytes]:
     return ident.run(python_cmd(*args), timeout=120)
 
 
-def installed_from_manifest(ident: Identity, shared_dir: Path, name: str = "tool") -> Path:
-    r = Repository(shared_dir / "repo")
-    r.add(name, "1.0", {**program(name, "1.0"), f"bin/{name}-extra": "#!/bin/sh\necho x\n"})
-    r.index()
-    config = ident.home / "composable.yaml"
-    config.write_text(
-        f"composable:\n  default_repository: {r.file_url}\n  packages:\n"
-        f"    - name: {name}\n      version: '1.0'\n"
-    )
-    config.chmod(0o644)
-    done = core(ident, "install", "--config", str(config))
-    assert done.returncode == 0, done.stderr.decode()
-    return config
+def installed_from_manifest(ident: Identity, shared_dir: Path, name: str = "tool") -> None:
+    files = {**program(name, "1.0"), f"bin/{name}-extra": "#!/bin/sh\necho x\n"}
+    install_package(ident, shared_dir, name, files, "default")
 
 
 def test_core_check_of_a_missing_file_says_what_to_do(fresh_rootless: Identity) -> None:
