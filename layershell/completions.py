@@ -107,9 +107,14 @@ def _fish_quote(text: str) -> str:
 
 
 def _bash(name: str, completer: str) -> str:
+    # `complete -C STRING` keeps STRING and evaluates it as shell code at each TAB: the
+    # path is quoted for that evaluation, and again for this line. -o filenames has
+    # readline quote what it types in: a candidate is the package's text, and
+    # `x;touch ~/.bashrc` typed in as it is would run outside the layer on Enter.
     return (
         f"{MARKER}: {name}'s completion runs in its layer ({completer}).\n"
-        f"complete -o default -C {shlex.quote(completer)} {shlex.quote(name)}\n"
+        f"complete -o default -o filenames -C {shlex.quote(shlex.quote(completer))}"
+        f" {shlex.quote(name)}\n"
     )
 
 
@@ -228,6 +233,25 @@ def _write(path: str, text: str, mode: int, report: Report) -> None:
 
 
 PACKAGE_RE = re.compile(r"of package (\S+), computed in its layer")
+# The builtins and reserved words of bash, zsh and fish (`compgen -b -k`, zsh's
+# $builtins and $reswords, fish's `builtin -n`), and the commands they also have as
+# builtins: a shim of such a name never runs (the shell's own wins), but its
+# registration would replace the builtin's completion (`#compdef cd` first on fpath,
+# vendor_completions.d/cd.fish before fish's own), so every `cd <TAB>` ran the package.
+SHELL_WORDS = frozenset("""
+abbr alias and argparse autoload begin bg bind bindkey block break breakpoint builtin bye
+caller case cd chdir command commandline compadd comparguments compcall compctl
+compdescribe compfiles compgen compgroups complete compopt compquote compset comptags
+comptry compvalues contains continue coproc count declare dirs disable disown do done
+echo echotc echoti elif else emit emulate enable end esac eval exec exit export false fc
+fg fi float for foreach function functions getln getopts hash help history if in integer
+jobs kill let limit local log logout mapfile math nocorrect noglob not or path popd print
+printf private pushd pushln pwd r random read readarray readonly realpath rehash repeat
+return sched select set set_color setopt shift shopt source status string suspend switch
+test then time times trap true ttyctl type typeset ulimit umask unalias unfunction unhash
+unlimit unset unsetopt until vared wait whence where which while zcompile zformat zle
+zmodload zparseopts zregexparse zstyle
+""".split())  # fmt: skip
 
 
 def _package_of(path: str) -> str | None:
@@ -256,7 +280,7 @@ def sync(
         assert isinstance(shim, shims_mod.Shim)
         # bash-completion also looks for <cmd>.bash and _<cmd>: a program of such a name
         # would hide another command's completion.
-        if name.endswith(".bash") or name.startswith("_"):
+        if name.endswith(".bash") or name.startswith("_") or name in SHELL_WORDS:
             continue
         source = source_of(paths, shim.package, shim.version, name)
         if source is None:

@@ -254,13 +254,15 @@ def test_rg_completes_in_the_hosts_bash_computed_in_its_layer(real: Setup) -> No
     ident = real.ident
     completer = ident.home / ".local/share/layershell/complete/rg"
     registration = ident.home / ".local/share/bash-completion/completions/rg"
-    assert f"complete -o default -C {completer} rg" in registration.read_text()
+    assert f"complete -o default -o filenames -C {completer} rg" in registration.read_text()
     loaded = ident.run(["bash", "-c", ". /usr/share/bash-completion/bash_completion; "
                         "_completion_loader rg; complete -p rg"])  # fmt: skip
     import shlex
 
     said = shlex.split(loaded.stdout.decode())
-    assert said == ["complete", "-o", "default", "-C", str(completer), "rg"], loaded.stderr
+    assert said == ["complete", "-o", "default", "-o", "filenames", "-C", str(completer), "rg"], (
+        loaded.stderr
+    )
     # What bash runs on TAB: ripgrep's own completion function, inside the layer.
     r = ident.run([str(completer), "rg", "--ty", "rg"],
                   env={"COMP_LINE": "rg --ty", "COMP_POINT": "7"})  # fmt: skip
