@@ -140,3 +140,41 @@ def test_a_program_named_as_a_builtin_does_not_register_its_completion(
         data / "layershell/complete/cd",
     ):
         assert not path.exists(), path
+
+
+# --- the signature bomb of review 7, in a second armor block ---------------------------
+def test_a_signature_bomb_in_a_second_armor_block_never_reaches_gpgv(tmp_path: Path) -> None:
+    """The attack: SIGNATURE.asc is the trusted key's armored signature, then a
+    `BEGIN PGP MESSAGE` block holding review 7's compressed bomb (100,000 signatures in
+    55 KB). The framing check read only the SIGNATURE block, gpgv was handed the whole
+    file and read both: every install or update waited GPGV_TIMEOUT and was told to try
+    again. gpgv must see only the packets that were checked."""
+    import base64
+    import struct
+    import zlib
+
+    from layershell import verify
+    from tests import signing
+
+    data = b"sums\n"
+    data_file = tmp_path / "data"
+    data_file.write_bytes(data)
+    one, good = tmp_path / "one.sig", tmp_path / "good.asc"
+    signing.other().gpg("--detach-sign", "--output", str(one), str(data_file))
+    signing.key().gpg("--detach-sign", "--armor", "--output", str(good), str(data_file))
+    packer = zlib.compressobj(9, wbits=-15)
+    body = b"\x01" + packer.compress(one.read_bytes() * 100_000) + packer.flush()
+    bomb = b"\xc8\xff" + struct.pack(">I", len(body)) + body
+    signature = (
+        good.read_bytes()
+        + b"-----BEGIN PGP MESSAGE-----\n\n"
+        + base64.encodebytes(bomb)
+        + b"-----END PGP MESSAGE-----\n"
+    )
+    assert len(signature) < verify.MAX_SIGNATURE
+    keys = tmp_path / "keys"
+    signing.key().trust(keys)
+    signed = verify.check_signature(
+        verify.RepositoryTrust("file:///r"), str(keys), signature, data, "r"
+    )
+    assert signed.fingerprint == signing.key().fingerprint.upper()
