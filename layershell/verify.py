@@ -358,9 +358,12 @@ MAX_SIGNATURES = 32  # a key rotation signs with two; a repository has no use fo
 _SIGNATURE_TAG, _MARKER_TAG = 2, 10
 
 
-def _signature_packets(signature: bytes, where: str) -> None:
-    """Refuse a signature file that is anything but a few OpenPGP signature packets:
-    the packet framing only (RFC 4880, 4.2), never their content, which is gpgv's.
+def _signature_packets(signature: bytes, where: str) -> bytes:
+    """The signature file's packets, binary, as gpgv is to read them; refused if they
+    are anything but a few OpenPGP signature packets: the packet framing only (RFC 4880,
+    4.2), never their content, which is gpgv's. gpgv gets these bytes, never the file:
+    it reads every armor block of a file, and a second one (`BEGIN PGP MESSAGE`) carried
+    what this check never saw.
     A compressed packet is what it keeps out: 64 KiB of it inflate to ~150,000
     signatures, over which gpgv spends minutes (every operation waited GPGV_TIMEOUT)."""
     refused = UntrustedRepository(
@@ -403,6 +406,7 @@ def _signature_packets(signature: bytes, where: str) -> None:
         raise refused from None
     if not 0 < count <= MAX_SIGNATURES:
         raise refused
+    return data
 
 
 def check_signature(
@@ -421,8 +425,8 @@ def check_signature(
         raise UntrustedRepository(
             f"{where}: no trusted key to check its signature with", how_to_trust
         )
-    _signature_packets(signature, where)
-    groups = _gpgv(_keyring(files), signature, data)
+    packets = _signature_packets(signature, where)
+    groups = _gpgv(_keyring(files), packets, data)
     good: list[str] = []
     problems: list[str] = []
     for group in groups:
