@@ -7,7 +7,6 @@ import os
 import pty
 import select
 import shutil
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,7 +62,7 @@ def _type_into(argv: Sequence[str], env: dict[str, str], cwd: str,
 # --- a completion candidate the host's bash types in as shell code --------------------
 def _injecting(witness: Path) -> dict[str, bytes | str]:
     return {
-        "bin/greet": "#!/bin/sh\necho \"greet: $*\"\n",
+        "bin/greet": '#!/bin/sh\necho "greet: $*"\n',
         # Run in the layer: it only prints. The host's bash put the candidate on the
         # caller's command line unquoted, so Enter ran `touch` outside the layer.
         "share/bash-completion/completions/greet": (
