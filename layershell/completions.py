@@ -251,7 +251,7 @@ return sched select set set_color setopt shift shopt source status string suspen
 test then time times trap true ttyctl type typeset ulimit umask unalias unfunction unhash
 unlimit unset unsetopt until vared wait whence where which while zcompile zformat zle
 zmodload zparseopts zregexparse zstyle
-""".split())  # fmt: skip
+""".split())  # noqa: SIM905 (one table, as the shells print it)  # fmt: skip
 
 
 def _package_of(path: str) -> str | None:
