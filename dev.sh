@@ -90,6 +90,6 @@ case "${1:-}" in
     exec "$VENV/bin/python" -m pytest -q -rs "${@:2}" ;;
   sysext)
     install_system
-    exec /usr/bin/python3 -m layershell.sysext "${@:2}" ;;
+    exec /usr/bin/python3 -m layershell.host.sysext "${@:2}" ;;
   *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

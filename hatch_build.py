@@ -1,5 +1,5 @@
-"""Build layershell's two executables into the wheel: layershell-enter (layershell/enter.c)
-and the layer-shell launcher (layershell/launcher.c).
+"""Build layershell's two executables into the wheel: layershell-enter (layershell/layers/enter.c)
+and the layer-shell launcher (layershell/layers/launcher.c).
 
 They are compiled here, when layershell is built, and never by `core init`: the hosts
 layershell is for (Fedora CoreOS) have no compiler. Building the wheel from the sdist
@@ -14,7 +14,7 @@ sizes and the reasons.
 
 Each build gets an id, a hash of its source, the compiler's version and the flags,
 baked into the binary and recorded in layershell/_bin/build.json; `core init` checks
-the executor it installs against that record (layershell/binaries.py).
+the executor it installs against that record (layershell/host/binaries.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-MARKER = "# Managed by layershell"  # layershell/provision.py's MARKER
+MARKER = "# Managed by layershell"  # layershell/host/init.py's MARKER
 HARDENING = [
     "-O2", "-Wall", "-Werror=format-security",
     "-fstack-protector-strong", "-fstack-clash-protection", "-fcf-protection",
@@ -120,7 +120,7 @@ class CustomBuildHook(BuildHookInterface):
             return
         self._tmp = tempfile.mkdtemp(prefix="layershell-bin-")
         try:
-            build_all(os.path.join(self.root, "layershell"), self._tmp)
+            build_all(os.path.join(self.root, "layershell", "layers"), self._tmp)
         except BuildError as exc:
             raise SystemExit(f"layershell: {exc}") from None
         for name in (*PROGRAMS, "build.json"):

@@ -162,7 +162,7 @@ def unfiltered_shim(shim: str, where: str) -> str:
     if spec is None or spec.origin is None:
         raise BenchError("layershell is not importable here: run ./dev.sh install")
     package = os.path.dirname(spec.origin)
-    source = os.path.join(package, "enter.c")
+    source = os.path.join(package, "layers", "enter.c")
     try:
         with open(os.path.join(package, "_bin", "build.json"), encoding="utf-8") as f:
             flags = json.load(f)["layershell-enter"]["flags"]

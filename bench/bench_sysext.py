@@ -47,7 +47,7 @@ def progress(line: str) -> None:
 
 def build_image(work: str) -> str:
     sys.path.insert(0, CHECKOUT)
-    from layershell import sysext
+    from layershell.host import sysext
 
     progress("building the image (./dev.sh sysext)")
     try:

@@ -146,5 +146,5 @@ def listener() -> Iterator[int]:
 @pytest.fixture(scope="session")
 def sysext_built(tmp_path_factory: pytest.TempPathFactory) -> support.BuiltImage:
     """The system extension image of this checkout, built once per run with the
-    documented command's code (layershell.sysext.build), and extracted."""
+    documented command's code (layershell.host.sysext.build), and extracted."""
     return support.build_sysext(tmp_path_factory.mktemp("sysext"))

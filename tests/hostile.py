@@ -20,7 +20,7 @@ from pathlib import Path
 
 import zstandard
 
-from layershell.unpack import Limits
+from layershell.packages.unpack import Limits
 
 MTIME = 1_600_000_000
 BOMB_BYTES = 200 * 2**20

@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layershell import repo
+from layershell.packages import repo
 
 if TYPE_CHECKING:
     from tests.signing import Key

@@ -309,7 +309,7 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class BuiltImage:
-    image: Any  # layershell.sysext.Image (sysext is a build tool: imported when used)
+    image: Any  # layershell.host.sysext.Image (sysext is a build tool: imported when used)
     work: Path  # the build venv and staging, reusable by another build
     tree: Path  # the image extracted with unsquashfs -d
 
@@ -320,7 +320,7 @@ def build_sysext(base: Path, checkout: Path = CHECKOUT, work: Path | None = None
     base/tree."""
     import re
 
-    from layershell import sysext
+    from layershell.host import sysext
 
     if shutil.which("mksquashfs") is None or shutil.which("unsquashfs") is None:
         pytest.skip("squashfs-tools is not installed (./dev.sh test installs it)")

@@ -141,7 +141,7 @@ def test_roots_own_profile_is_a_grant(stack: support.SystemStack, shared_dir: Pa
 
 def make_record(path: Path, name: str) -> None:
     """A layershell record (the real schema) holding one active package `name`."""
-    from layershell.state import Installed, State
+    from layershell.packages.state import Installed, State
 
     with State(str(path)) as st, st.transaction():
         st.record(
@@ -570,7 +570,7 @@ def test_a_reference_keeps_the_host_manifests_profile(
 
 
 def arch() -> str:
-    from layershell import repo as repo_mod
+    from layershell.packages import repo as repo_mod
 
     return repo_mod.host_arch()
 

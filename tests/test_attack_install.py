@@ -300,7 +300,7 @@ def test_setuid_arne_from_install_sh_gives_no_one_euid_arne(
 def test_neutralise_refuses_a_file_of_another_owner(tmp_path: Path) -> None:
     """A hard link install.sh made to a file from outside the package shows up as an
     entry the layer's account does not own (the layer cannot create such files)."""
-    from layershell import trees
+    from layershell.packages import trees
 
     if os.getuid() != 0:
         pytest.skip("needs root to make a file of another owner")
@@ -457,7 +457,7 @@ def test_a_10000_deep_leftover_in_trash_is_removed_by_the_next_operation(
 
 
 def test_remove_deletes_a_10000_deep_tree_in_process(tmp_path: Path) -> None:
-    from layershell import trees
+    from layershell.packages import trees
 
     base = tmp_path / "t"
     base.mkdir()
@@ -558,7 +558,7 @@ def test_the_bytes_hashed_are_the_bytes_unpacked(tmp_path: Path) -> None:
     write the file swapped it in between, and a tree root never hashed was installed
     under the first file's sha256. Now the hash is of a private copy, which is what is
     unpacked."""
-    from layershell import fetch, pipeline, unpack
+    from layershell.packages import fetch, pipeline, unpack
 
     good = tarball(tmp_path / "swap_1.tar.gz", program("swap", "1"))
     bad = tarball(tmp_path / "bad.tar.gz", {"bin/swapped": "#!/bin/sh\necho evil\n"})
@@ -672,7 +672,7 @@ def test_a_huge_sparse_tarball_is_refused_before_it_is_copied(
 def test_a_fifo_is_no_tarball_and_does_not_block(tmp_path: Path) -> None:
     """Planned as a regular file, then swapped for a FIFO: the open used to block for
     ever, holding the layer's lock."""
-    from layershell import verify
+    from layershell.packages import verify
 
     fifo = tmp_path / "flip_1.tar.gz"
     os.mkfifo(fifo)

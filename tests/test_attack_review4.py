@@ -205,8 +205,8 @@ def test_env_set_values_reach_the_program_verbatim(
 
 # --- a manifest entry that names no profile lets the record's stricter ask stand -------
 def test_an_entry_without_profile_keeps_the_records_stricter_profile(tmp_path: Path) -> None:
-    from layershell import grants, manifest
-    from layershell.state import Installed
+    from layershell.packages import grants, manifest
+    from layershell.packages.state import Installed
 
     source = tmp_path / "composable.yaml"
     source.write_text(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from layershell import fetch, repo, verify
+from layershell.packages import fetch, repo, verify
 from tests import signing
 from tests.packages import Repository, program
 from tests.servers import HttpRepo

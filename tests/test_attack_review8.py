@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from layershell import completions
+from layershell.exposure import completions
 from tests.support import Identity, install_package
 
 
@@ -152,7 +152,7 @@ def test_a_signature_bomb_in_a_second_armor_block_never_reaches_gpgv(tmp_path: P
     import struct
     import zlib
 
-    from layershell import verify
+    from layershell.packages import verify
     from tests import signing
 
     data = b"sums\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from layershell import completions
+from layershell.exposure import completions
 from tests.support import Identity, install_package
 
 ODD = "/home/a b/it's $HOME \\ `x`/.local/share/layershell/complete/rg"

@@ -1,5 +1,5 @@
-"""layershell.config: layers.yaml validation with exact `FILE:LINE:COL: key: message`
-problems, the shipped stack, and the compiled stack cache in layershell.stack."""
+"""layershell.layers.config: layers.yaml validation with exact `FILE:LINE:COL: key: message`
+problems, the shipped stack, and the compiled stack cache in layershell.layers.stack."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from layershell import config, stack
 from layershell.errors import ConfigError
-from layershell.stack import Layer, LayerStack
+from layershell.layers import config, stack
+from layershell.layers.stack import Layer, LayerStack
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "profiles" / "layers.yaml"

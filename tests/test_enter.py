@@ -1,4 +1,4 @@
-"""layershell-enter, the executor (layershell/enter.c), driven directly: what no layer
+"""layershell-enter, the executor (layershell/layers/enter.c), driven directly: what no layer
 config of ours exercises on this host (links inside the view as on Fedora CoreOS), and
 its options for shims (cwd binding, environment allow-list, refusing root)."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from layershell import sandbox
+from layershell.layers import sandbox
 from tests.support import IS_ROOT, Identity
 
 

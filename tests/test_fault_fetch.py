@@ -27,9 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from layershell import manifest, repo, sandbox, verify
 from layershell.errors import ConfigError, LayershellError
-from layershell.fetch import Fetcher, FetchError, LogProgress
+from layershell.layers import sandbox
+from layershell.packages import manifest, repo, verify
+from layershell.packages.fetch import Fetcher, FetchError, LogProgress
 from tests.packages import program, tarball
 from tests.servers import Servers
 from tests.support import Identity, SystemStack, needs_root, python_cmd
@@ -243,7 +244,7 @@ def test_a_redirect_to_another_protocol_is_refused_naming_both_urls(
     ],
 )
 def test_which_redirects_are_followed(old: str, new: str, refused: bool) -> None:
-    from layershell.fetch import redirect_refusal
+    from layershell.packages.fetch import redirect_refusal
 
     reason = redirect_refusal(old, new)
     assert (reason is not None) == refused, reason
@@ -553,7 +554,7 @@ def test_a_download_refused_with_4xx_keeps_no_partial(
 
 
 def test_prune_cache_removes_stale_partials_and_locks_but_not_a_held_one(tmp_path: Path) -> None:
-    from layershell.fetch import prune_cache
+    from layershell.packages.fetch import prune_cache
 
     partial = tmp_path / "cache" / "partial"
     partial.mkdir(parents=True)

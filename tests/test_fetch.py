@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from layershell import verify
-from layershell.fetch import (
+from layershell.packages import verify
+from layershell.packages.fetch import (
     Fetcher,
     FetchError,
     LogProgress,

@@ -1,5 +1,5 @@
 """The `layer-shell` hot path is stdlib only (issue 15): with click, yaml and rich made
-unimportable, layershell.shell_main imports, and `layer-shell -c true` and
+unimportable, layershell.layers.main imports, and `layer-shell -c true` and
 `layer-shell --layer otto -- true` run. Only --help, --version and shell completion may
 load click (docs/design.md), and nothing on the path may load yaml or rich."""
 
@@ -33,7 +33,7 @@ def test_the_block_itself_works(fresh_rootless: Identity) -> None:
 
 
 def test_shell_main_imports_without_click_yaml_or_rich(fresh_rootless: Identity) -> None:
-    code, said = run_blocked(fresh_rootless, "import layershell.shell_main")
+    code, said = run_blocked(fresh_rootless, "import layershell.layers.main")
     assert code == 0, said
 
 
@@ -45,7 +45,7 @@ def test_shell_main_imports_without_click_yaml_or_rich(fresh_rootless: Identity)
 def test_layer_shell_runs_without_click_yaml_or_rich(
     fresh_rootless: Identity, argv: list[str]
 ) -> None:
-    program = f"import sys; sys.argv = {argv!r}\nfrom layershell.shell_main import main\nmain()"
+    program = f"import sys; sys.argv = {argv!r}\nfrom layershell.layers.main import main\nmain()"
     code, said = run_blocked(fresh_rootless, program)
     assert code == 0, said
     assert "must not import" not in said

@@ -20,10 +20,12 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from layershell import config, ignition, manifest, stack
 from layershell.cli import ignition_cmd
 from layershell.cli.app import make_app
 from layershell.cli.core import Group
+from layershell.host import ignition
+from layershell.layers import config, stack
+from layershell.packages import manifest
 from tests import ignition_tools
 from tests.packages import ARCH, Repository
 from tests.servers import Servers

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from layershell import ignition, origin
+from layershell.host import ignition, origin
 from tests import ignition_tools
 from tests.packages import ARCH, Repository
 from tests.servers import Servers

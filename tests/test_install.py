@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from layershell import repo
+from layershell.packages import repo
 from tests.packages import ARCH, Repository, program, tarball
 from tests.servers import Servers
 from tests.servers import base_url as servers_base_url
@@ -462,7 +462,7 @@ def test_remove_checks_every_name_first(fresh_rootless: Identity, shared_dir: Pa
 
 
 def test_password_in_url_is_not_recorded(fresh_rootless: Identity) -> None:
-    from layershell.pipeline import redact
+    from layershell.packages.pipeline import redact
 
     assert redact("ftp://user:secret@host:21/repo") == "ftp://user:***@host:21/repo"
     assert redact("https://host/repo") == "https://host/repo"

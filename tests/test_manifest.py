@@ -1,4 +1,4 @@
-"""layershell.manifest: composable.yaml validation with exact `FILE:LINE:COL: key: message`
+"""layershell.packages.manifest: composable.yaml validation with exact `FILE:LINE:COL: key: message`
 problems, all reported at once, and the Manifest it becomes."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from layershell import manifest
 from layershell.errors import ConfigError, LayershellError
-from layershell.manifest import (
+from layershell.packages import manifest
+from layershell.packages.manifest import (
     InstallMethod,
     Manifest,
     PackageSpec,
@@ -1008,7 +1008,7 @@ def test_bad_repositories(tmp_path: Path, lines: tuple[str, ...], expected: Expe
 
 
 def test_repositories_become_trust_settings(tmp_path: Path) -> None:
-    from layershell.verify import RepositoryTrust, Verification
+    from layershell.packages.verify import RepositoryTrust, Verification
 
     fpr = "0D8A 1B2C 3D4E 5F60 7182 93A4 B5C6 D7E8 F901 2345"
     text = yml(
@@ -1037,7 +1037,8 @@ def test_a_package_name_the_repository_accepts_the_manifest_accepts(tmp_path: Pa
     """One rule (layershell/names.py): `node_exporter` installed by reference but was
     refused in a manifest, and `_helper` was accepted by the manifest and silently
     dropped by the shims."""
-    from layershell import repo, shims
+    from layershell.exposure import shims
+    from layershell.packages import repo
 
     text = yml(*TOP, "    - name: node_exporter", "      version: 1.7.0",
                "    - name: Goss", "      version: v0.0.1")  # fmt: skip

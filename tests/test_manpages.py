@@ -1,7 +1,7 @@
 """Issue 13, item 5 (manual pages): a package's share/man pages are found by `man NAME`
 on the host after install and gone after `core remove`; root copies them (regular files
 of the layer's tree, read without following a link) and never overwrites a page it did
-not write. layershell/manpages.py; docs/exposure.md, "Manual pages"."""
+not write. layershell/exposure/manpages.py; docs/exposure.md, "Manual pages"."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`core --version` says where core runs from (layershell/origin.py): the extension's
+"""`core --version` says where core runs from (layershell/host/origin.py): the extension's
 frozen program is tested in tests/test_sysext.py and tests/test_sysext_boot.py."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""layershell.plan: every resolution rule (pinned, latest, os), with an in-memory
+"""layershell.packages.plan: every resolution rule (pinned, latest, os), with an in-memory
 repository standing in for get_index/get_text, and once over real files (file://)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from layershell import plan, repo
 from layershell.errors import ConfigError
-from layershell.plan import Artifact, Candidate, ResolveError
+from layershell.packages import plan, repo
+from layershell.packages.plan import Artifact, Candidate, ResolveError
 
 REPO = "https://repo.example/fcos"
 ARCH = "x86_64"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from layershell import image, portable, units
-from layershell.state import Installed
+from layershell.exposure import image, portable, units
+from layershell.packages.state import Installed
 
 UNITS = "usr/lib/systemd/system"
 

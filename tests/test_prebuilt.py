@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from layershell import binaries
+from layershell.host import binaries
 from tests import support
 from tests.support import IS_ROOT, Identity, make_shared_dir, needs_userns, python_cmd
 

@@ -1,4 +1,4 @@
-"""layershell.repo: references, version ordering, os-release, the index (parse, render,
+"""layershell.packages.repo: references, version ordering, os-release, the index (parse, render,
 build from a directory of real tarballs, atomic write), and `<name>_latest` files."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import zstandard
 
-from layershell import repo
 from layershell.errors import ConfigError, LayershellError
-from layershell.repo import Index, IndexEntry, Protocol, Reference
+from layershell.packages import repo
+from layershell.packages.repo import Index, IndexEntry, Protocol, Reference
 
 # --- references ------------------------------------------------------------------------------
 

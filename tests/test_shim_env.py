@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from layershell import sandbox
+from layershell.layers import sandbox
 from tests.packages import ARCH, Repository
 from tests.support import Identity, install_package, python_cmd
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from layershell.state import Installed
+from layershell.packages.state import Installed
 from tests.packages import Repository, tarball
 from tests.support import IS_ROOT, Identity, python_cmd
 
@@ -220,7 +220,8 @@ IDENTITY_TOOLS = ["sudo", "sudoedit", "su", "run0", "pkexec", "pkttyagent", "mac
 
 @pytest.mark.parametrize("name", IDENTITY_TOOLS)
 def test_identity_tools_are_refused_even_with_expose_over(tmp_path: Path, name: str) -> None:
-    from layershell import grants, shims
+    from layershell.exposure import shims
+    from layershell.packages import grants
 
     policy = grants.Table({}, None).policy(
         Installed("pkg", "1", "arne", "/x", "", "", 0, 0, 0, 0.0, True, {})
@@ -232,7 +233,7 @@ def test_identity_tools_are_refused_even_with_expose_over(tmp_path: Path, name: 
 
 
 def test_a_host_program_is_found_outside_the_shim_directory_only(tmp_path: Path) -> None:
-    from layershell import shims
+    from layershell.exposure import shims
 
     assert shims.host_program("ls", str(tmp_path)) in ("/usr/bin/ls", "/bin/ls")
     assert shims.host_program("no-such-program-here", str(tmp_path)) is None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from layershell import repo
+from layershell.packages import repo
 from tests import signing
 from tests.packages import Repository, program
 from tests.servers import FtpRepo, HttpRepo

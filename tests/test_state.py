@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from layershell import lock, state
-from layershell.state import Installed, State
+from layershell import lock
+from layershell.packages import state
+from layershell.packages.state import Installed, State
 
 
 def pkg(name: str, version: str, **kw: object) -> Installed:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from layershell import state
+from layershell.packages import state
 from tests.packages import ARCH, Repository, program
 from tests.support import Identity, needs_root, python_cmd, rootless_pkgs, rootless_store
 

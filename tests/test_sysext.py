@@ -1,4 +1,4 @@
-"""The system extension image (`./dev.sh sysext`, layershell/sysext.py; docs/boot.md).
+"""The system extension image (`./dev.sh sysext`, layershell/host/sysext.py; docs/boot.md).
 
 One build, shared by the tests through a module fixture, and a second build of the same
 commit for the file-list comparison (it reuses the build venv). Both need mksquashfs
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from layershell import __version__, origin, sysext
-from layershell.binaries import BUILD_PREFIX
+from layershell import __version__
+from layershell.host import origin, sysext
+from layershell.host.binaries import BUILD_PREFIX
 from tests.support import BuiltImage
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -106,7 +107,7 @@ def test_executor_inside_is_the_one_core_expects(built: BuiltImage) -> None:
     done = bare(
         [
             str(built.tree / "usr/bin/core"), "-I", "-S", "-c",
-            "from layershell import binaries; b = binaries.executor(); "
+            "from layershell.host import binaries; b = binaries.executor(); "
             "print(b.path, b.build)",
         ]
     )  # fmt: skip
@@ -116,7 +117,7 @@ def test_executor_inside_is_the_one_core_expects(built: BuiltImage) -> None:
     # tests run in: -I, so not the checkout's own layershell/, which has no _bin/).
     wheel = subprocess.run(
         [sys.executable, "-I", "-c",
-         "import json; from layershell import binaries; print(json.dumps(binaries.record()))"],
+         "import json; from layershell.host import binaries; print(json.dumps(binaries.record()))"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert json.loads(wheel) == record
@@ -161,8 +162,8 @@ def test_the_launcher_core_init_writes_runs_the_frozen_layer_shell(
     done = bare(
         [
             str(built.tree / "usr/bin/core"), "-I", "-S", "-c",
-            "import os, sys; from layershell import binaries, provision; "
-            "data = binaries.launcher(sys.executable, provision.launcher_code()); "
+            "import os, sys; from layershell.host import binaries, init; "
+            "data = binaries.launcher(sys.executable, init.launcher_code()); "
             f"open({str(launcher)!r}, 'wb').write(data); os.chmod({str(launcher)!r}, 0o755)",
         ]
     )  # fmt: skip

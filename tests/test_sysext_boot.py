@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from layershell import __version__, origin
+from layershell import __version__
+from layershell.host import origin
 from tests import support, testbed
 from tests.support import BuiltImage, make_shared_dir
 from tests.test_boot import first_boot_repository, provision_first_boot, render_config
@@ -212,7 +213,7 @@ def bumped_checkout(base: Path) -> Path:
     init = copy / "layershell/__init__.py"
     init.write_text(init.read_text().replace(f'"{__version__}"', f'"{BUMPED}"'))
     assert f'"{BUMPED}"' in init.read_text()
-    with open(copy / "layershell/enter.c", "a") as f:
+    with open(copy / "layershell/layers/enter.c", "a") as f:
         f.write("/* the next release */\n")
     return copy
 

@@ -7,9 +7,10 @@ import os
 
 import pytest
 
-from layershell import access, paths, sandbox, session, shell_main
+from layershell import paths
 from layershell.errors import PermissionRefused
-from layershell.stack import Layer, LayerStack
+from layershell.layers import access, launch, main, sandbox
+from layershell.layers.stack import Layer, LayerStack
 
 STACK = LayerStack(
     (
@@ -77,7 +78,7 @@ def test_layer_mounts_order_and_modes() -> None:
 def test_parse(
     argv: list[str], layer: str | None, command: str | None, program: tuple[str, ...], login: bool
 ) -> None:
-    name, request = shell_main.parse(argv)
+    name, request = main.parse(argv)
     assert (name, request.command, request.program, request.login) == (
         layer, command, program, login,
     )  # fmt: skip
@@ -93,8 +94,8 @@ def test_parse(
     ],
 )
 def test_parse_errors(argv: list[str], message: str) -> None:
-    with pytest.raises(shell_main.UsageError) as info:
-        shell_main.parse(argv)
+    with pytest.raises(main.UsageError) as info:
+        main.parse(argv)
     assert info.value.message == message
     assert info.value.exit_code == 2
 
@@ -110,19 +111,19 @@ def test_parse_errors(argv: list[str], message: str) -> None:
     ],
 )
 def test_wants_help(argv: list[str], expected: bool) -> None:
-    assert shell_main.wants_help(argv) is expected
+    assert main.wants_help(argv) is expected
 
 
 def test_login_program_argv() -> None:
     otto = STACK.layers[2]
-    shell = session.shell_for(otto)
-    login = session.Request(command="id", login=True)
-    assert session.program_argv(otto, login) == (shell, ("-" + os.path.basename(shell), "-c", "id"))
+    shell = launch.shell_for(otto)
+    login = launch.Request(command="id", login=True)
+    assert launch.program_argv(otto, login) == (shell, ("-" + os.path.basename(shell), "-c", "id"))
 
 
 def test_login_environment_is_clean() -> None:
-    req = session.Request(login=True)
-    env = session.environment(
+    req = launch.Request(login=True)
+    env = launch.environment(
         STACK.layers[2], req, home="/home/otto", user="otto", shell="/bin/bash",
         base={"TERM": "xterm", "LC_ALL": "C", "SECRET": "x", "TMPDIR": "/t"},
     )  # fmt: skip
@@ -131,8 +132,8 @@ def test_login_environment_is_clean() -> None:
         "LOGNAME": "otto", "SHELL": "/bin/bash", "PATH": sandbox.LAYER_PATH,
         "LAYERSHELL_LAYER": "otto",
     }  # fmt: skip
-    passthrough = session.environment(
-        STACK.layers[2], session.Request(), home="/h", user="u", shell="/bin/sh",
+    passthrough = launch.environment(
+        STACK.layers[2], launch.Request(), home="/h", user="u", shell="/bin/sh",
         base={"SECRET": "x", "TMPDIR": "/t"},
     )  # fmt: skip
     assert passthrough["SECRET"] == "x" and "TMPDIR" not in passthrough

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from layershell.unpack import (
+from layershell.packages.unpack import (
     Format,
     Limits,
     UnpackError,
@@ -382,7 +382,7 @@ def test_limits_must_be_positive() -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "layershell.unpack", *args],
+        [sys.executable, "-m", "layershell.packages.unpack", *args],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -481,7 +481,7 @@ def test_depth_limit_is_configurable(scene: Scene) -> None:
 
 
 def test_scan_reads_headers_only(scene: Scene) -> None:
-    from layershell.unpack import scan
+    from layershell.packages.unpack import scan
 
     archive = scene.inbox / "scan.tar.gz"
     hostile.archive(d("x/y"), f("x/y/z/f", b"12345"), f("g", b"abc"), sym("l", "g"))(archive)

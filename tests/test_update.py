@@ -161,7 +161,7 @@ def test_if_os_changed_does_nothing_when_it_did_not(
     publish(repo, "2.0")
     core(ident, "update", "--dry-run")
     record = ident.home / ".local/share/layershell/os-version"
-    from layershell import repo as repo_mod
+    from layershell.packages import repo as repo_mod
 
     record.write_text((repo_mod.host_os_version() or "") + "\n")
     r = core(ident, "update", "--if-os-changed")

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from layershell import paths as paths_mod
+from layershell.layers.stack import LayerStack
+from layershell.packages.target import Target
 from layershell.paths import Paths
-from layershell.stack import LayerStack
-from layershell.target import Target
 
 if TYPE_CHECKING:
     import subprocess
@@ -30,7 +30,7 @@ def make_app(root: str | None, rootless: bool | None) -> App:
 
 
 def load_stack(app: App) -> LayerStack:
-    from layershell import stack
+    from layershell.layers import stack
 
     layers = stack.load(app.paths.layers_file, app.paths.stack_cache)
     if app.paths.mode == paths_mod.ROOTLESS:
@@ -46,7 +46,7 @@ def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
     layer's account and returns its exit status; None if no hand-over is needed."""
     import subprocess
 
-    from layershell import target as target_mod
+    from layershell.packages import target as target_mod
 
     if not target_mod.must_run_as_account(target):
         return None
@@ -60,7 +60,7 @@ def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
         start_new_session=True,
     )  # fmt: skip
     returncode = _wait_forwarding(proc)
-    from layershell import install
+    from layershell.packages import install
 
     install.died_with(returncode)
     if returncode < 0 and args[:1] != ["repair"]:
@@ -93,9 +93,10 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
     `only` limits the work to the packages an operation changed."""
     import os
 
-    from layershell import grants, shims
     from layershell.cli import listing
-    from layershell.target import HANDED_OVER_ENV
+    from layershell.exposure import shims
+    from layershell.packages import grants
+    from layershell.packages.target import HANDED_OVER_ENV
 
     if os.environ.get(HANDED_OVER_ENV) == "1":
         return  # run for root, which syncs after this process ends
@@ -131,7 +132,7 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
         app.err.print(f"removed shim {path}")
     for line in report.collisions + report.warnings:
         app.err.print(f"warning: {line}")
-    from layershell import completions, manpages
+    from layershell.exposure import completions, manpages
 
     done = completions.sync(app.paths, load_stack(app), dict(report.shims), report.inner_pkgs, only)
     for path in done.written:
@@ -159,13 +160,13 @@ def sync_exposure(app: App, only: set[str] | None = None) -> bool:
     """Shims, then portable services (root, system mode); False if a service failed."""
     import os
 
-    from layershell import portable
     from layershell.cli import listing
+    from layershell.exposure import portable
 
     sync_shims(app, only)
     if app.paths.mode != paths_mod.SYSTEM or os.getuid() != 0:
         return True
-    from layershell import install
+    from layershell.packages import install
 
     install.checkpoint("shims-switched")  # the window the operation journal closes
     errors = portable.sync(app.paths, listing.installed(app, only), log=app.err.print, only=only)

@@ -8,9 +8,9 @@ import tempfile
 
 import click
 
-from layershell import manifest
 from layershell.cli.app import App
 from layershell.errors import ConfigError, LayershellError
+from layershell.packages import manifest
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tzst", ".tar")
 
@@ -38,7 +38,7 @@ def check(app: App, file: str | None, name: str | None) -> None:
 
 def package_name(path: str) -> str | None:
     """NAME of NAME_VERSION[.tar.gz] (or of NAME alone), as repositories name packages."""
-    from layershell import repo
+    from layershell.packages import repo
 
     base = os.path.basename(os.path.normpath(path))
     for suffix in ARCHIVE_SUFFIXES:
@@ -52,7 +52,8 @@ def package_name(path: str) -> str | None:
 
 
 def check_package(app: App, path: str, name: str | None) -> None:
-    from layershell import image, units, unpack
+    from layershell.exposure import image, units
+    from layershell.packages import unpack
 
     name = name or package_name(path)
     if name is None:

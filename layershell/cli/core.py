@@ -71,7 +71,7 @@ class Group(click.Group):
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from layershell import origin
+    from layershell.host import origin
 
     click.echo(origin.version_text(__version__))
     ctx.exit()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from layershell import grants, portable, shims
 from layershell.cli import listing
 from layershell.cli.app import App, load_stack, sync_exposure
-from layershell.cli.switch import operation
 from layershell.errors import LayershellError
+from layershell.exposure import portable, shims
+from layershell.operations.transaction import operation
+from layershell.packages import grants
 
 
 def _current(app: App, name: str) -> list[str]:

@@ -8,11 +8,12 @@ import time
 
 import click
 
-from layershell import manifest, provision
 from layershell.atomic import write_atomic
 from layershell.cli import inbox_cmd, listing
 from layershell.cli import install as install_cmd
 from layershell.cli.app import App
+from layershell.host import init
+from layershell.packages import manifest
 
 
 def stamp_file(app: App) -> str:
@@ -41,7 +42,7 @@ def firstboot(ctx: click.Context, force: bool) -> None:
     if os.path.exists(stamp) and not force:
         app.out.print(f"first boot already done ({stamp})")
         return
-    report = provision.init(app.paths, create_users=True)
+    report = init.init(app.paths, create_users=True)
     for line in report.done:
         app.err.print(line)
     ok = _step(ctx, inbox_cmd.inbox_cmd, directory=None, requeue_if_pending=False, linger=0.0)

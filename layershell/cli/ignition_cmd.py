@@ -6,10 +6,11 @@ import os
 
 import click
 
-from layershell import config, fetch, stack
-from layershell import ignition as ignition_lib
 from layershell.atomic import write_atomic
 from layershell.cli.app import App
+from layershell.host import ignition as ignition_lib
+from layershell.layers import config, stack
+from layershell.packages import fetch
 
 
 def _file_mode() -> int:

@@ -9,10 +9,10 @@ import time
 
 import click
 
-from layershell import fetch, grants, inbox, manifest, pipeline, repo, target
 from layershell.cli.app import App, load_stack, sync_exposure
-from layershell.cli.switch import operation
 from layershell.errors import LayershellError
+from layershell.operations.transaction import operation
+from layershell.packages import fetch, grants, inbox, manifest, pipeline, repo, target
 
 
 @click.command("inbox")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from layershell import provision
 from layershell.cli.app import App
+from layershell.host import init as host_init
 
 
 @click.command()
@@ -26,7 +26,7 @@ def init(app: App, create_users: bool, mounts: bool) -> None:
     Idempotent: running it again changes only what is missing or wrong, and it never
     overwrites a file that layershell did not write.
     """
-    report = provision.init(app.paths, create_users=create_users, mounts_only=mounts)
+    report = host_init.init(app.paths, create_users=create_users, mounts_only=mounts)
     for line in report.done:
         app.out.print(line)
     for line in report.warnings:

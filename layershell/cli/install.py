@@ -7,10 +7,10 @@ import sys
 
 import click
 
-from layershell import fetch, grants, manifest, pipeline, repo, target
 from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
-from layershell.cli.switch import operation
 from layershell.errors import ConfigError, LayershellError
+from layershell.operations.transaction import operation
+from layershell.packages import fetch, grants, manifest, pipeline, repo, target
 
 
 def named(items: tuple[str, ...]) -> set[str]:

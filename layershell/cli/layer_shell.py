@@ -1,6 +1,6 @@
 """The click face of `layer-shell`: its --help and shell completion.
 
-The program itself parses its arguments by hand (layershell.shell_main) to stay fast;
+The program itself parses its arguments by hand (layershell.layers.main) to stay fast;
 this definition mirrors those options so that click can document and complete them.
 """
 
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import click
 
-from layershell import __version__, paths, stack
+from layershell import __version__, paths
+from layershell.layers import stack
 
 HELP = """Enter a layer: a shell, a command (-c) or a program (--).
 

@@ -5,7 +5,7 @@ account's file, so for anyone but that account it is read through state.read_for
 (no link followed, nothing created in the store) and every field is checked here:
 a row that is not what layershell itself would have written is left out, with a
 warning. What root then does with a row (profile, units, shims) comes from
-layershell/grants.py, never from the row's spec.
+layershell/packages/grants.py, never from the row's spec.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from typing import Any
 
 import click
 
-from layershell import names, records, repo, target
+from layershell import names
 from layershell.cli.app import App, load_stack
 from layershell.errors import LayershellError
+from layershell.layers.stack import Layer
+from layershell.packages import records, repo, target
+from layershell.packages.state import Installed, State, StateError, read_foreign
 from layershell.paths import ROOTLESS
-from layershell.stack import Layer
-from layershell.state import Installed, State, StateError, read_foreign
 
 SHA256_RE = names.SHA256
 MAX_TEXT = 4096
@@ -230,16 +231,16 @@ def _verified(record: dict[str, object]) -> str:
 def list_(app: App, as_json: bool, show_all: bool) -> None:
     """List installed packages."""
     rows = [r for r in installed(app) if show_all or r.active]
-    from layershell import shims
+    from layershell.exposure import shims
 
     shown = shims.exposed(app.paths)
-    from layershell import portable
+    from layershell.exposure import portable
 
     attached = portable.attached(app.paths) if app.paths.mode == "system" else {}
     for name, version in attached.items():
         if any(r.name == name and r.version == version for r in rows):
             shown.setdefault(name, []).append(f"{name}_{version} (portable)")
-    from layershell import grants
+    from layershell.packages import grants
 
     table = grants.Table.load(app.paths)
     if as_json:
@@ -293,7 +294,7 @@ def info(app: App, as_json: bool, name: str) -> None:
     rows = [r for r in installed(app) if r.name == name]
     if not rows:
         raise LayershellError(f"{name} is not installed", "see core list")
-    from layershell import grants
+    from layershell.packages import grants
 
     table = grants.Table.load(app.paths)
     if as_json:

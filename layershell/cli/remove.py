@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from layershell import pipeline, target
 from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
-from layershell.cli.switch import operation
+from layershell.operations.transaction import operation
+from layershell.packages import pipeline, target
 
 
 @click.command()

@@ -7,11 +7,13 @@ import sys
 
 import click
 
-from layershell import install, journal, lock, target
-from layershell import rebuild as rebuilt
+from layershell import lock
 from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
-from layershell.cli.switch import repair
-from layershell.state import State
+from layershell.operations import journal
+from layershell.operations.transaction import repair
+from layershell.packages import install, target
+from layershell.packages import rebuild as rebuilt
+from layershell.packages.state import State
 
 
 @click.command("repair")

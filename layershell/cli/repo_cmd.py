@@ -6,8 +6,8 @@ import re
 
 import click
 
-from layershell import repo
 from layershell.cli.app import App
+from layershell.packages import repo
 
 DURATION_RE = re.compile(r"\A([0-9]{1,6})([smhd])\Z")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from layershell import access, handover, stack
 from layershell.cli.app import App
-from layershell.session import Request
+from layershell.layers import access, handover, stack
+from layershell.layers.launch import Request
 
 HELP = """Open a session in a layer as its account (needs root).
 

@@ -8,12 +8,14 @@ import sys
 
 import click
 
-from layershell import fetch, grants, lock, pipeline, portable, repo, target
-from layershell import update as updates
+from layershell import lock
 from layershell.atomic import write_atomic
 from layershell.cli import listing
 from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
-from layershell.cli.switch import operation
+from layershell.exposure import portable
+from layershell.operations.transaction import operation
+from layershell.packages import fetch, grants, pipeline, repo, target
+from layershell.packages import update as updates
 
 
 def os_record(app: App) -> str:

@@ -1,0 +1,2 @@
+"""core's data flow: load -> validate -> plan -> fetch -> verify -> unpack -> install ->
+record."""

@@ -1,0 +1,766 @@
+"""Install one verified archive into a layer, atomically; remove; and reconcile.
+
+The order makes every crash leave the old state or the new one:
+
+1. admit it: the archive's headers (unpack.scan) against the layer's limits: the depth
+   limit, the disk budget (what the layer's packages use, from the records, plus what
+   this one unpacks to) and the free-space floor of the filesystem; nothing is written;
+2. unpack into `/opt/pkgs/.staging/<name>_<version>.<random>/tree` (unpack.py refuses
+   anything unsafe and leaves nothing behind);
+3. rename the tree to `/opt/pkgs/<name>_<version>` (one rename);
+4. run its install.sh, if any, inside the layer as pseudo-root, contained (its own pid
+   namespace: everything it started dies when it exits; a time limit, a memory limit,
+   a file-size limit, a watch on free space; its exit status in the install log);
+5. neutralise and measure the finished tree in one walk (trees.neutralise: setuid and
+   setgid bits, file capabilities, ACLs, devices, foreign hard links, depth), and check
+   the budget again with what install.sh added;
+6. record it, active, in one database transaction (the moment the install happens);
+7. point the `/opt/pkgs/<name>` link at it (rename of a new link over the old one).
+A failure at 2 to 6 sends the tree to `.trash`, where it is deleted (trees.remove).
+
+A crash before 6 leaves a directory the database does not know; `reconcile`, run under
+the lock before every operation, deletes it. A crash between 6 and 7 leaves a stale
+link; `reconcile` repoints it. The database is the truth.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from layershell.errors import LayershellError
+from layershell.layers import launch, sandbox
+from layershell.layers.stack import Layer
+from layershell.packages import records, trees, unpack
+from layershell.packages.state import Installed, State
+from layershell.packages.target import Target
+
+INSTALL_SCRIPT = "install.sh"
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+# A layer's install limits: layers.yaml, `limits:` of the installing layer (config.py
+# validates them; docs/packages.md, "Safe installs", documents them).
+DEFAULT_DISK_BUDGET = 20 * GiB
+DEFAULT_MAX_DEPTH = unpack.Limits().max_depth
+DEFAULT_SCRIPT_TIMEOUT = 300.0
+DEFAULT_SCRIPT_MEMORY = 4 * GiB
+# Free space an install may never go below: 5 % of the filesystem or 1 GiB, the smaller.
+DEFAULT_MIN_FREE_PERCENT = 5.0
+DEFAULT_MIN_FREE_CAP = GiB
+WATCH_INTERVAL = 0.5  # s between checks of free space while install.sh runs
+
+Log = Callable[[str], None]
+
+
+CRASH_ENV = "LAYERSHELL_CRASH_AT"
+
+
+def checkpoint(name: str) -> None:
+    """Crash-consistency tests kill the process here, for real, with SIGKILL: the same
+    state a power cut or the OOM killer leaves (tests/test_install.py). "account:NAME"
+    kills only the layer account's process root handed the work to."""
+    if os.environ.get(CRASH_ENV) in (name, f"account:{name}"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def died_with(returncode: int) -> None:
+    """In a crash test, root's operation dies with the account's process it handed the
+    work to: the test kills `core update`, not half of it (unless it says account:)."""
+    point = os.environ.get(CRASH_ENV, "")
+    if point and not point.startswith("account:") and returncode == -signal.SIGKILL:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class InstallScriptFailed(LayershellError):
+    exit_code = 1
+
+
+class PackageRefused(LayershellError):
+    """Over a limit of the layer, or not safe to expose; nothing of it was installed."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class InstallLimits:
+    """What one install may use (layers.yaml `limits:`; every field has a default).
+
+    disk_budget: bytes all package trees of the layer may take on disk together.
+    max_depth: directories a package tree may nest, at unpack and after install.sh.
+    script_timeout: seconds install.sh may run, with everything it started.
+    script_memory: address space of each process of install.sh (RLIMIT_AS).
+    min_free / min_free_percent: the free-space floor of the filesystem (bytes, or a
+    percentage of its size); neither set: 5 % or 1 GiB, the smaller."""
+
+    disk_budget: int = DEFAULT_DISK_BUDGET
+    max_depth: int = DEFAULT_MAX_DEPTH
+    script_timeout: float = DEFAULT_SCRIPT_TIMEOUT
+    script_memory: int = DEFAULT_SCRIPT_MEMORY
+    min_free: int | None = None
+    min_free_percent: float | None = None
+
+    @classmethod
+    def of(cls, layer: Layer) -> InstallLimits:
+        return cls(**dict(layer.limits))  # type: ignore[arg-type]
+
+    def floor(self, fs_size: int) -> int:
+        """The free-space floor, in bytes, on a filesystem of fs_size bytes."""
+        if self.min_free is not None:
+            return self.min_free
+        if self.min_free_percent is not None:
+            return int(fs_size * self.min_free_percent / 100)
+        return min(int(fs_size * DEFAULT_MIN_FREE_PERCENT / 100), DEFAULT_MIN_FREE_CAP)
+
+
+def human(n: int) -> str:
+    """1536 -> '1.5 KiB' (bytes below 1 KiB as they are)."""
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _plain(path: str) -> str:
+    """A path for a note: escaped as unpack.show escapes names, without its quotes."""
+    return unpack.show(path)[1:-1]
+
+
+def _free(path: str) -> tuple[int, int]:
+    """(bytes available to this account, filesystem size) of path's filesystem."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
+def _free_inodes(path: str) -> tuple[int, int]:
+    """(inodes available, the floor no install may take them below) of path's
+    filesystem: 5% of its inodes or 50,000, whichever is less. Files cost inodes as
+    well as bytes, and a filesystem out of inodes is as full as one out of blocks."""
+    st = os.statvfs(path)
+    return st.f_favail, min(st.f_files // 20, INODE_FLOOR)
+
+
+INODE_FLOOR = 50_000
+
+
+def _budget_hint(layer: str) -> str:
+    return (
+        f"raise limits.disk_budget of layer {layer} in layers.yaml (docs/packages.md, "
+        '"Safe installs"), or make room: core remove NAME, core gc'
+    )
+
+
+def _used(db: State) -> int:
+    """What the layer's package trees take on disk, from their records (measured after
+    each install): a running total, so no install walks the whole layer."""
+    return sum(r.bytes for r in db.all())
+
+
+def _admit(target: Target, src: Source, db: State, limits: InstallLimits) -> int:
+    """Check the archive against the layer's limits before anything is unpacked; the
+    budget left for it, in bytes."""
+    layer = target.layer.name
+    what = f"{src.name} {src.version}"
+    used = _used(db)
+    left = limits.disk_budget - used
+    os.makedirs(target.pkgs_dir, exist_ok=True)
+    free, size = _free(target.pkgs_dir)
+    floor = limits.floor(size)
+    inodes, inode_floor = _free_inodes(target.pkgs_dir)
+    # unpack() refuses to expand past max_ratio times the compressed size, and checks
+    # depth and sizes as it writes (into staging, removed on refusal): an archive that
+    # could not break a limit even at that ratio needs no reading beforehand, which
+    # would decompress it a second time.
+    most = max(unpack.RATIO_FLOOR, int(unpack.Limits().max_ratio * os.path.getsize(src.archive)))
+    if most <= min(left, free - floor) and inodes - unpack.Limits().max_files >= inode_floor:
+        return left
+    scan = unpack.scan(src.archive)
+    if scan.depth > limits.max_depth:
+        raise PackageRefused(
+            f"{what}: entry {unpack.show(scan.deepest)}: "
+            f"{unpack.depth_refusal(scan.depth, limits.max_depth)} (limits.max_depth of "
+            f"layer {layer}); nothing was installed",
+            f"if the package really needs it, raise limits.max_depth of layer {layer} "
+            "in layers.yaml",
+        )
+    if scan.total_bytes > left:
+        raise PackageRefused(
+            f"{what}: it unpacks to {human(scan.total_bytes)}, but layer {layer} has "
+            f"{human(max(left, 0))} of its disk budget left ({human(used)} of "
+            f"{human(limits.disk_budget)} used); nothing was installed",
+            _budget_hint(layer),
+        )
+    if free - scan.total_bytes < floor:
+        raise PackageRefused(
+            f"{what}: it unpacks to {human(scan.total_bytes)}, which would leave "
+            f"{human(max(free - scan.total_bytes, 0))} free on the filesystem of "
+            f"{target.pkgs_dir}, below the floor of {human(floor)}; nothing was installed",
+            f"free some space there, or set limits.min_free of layer {layer} in layers.yaml",
+        )
+    if inode_floor and inodes - scan.entries < inode_floor:
+        raise PackageRefused(
+            f"{what}: its {scan.entries} entries would leave {max(inodes - scan.entries, 0)} "
+            f"inodes free on the filesystem of {target.pkgs_dir}, below the floor of "
+            f"{inode_floor}; nothing was installed",
+            "remove files or packages there (core remove NAME, core gc)",
+        )
+    return left
+
+
+@dataclass(frozen=True)
+class Source:
+    """A verified archive, ready to install."""
+
+    name: str
+    version: str
+    archive: str  # path of the verified file (the download cache, or the user's tarball)
+    sha256: str
+    size: int
+    origin: str  # URL, tarball path or inbox path: what the record shows as its source
+    spec: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    version: str
+    path: str
+    status: str  # installed | unchanged | activated
+    files: int = 0
+    bytes: int = 0
+    notes: tuple[str, ...] = ()  # what unpack neutralised (a setuid bit stripped, ...)
+
+
+def _discard(target: Target, path: str) -> None:
+    """Move a tree out of the way in one rename, then delete it (iteratively: a tree
+    may be deeper than Python recurses). If the deletion fails, the tree waits in
+    .trash, where reconcile deletes it at the next operation."""
+    os.makedirs(target.trash_dir, exist_ok=True)
+    doomed = tempfile.mkdtemp(dir=target.trash_dir)
+    os.rename(path, os.path.join(doomed, "tree"))
+    try:
+        trees.remove(doomed)
+    except OSError:
+        pass
+
+
+def switch_link(target: Target, name: str, version: str | None) -> None:
+    """/opt/pkgs/<name> -> <name>_<version>, replaced atomically; None removes it."""
+    link = os.path.join(target.pkgs_dir, name)
+    if version is None:
+        if os.path.islink(link):
+            os.unlink(link)
+        return
+    tmp = f"{link}.{os.getpid()}.link"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(f"{name}_{version}", tmp)
+    os.rename(tmp, link)
+
+
+UTIL_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
+# install.sh's command line, in front of layer-shell, all util-linux:
+# - setpriv --pdeathsig KILL: when `core install` dies, so does the sandbox below;
+# - prlimit: the memory limit (RLIMIT_AS, per process) and the file-size limit
+#   (RLIMIT_FSIZE: no one file beyond the disk budget left), inherited by every process;
+# - unshare: a user namespace of its own (the account mapped to itself, so the executor
+#   nests its namespaces below it as usual), a pid namespace whose init is install.sh's
+#   shell, and a /proc of that namespace, which the view binds. When the shell exits,
+#   the kernel kills every process left in the namespace (setsid, double forks, nohup
+#   included) and unshare returns only once they are gone. --kill-child: unshare's death
+#   (SIGKILL, or its pdeathsig) kills the namespace's init, and with it the namespace.
+CONTAIN = ("--user", "--map-current-user", "--pid", "--fork", "--kill-child", "--mount-proc")
+
+
+def _util(name: str) -> str:
+    for directory in UTIL_DIRS:
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK):
+            return path
+    raise InstallScriptFailed(
+        f"install.sh cannot be contained: util-linux {name} is missing",
+        "install util-linux; nothing was installed",
+    )
+
+
+def contain_options() -> tuple[str, ...]:
+    """CONTAIN, probed once: a kernel that refuses a new /proc in a user namespace
+    (some container runtimes lock overmounts on /proc) still gets the pid namespace,
+    whose death kills everything it holds; only /proc then shows the host's pids.
+    Without user or pid namespaces at all, install.sh is refused: it cannot be
+    contained."""
+    unshare = _util("unshare")
+    failure = ""
+    for options in (CONTAIN, tuple(o for o in CONTAIN if o != "--mount-proc")):
+        probe = subprocess.run(
+            [unshare, *options, "--", "true"], capture_output=True, check=False, timeout=30
+        )
+        if probe.returncode == 0:
+            return options
+        failure = failure or probe.stderr.decode(errors="replace").strip()
+    raise InstallScriptFailed(
+        f"install.sh cannot be contained: {unshare} {' '.join(CONTAIN)} failed: {failure}",
+        "install.sh needs unprivileged user and pid namespaces; nothing was installed",
+    )
+
+
+# RLIMIT_NPROC counts every process of the layer account: enough for any build step,
+# far below the host's pid_max (a fork bomb in install.sh must not stop the host forking).
+SCRIPT_PROCESSES = 1024
+
+
+def sandbox_argv(inner: list[str], *, memory: int, file_size: int) -> list[str]:
+    """The command that runs `inner` (a layer-shell command line) contained."""
+    return [
+        _util("setpriv"), "--pdeathsig", "KILL", "--",
+        _util("prlimit"), f"--as={memory}", f"--fsize={file_size}",
+        f"--nproc={SCRIPT_PROCESSES}", "--",
+        _util("unshare"), *contain_options(), "--", *inner,
+    ]  # fmt: skip
+
+
+def _kill_contained(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the namespace's init (unshare's child; setpriv and prlimit exec'ed into
+    unshare, so proc is unshare): the kernel then kills the rest,
+    and unshare's wait returns once they are all gone; then unshare itself."""
+    try:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            children = [int(pid) for pid in f.read().split()]
+    except OSError:
+        children = []
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _status_words(status: int) -> str:
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"was killed by {name}"
+    return f"exited with status {status}"
+
+
+LOCAL_COPIES = "local"  # <cache>/local: private copies of local tarballs while installed
+LOG_TAIL_BYTES = 64 * 1024  # what is read back of a log: its last lines, never all of it
+LOG_MAX_BYTES = 16 * 1024 * 1024  # a longer log keeps its last LOG_TAIL_BYTES
+
+
+def run_install_script(
+    target: Target,
+    src: Source,
+    *,
+    timeout: float,
+    log: Log,
+    lock_fd: int | None = None,
+    limits: InstallLimits | None = None,
+    file_size: int | None = None,
+) -> None:
+    """install.sh, inside the layer, as its pseudo-root, contained (CONTAIN), with a time
+    limit, a memory and file-size limit, a free-space watch and a log file that ends
+    with how it ended. file_size: the disk budget left (no one file may exceed it)."""
+    limits = limits or InstallLimits()
+    inner = target.inner_dir(src.name, src.version)
+    os.makedirs(target.log_dir, exist_ok=True)
+    log_path = os.path.join(target.log_dir, f"{src.name}_{src.version}.install.log")
+    shell = launch.layer_shell_argv(
+        target.layer.name,
+        # The package directory has another path inside the layer: start the script there.
+        launch.Request(
+            command=f'cd "$PKG_DIR" && exec /bin/sh -e ./{INSTALL_SCRIPT}',
+            writable_only=inner,  # its own tree: not other packages, /usr/local, the home
+        ),
+    )
+    size_limit = file_size if file_size is not None and file_size > 0 else 1 << 62
+    argv = sandbox_argv(shell, memory=limits.script_memory, file_size=size_limit)
+    env = dict(os.environ)
+    env.update(PKG_NAME=src.name, PKG_VERSION=src.version, PKG_DIR=inner)
+    log(f"running {src.name}'s install.sh in layer {target.layer.name} (log: {log_path})")
+    watched = list(dict.fromkeys((target.pkgs_dir, target.store)))
+    floors = {path: limits.floor(_free(path)[1]) for path in watched}
+    inode_floors = {path: _free_inodes(path)[1] for path in watched}
+    killed = ""
+    started = time.monotonic()
+
+    def below_floor() -> str:
+        for path in watched:
+            free = _free(path)[0]
+            if free < floors[path]:
+                return (
+                    f"left only {human(free)} free on the filesystem of {path}, below the "
+                    f"floor of {human(floors[path])}"
+                )
+            inodes = _free_inodes(path)[0]
+            if inodes < inode_floors[path]:
+                return (
+                    f"left only {inodes} inodes free on the filesystem of {path}, below "
+                    f"the floor of {inode_floors[path]}"
+                )
+        return ""
+
+    # O_APPEND: every write lands at the end, so the script cannot seek its stdout far
+    # out and make a sparse log of gigabytes that root's tail would then read.
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    with os.fdopen(fd, "wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=target.package_dir(src.name, src.version),
+            env=env,
+            start_new_session=True,  # the caller's terminal and signals are not its
+            # The script holds the layer's lock too, while it lives.
+            pass_fds=(lock_fd,) if lock_fd is not None else (),
+        )
+        while True:
+            left = started + timeout - time.monotonic()
+            try:
+                status = proc.wait(timeout=max(min(WATCH_INTERVAL, left), 0.01))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() >= started + timeout:
+                killed = f"ran longer than {timeout:g} s (the time limit) and was killed"
+            elif floor := below_floor():
+                killed = f"{floor}, and was killed"
+            if killed:
+                _kill_contained(proc)
+                status = proc.returncode
+                break
+        if not killed and (floor := below_floor()):  # since the last look, before its end
+            killed = f"{floor} by the time it ended"
+    elapsed = time.monotonic() - started
+    with open(log_path, "rb") as back:
+        size = os.fstat(back.fileno()).st_size
+        back.seek(max(size - LOG_TAIL_BYTES, 0))
+        last = back.read(LOG_TAIL_BYTES)
+    tail = last.decode(errors="replace").splitlines()[-15:]
+    if size > LOG_MAX_BYTES:  # ftruncate() can still make it sparse and huge: keep the end
+        with open(log_path, "wb") as out:
+            out.write(f"--- layershell: the log was {size} bytes; its last part:\n".encode())
+            out.write(last)
+    ending = killed or _status_words(status)
+    with open(log_path, "ab") as f:
+        f.write(
+            f"\n--- layershell: install.sh {ending} after {elapsed:.1f} s; every process it "
+            "started ended with it\n".encode()
+        )
+    if killed:
+        raise InstallScriptFailed(
+            f"{src.name} {src.version}: install.sh {killed}, with every process it "
+            "started; the install was rolled back",
+            f"see {log_path}",
+        )
+    if status != 0:
+        shown = "\n".join("    " + line for line in tail)
+        how = f"failed with exit status {status}" if status > 0 else _status_words(status)
+        raise InstallScriptFailed(
+            f"{src.name} {src.version}: install.sh {how}; the install was rolled back. "
+            f"Its last lines:\n{shown}",
+            f"full log: {log_path}",
+        )
+
+
+def recheck(target: Target, name: str, version: str) -> trees.TreeReport:
+    """Before an installed, inactive version becomes visible again (activation,
+    rollback): the same rule as a new install, since a tree an older layershell
+    installed may still carry what its install.sh left."""
+    limits = InstallLimits.of(target.layer)
+    try:
+        return trees.neutralise(
+            target.package_dir(name, version), owner=os.getuid(), max_depth=limits.max_depth
+        )
+    except trees.TreeRefused as exc:
+        raise PackageRefused(
+            f"{name} {version}: {exc.where}: {exc.reason}; it stays inactive",
+            f"remove it (core remove {name}) and install it again",
+        ) from None
+
+
+def layer_trees(target: Target) -> list[str]:
+    """The host directories install.sh can write: the layer's writable trees and its
+    home (the same templates launch.py binds)."""
+    state = os.path.dirname(os.path.dirname(target.store))  # <state>/layers/<layer>
+    layer = target.layer
+    found = [sandbox.expand(t, target.store, target.pkgs_dir, state) for _, t in layer.writable]
+    # As launch.home_of: the layer's template; in rootless mode (packages live under
+    # the state directory) {store}/home; else the account's password-database home.
+    if layer.home or target.pkgs_dir.startswith(state + os.sep):
+        found.append(
+            sandbox.expand(layer.home or "{store}/home", target.store, target.pkgs_dir, state)
+        )
+    else:
+        found.append(pwd.getpwuid(os.getuid()).pw_dir)
+    return list(dict.fromkeys(found))
+
+
+def _sweep_layer(target: Target, src: Source) -> list[str]:
+    """install.sh may also have left a setuid bit or a capability elsewhere in its layer
+    (/usr/local, the home, another package's tree), where any local user could run it:
+    strip those too, as notes naming the host path. The new package itself is left to
+    _finish_tree (which also refuses what cannot be made safe)."""
+    notes = []
+    own = os.path.basename(target.package_dir(src.name, src.version))
+    for root in layer_trees(target):
+        skip = (own, ".staging", ".trash") if root == target.pkgs_dir else ()
+        for key, what in trees.strip_privileges(root, owner=os.getuid(), skip=skip):
+            notes.append(
+                f"{_plain(os.path.join(root, key))}: {what} (outside the package, by install.sh)"
+            )
+    return notes
+
+
+def _finish_tree(target: Target, src: Source, db: State, limits: InstallLimits) -> trees.TreeReport:
+    """Neutralise and measure the finished tree (after install.sh), and check the budget
+    and the free-space floor with what it really takes on disk."""
+    what = f"{src.name} {src.version}"
+    final = target.package_dir(src.name, src.version)
+    try:
+        report = trees.neutralise(final, owner=os.getuid(), max_depth=limits.max_depth)
+    except trees.TreeRefused as exc:
+        raise PackageRefused(
+            f"{what}: {exc.where}: {exc.reason}; the install was rolled back",
+            "install.sh must leave its package a plain tree of the layer's own files",
+        ) from None
+    used = _used(db)
+    if used + report.disk_bytes > limits.disk_budget:
+        raise PackageRefused(
+            f"{what}: with what install.sh wrote it takes {human(report.disk_bytes)} on "
+            f"disk, and layer {target.layer.name} would use {human(used + report.disk_bytes)}"
+            f" of its disk budget of {human(limits.disk_budget)}; the install was rolled back",
+            _budget_hint(target.layer.name),
+        )
+    free, size = _free(final)
+    if free < limits.floor(size):
+        raise PackageRefused(
+            f"{what}: only {human(free)} is left free on the filesystem of {final}, below "
+            f"the floor of {human(limits.floor(size))}; the install was rolled back",
+            "free some space there, or set limits.min_free of layer "
+            f"{target.layer.name} in layers.yaml",
+        )
+    return report
+
+
+def install(
+    target: Target,
+    src: Source,
+    db: State,
+    *,
+    script_timeout: float | None = None,
+    log: Log = lambda _: None,
+    lock_fd: int | None = None,
+) -> Outcome:
+    limits = InstallLimits.of(target.layer)
+    final = target.package_dir(src.name, src.version)
+    known = db.get(src.name, src.version)
+    if known is not None and os.path.isdir(final):
+        if known.sha256 != src.sha256:
+            raise LayershellError(
+                f"{src.name} {src.version} is installed with sha256 {known.sha256}, but the "
+                f"repository now offers {src.sha256} under the same version",
+                "a published version must never change; ask the publisher, or remove the "
+                f"installed one first (core remove {src.name})",
+            )
+        if known.active:
+            return Outcome(src.name, src.version, final, "unchanged", known.files, known.bytes)
+        again = recheck(target, src.name, src.version)
+        with db.transaction():
+            db.record(known, activate=True)
+        switch_link(target, src.name, src.version)
+        notes = tuple(f"{_plain(path)}: {what}" for path, what in again.stripped)
+        return Outcome(src.name, src.version, final, "activated", known.files, known.bytes, notes)
+    if os.getuid() == 0:
+        # Defence in depth: root hands installs to the layer's account (target.py).
+        raise LayershellError("refusing to unpack a package as root", "this is a bug")
+    left = _admit(target, src, db, limits)
+    swept: list[str] = []
+    os.makedirs(target.staging_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=target.staging_dir, prefix=f"{src.name}_{src.version}.")
+    try:
+        tree = os.path.join(staging, "tree")
+        caps = unpack.Limits(
+            max_total_bytes=max(min(unpack.Limits().max_total_bytes, left), 1),
+            max_depth=limits.max_depth,
+        )
+        result = unpack.unpack(src.archive, tree, caps)
+        checkpoint("unpacked")
+        if os.path.lexists(final):
+            _discard(target, final)  # an unrecorded leftover (reconcile normally got it)
+        os.rename(tree, final)
+    finally:
+        trees.remove(staging)
+    try:
+        checkpoint("renamed")
+        if os.path.isfile(os.path.join(final, INSTALL_SCRIPT)):
+            run_install_script(
+                target,
+                src,
+                timeout=limits.script_timeout if script_timeout is None else script_timeout,
+                log=log,
+                lock_fd=lock_fd,
+                limits=limits,
+                file_size=left,
+            )
+            swept = _sweep_layer(target, src)
+        # After install.sh, before anything can see the package: nothing privileged in
+        # it, and it fits the budget with what install.sh added.
+        report = _finish_tree(target, src, db, limits)
+        # Written before the commit, so that marking it committed is one rename (no
+        # room needed). A tree with no record, or this one, is an interrupted install.
+        record = _row(target, src, final, report.files, report.disk_bytes)
+        records.begin(target.pkgs_dir, record)
+        checkpoint("before-commit")
+        with db.transaction():
+            db.record(record, activate=True)
+    except BaseException:
+        _discard(target, final)
+        records.forget(target.pkgs_dir, src.name, src.version)
+        raise
+    checkpoint("committed")
+    # From here a lost database is rebuilt with this version in it (records.py).
+    records.committed(target.pkgs_dir, record)
+    switch_link(target, src.name, src.version)
+    # show(): a name install.sh made with a newline in it must not forge a line of output
+    notes = tuple(f"{_plain(path)}: {what}" for path, what in result.stripped)
+    notes += tuple(f"{_plain(path)}: {what} (after install.sh)" for path, what in report.stripped)
+    notes += tuple(swept)
+    return Outcome(
+        src.name, src.version, final, "installed", report.files, report.disk_bytes, notes
+    )
+
+
+def _row(target: Target, src: Source, final: str, files: int, nbytes: int) -> Installed:
+    return Installed(
+        name=src.name,
+        version=src.version,
+        layer=target.layer.name,
+        path=final,
+        sha256=src.sha256,
+        source=src.origin,
+        size=src.size,
+        files=files,
+        bytes=nbytes,
+        installed_at=time.time(),
+        active=True,
+        spec=src.spec,
+    )
+
+
+def remove(target: Target, db: State, name: str, version: str | None = None) -> list[str]:
+    """Remove all versions of a package (or one), record first, then the trees."""
+    rows = [r for r in db.versions(name) if version is None or r.version == version]
+    if not rows:
+        raise LayershellError(
+            f"{name}{' ' + version if version else ''} is not installed in layer "
+            f"{target.layer.name}",
+            "see what is installed: core list",
+            exit_code=1,
+        )
+    remaining = [r for r in db.versions(name) if r not in rows]
+    for row in rows:  # first: from here a crash removes it, even with the database lost
+        records.removing(target.pkgs_dir, row.name, row.version)
+    try:
+        with db.transaction():
+            db.forget(name, version)
+            if remaining and not any(r.active for r in remaining):
+                db.record(remaining[-1], activate=True)
+    except BaseException:
+        # The database still has them (a full disk refused the change): so do their
+        # records, or a database lost before the next reconcile would lose the trees.
+        for row in rows:
+            try:
+                records.committed(target.pkgs_dir, row)
+            except OSError:
+                pass  # the error that matters is the database's
+        raise
+    switch_link(target, name, remaining[-1].version if remaining else None)
+    for row in rows:
+        if os.path.lexists(row.path):
+            _discard(target, row.path)
+        records.forget(target.pkgs_dir, row.name, row.version)
+    return [r.version for r in rows]
+
+
+def reconcile(target: Target, db: State, log: Log = lambda _: None) -> None:
+    """Make /opt/pkgs agree with the database after a crash (under the lock).
+
+    Runs before every operation, so it costs two listdirs and one query, plus a readlink
+    per active package; it stats only what disagrees. A tree the database does not know
+    is deleted only when its record says it was never committed (records.py): if the
+    record says committed, this database is not the one that recorded it, and the
+    operation stops before anything is changed."""
+    try:
+        entries: set[str] | None = set(os.listdir(target.pkgs_dir))
+    except FileNotFoundError:
+        entries = None
+    rows = db.all()
+    recorded = {os.path.basename(r.path) for r in rows}
+    lost = records.lost(target.pkgs_dir, recorded)
+    if lost:
+        raise records.lost_error(db.path, target.pkgs_dir, lost)
+    # ... and the private copies of local tarballs (pipeline._source) of a run that died.
+    copies = os.path.join(target.cache_dir, LOCAL_COPIES)
+    for leftover in (target.staging_dir, target.trash_dir, copies):
+        # Iteratively: a leftover may be 10,000 directories deep (an older layershell
+        # left such trees); one that cannot go is reported, and does not block the run.
+        for path, exc in trees.empty(leftover):
+            log(f"warning: cannot remove {path}: {exc.strerror or exc}")
+    if entries is None:
+        return
+    for entry in sorted(entries - recorded):
+        path = os.path.join(target.pkgs_dir, entry)
+        if records.package_key(entry) and os.path.isdir(path) and not os.path.islink(path):
+            log(f"removing {path}: an interrupted install left it (not in the database)")
+            _discard(target, path)
+            records.forget(target.pkgs_dir, *entry.rsplit("_", 1))
+    missing = [r for r in rows if os.path.basename(r.path) not in entries]
+    if missing:
+        with db.transaction():
+            for r in missing:
+                log(f"forgetting {r.name} {r.version}: {r.path} is gone")
+                db.forget(r.name, r.version)
+        for r in missing:
+            records.forget(target.pkgs_dir, r.name, r.version)
+        rows = db.all()
+    states = records.listing(target.pkgs_dir)
+    for r in rows:
+        # The database committed it: its record says so too (a crash between the two,
+        # a removal that did not happen, or a version an older layershell installed).
+        if states.pop(f"{r.name}_{r.version}", None) != records.COMMITTED:
+            records.committed(target.pkgs_dir, r)
+    for key in states:  # records of trees that are gone and were never (or no longer) ours
+        records.forget(target.pkgs_dir, *key.rsplit("_", 1))
+    active = {r.name: r.version for r in rows if r.active}
+    for entry in entries - set(active):
+        path = os.path.join(target.pkgs_dir, entry)
+        # Only our own links: <name> -> <name>_<version>.
+        if os.path.islink(path) and os.readlink(path).startswith(entry + "_"):
+            os.unlink(path)
+    for name, version in active.items():
+        link = os.path.join(target.pkgs_dir, name)
+        try:
+            current = os.readlink(link)
+        except OSError:
+            current = ""
+        if current != f"{name}_{version}":
+            log(f"pointing {link} at {name}_{version}, the active version in the record")
+            switch_link(target, name, version)
