@@ -8,6 +8,11 @@ This module is on the `layer-shell` hot path, so it imports nothing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 
 class LayershellError(Exception):
     """A failure the user can act on."""
@@ -75,3 +80,25 @@ class SandboxError(LayershellError):
     """Setting up a layer's namespaces or mounts failed."""
 
     exit_code = 1
+
+
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    """ "did you mean X?" for a mistyped name (a key, a package, a program), else None."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean {close[0]}?" if close else None
+
+
+class NotInstalled(LayershellError):
+    """A package named that is not installed: bad input (2), with the closest name that is."""
+
+    exit_code = 2
+
+    def __init__(self, names: Iterable[str], layer: str, known: Iterable[str]) -> None:
+        missing = list(names)
+        where = f" in layer {layer}" if layer else ""
+        super().__init__(
+            f"not installed{where}: {', '.join(missing)}",
+            suggest(missing[0], known) or "see core list",
+        )

@@ -31,8 +31,8 @@ class _Console(Console):
         super().print(*(printable(o) if isinstance(o, str) else o for o in objects), **kwargs)
 
 
-def console(stderr: bool = False) -> Console:
-    return _Console(stderr=stderr, markup=False, highlight=False, soft_wrap=True)
+def console(stderr: bool = False, quiet: bool = False) -> Console:
+    return _Console(stderr=stderr, markup=False, highlight=False, soft_wrap=True, quiet=quiet)
 
 
 def report_error(prog: str, exc: LayershellError) -> int:

@@ -141,7 +141,7 @@ def test_install(layer: Layer) -> None:
         layer.ok("install", layer.url("tool", str(i)))
         assert layer.consistent(settled=True) == {"tool": str(i)}, layer.label
         if i % 10 == 0:
-            layer.ok("gc")  # keep the tree small; gc has its own test
+            layer.ok("gc", "--keep", "0")  # keep the tree small; gc has its own test
     assert kills >= POINTS * 3 // 5  # the points fell inside the operation
 
 
@@ -202,15 +202,15 @@ def test_gc(layer: Layer) -> None:
         layer.ok("install", layer.url("tool", "1"))
         layer.ok("install", layer.url("tool", "2"))
 
-    longest = timed(layer, "gc", before=two_versions)
+    longest = timed(layer, "gc", "--keep", "0", before=two_versions)
     kills = 0
     for i, delay in enumerate(delays(rng, longest), start=1):
         layer.label = f"gc seed={SEED} point={i} delay={delay:.3f}s"
         layer.ok("install", layer.url("tool", "1"))  # active 1, inactive 2
         layer.ok("install", layer.url("tool", "2"))  # active 2, inactive 1
-        kills += layer.killed(delay, "gc")
+        kills += layer.killed(delay, "gc", "--keep", "0")
         assert layer.consistent(settled=False) == {"tool": "2"}, layer.label
-        layer.ok("gc")
+        layer.ok("gc", "--keep", "0")
         assert layer.consistent(settled=True) == {"tool": "2"}, layer.label
         assert {str(r["version"]) for r in layer.rows()} == {"2"}, layer.label
     assert kills >= POINTS * 3 // 5

@@ -151,7 +151,7 @@ def test_local_tarball_and_remove(fresh_rootless: Identity, shared_dir: Path) ->
     assert not (pkgs(fresh_rootless) / "hello_1.2").exists()
     assert not (pkgs(fresh_rootless) / "hello").is_symlink()
     r = core(fresh_rootless, "remove", "hello")
-    assert r.returncode == 1 and "not installed in layer arne: hello" in r.stderr.decode()
+    assert r.returncode == 2 and "not installed in layer arne: hello" in r.stderr.decode()
 
 
 def install_v1_then(
@@ -436,7 +436,7 @@ def test_list_and_info_json(fresh_rootless: Identity, repository: Repository) ->
     r = core(fresh_rootless, "list")
     assert "goss" in r.stdout.decode() and "v0.0.2" in r.stdout.decode()
     r = core(fresh_rootless, "info", "nope")
-    assert r.returncode == 1 and "nope is not installed" in r.stderr.decode()
+    assert r.returncode == 2 and "not installed: nope" in r.stderr.decode()
 
 
 def test_bad_manifest_changes_nothing(fresh_rootless: Identity, repository: Repository) -> None:
@@ -457,7 +457,7 @@ def test_remove_checks_every_name_first(fresh_rootless: Identity, shared_dir: Pa
     path = tarball(shared_dir / "keep_1.0.tar.gz", program("keep", "1.0"))
     assert core(fresh_rootless, "install", str(path)).returncode == 0
     r = core(fresh_rootless, "remove", "keep", "missing")
-    assert r.returncode == 1 and "not installed in layer arne: missing" in r.stderr.decode()
+    assert r.returncode == 2 and "not installed in layer arne: missing" in r.stderr.decode()
     assert installed(fresh_rootless) == {"keep": "1.0"}
 
 

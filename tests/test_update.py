@@ -65,7 +65,7 @@ def test_update_rollback_gc(setup: tuple[Identity, Repository, str]) -> None:
     ident, repo, _ = setup
     publish(repo, "2.0")
     r = core(ident, "update", "--dry-run", "--json")
-    plan = json.loads(r.stdout)
+    plan = json.loads(r.stdout)["plan"]
     assert [(p["name"], p["current"], p["new"]) for p in plan] == [("tool", "1.0", "2.0")]
     assert active(ident) == {"tool": "1.0"}  # a dry run changes nothing
     r = core(ident, "update")
@@ -78,11 +78,15 @@ def test_update_rollback_gc(setup: tuple[Identity, Repository, str]) -> None:
     assert shim_says(ident) == "tool 1.0"
     cache = ident.home / ".local/share/layershell/layers/arne/cache/sha256"
     assert len(list(cache.iterdir())) == 2
-    r = core(ident, "gc")
+    r = core(ident, "gc", "--keep", "0")
     assert r.returncode == 0, r.stderr.decode()
     assert on_disk(ident) == {"tool_1.0"}
     assert len(list(cache.iterdir())) == 1
     assert shim_says(ident) == "tool 1.0"
+    r = core(ident, "update", "--dry-run")  # the rollback holds it (as apt-mark hold)
+    assert "held at 1.0 (core unhold tool)" in r.stdout.decode() and "2.0" not in r.stdout.decode()
+    r = core(ident, "unhold", "tool")
+    assert r.returncode == 0 and "no longer held" in r.stdout.decode(), r.stderr.decode()
     r = core(ident, "update", "--dry-run")
     assert "2.0" in r.stdout.decode()
 

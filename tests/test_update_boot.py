@@ -121,7 +121,7 @@ def test_update_rollback_gc(bed: tuple[testbed.Testbed, str]) -> None:
     wait_says(tb, "svcup 1.0 running")
     assert tb.exec("runuser", "-u", "otto", "--", "tool").stdout.strip() == "tool 1.0"
     publish(tb, arch, "2.0")
-    plan = json.loads(tb.exec("core", "update", "--dry-run", "--json", check=True).stdout)
+    plan = json.loads(tb.exec("core", "update", "--dry-run", "--json", check=True).stdout)["plan"]
     assert {(p["name"], p["new"]) for p in plan if p["new"]} == {("svcup", "2.0"), ("tool", "2.0")}
     r = tb.exec("core", "update", timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -133,7 +133,10 @@ def test_update_rollback_gc(bed: tuple[testbed.Testbed, str]) -> None:
         assert r.returncode == 0, r.stdout + r.stderr
     wait_says(tb, "svcup 1.0 running")
     assert tb.exec("runuser", "-u", "otto", "--", "tool").stdout.strip() == "tool 1.0"
-    r = tb.exec("core", "gc", timeout=300)
+    for name in ("svcup", "tool"):  # held by the rollback; the other tests update them
+        r = tb.exec("core", "unhold", name, timeout=300)
+        assert r.returncode == 0 and "no longer held" in r.stdout, r.stdout + r.stderr
+    r = tb.exec("core", "gc", "--keep", "0", timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     pkgs = {p.name for p in tb.host_path("/opt/pkgs").iterdir() if "_" in p.name}
     assert "svcup_2.0" not in pkgs and "tool_2.0" not in pkgs
@@ -211,7 +214,7 @@ def test_update_whose_service_fails_goes_back_whole(bed: tuple[testbed.Testbed, 
     assert tb.host_path(f"/var/lib/portables/svcup_{old}").is_dir()
     assert not tb.host_path("/opt/pkgs/svcup_9.0").exists()
     # The next check holds it back instead of flipping to 9.0 and back every day.
-    plan = json.loads(tb.exec("core", "update", "--dry-run", "--json", "svcup").stdout)
+    plan = json.loads(tb.exec("core", "update", "--dry-run", "--json", "svcup").stdout)["plan"]
     assert plan[0]["new"] is None and f"held at {old}" in plan[0]["error"]
     # Installing it by name retries it: it fails again and goes back again.
     r = tb.exec("core", "install", "svcup", timeout=300)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from layershell import paths as paths_mod
+from layershell.cli.common import Result, forwarded
 from layershell.layers.stack import LayerStack
 from layershell.packages.target import Target
 from layershell.paths import Paths
@@ -19,14 +20,40 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class App:
     paths: Paths
-    out: Console
-    err: Console
+    out: Console  # results for people (nothing with --json: stdout is the result object)
+    err: Console  # warnings and errors
+    log: Console  # progress and notes: nothing with -q
+    as_json: bool = False
+    verbosity: int = 0  # -1 with -q, 1 with -v
+    result: Result = field(default_factory=lambda: Result("core"))
+
+    def configured(self, command: str, as_json: bool, verbosity: int) -> App:
+        """This app for one command and its -q/-v/--json (cli/common.py)."""
+        from layershell import ui
+
+        return replace(
+            self,
+            out=ui.console(quiet=as_json),
+            log=ui.console(True, quiet=verbosity < 0),
+            as_json=as_json,
+            verbosity=verbosity,
+            result=Result(command),
+        )
+
+    @property
+    def quiet(self) -> bool:
+        return self.verbosity < 0
+
+    def debug(self, line: str) -> None:
+        if self.verbosity > 0:
+            self.err.print(line)
 
 
 def make_app(root: str | None, rootless: bool | None) -> App:
     from layershell import ui
 
-    return App(paths_mod.detect(root=root, rootless=rootless), ui.console(), ui.console(True))
+    paths = paths_mod.detect(root=root, rootless=rootless)
+    return App(paths, ui.console(), ui.console(True), ui.console(True))
 
 
 def load_stack(app: App) -> LayerStack:
@@ -50,16 +77,18 @@ def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
 
     if not target_mod.must_run_as_account(target):
         return None
+    args = [*args[:1], *forwarded(app), *args[1:]]
     argv, env = target_mod.as_account_argv(app.paths, args)
+    app.debug(f"as {target.account}: core {' '.join(args)}")
     # A session of its own: the account's process (and anything it runs) has no
     # controlling terminal, so it cannot push input into root's (TIOCSTI needs the
     # caller's own). It is then out of the terminal's process group: root passes on
     # the keyboard's INT and QUIT itself.
     proc = subprocess.Popen(
         argv, env=env, cwd="/", user=target.uid, group=target.gid, extra_groups=[],
-        start_new_session=True,
+        start_new_session=True, stdout=subprocess.PIPE if app.as_json else None,
     )  # fmt: skip
-    returncode = _wait_forwarding(proc)
+    returncode = _wait_forwarding(proc, app)
     from layershell.packages import install
 
     install.died_with(returncode)
@@ -75,17 +104,29 @@ def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
     return returncode
 
 
-def _wait_forwarding(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for `proc`, passing on INT, QUIT, TERM and HUP (it has its own session)."""
+def _wait_forwarding(proc: subprocess.Popen[bytes], app: App) -> int:
+    """Wait for `proc`, passing on INT, QUIT, TERM and HUP (it has its own session); with
+    --json, its result object joins this command's (one object on stdout, not two)."""
+    import json
     import signal
 
-    forwarded = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, lambda n, _f: proc.send_signal(n)) for sig in forwarded}
+    passed = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda n, _f: proc.send_signal(n)) for sig in passed}
     try:
-        return proc.wait()
+        out, _ = proc.communicate()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if out is not None:
+        try:
+            theirs = json.loads(out)
+        except ValueError:
+            theirs = None
+        if isinstance(theirs, dict):
+            app.result.merge(theirs)
+        else:
+            app.result.fail(None, "the layer account's core printed no result")
+    return proc.returncode
 
 
 def sync_shims(app: App, only: set[str] | None = None) -> None:

@@ -8,6 +8,7 @@ import tempfile
 
 import click
 
+from layershell.cli import common
 from layershell.cli.app import App
 from layershell.errors import ConfigError, LayershellError
 from layershell.packages import manifest
@@ -16,10 +17,12 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tzst", "
 
 
 @click.command()
+@common.options()
+@common.config_option
 @click.argument("file", required=False, type=click.Path())
 @click.option("--name", metavar="NAME", help="The package's name (default: from PACKAGE).")
 @click.pass_obj
-def check(app: App, file: str | None, name: str | None) -> None:
+def check(app: App, config: str | None, file: str | None, name: str | None) -> None:
     """Validate a manifest (composable.yaml), or a package, and report every problem.
 
     FILE is a manifest; a directory or a tarball (.tar.gz, .tar.xz, .tar.zst, .tar) is a
@@ -30,10 +33,11 @@ def check(app: App, file: str | None, name: str | None) -> None:
     if file is not None and (os.path.isdir(file) or file.endswith(ARCHIVE_SUFFIXES)):
         check_package(app, file, name)
         return
-    path = file or app.paths.manifest_file
+    path = common.manifest_path(app, config, file)
     loaded = manifest.load_manifest(path)  # ConfigError -> printed by the group, exit 2
     names = ", ".join(p.name for p in loaded.packages) or "no packages"
     app.out.print(f"{path}: ok ({len(loaded.packages)} packages: {names})")
+    app.result.extra.update(manifest=path, packages=[p.name for p in loaded.packages])
 
 
 def package_name(path: str) -> str | None:
@@ -77,3 +81,4 @@ def check_package(app: App, path: str, name: str | None) -> None:
         raise ConfigError(list(report.problems))
     listed = ", ".join(u.name for u in report.units) or "no units"
     app.out.print(f"{path}: ok (package {name}: {listed})")
+    app.result.extra.update(package=name, units=[u.name for u in report.units])

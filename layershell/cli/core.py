@@ -122,6 +122,8 @@ cli.add_command(shell_cmd.shell)
 cli.add_command(update_cmd.update_cmd)
 cli.add_command(update_cmd.rollback)
 cli.add_command(update_cmd.gc)
+cli.add_command(update_cmd.hold)
+cli.add_command(update_cmd.unhold)
 
 
 def main() -> None:

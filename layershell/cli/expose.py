@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from layershell.cli import listing
+from layershell.cli import common, listing
 from layershell.cli.app import App, load_stack, sync_exposure
-from layershell.errors import LayershellError
+from layershell.errors import LayershellError, suggest
 from layershell.exposure import portable, shims
 from layershell.operations.transaction import operation
 from layershell.packages import grants
@@ -15,7 +15,7 @@ from layershell.packages import grants
 def _current(app: App, name: str) -> list[str]:
     rows = [r for r in listing.installed(app) if r.name == name and r.active]
     if not rows:
-        raise LayershellError(f"{name} is not installed", "see core list")
+        raise listing.not_installed(app, [name])
     overrides = shims.load_overrides(app.paths)
     inner = shims.pkgs_inner(load_stack(app), app.paths)
     policy = grants.Table.load(app.paths).policy(rows[0])
@@ -30,14 +30,9 @@ def _check_programs(app: App, name: str, bins: tuple[str, ...]) -> None:
     programs, _, _ = shims.package_tree(app.paths.pkgs_dir, row)
     for prog in bins:
         if prog not in programs or not shims.BIN_NAME_RE.match(prog):
-            import difflib
-
-            close = difflib.get_close_matches(prog, programs, n=1)
             raise LayershellError(
                 f"{name} {row.version} has no program bin/{prog}",
-                f"did you mean {close[0]}?"
-                if close
-                else f"its programs: {', '.join(programs) or 'none'}",
+                suggest(prog, programs) or f"its programs: {', '.join(programs) or 'none'}",
                 exit_code=2,
             )
 
@@ -49,7 +44,7 @@ def _services(app: App, name: str, change: object) -> None:
 
     rows = [r for r in listing.installed(app, {name}) if r.active]
     if not rows:
-        raise LayershellError(f"{name} is not installed", "see core list")
+        raise listing.not_installed(app, [name])
     if os.getuid() != 0:
         raise LayershellError("services need root", f"sudo core expose/unexpose {name} ...")
     image = portable.portable_image(rows[0])
@@ -74,6 +69,7 @@ def _services(app: App, name: str, change: object) -> None:
 
 
 @click.command()
+@common.options()
 @click.option("--bin", "bins", multiple=True, metavar="PROG", help="Expose this program too.")
 @click.option(
     "--service", "services", multiple=True, metavar="UNIT", help="Enable and start this unit."
@@ -113,6 +109,7 @@ def expose(
 
 
 @click.command()
+@common.options()
 @click.option("--bin", "bins", multiple=True, metavar="PROG", help="Remove only this shim.")
 @click.option(
     "--service", "services", multiple=True, metavar="UNIT", help="Stop and disable this unit."

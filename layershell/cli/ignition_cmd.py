@@ -7,9 +7,11 @@ import os
 import click
 
 from layershell.atomic import write_atomic
+from layershell.cli import common
 from layershell.cli.app import App
 from layershell.host import ignition as ignition_lib
-from layershell.layers import config, stack
+from layershell.layers import config as layers_config
+from layershell.layers import stack
 from layershell.packages import fetch
 
 
@@ -21,7 +23,9 @@ def _file_mode() -> int:
 
 
 @click.command("ignition")
-@click.argument("file", type=click.Path(dir_okay=False))
+@common.options()
+@common.config_option
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
 @click.option(
     "--format",
     "fmt",
@@ -66,11 +70,11 @@ def _file_mode() -> int:
     help="The public keys to check signed repositories with, and to give the host"
     " (default: this machine's keys directory).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.pass_obj
 def ignition(
     app: App,
-    file: str,
+    config: str | None,
+    file: str | None,
     fmt: str,
     spec: str,
     output: str | None,
@@ -80,7 +84,6 @@ def ignition(
     sysext: str | None,
     sysext_sha256: str | None,
     keys_dir: str | None,
-    quiet: bool,
 ) -> None:
     """Render the Ignition config (or Butane) that provisions a host for FILE.
 
@@ -93,14 +96,16 @@ def ignition(
     host would, and the keys that check them go to its /etc/layershell/keys/. See
     docs/boot.md.
     """
+    file = common.manifest_path(app, config, file)
+    if app.as_json and output is None:
+        raise click.UsageError("--json prints the result: write the config with -o OUT")
     form = ignition_lib.Format(fmt)
     ignition_lib.check_spec(spec, form)
     loaded, data = ignition_lib.read_manifest(file)  # ConfigError: exit 2, nothing written
-    layers = config.load_stack(stack.stack_file(app.paths.layers_file))
+    layers = layers_config.load_stack(stack.stack_file(app.paths.layers_file))
 
     def log(line: str) -> None:
-        if not quiet:
-            app.err.print(line)
+        app.log.print(line)
 
     rendered = ignition_lib.render(
         loaded,
@@ -109,7 +114,7 @@ def ignition(
         arch=arch,
         os_version=os_version,
         max_embed=max_embed,
-        progress=fetch.progress_for(quiet=quiet),
+        progress=fetch.progress_for(quiet=app.quiet or app.as_json),
         log=log,
         sysext=sysext,
         sysext_sha256=sysext_sha256,
@@ -123,6 +128,7 @@ def ignition(
         click.echo(text, nl=False)
         return
     write_atomic(output, text, mode=_file_mode())
+    app.result.change("wrote", path=output, packages=len(rendered.packages))
     log(
         f"wrote {output}: {what}, {len(rendered.packages)} packages,"
         f" {len(rendered.users)} accounts, {len(rendered.units)} units"

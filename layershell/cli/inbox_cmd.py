@@ -9,6 +9,7 @@ import time
 
 import click
 
+from layershell.cli import common
 from layershell.cli.app import App, load_stack, sync_exposure
 from layershell.errors import LayershellError
 from layershell.operations.transaction import operation
@@ -16,6 +17,8 @@ from layershell.packages import fetch, grants, inbox, manifest, pipeline, repo, 
 
 
 @click.command("inbox")
+@common.options()
+@common.config_option
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 @click.option(
     "--requeue-if-pending",
@@ -32,7 +35,9 @@ from layershell.packages import fetch, grants, inbox, manifest, pipeline, repo, 
     help="After the last tarball, wait this long for more before ending.",
 )
 @click.pass_obj
-def inbox_cmd(app: App, directory: str | None, requeue_if_pending: bool, linger: float) -> None:
+def inbox_cmd(
+    app: App, config: str | None, directory: str | None, requeue_if_pending: bool, linger: float
+) -> None:
     """Install the tarballs dropped in the inbox (default /opt/inbox).
 
     \b
@@ -61,13 +66,20 @@ def inbox_cmd(app: App, directory: str | None, requeue_if_pending: bool, linger:
         target.installing_layers(layers),
     )}  # fmt: skip
 
+    manifest_file = common.manifest_path(app, config)
+
     def host_manifest() -> manifest.Manifest | None:
-        if not os.path.exists(app.paths.manifest_file):
+        if config is None and not os.path.exists(manifest_file):
             return None
         try:
-            return manifest.load_manifest(app.paths.manifest_file)
+            return manifest.load_manifest(manifest_file)
         except LayershellError:
+            if config is not None:
+                raise  # named: its problems are the caller's to see
             return None
+
+    if config is not None:
+        host_manifest()  # a manifest named and broken stops the run before any tarball
 
     def install_one(drop: inbox.Drop) -> tuple[bool, str]:
         where = targets[drop.user]
@@ -141,6 +153,11 @@ def inbox_cmd(app: App, directory: str | None, requeue_if_pending: bool, linger:
             results += batch
             if any(r.ok for r in batch):
                 exposed = sync_exposure(app) and exposed
+    for r in results:
+        if r.ok:
+            app.result.change("installed", path=r.path, said=r.reason)
+        else:
+            app.result.fail(None, f"{r.path}: {r.reason}")
     if not results:
         app.out.print(f"inbox {where_dir}: nothing to do")
     if any(not r.ok for r in results) or not exposed:

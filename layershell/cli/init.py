@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import click
 
+from layershell.cli import common
 from layershell.cli.app import App
 from layershell.host import init as host_init
 
 
 @click.command()
+@common.options()
 @click.option(
     "--create-users",
     is_flag=True,
@@ -29,6 +31,7 @@ def init(app: App, create_users: bool, mounts: bool) -> None:
     report = host_init.init(app.paths, create_users=create_users, mounts_only=mounts)
     for line in report.done:
         app.out.print(line)
+        app.result.change("init", what=line)
     for line in report.warnings:
         app.err.print(f"warning: {line}")
     app.out.print(

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from layershell.cli import common
 from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
 from layershell.errors import ConfigError, LayershellError
 from layershell.operations.transaction import operation
@@ -31,9 +32,12 @@ def named(items: tuple[str, ...]) -> set[str]:
 
 
 @click.command()
+@common.options()
 @click.option("--config", "config", metavar="FILE", help="Manifest (default: the host's).")
+@click.option(
+    "--dry-run", is_flag=True, help="Resolve and print what would be installed; change nothing."
+)
 @click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--connect-timeout", type=float, default=10.0, show_default=True, metavar="S")
 @click.option("--read-timeout", type=float, default=30.0, show_default=True, metavar="S")
 @click.option("--retries", type=int, default=3, show_default=True, help="Extra attempts.")
@@ -47,8 +51,8 @@ def named(items: tuple[str, ...]) -> set[str]:
 def install(
     app: App,
     config: str | None,
+    dry_run: bool,
     no_wait: bool,
-    quiet: bool,
     connect_timeout: float,
     read_timeout: float,
     retries: int,
@@ -87,7 +91,7 @@ def install(
             for problem in exc.problems:
                 app.err.print(f"  {problem}")
     args = ["install", *(["--config", os.path.abspath(config)] if config else [])]
-    args += ["--no-wait"] * no_wait + ["--quiet"] * quiet
+    args += ["--no-wait"] * no_wait + ["--dry-run"] * dry_run
     args += ["--connect-timeout", str(connect_timeout), "--read-timeout", str(read_timeout)]
     args += ["--retries", str(retries)] + (["--profile", profile] if profile else [])
     args += [os.path.abspath(i) if os.path.isfile(i) else i for i in items]
@@ -98,24 +102,28 @@ def install(
             # account then records is data, never what root acts on (grants.py).
             grants.record(app.paths, grants.for_install(app.paths, items, loaded, profile))
 
-    with operation(app, "install", no_wait=no_wait) as op:
-        if as_root_of_system(app):
-            grant()  # under root's operation lock, before the account's turn
+    if dry_run:
+        # Planned as the account would plan it (its cache, its record), changing nothing:
+        # no grant, no journal, no lock, no generation recorded.
         handed = hand_to_account(app, where, args)
         if handed is not None:
-            exposed = op.expose(where, retry=named(items))
-            sys.exit(handed or (0 if exposed else 1))
+            sys.exit(handed)
+    else:
+        with operation(app, "install", no_wait=no_wait) as op:
+            if as_root_of_system(app):
+                grant()  # under root's operation lock, before the account's turn
+            handed = hand_to_account(app, where, args)
+            if handed is not None:
+                exposed = op.expose(where, retry=named(items))
+                sys.exit(handed or (0 if exposed else 1))
 
-    def log(line: str) -> None:
-        if not quiet:
-            app.err.print(line)
-
+    log = app.log.print
     fetcher = fetch.Fetcher(
         where.cache_dir,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         retries=retries,
-        progress=fetch.progress_for(quiet=quiet),
+        progress=fetch.progress_for(quiet=app.quiet or app.as_json),
     )
     planner = pipeline.Planner(
         fetcher,
@@ -123,6 +131,13 @@ def install(
         os_version=pipeline.os_version(app.paths),
         trust=pipeline.trust_for(app.paths, loaded, where, app.err.print),
     )
+    if dry_run:
+        planner.trust.read_only = True
+        show_plan(app, where, pipeline.plan_jobs(
+            planner, list(items), loaded, where, profile=profile,
+            rootless=app.paths.mode == "rootless",
+        ))  # fmt: skip
+        return
     # Planned under the lock, with the indexes as they are when this install's turn
     # comes, and exposed before another operation may change the record again.
     with pipeline.locked(where, "core install", no_wait=no_wait, log=log) as session:
@@ -158,9 +173,32 @@ def report_install(app: App, where: target.Target, report: pipeline.Report) -> N
         app.out.print(
             f"{what[o.status]} {o.name} {o.version} in layer {where.layer.name} ({o.path})"
         )
+        app.result.change(
+            o.status, name=o.name, version=o.version, layer=where.layer.name, path=o.path
+        )
         for note in o.notes:
-            app.err.print(f"note: {o.name}: {note}")
+            app.log.print(f"note: {o.name}: {note}")
     for f in report.failures:
         app.err.print(f"core: error: {f.name}: {f.error.message}")
         if f.error.hint:
             app.err.print(f"  hint: {f.error.hint}")
+        app.result.fail(f.name, f.error)
+
+
+def show_plan(app: App, where: target.Target, jobs: list[pipeline.Job]) -> None:
+    """What `core install --dry-run` would do: each job, and whether it is there already."""
+    from layershell.cli import listing
+
+    active = {r.name: r.version for r in listing.installed(app) if r.active}
+    plan = []
+    for job in jobs:
+        there = active.get(job.name) == job.version
+        verb = "already installed" if there else "would install"
+        app.out.print(
+            f"{verb} {job.name} {job.version} in layer {where.layer.name} from {job.origin}"
+        )
+        plan.append({"name": job.name, "version": job.version, "origin": job.origin,
+                     "sha256": job.sha256, "installed": there})  # fmt: skip
+    if not jobs:
+        app.out.print("nothing to install")
+    app.result.extra["plan"] = plan

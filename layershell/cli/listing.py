@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from layershell import names
+from layershell.cli import common
 from layershell.cli.app import App, load_stack
 from layershell.errors import LayershellError
 from layershell.layers.stack import Layer
@@ -224,12 +225,50 @@ def _verified(record: dict[str, object]) -> str:
     return how
 
 
+COLUMNS = ("NAME", "VERSION", "LAYER", "ACTIVE", "INSTALLED", "EXPOSES", "SOURCE")
+
+
+def _columns(value: str | None) -> tuple[int, ...]:
+    """--columns name,version: their places in COLUMNS, in the order given."""
+    if not value:
+        return tuple(range(len(COLUMNS)))
+    picked = []
+    for word in value.split(","):
+        name = word.strip().upper()
+        if name not in COLUMNS:
+            from layershell.errors import suggest
+
+            hint = suggest(name.lower(), [c.lower() for c in COLUMNS])
+            raise click.BadParameter(
+                f"no column {word.strip()!r}" + (f"; {hint}" if hint else ""),
+                param_hint="--columns",
+            )
+        picked.append(COLUMNS.index(name))
+    return tuple(picked)
+
+
+def not_installed(app: App, names: list[str]) -> LayershellError:
+    """Names that are not installed, with the closest one that is (layer: the record's)."""
+    from layershell.errors import NotInstalled
+
+    return NotInstalled(names, "", {r.name for r in installed(app)})
+
+
 @click.command("list")
+@common.options(json_result=False)  # its --json is the listing itself
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--all", "show_all", is_flag=True, help="Also inactive (previous) versions.")
+@click.option(
+    "--columns",
+    metavar="LIST",
+    callback=lambda _c, _p, v: _columns(v),
+    help=f"Only these columns, comma-separated (of {','.join(COLUMNS).lower()}).",
+)
 @click.pass_obj
-def list_(app: App, as_json: bool, show_all: bool) -> None:
-    """List installed packages."""
+def list_(app: App, as_json: bool, show_all: bool, columns: tuple[int, ...]) -> None:
+    """List installed packages: on a terminal a table fitted to its width (long values
+    end in an ellipsis, NAME and VERSION are always whole); piped, plain columns with
+    every value whole, one line per package."""
     rows = [r for r in installed(app) if show_all or r.active]
     from layershell.exposure import shims
 
@@ -258,8 +297,8 @@ def list_(app: App, as_json: bool, show_all: bool) -> None:
     if not rows:
         app.out.print("no packages installed")
         return
-    header = ("NAME", "VERSION", "LAYER", "ACTIVE", "INSTALLED", "EXPOSES", "SOURCE")
-    cells = [
+    header = tuple(COLUMNS[i] for i in columns)
+    full: list[tuple[str, ...]] = [
         (
             _shown(r.name), _shown(r.version), _shown(r.layer), "yes" if r.active else "",
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.installed_at)),
@@ -267,25 +306,42 @@ def list_(app: App, as_json: bool, show_all: bool) -> None:
         )
         for r in rows
     ]  # fmt: skip
-    if not sys.stdout.isatty():
-        # Piped: plain columns, every value whole, one line per package (grep, awk, cut).
-        widths = [max(len(row[i]) for row in (header, *cells)) for i in range(len(header) - 1)]
-        for row in (header, *cells):
-            line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False))
-            sys.stdout.write(f"{line}  {row[-1]}".rstrip() + "\n")
-        return
-    from rich.table import Table
+    cells = [tuple(row[i] for i in columns) for row in full]
+    rows_text = (header, *cells)
+    widths = [max(len(row[i]) for row in rows_text) for i in range(len(header))]
+    if sys.stdout.isatty():
+        import shutil
 
-    out_table = Table(box=None, pad_edge=False)
-    for col in header[:-1]:
-        out_table.add_column(col, no_wrap=True)
-    out_table.add_column("SOURCE", overflow="fold")
-    for row in cells:
-        out_table.add_row(*row)
-    app.out.print(out_table)
+        widths = fitted(header, widths, shutil.get_terminal_size().columns)
+    # Piped, every value whole: one line per package (grep, awk, cut); on a terminal,
+    # fitted to its width, with an ellipsis where a value was cut.
+    for row in rows_text:
+        line = "  ".join(_cut(c, w).ljust(w) for c, w in zip(row, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
+
+
+WHOLE = ("NAME", "VERSION")  # what a person reads a row by: never cut
+NARROWEST = 3  # a cut column still shows two characters and its ellipsis
+
+
+def fitted(header: tuple[str, ...], widths: list[int], columns: int) -> list[int]:
+    """Column widths within `columns`: the widest column that may be cut loses a
+    character at a time, until the line fits or nothing more can give."""
+    widths = list(widths)
+    while sum(widths) + 2 * (len(widths) - 1) > columns:
+        cuttable = [i for i, w in enumerate(widths) if header[i] not in WHOLE and w > NARROWEST]
+        if not cuttable:
+            break
+        widths[max(cuttable, key=lambda i: widths[i])] -= 1
+    return widths
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @click.command()
+@common.options(json_result=False)  # its --json is the listing itself
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.argument("name")
 @click.pass_obj
@@ -293,7 +349,7 @@ def info(app: App, as_json: bool, name: str) -> None:
     """Show every installed version of a package and where it came from."""
     rows = [r for r in installed(app) if r.name == name]
     if not rows:
-        raise LayershellError(f"{name} is not installed", "see core list")
+        raise not_installed(app, [name])
     from layershell.packages import grants
 
     table = grants.Table.load(app.paths)

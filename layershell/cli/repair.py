@@ -8,6 +8,7 @@ import sys
 import click
 
 from layershell import lock
+from layershell.cli import common
 from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
 from layershell.operations import journal
 from layershell.operations.transaction import repair
@@ -17,6 +18,7 @@ from layershell.packages.state import State
 
 
 @click.command("repair")
+@common.options()
 @click.option(
     "--if-interrupted",
     is_flag=True,
@@ -28,12 +30,12 @@ from layershell.packages.state import State
     help="Make the state database again from the per-version records (a lost or "
     "damaged database); the one there is kept as a dated backup.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Say only what was mended.")
 @click.pass_obj
-def repair_cmd(app: App, if_interrupted: bool, rebuild: bool, quiet: bool) -> None:
+def repair_cmd(app: App, if_interrupted: bool, rebuild: bool) -> None:
     """Bring the package tree, shims and portable services in line with the record
     after a crash: interrupted installs are removed, links point at the active
     versions, every shim and service follows. Safe to run at any time."""
+    quiet = app.quiet  # -q: say only what was mended
     if rebuild and if_interrupted:
         raise click.UsageError("--rebuild and --if-interrupted do not go together")
     if as_root_of_system(app):
@@ -66,6 +68,7 @@ def repair_cmd(app: App, if_interrupted: bool, rebuild: bool, quiet: bool) -> No
                 raise
         if not quiet:
             app.out.print("repaired" if ok else "repair incomplete (see above)")
+        app.result.change("repaired") if ok else app.result.fail(None, "repair incomplete")
         sys.exit(0 if ok else 1)
     where = target.target_for(app.paths, load_stack(app))
     target.must_run_as_account(where)  # refuses other accounts
@@ -80,6 +83,7 @@ def repair_cmd(app: App, if_interrupted: bool, rebuild: bool, quiet: bool) -> No
             f"rebuilt {where.database} from {done.restored} per-version "
             f"record{'s' * (done.restored != 1)}"
         )
+        app.result.change("rebuilt", path=where.database, records=done.restored)
         if not sync_exposure(app) or done.problems:
             sys.exit(1)
         return
@@ -92,6 +96,7 @@ def repair_cmd(app: App, if_interrupted: bool, rebuild: bool, quiet: bool) -> No
         sys.exit(1)
     if not quiet:
         app.out.print(f"layer {where.layer.name} matches its record")
+    app.result.change("reconciled", layer=where.layer.name)
 
 
 def _rebuild_as_root(app: App, quiet: bool) -> None:

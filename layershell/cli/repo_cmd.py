@@ -6,6 +6,7 @@ import re
 
 import click
 
+from layershell.cli import common
 from layershell.cli.app import App
 from layershell.packages import repo
 
@@ -26,6 +27,7 @@ def repo_group() -> None:
 
 
 @repo_group.command("index")
+@common.options()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 @click.option("--arch", help="Architecture (default: the directory's name).")
 @click.option("--streams", "streams_file", metavar="FILE", help="streams.yaml to narrow streams.")
@@ -67,6 +69,7 @@ def index(
     for line in warnings:
         app.err.print(f"warning: {line}")
     count = sum(len(v) for v in built.packages.values())
+    app.result.change("wrote", path=f"{directory}/index.json", generation=built.generation)
     signed = f", {repo.SIGNATURE_NAME} by {sign}" if sign else " (unsigned)"
     app.out.print(
         f"wrote {directory}/index.json: {len(built.packages)} packages, {count} versions,"

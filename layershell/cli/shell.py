@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from layershell.cli import common
 from layershell.cli.app import App
 from layershell.layers import access, handover, stack
 from layershell.layers.launch import Request
@@ -49,6 +50,7 @@ def _complete_layers(ctx: click.Context, param: click.Parameter, incomplete: str
 
 
 @click.command(help=HELP)
+@common.options(json_result=False)
 @click.option(
     "--layer",
     "layer_name",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -10,11 +9,11 @@ import click
 
 from layershell import lock
 from layershell.atomic import write_atomic
-from layershell.cli import listing
+from layershell.cli import common, listing
 from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
 from layershell.exposure import portable
 from layershell.operations.transaction import operation
-from layershell.packages import fetch, grants, pipeline, repo, target
+from layershell.packages import fetch, grants, holds, manifest, pipeline, repo, target
 from layershell.packages import update as updates
 
 
@@ -38,24 +37,32 @@ def os_changed(app: App) -> bool:
     return before != (pipeline.os_version(app.paths) or "")
 
 
+KEEP_OPTION = click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=updates.KEEP,
+    show_default=True,
+    help="Previous versions kept per package, for core rollback.",
+)
+
+
 @click.command("update")
+@common.options()
+@common.config_option
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="The plan as JSON (with --dry-run).")
-@click.option("--keep", type=int, default=1, show_default=True, help="Previous versions kept.")
+@KEEP_OPTION
 @click.option("--if-os-changed", is_flag=True, help="Only if the OS version changed (boot).")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--prune-only", is_flag=True, hidden=True)  # root, once the switch held
 @click.argument("names", nargs=-1)
 @click.pass_obj
 def update_cmd(
     app: App,
+    config: str | None,
     dry_run: bool,
-    as_json: bool,
     keep: int,
     if_os_changed: bool,
     no_wait: bool,
-    quiet: bool,
     prune_only: bool,
     names: tuple[str, ...],
 ) -> None:
@@ -64,13 +71,14 @@ def update_cmd(
     --keep versions kept for core rollback. With --if-os-changed (the boot-time unit),
     only OS-matched packages, and only when the OS version changed since the last run."""
     if if_os_changed and not os_changed(app):
-        if not quiet:
+        if not app.quiet:
             app.out.print("OS version unchanged: nothing to do")
         return
     where = target.target_for(app.paths, load_stack(app))
     target.must_run_as_account(where)  # the layer's account or root, nobody else
-    args = ["update", f"--keep={keep}", *(["--dry-run"] * dry_run), *(["--json"] * as_json)]
-    args += ["--no-wait"] * no_wait + ["--quiet"] * quiet + list(names)
+    args = ["update", f"--keep={keep}", *(["--dry-run"] * dry_run)]
+    args += ["--config", os.path.abspath(config)] if config else []
+    args += ["--no-wait"] * no_wait + list(names)
     if if_os_changed:
         args.append("--if-os-changed")
     if dry_run:
@@ -92,25 +100,25 @@ def update_cmd(
                 updates.prune(where, session.db, name, keep, app.err.print, held.get(name))
         return
 
-    def log(line: str) -> None:
-        if not quiet:
-            app.err.print(line)
-
+    log = app.log.print
+    quiet = app.quiet or app.as_json
     fetcher = fetch.Fetcher(where.cache_dir, progress=fetch.progress_for(quiet=quiet))
+    loaded = manifest.load_manifest(config) if config else grants.host_manifest(app.paths)
     planner = pipeline.Planner(
         fetcher,
         arch=repo.host_arch(),
         os_version=pipeline.os_version(app.paths),
-        trust=pipeline.trust_for(app.paths, grants.host_manifest(app.paths), where, app.err.print),
+        trust=pipeline.trust_for(app.paths, loaded, where, app.err.print),
     )
     only = set(names) if names else None
     if dry_run:  # changes nothing, so it reads the record without waiting for the lock
         planner.trust.read_only = True
         steps = updates.plan(
             listing.installed(app), planner, only, os_only=if_os_changed,
-            held=portable.failed(app.paths),
+            held=portable.failed(app.paths), holds=holds.read_holds(where),
         )  # fmt: skip
-        show_plan(app, steps, as_json=as_json)
+        app.result.extra["plan"] = [s.as_json() for s in steps]
+        show_plan(app, steps)
         return
     # Planned and done under one hold of the lock: what another operation did before
     # this one took it (a remove, another update) is what this one plans from.
@@ -132,10 +140,12 @@ def update_cmd(
                 app.out.print(f"{o.name} is already at {o.version}")
             else:
                 app.out.print(f"updated {o.name} to {o.version}")
+                app.result.change("updated", name=o.name, version=o.version)
         if not any(s.job for s in result.steps):
             app.out.print("everything is up to date")
         for f in report.failures:
             app.err.print(f"core: error: {f.name}: {f.error.message}")
+            app.result.fail(f.name, f.error)
         moved = {o.name for o in report.outcomes if o.status != "unchanged"}
         exposed = sync_exposure(app, moved)
     if not report.failures:
@@ -144,11 +154,7 @@ def update_cmd(
         sys.exit(1)
 
 
-def show_plan(app: App, steps: list[updates.Step], *, as_json: bool) -> None:
-    if as_json:
-        json.dump([s.as_json() for s in steps], sys.stdout, indent=1)
-        sys.stdout.write("\n")
-        return
+def show_plan(app: App, steps: list[updates.Step]) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
@@ -160,14 +166,18 @@ def show_plan(app: App, steps: list[updates.Step], *, as_json: bool) -> None:
 
 
 @click.command()
+@common.options()
 @click.option("--to", "to", metavar="VERSION", help="Version to go back to.")
-@click.option("--no-wait", is_flag=True)
+@click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
+@click.option("--no-hold", is_flag=True, hidden=True)  # root's switch back from a failure
 @click.argument("name")
 @click.pass_obj
-def rollback(app: App, to: str | None, no_wait: bool, name: str) -> None:
-    """Switch a package back to the version installed before (or --to VERSION)."""
+def rollback(app: App, to: str | None, no_wait: bool, no_hold: bool, name: str) -> None:
+    """Switch a package back to the version installed before (or --to VERSION), and
+    hold it there: core update leaves it until core unhold NAME."""
     where = target.target_for(app.paths, load_stack(app))
     args = ["rollback", name, *(["--to", to] if to else []), *(["--no-wait"] * no_wait)]
+    args += ["--no-hold"] * no_hold
     with operation(app, "rollback", no_wait=no_wait) as op:
         handed = hand_to_account(app, where, args)
         if handed is not None:
@@ -176,23 +186,32 @@ def rollback(app: App, to: str | None, no_wait: bool, name: str) -> None:
     with pipeline.locked(where, "core rollback", no_wait=no_wait, log=app.err.print) as session:
         before, after = updates.rollback(session, name, to, log=app.err.print)
         app.out.print(f"rolled {name} back from {before} to {after}")
+        app.result.change("rolled-back", name=name, version=after, previous=before)
+        if not no_hold:
+            holds.hold(session, name)
+            app.log.print(
+                f"note: {name} is held at {after}; core unhold {name} lets updates move it"
+            )
+            app.result.change("held", name=name, version=after)
         exposed = sync_exposure(app, {name})
     if not exposed:
         sys.exit(1)
 
 
 @click.command()
-@click.option("--keep", type=int, default=0, show_default=True, help="Inactive versions kept.")
+@common.options()
+@KEEP_OPTION
 @click.option(
     "--partial",
     is_flag=True,
     help="Only unfinished downloads (any age) and their lock files: frees a full disk.",
 )
-@click.option("--no-wait", is_flag=True)
+@click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
 @click.pass_obj
 def gc(app: App, keep: int, partial: bool, no_wait: bool) -> None:
-    """Remove inactive versions, download-cache entries that nothing uses, and
-    unfinished downloads older than a day (--partial: every unfinished one, only)."""
+    """Remove inactive versions but the --keep newest, download-cache entries that nothing
+    uses, and unfinished downloads older than a day (--partial: every unfinished one,
+    only)."""
     where = target.target_for(app.paths, load_stack(app))
     args = ["gc", f"--keep={keep}", *(["--partial"] * partial), *(["--no-wait"] * no_wait)]
     with operation(app, "gc", no_wait=no_wait):
@@ -210,5 +229,45 @@ def gc(app: App, keep: int, partial: bool, no_wait: bool) -> None:
             removed = updates.gc(session, keep=keep)
     for line in removed:
         app.out.print(f"removed {line}")
+        app.result.change("removed", what=line)
     if not removed:
         app.out.print("nothing to remove")
+
+
+@click.command()
+@common.options()
+@click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
+@click.argument("name")
+@click.pass_obj
+def hold(app: App, no_wait: bool, name: str) -> None:
+    """Keep a package at its active version: core update leaves it (as apt-mark hold)."""
+    _holding(app, "hold", no_wait, name)
+
+
+@click.command()
+@common.options()
+@click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
+@click.argument("name")
+@click.pass_obj
+def unhold(app: App, no_wait: bool, name: str) -> None:
+    """Let core update move a held package again (held by core hold or a rollback)."""
+    _holding(app, "unhold", no_wait, name)
+
+
+def _holding(app: App, verb: str, no_wait: bool, name: str) -> None:
+    """The layer's account keeps its holds (its own update reads them): root hands over."""
+    where = target.target_for(app.paths, load_stack(app))
+    handed = hand_to_account(app, where, [verb, name, *(["--no-wait"] * no_wait)])
+    if handed is not None:
+        sys.exit(handed)
+    with pipeline.locked(where, f"core {verb}", no_wait=no_wait, log=app.err.print) as session:
+        if verb == "hold":
+            version, was = holds.hold(session, name)
+            app.out.print(f"{name} {'was already' if was else 'is now'} held at {version}")
+            if not was:
+                app.result.change("held", name=name, version=version)
+        elif holds.unhold(session, name):
+            app.out.print(f"{name} is no longer held: core update may move it")
+            app.result.change("unheld", name=name)
+        else:
+            app.out.print(f"{name} was not held")

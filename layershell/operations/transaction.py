@@ -63,7 +63,9 @@ class Operation:
 
 
 def switch_back(app: App, where: Target, name: str, version: str) -> bool:
-    status = hand_to_account(app, where, ["rollback", name, "--to", version])
+    # Not held: the failed version is held back by its failure (portable.failed), and a
+    # newer one may still be tried by the next update.
+    status = hand_to_account(app, where, ["rollback", name, "--to", version, "--no-hold"])
     return status == 0 and sync_exposure(app, {name})
 
 

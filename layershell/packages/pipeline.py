@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from layershell import lock
-from layershell.errors import LayershellError
-from layershell.packages import fetch, install, manifest, plan, repo, unpack, verify
+from layershell.errors import LayershellError, NotInstalled
+from layershell.packages import fetch, holds, install, manifest, plan, repo, unpack, verify
 from layershell.packages.install import Outcome, Source
 from layershell.packages.state import State
 from layershell.packages.target import Target
@@ -433,16 +433,14 @@ def _os_failure(exc: OSError | sqlite3.Error) -> LayershellError:
     return LayershellError(f"the state database: {exc}", "core repair (or core repair --rebuild)")
 
 
-def remove(session: Session, names: list[str]) -> list[str]:
+def remove(session: Session, names: list[str]) -> list[tuple[str, str]]:
     """Every installed version of each package; none if any of them is not installed."""
     target, db = session.target, session.db
     missing = [n for n in names if not db.versions(n)]
     if missing:
-        raise LayershellError(
-            f"not installed in layer {target.layer.name}: {', '.join(missing)}",
-            "nothing was removed; see core list",
-        )
-    removed: list[str] = []
+        raise NotInstalled(missing, target.layer.name, {r.name for r in db.all()})
+    removed: list[tuple[str, str]] = []
     for name in names:
-        removed += [f"{name} {v}" for v in install.remove(target, db, name)]
+        removed += [(name, v) for v in install.remove(target, db, name)]
+    holds.forget(target, names)
     return removed

@@ -42,6 +42,11 @@ class Target:
         return os.path.join(self.store, "repositories.json")
 
     @property
+    def holds_file(self) -> str:
+        """Packages `core update` leaves where they are (core hold, a rollback)."""
+        return os.path.join(self.store, "holds.json")
+
+    @property
     def cache_dir(self) -> str:
         return os.path.join(self.store, "cache")
 
@@ -88,6 +93,14 @@ def target_for(paths: Paths, stack: LayerStack, user: str | None = None) -> Targ
         raise PermissionRefused(
             "rootless mode is for ordinary users; as root it would handle packages as root",
             "use system mode (sudo core ...), where root hands the work to the layer account",
+        )
+    if not os.path.exists(paths.helper):
+        # Without the executor nothing runs in a layer (install.sh, shims, completions):
+        # say so before anything is fetched or recorded.
+        raise LayershellError(
+            f"layershell is not set up here ({paths.mode} mode): core init has not run",
+            f"run {paths.command('init')} first; it creates the layer stores, the executor "
+            "and the shim directory",
         )
     candidates = installing_layers(stack)
     if user is not None and paths.mode == SYSTEM:

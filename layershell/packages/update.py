@@ -17,13 +17,15 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from layershell.errors import LayershellError
+from layershell.errors import LayershellError, NotInstalled
 from layershell.packages import fetch, install
+from layershell.packages.holds import read_holds
 from layershell.packages.pipeline import Job, Planner, Report, Session, install_jobs
 from layershell.packages.state import Installed, State
 from layershell.packages.target import Target
 
 FOLLOWING = ("latest", "os")  # version kinds an update moves
+KEEP = 1  # previous versions kept, by update and by gc alike (core rollback needs one)
 Log = Callable[[str], None]
 
 
@@ -59,14 +61,20 @@ def plan(
     *,
     os_only: bool = False,
     held: Mapping[str, str] | None = None,
+    holds: Mapping[str, str] | None = None,
 ) -> list[Step]:
     """Resolve every active package that follows a stream (or the OS) again. `held`:
     package -> a version whose service failed to start; an update does not retry it
-    (a daily timer would flip to it and back every day); `core install` does."""
+    (a daily timer would flip to it and back every day); `core install` does. `holds`:
+    packages held where they are (core hold, a rollback) until core unhold."""
     steps: list[Step] = []
     for row in sorted((r for r in rows if r.active), key=lambda r: r.name):
         kind = str(row.spec.get("version_kind") or "")
         if names is not None and row.name not in names:
+            continue
+        if holds and row.name in holds:
+            steps.append(Step(row.name, row.version, None, "", kind, "", None,
+                              f"held at {row.version} (core unhold {row.name})"))  # fmt: skip
             continue
         if kind not in FOLLOWING or (os_only and kind != "os"):
             if names is not None:
@@ -118,7 +126,8 @@ def apply(
 ) -> Result:
     """Plan from the record as it is under the lock, install what moved, and with `keep`
     prune what came before (root prunes itself, once the new services run)."""
-    steps = plan(session.db.all(), planner, names, os_only=os_only, held=held)
+    holds = read_holds(session.target)
+    steps = plan(session.db.all(), planner, names, os_only=os_only, held=held, holds=holds)
     jobs = [s.job for s in steps if s.job is not None]
     report = install_jobs(session, jobs, fetcher, log=log)
     if keep is not None:
@@ -127,6 +136,7 @@ def apply(
         # nothing newer to install, must still remove them (test_crash_random).
         failed = {f.name for f in report.failures}
         names_seen = {s.name for s in steps if not s.error} | {o.name for o in report.outcomes}
+        names_seen |= {s.name for s in steps if s.name in holds}  # held, still pruned
         for name in sorted(names_seen - failed):
             prune(session.target, session.db, name, keep, log)
     return Result(steps, report)
@@ -159,7 +169,7 @@ def rollback(session: Session, name: str, to: str | None, *, log: Log) -> tuple[
     versions = sorted(db.versions(name), key=lambda r: r.installed_at)
     active = next((r for r in versions if r.active), None)
     if not versions or active is None:
-        raise LayershellError(f"{name} is not installed", "see core list")
+        raise NotInstalled([name], target.layer.name, {r.name for r in db.all()})
     if to is None:
         older = [r for r in versions if r.installed_at < active.installed_at]
         if not older:
@@ -190,7 +200,7 @@ def rollback(session: Session, name: str, to: str | None, *, log: Log) -> tuple[
 PARTIAL_AGE = 86400.0  # s: an unfinished download older than a day is not coming back
 
 
-def gc(session: Session, *, keep: int = 0) -> list[str]:
+def gc(session: Session, *, keep: int = KEEP) -> list[str]:
     """Remove inactive versions (all but `keep` per package), download-cache entries
     that no installed version uses, and unfinished downloads older than a day (all of
     them: `core gc --partial`, which needs no database)."""
