@@ -16,6 +16,9 @@ from layershell.paths import Paths
 if TYPE_CHECKING:
     import subprocess
 
+    from layershell.errors import LayershellError
+    from layershell.packages.state import Installed
+
 
 @dataclass(frozen=True)
 class App:
@@ -66,6 +69,21 @@ def load_stack(app: App) -> LayerStack:
 
         layers = layers.with_account(pwd.getpwuid(os.getuid()).pw_name)
     return layers
+
+
+def installed(app: App, only: set[str] | None = None) -> list[Installed]:
+    """Every installing layer's packages (or only the named ones), checked
+    (packages/inventory.py); a bad row is a warning on stderr."""
+    from layershell.packages import inventory
+
+    return inventory.installed(app.paths, load_stack(app), only, warn=app.err.print)
+
+
+def not_installed(app: App, names: list[str]) -> LayershellError:
+    """Names that are not installed, with the closest one that is."""
+    from layershell.errors import NotInstalled
+
+    return NotInstalled(names, "", {r.name for r in installed(app)})
 
 
 def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
@@ -134,7 +152,6 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
     `only` limits the work to the packages an operation changed."""
     import os
 
-    from layershell.cli import listing
     from layershell.exposure import shims
     from layershell.packages import grants
     from layershell.packages.target import HANDED_OVER_ENV
@@ -144,7 +161,7 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
     if not os.access(app.paths.bin_dir, os.W_OK):
         app.err.print(f"note: shims in {app.paths.bin_dir} need root; run: sudo core expose --sync")
         return
-    rows = listing.installed(app, only)
+    rows = installed(app, only)
     if grants.may_grant(app.paths):
         grants.forget_removed(app.paths, rows, only)
     report = shims.sync(
@@ -201,7 +218,6 @@ def sync_exposure(app: App, only: set[str] | None = None) -> bool:
     """Shims, then portable services (root, system mode); False if a service failed."""
     import os
 
-    from layershell.cli import listing
     from layershell.exposure import portable
 
     sync_shims(app, only)
@@ -210,7 +226,7 @@ def sync_exposure(app: App, only: set[str] | None = None) -> bool:
     from layershell.packages import install
 
     install.checkpoint("shims-switched")  # the window the operation journal closes
-    errors = portable.sync(app.paths, listing.installed(app, only), log=app.err.print, only=only)
+    errors = portable.sync(app.paths, installed(app, only), log=app.err.print, only=only)
     for message in errors:
         app.err.print(f"core: error: {message}")
     return not errors

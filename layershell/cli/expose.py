@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from layershell.cli import common, listing
-from layershell.cli.app import App, load_stack, sync_exposure
+from layershell.cli import common
+from layershell.cli.app import App, installed, load_stack, not_installed, sync_exposure
 from layershell.errors import LayershellError, suggest
 from layershell.exposure import portable, shims
 from layershell.operations.transaction import operation
@@ -13,9 +13,9 @@ from layershell.packages import grants
 
 
 def _current(app: App, name: str) -> list[str]:
-    rows = [r for r in listing.installed(app) if r.name == name and r.active]
+    rows = [r for r in installed(app) if r.name == name and r.active]
     if not rows:
-        raise listing.not_installed(app, [name])
+        raise not_installed(app, [name])
     overrides = shims.load_overrides(app.paths)
     inner = shims.pkgs_inner(load_stack(app), app.paths)
     policy = grants.Table.load(app.paths).policy(rows[0])
@@ -26,7 +26,7 @@ def _current(app: App, name: str) -> list[str]:
 def _check_programs(app: App, name: str, bins: tuple[str, ...]) -> None:
     """Each --bin PROG is a program of the package's bin/ with a name a shim can have:
     a typo is an error before anything changes, not a warning after."""
-    row = next(r for r in listing.installed(app) if r.name == name and r.active)
+    row = next(r for r in installed(app) if r.name == name and r.active)
     programs, _, _ = shims.package_tree(app.paths.pkgs_dir, row)
     for prog in bins:
         if prog not in programs or not shims.BIN_NAME_RE.match(prog):
@@ -42,9 +42,9 @@ def _services(app: App, name: str, change: object) -> None:
     each a unit of the package's image, checked before systemctl sees it."""
     import os
 
-    rows = [r for r in listing.installed(app, {name}) if r.active]
+    rows = [r for r in installed(app, {name}) if r.active]
     if not rows:
-        raise listing.not_installed(app, [name])
+        raise not_installed(app, [name])
     if os.getuid() != 0:
         raise LayershellError("services need root", f"sudo core expose/unexpose {name} ...")
     image = portable.portable_image(rows[0])

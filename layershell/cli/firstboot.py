@@ -9,9 +9,9 @@ import time
 import click
 
 from layershell.atomic import write_atomic
-from layershell.cli import common, inbox_cmd, listing
+from layershell.cli import common, inbox_cmd
 from layershell.cli import install as install_cmd
-from layershell.cli.app import App
+from layershell.cli.app import App, installed
 from layershell.host import init
 from layershell.packages import manifest
 
@@ -56,7 +56,7 @@ def firstboot(ctx: click.Context, config: str | None, force: bool) -> None:
     )  # fmt: skip
     if config is not None or os.path.exists(manifest_file):
         loaded = manifest.load_manifest(manifest_file)
-        have = {r.name for r in listing.installed(app) if r.active}
+        have = {r.name for r in installed(app) if r.active}
         missing = [p.name for p in loaded.packages if p.name not in have]
         if missing:
             app.err.print(f"installing from {manifest_file}: {', '.join(missing)}")

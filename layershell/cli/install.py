@@ -8,7 +8,14 @@ import sys
 import click
 
 from layershell.cli import common
-from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
+from layershell.cli.app import (
+    App,
+    as_root_of_system,
+    hand_to_account,
+    installed,
+    load_stack,
+    sync_exposure,
+)
 from layershell.errors import ConfigError, LayershellError
 from layershell.operations.transaction import operation
 from layershell.packages import fetch, grants, manifest, pipeline, repo, target
@@ -187,9 +194,7 @@ def report_install(app: App, where: target.Target, report: pipeline.Report) -> N
 
 def show_plan(app: App, where: target.Target, jobs: list[pipeline.Job]) -> None:
     """What `core install --dry-run` would do: each job, and whether it is there already."""
-    from layershell.cli import listing
-
-    active = {r.name: r.version for r in listing.installed(app) if r.active}
+    active = {r.name: r.version for r in installed(app) if r.active}
     plan = []
     for job in jobs:
         there = active.get(job.name) == job.version

@@ -7,7 +7,14 @@ import sys
 import click
 
 from layershell.cli import common
-from layershell.cli.app import App, hand_to_account, load_stack, sync_exposure
+from layershell.cli.app import (
+    App,
+    hand_to_account,
+    installed,
+    load_stack,
+    not_installed,
+    sync_exposure,
+)
 from layershell.operations.transaction import operation
 from layershell.packages import pipeline, target
 
@@ -41,13 +48,11 @@ def remove(app: App, dry_run: bool, no_wait: bool, names: tuple[str, ...]) -> No
 def show_plan(app: App, where: target.Target, names: tuple[str, ...]) -> None:
     """What `core remove --dry-run` would remove, read from the record as `core list`
     reads it (no lock, nothing written); a name not installed fails as the removal would."""
-    from layershell.cli import listing
-
-    rows = listing.installed(app, set(names))
+    rows = installed(app, set(names))
     have = {r.name for r in rows}
     missing = [n for n in names if n not in have]
     if missing:
-        raise listing.not_installed(app, missing)
+        raise not_installed(app, missing)
     for r in sorted(rows, key=lambda r: (r.name, r.installed_at)):
         app.out.print(f"would remove {r.name} {r.version}" + " (active)" * r.active)
         app.result.change("would-remove", name=r.name, version=r.version, active=r.active)

@@ -9,8 +9,15 @@ import click
 
 from layershell import lock
 from layershell.atomic import write_atomic
-from layershell.cli import common, listing
-from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
+from layershell.cli import common
+from layershell.cli.app import (
+    App,
+    as_root_of_system,
+    hand_to_account,
+    installed,
+    load_stack,
+    sync_exposure,
+)
 from layershell.exposure import portable
 from layershell.operations.transaction import operation
 from layershell.packages import fetch, grants, holds, manifest, pipeline, repo, target
@@ -114,7 +121,7 @@ def update_cmd(
     if dry_run:  # changes nothing, so it reads the record without waiting for the lock
         planner.trust.read_only = True
         steps = updates.plan(
-            listing.installed(app), planner, only, os_only=if_os_changed,
+            installed(app), planner, only, os_only=if_os_changed,
             held=portable.failed(app.paths), holds=holds.read_holds(where),
         )  # fmt: skip
         app.result.extra["plan"] = [s.as_json() for s in steps]

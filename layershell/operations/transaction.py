@@ -8,8 +8,14 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from layershell.cli import listing
-from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
+from layershell.cli.app import (
+    App,
+    as_root_of_system,
+    hand_to_account,
+    installed,
+    load_stack,
+    sync_exposure,
+)
 from layershell.errors import LayershellError
 from layershell.exposure import portable
 from layershell.operations import journal
@@ -20,7 +26,7 @@ _running: list[str] = []  # a root command run from another in one process does 
 
 
 def active_versions(app: App) -> dict[str, str]:
-    return {r.name: r.version for r in listing.installed(app) if r.active}
+    return {r.name: r.version for r in installed(app) if r.active}
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ def switch_back(app: App, where: Target, name: str, version: str) -> bool:
 
 
 def _service_follows(app: App, name: str, version: str) -> bool:
-    rows = [r for r in listing.installed(app, {name}) if r.active]
+    rows = [r for r in installed(app, {name}) if r.active]
     try:
         image = portable.portable_image(rows[0]) if rows else None
     except LayershellError:
