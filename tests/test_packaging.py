@@ -1,15 +1,19 @@
 """Issue 15 (docs and packaging): the manual pages core(1) and layer-shell(1), written
 from the click definitions when the wheel is built (layershell/cli/manual.py,
 hatch_build.py), found by `man 1 core` for a venv on PATH and staged into the system
-extension; docs/packaging.md, "Manual pages"."""
+extension; and the RPM packaging/layershell.spec builds. docs/packaging.md, "Manual
+pages" and "RPM"."""
 
 from __future__ import annotations
 
+import gzip
 import itertools
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import click
@@ -19,7 +23,7 @@ from layershell import __version__
 from layershell.cli import manual
 from layershell.cli.core import cli
 from layershell.cli.layer_shell import layer_shell
-from layershell.host import sysext
+from layershell.host import origin, sysext
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 # Where pip put the wheel's data for the interpreter running the tests (dev.sh's venv).
@@ -214,3 +218,113 @@ def test_the_extension_carries_the_pages(tmp_path: Path) -> None:
     for page in PAGES:
         assert (root / "usr/share/man/man1" / page).read_bytes() == (MAN1 / page).read_bytes()
         assert (root / "usr/share/man/man1" / page).stat().st_mode & 0o777 == 0o644
+
+
+# -- the RPM ------------------------------------------------------------------------------
+
+SPEC = CHECKOUT / "packaging" / "layershell.spec"
+needs_rpmbuild = pytest.mark.skipif(
+    shutil.which("rpmbuild") is None or shutil.which("rpm2archive") is None,
+    reason="rpmbuild is not installed (./dev.sh test installs Debian's rpm package)",
+)
+
+
+def spec_global(name: str) -> list[str]:
+    m = re.search(rf"^%global {name} (.*)$", SPEC.read_text(), re.M)
+    assert m, name
+    return m.group(1).split()
+
+
+def test_the_spec_has_this_version_and_every_unit() -> None:
+    """A unit added to units/, or a version bump, cannot leave the spec behind."""
+    assert re.search(rf"^Version: +{re.escape(__version__)}$", SPEC.read_text(), re.M)
+    shipped = sorted(set(os.listdir(CHECKOUT / "units")) - {origin.EXTENSION_UNIT})
+    assert sorted(spec_global("units")) == shipped
+    assert tuple(spec_global("enabled")) == origin.ENABLED
+
+
+@pytest.fixture(scope="module")
+def rpm_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rpmbuild -bb of the spec, from an sdist of this checkout, with this interpreter."""
+    work = tmp_path_factory.mktemp("rpm")
+    sources = work / "SOURCES"
+    argv = [sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", str(sources)]
+    sdist = subprocess.run(
+        argv, cwd=CHECKOUT, capture_output=True, text=True, check=False, timeout=300
+    )
+    assert sdist.returncode == 0, sdist.stdout + sdist.stderr
+    assert (sources / f"layershell-{__version__}.tar.gz").exists()
+    defines = {
+        "_topdir": str(work),
+        "_sourcedir": str(sources),
+        # The venv: hatchling and layershell's dependencies, for the offline build.
+        "python3": sys.executable,
+        # Debian's rpm runs its python dependency generator with Debian's python3, which
+        # lacks `packaging`; Requires are written out in the spec anyway.
+        "__pythondist_requires": "%{nil}",
+        "__pythondist_provides": "%{nil}",
+    }
+    argv = ["rpmbuild", "-bb", "--nodeps", str(SPEC)]
+    for name, value in defines.items():
+        argv += ["--define", f"{name} {value}"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    rpms = sorted((work / "RPMS").rglob("layershell-*.rpm"))
+    assert len(rpms) == 1, rpms
+    return rpms[0]
+
+
+@pytest.mark.slow
+@needs_rpmbuild
+def test_rpmbuild_builds_an_arch_rpm_with_programs_units_and_pages(rpm_built: Path) -> None:
+    assert rpm_built.name == f"layershell-{__version__}-1.{os.uname().machine}.rpm"
+    listed = subprocess.run(
+        ["rpm", "-qlp", str(rpm_built)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    files = set(listed)
+    assert {"/usr/bin/core", "/usr/bin/layer-shell"} <= files
+    packages = [
+        f for f in listed if re.fullmatch(r"/usr/lib\d*/python3\.\d+/[a-z-]+/layershell", f)
+    ]
+    assert len(packages) == 1, packages
+    package = packages[0]
+    for name in ("layershell-enter", "layer-shell", "build.json"):
+        assert f"{package}/_bin/{name}" in files
+    assert f"{package}/cli/manual.py" in files
+    assert f"{package}/_data/profiles/layers.yaml" in files
+    for profile in os.listdir(CHECKOUT / "profiles" / "pam"):
+        assert f"{package}/_data/profiles/pam/{profile}" in files
+    units = set(os.listdir(CHECKOUT / "units")) - {origin.EXTENSION_UNIT}
+    assert {f"/usr/lib/systemd/system/{u}" for u in units} <= files
+    assert f"/usr/lib/systemd/system/{origin.EXTENSION_UNIT}" not in files
+    for page in PAGES:  # rpmbuild compresses them where its brp-compress works (Fedora)
+        assert f"/usr/share/man/man1/{page}" in files or f"/usr/share/man/man1/{page}.gz" in files
+    assert "/usr/share/licenses/layershell/LICENSE" in files
+
+
+@pytest.mark.slow
+@needs_rpmbuild
+def test_the_rpms_units_run_usr_bin_core_and_its_pages_are_ours(
+    rpm_built: Path, tmp_path: Path
+) -> None:
+    archive = tmp_path / "payload.tgz"
+    with archive.open("wb") as out:
+        subprocess.run(["rpm2archive", "-"], stdin=rpm_built.open("rb"), stdout=out, check=True)
+    with tarfile.open(archive) as tar:
+        members = {m.name.lstrip("."): m for m in tar.getmembers()}
+
+        def read(name: str) -> bytes:
+            f = tar.extractfile(members[name])
+            assert f is not None, name
+            return f.read()
+
+        units = [n for n in members if n.startswith("/usr/lib/systemd/system/layershell-")]
+        texts = [read(n).decode() for n in units]
+        assert any("ExecStart=/usr/bin/core " in t for t in texts)
+        assert not any(origin.INSTALLED_CORE in t for t in texts)
+        page = next(n for n in members if n.startswith("/usr/share/man/man1/core.1"))
+        text = read(page)
+        text = gzip.decompress(text) if page.endswith(".gz") else text
+        assert text.startswith(b'.\\" core(1): written by layershell/cli/manual.py')
+        enter = next(n for n in members if n.endswith("/_bin/layershell-enter"))
+        assert members[enter].mode & 0o111
