@@ -25,6 +25,7 @@ APT_PACKAGES=(
   squashfs-tools libpython3.11 git         # ./dev.sh sysext: mksquashfs, PyInstaller's libpython, the commit time
   binutils                                 # readelf, objdump: tests/test_prebuilt.py inspects the built executables
   gpg gpg-agent gpgv                       # signed repositories: gpgv checks them, gpg signs them (core repo index --sign, the tests)
+  rpm                                      # rpmbuild, rpm2archive: tests/test_packaging.py builds packaging/layershell.spec
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

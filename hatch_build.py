@@ -15,6 +15,12 @@ sizes and the reasons.
 Each build gets an id, a hash of its source, the compiler's version and the flags,
 baked into the binary and recorded in layershell/_bin/build.json; `core init` checks
 the executor it installs against that record (layershell/host/binaries.py).
+
+The manual pages core(1) and layer-shell(1) are written here too, from the click
+definitions (layershell/cli/manual.py), and go into the wheel's data as
+share/man/man1/: pip installs them beside the venv's bin/, where man-db looks.
+Importing the commands imports layershell's dependencies, so they are build
+requirements as well (pyproject.toml).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ HARDENING = [
 ]  # fmt: skip
 LINKAGES = {"static-pie": ["-static-pie"], "pie": ["-pie"]}
 PROGRAMS = {"layershell-enter": "enter.c", "layer-shell": "launcher.c"}
+MANUAL = ("core.1", "layer-shell.1")  # what layershell/cli/manual.py writes
+MAN_DIR = "share/man/man1"  # in the wheel's .data/data/: <prefix>/share/man/man1
 
 
 class BuildError(Exception):
@@ -112,6 +120,25 @@ def build_all(package_dir: str, out_dir: str) -> dict[str, Any]:
     return record
 
 
+def write_manual(root: str, out_dir: str) -> None:
+    """The manual pages, written by a child python: it imports the checkout's layershell
+    (not one installed where the build runs), with -B so the source tree gets no
+    bytecode, and this process keeps none of it."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from layershell.cli import manual; sys.exit(manual.main(sys.argv[2:]))"
+    )
+    argv = [sys.executable, "-B", "-c", code, root, out_dir]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=root)
+    missing = [name for name in MANUAL if not os.path.isfile(os.path.join(out_dir, name))]
+    if done.returncode != 0 or missing:
+        raise BuildError(
+            "writing the manual pages (layershell/cli/manual.py) failed; the build needs "
+            "layershell's dependencies importable (pyproject.toml's build-system.requires):"
+            f"\n{done.stderr.strip()}"
+        )
+
+
 class CustomBuildHook(BuildHookInterface):
     PLUGIN_NAME = "custom"
 
@@ -119,12 +146,16 @@ class CustomBuildHook(BuildHookInterface):
         if self.target_name != "wheel":
             return
         self._tmp = tempfile.mkdtemp(prefix="layershell-bin-")
+        man = os.path.join(self._tmp, "man")
         try:
             build_all(os.path.join(self.root, "layershell", "layers"), self._tmp)
+            write_manual(self.root, man)
         except BuildError as exc:
             raise SystemExit(f"layershell: {exc}") from None
         for name in (*PROGRAMS, "build.json"):
             build_data["force_include"][os.path.join(self._tmp, name)] = f"layershell/_bin/{name}"
+        for name in MANUAL:
+            build_data["shared_data"][os.path.join(man, name)] = f"{MAN_DIR}/{name}"
         build_data["pure_python"] = False
         platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
         build_data["tag"] = f"py3-none-{platform}"

@@ -211,3 +211,11 @@ def test_two_builds_of_one_commit_have_the_same_file_list(
     first = listing(built.image.path)
     assert listing(again.path) == first
     assert "/usr/bin/core" in first and len(first) > 50
+
+
+def test_manual_pages_are_in_usr_share_man(built: BuiltImage) -> None:
+    """The host's man finds core(1) in /usr/share/man, which the merged image extends."""
+    pages = built.tree / "usr/share/man/man1"
+    assert sorted(os.listdir(pages)) == ["core.1", "layer-shell.1"]
+    assert (pages / "core.1").read_text().startswith('.\\" core(1): written by')
+    assert "/usr/share/man/man1/core.1" in listing(built.image.path)

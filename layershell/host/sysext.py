@@ -12,7 +12,8 @@ image", has the layout, the match rule and the measurements.
    inside, and without libpam (the host's libpam and its modules are used);
 3. a staged tree: /usr/lib/layershell/ (the application), /usr/bin/core and
    /usr/bin/layer-shell (relative links to it), the units under
-   /usr/lib/systemd/system/ and /usr/lib/extension-release.d/extension-release.layershell;
+   /usr/lib/systemd/system/, the manual pages the wheel installed into the build venv
+   under /usr/share/man/man1/ and /usr/lib/extension-release.d/extension-release.layershell;
 4. `mksquashfs -all-root -noappend` with every time set to SOURCE_DATE_EPOCH (the
    commit's time), then the image's size and sha256, and its line in SHA256SUMS.
 """
@@ -43,6 +44,8 @@ EXCLUDED_LIBRARIES = (
 EXTENSION_RELEASE = "usr/lib/extension-release.d/extension-release." + NAME
 APP_DIR = origin.EXTENSION_APP.lstrip("/")
 UNIT_DIR = "usr/lib/systemd/system"
+MAN_DIR = "usr/share/man/man1"
+MANUAL = ("core.1", "layer-shell.1")  # hatch_build.py's, in the venv's share/man/man1
 WANTS_DIR = UNIT_DIR + "/multi-user.target.wants"
 
 # The frozen application's entry point: one executable for both programs, chosen by the
@@ -235,7 +238,8 @@ coll = COLLECT(exe, a.binaries, a.datas, strip=False, upx=False, name={NAME!r})
     return os.path.join(dist, NAME)
 
 
-def stage(app: str, root: str, checkout: str, arch: str) -> None:
+def stage(app: str, root: str, checkout: str, arch: str, manual: str) -> None:
+    """`manual`: the directory holding core.1 and layer-shell.1 (the build venv's)."""
     if os.path.exists(root):
         shutil.rmtree(root)
     shutil.copytree(app, os.path.join(root, APP_DIR), symlinks=True)
@@ -243,6 +247,10 @@ def stage(app: str, root: str, checkout: str, arch: str) -> None:
     os.makedirs(bindir)
     for program in (origin.EXTENSION_CORE, origin.EXTENSION_SHELL):
         os.symlink(f"../lib/{NAME}/{NAME}", os.path.join(root, program.lstrip("/")))
+    # The host's man looks in /usr/share/man, which the merged image extends.
+    os.makedirs(os.path.join(root, MAN_DIR))
+    for page in MANUAL:
+        shutil.copyfile(os.path.join(manual, page), os.path.join(root, MAN_DIR, page))
     units = os.path.join(root, UNIT_DIR)
     os.makedirs(units)
     source = os.path.join(checkout, "units")
@@ -306,7 +314,8 @@ def build(checkout: str, out: str, work: str) -> Image:
     python = build_venv(os.path.join(work, "venv"), checkout)
     app = freeze(python, work, epoch)
     root = os.path.join(work, "root")
-    stage(app, root, checkout, arch)
+    manual = os.path.join(os.path.dirname(os.path.dirname(python)), "share", "man", "man1")
+    stage(app, root, checkout, arch, manual)
     image = os.path.join(out, f"{NAME}-{version(checkout)}-{arch}.raw")
     run(
         [
