@@ -115,6 +115,9 @@ def test_install_before_init_says_to_run_it(shared_dir: Path) -> None:
     assert done.returncode == 1, err
     assert "core init has not run" in err and "hint: run core init first" in err
     assert not (home / ".local/share/layershell/pkgs").exists()  # nothing was installed
+    shell = Path(sys.executable).parent / "layer-shell"  # pip's, next to core
+    done = ident.run([str(shell), "-c", "true"])
+    assert done.returncode == 1 and "core --rootless init" in done.stderr.decode()
 
 
 def installed_tool(ident: Identity, shared_dir: Path) -> Repository:
