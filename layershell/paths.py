@@ -127,11 +127,6 @@ class Paths:
     def view(self, layer: str) -> str:
         return os.path.join(self.views_dir, layer)
 
-    def command(self, *words: str) -> str:
-        """A `core` command line for a hint, with the --root it was run under."""
-        root = f" --root {self.root}" if self.mode == SYSTEM and self.root != "/" else ""
-        return " ".join((f"core{root}", *words))
-
     @property
     def helper(self) -> str:
         """The executor that enters layers (enter.c), installed by core init."""

@@ -6,6 +6,7 @@ colour only on a TTY and never with NO_COLOR (rich honours it).
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -35,12 +36,29 @@ def console(stderr: bool = False, quiet: bool = False) -> Console:
     return _Console(stderr=stderr, markup=False, highlight=False, soft_wrap=True, quiet=quiet)
 
 
-def report_error(prog: str, exc: LayershellError) -> int:
+# A `core VERB` in a hint, to be given the --root the failing command ran under.
+_CORE_VERB = re.compile(
+    r"(?<![\w/.-])core (?=(?:check|expose|firstboot|gc|hold|ignition|inbox|info|init|install"
+    r"|list|remove|repair|repo|rollback|shell|unexpose|unhold|update)\b)"
+)
+
+
+def with_root(hint: str, root: str | None) -> str:
+    """The hint's core commands as they must be typed under --root ROOT (else unchanged):
+    a hint that drops --root would act on the host instead."""
+    if not root:
+        return hint
+    import shlex
+
+    return _CORE_VERB.sub(f"core --root {shlex.quote(root)} ", hint)
+
+
+def report_error(prog: str, exc: LayershellError, root: str | None = None) -> int:
     """Print an error the way every command does and return its exit status."""
     if isinstance(exc, ConfigError):
         sys.stderr.writelines(f"{printable(str(problem))}\n" for problem in exc.problems)
     else:
         sys.stderr.write(f"{prog}: error: {printable(exc.message)}\n")
     if exc.hint:
-        sys.stderr.write(f"  hint: {printable(exc.hint)}\n")
+        sys.stderr.write(f"  hint: {printable(with_root(exc.hint, root))}\n")
     return exc.exit_code

@@ -259,3 +259,18 @@ def test_list_on_an_80_column_terminal(fresh_rootless: Identity, shared_dir: Pat
     row = lines[1]
     assert row.split()[:2] == [name, version], text
     assert row.rstrip().endswith("…"), text  # the source was cut, and says so
+
+
+def test_a_hint_keeps_the_root_the_command_ran_under(tmp_path: Path) -> None:
+    """`core --root DIR install` before init: the hint's command acts on DIR too, not on
+    the host (the hint used to say plain `core init`)."""
+    if os.getuid() != 0:
+        pytest.skip("system mode under --root needs root (CI runs as root)")
+    root = tmp_path / "image root"
+    root.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "layershell", "--root", str(root), "install", "x"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"hint: run core --root '{root}' init first" in done.stderr, done.stderr

@@ -50,7 +50,8 @@ class Group(click.Group):
         except LayershellError as exc:
             from layershell import ui
 
-            sys.exit(ui.report_error("core", exc))
+            root = ctx.params.get("root")
+            sys.exit(ui.report_error("core", exc, root if isinstance(root, str) else None))
         except KeyboardInterrupt:
             # As a shell reports SIGINT, not click's "Aborted!" and 1.
             sys.stderr.write("core: interrupted\n")

@@ -99,8 +99,7 @@ def target_for(paths: Paths, stack: LayerStack, user: str | None = None) -> Targ
         # say so before anything is fetched or recorded.
         raise LayershellError(
             f"layershell is not set up here ({paths.mode} mode): core init has not run",
-            f"run {paths.command('init')} first; it creates the layer stores, the executor "
-            "and the shim directory",
+            "run core init first; it creates the layer stores, the executor and the shim directory",
         )
     candidates = installing_layers(stack)
     if user is not None and paths.mode == SYSTEM:
