@@ -274,3 +274,32 @@ def test_a_hint_keeps_the_root_the_command_ran_under(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert f"hint: run core --root '{root}' init first" in done.stderr, done.stderr
+
+
+def complete(ident: Identity, words: str, cword: int) -> list[str]:
+    """What click's bash protocol offers for COMP_WORDS (what bash-completion runs)."""
+    env = {"_CORE_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    done = ident.run(python_cmd(), env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode().split()
+
+
+def test_completion_offers_packages_layers_and_files(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    ident = fresh_rootless
+    installed_tool(ident, shared_dir)
+    assert complete(ident, "core info t", 2) == ["plain,tool"]
+    assert complete(ident, "core remove ", 2) == ["plain,tool"]
+    assert complete(ident, "core shell --layer o", 3) == ["plain,otto"]
+    assert complete(ident, "core update --config ", 3) == ["file,"]
+    # core init put core's own completion where bash-completion looks for it.
+    registered = ident.home / ".local/share/bash-completion/completions/core"
+    assert "_CORE_COMPLETE=bash_complete" in registered.read_text()
+    bash = (
+        f". /usr/share/bash-completion/bash_completion; . {registered}; "
+        "COMP_WORDS=(core info t); COMP_CWORD=2; _core_completion core t info; echo ${COMPREPLY[@]}"
+    )
+    venv_bin = os.path.dirname(sys.executable)
+    done = ident.run(["bash", "-c", bash], env={"PATH": f"{venv_bin}:/usr/bin:/bin"})
+    assert done.stdout.decode().split() == ["tool"], done.stderr.decode()

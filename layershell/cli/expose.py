@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from layershell.cli import common
+from layershell.cli import common, complete
 from layershell.cli.app import App, installed, load_stack, not_installed, sync_exposure
 from layershell.errors import LayershellError, suggest
 from layershell.exposure import portable, shims
@@ -75,7 +75,7 @@ def _services(app: App, name: str, change: object) -> None:
     "--service", "services", multiple=True, metavar="UNIT", help="Enable and start this unit."
 )
 @click.option("--sync", "sync_only", is_flag=True, help="Only rewrite all shims.")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete.packages)
 @click.pass_obj
 def expose(
     app: App, bins: tuple[str, ...], services: tuple[str, ...], sync_only: bool, name: str | None
@@ -114,7 +114,7 @@ def expose(
 @click.option(
     "--service", "services", multiple=True, metavar="UNIT", help="Stop and disable this unit."
 )
-@click.argument("name")
+@click.argument("name", shell_complete=complete.packages)
 @click.pass_obj
 def unexpose(app: App, bins: tuple[str, ...], services: tuple[str, ...], name: str) -> None:
     """Take a package's programs off PATH (all of them, or --bin PROG), or stop and

@@ -49,6 +49,10 @@ def firstboot(ctx: click.Context, config: str | None, force: bool) -> None:
         app.err.print(line)
     for line in report.done:
         app.result.change("init", what=line)
+    from layershell.cli import init as init_cmd
+
+    for line in init_cmd.install_completions(app):
+        app.err.print(f"warning: {line}")
     manifest_file = common.manifest_path(app, config)
     ok = _step(
         ctx, inbox_cmd.inbox_cmd, config=config, directory=None, requeue_if_pending=False,

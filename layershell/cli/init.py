@@ -32,9 +32,23 @@ def init(app: App, create_users: bool, mounts: bool) -> None:
     for line in report.done:
         app.out.print(line)
         app.result.change("init", what=line)
+    if not mounts:
+        report.warnings.extend(install_completions(app))
     for line in report.warnings:
         app.err.print(f"warning: {line}")
     app.out.print(
         f"layer stack ready ({app.paths.mode} mode, {len(report.done)} changes, "
         f"{len(report.unchanged)} already in place)"
     )
+
+
+def install_completions(app: App) -> list[str]:
+    """core's and layer-shell's own completion where the shells look; the warnings."""
+    from layershell.cli import complete
+    from layershell.exposure import completions
+
+    done = completions.write_own(app.paths, complete.own_scripts())
+    for path in done.written:
+        app.out.print(f"wrote {path} (completion)")
+        app.result.change("init", what=f"wrote {path}")
+    return done.collisions

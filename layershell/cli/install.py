@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from layershell.cli import common
+from layershell.cli import common, complete
 from layershell.cli.app import (
     App,
     as_root_of_system,
@@ -53,7 +53,9 @@ def named(items: tuple[str, ...]) -> set[str]:
     type=click.Choice([p.value for p in manifest.Profile]),
     help="Security profile for tarballs (the inbox passes its directory's); root's grants it.",
 )
-@click.argument("items", nargs=-1, metavar="[REF|TARBALL|NAME]...")
+@click.argument(
+    "items", nargs=-1, metavar="[REF|TARBALL|NAME]...", shell_complete=complete.install_items
+)
 @click.pass_obj
 def install(
     app: App,

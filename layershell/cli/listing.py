@@ -9,7 +9,7 @@ import time
 
 import click
 
-from layershell.cli import common
+from layershell.cli import common, complete
 from layershell.cli.app import App, installed, not_installed
 
 
@@ -153,7 +153,7 @@ def _cut(text: str, width: int) -> str:
 @click.command()
 @common.options(json_result=False)  # its --json is the listing itself
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.packages)
 @click.pass_obj
 def info(app: App, as_json: bool, name: str) -> None:
     """Show every installed version of a package and where it came from."""

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from layershell.cli import common
+from layershell.cli import common, complete
 from layershell.cli.app import (
     App,
     hand_to_account,
@@ -23,7 +23,7 @@ from layershell.packages import pipeline, target
 @common.options()
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; change nothing.")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete.packages)
 @click.pass_obj
 def remove(app: App, dry_run: bool, no_wait: bool, names: tuple[str, ...]) -> None:
     """Remove packages (every installed version) from the installing layer."""

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from layershell.cli import common
+from layershell.cli import common, complete
 from layershell.cli.app import App
 from layershell.layers import access, handover, stack
 from layershell.layers.launch import Request
@@ -35,27 +35,13 @@ Examples:
 """
 
 
-def _complete_layers(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    # Completion parses without running the group's callback, so there is no App yet:
-    # find the paths from the group's own options.
-    from layershell import paths
-
-    top = ctx.find_root()
-    try:
-        where = paths.detect(root=top.params.get("root"), rootless=top.params.get("rootless"))
-        names = stack.load(where.layers_file, where.stack_cache).names
-    except Exception:  # completion must never print a traceback into the shell
-        return []
-    return [n for n in names if n.startswith(incomplete)]
-
-
 @click.command(help=HELP)
 @common.options(json_result=False)
 @click.option(
     "--layer",
     "layer_name",
     metavar="NAME",
-    shell_complete=_complete_layers,
+    shell_complete=complete.layers,
     help="Layer to enter (default: level 1).",
 )
 @click.option("-l", "--login", is_flag=True, help="Start a login shell.")

@@ -9,7 +9,7 @@ import click
 
 from layershell import lock
 from layershell.atomic import write_atomic
-from layershell.cli import common
+from layershell.cli import common, complete
 from layershell.cli.app import (
     App,
     as_root_of_system,
@@ -61,7 +61,7 @@ KEEP_OPTION = click.option(
 @click.option("--if-os-changed", is_flag=True, help="Only if the OS version changed (boot).")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
 @click.option("--prune-only", is_flag=True, hidden=True)  # root, once the switch held
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete.packages)
 @click.pass_obj
 def update_cmd(
     app: App,
@@ -177,7 +177,7 @@ def show_plan(app: App, steps: list[updates.Step]) -> None:
 @click.option("--to", "to", metavar="VERSION", help="Version to go back to.")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
 @click.option("--no-hold", is_flag=True, hidden=True)  # root's switch back from a failure
-@click.argument("name")
+@click.argument("name", shell_complete=complete.packages)
 @click.pass_obj
 def rollback(app: App, to: str | None, no_wait: bool, no_hold: bool, name: str) -> None:
     """Switch a package back to the version installed before (or --to VERSION), and
@@ -244,7 +244,7 @@ def gc(app: App, keep: int, partial: bool, no_wait: bool) -> None:
 @click.command()
 @common.options()
 @click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.packages)
 @click.pass_obj
 def hold(app: App, no_wait: bool, name: str) -> None:
     """Keep a package at its active version: core update leaves it (as apt-mark hold)."""
@@ -254,7 +254,7 @@ def hold(app: App, no_wait: bool, name: str) -> None:
 @click.command()
 @common.options()
 @click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.packages)
 @click.pass_obj
 def unhold(app: App, no_wait: bool, name: str) -> None:
     """Let core update move a held package again (held by core hold or a rollback)."""

@@ -323,3 +323,21 @@ def sync(
         except OSError as exc:  # a completion is not worth failing the install
             report.collisions.append(f"cannot write the completion of {name}: {exc.strerror}")
     return report
+
+
+def write_own(paths: Paths, scripts: dict[str, dict[str, str]]) -> Report:
+    """core's and layer-shell's own completion: `scripts` is program -> shell -> the
+    script click generates for it. Rewritten by every core init; a file of the same
+    name that layershell did not write is left alone."""
+    report = Report()
+    for program, by_shell in sorted(scripts.items()):
+        for shell, text in sorted(by_shell.items()):
+            mark = f"{MARKER}: {program}'s own completion; core init rewrites it.\n"
+            first, _, rest = text.partition("\n")
+            # zsh's compinit reads `#compdef` from the first line only.
+            body = f"{first}\n{mark}{rest}" if first.startswith("#compdef") else mark + text
+            try:
+                _write(registration(paths, shell, program), body, 0o644, report)
+            except OSError as exc:
+                report.collisions.append(f"cannot write {program}'s {shell} completion: {exc}")
+    return report
