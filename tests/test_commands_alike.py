@@ -303,3 +303,25 @@ def test_completion_offers_packages_layers_and_files(
     venv_bin = os.path.dirname(sys.executable)
     done = ident.run(["bash", "-c", bash], env={"PATH": f"{venv_bin}:/usr/bin:/bin"})
     assert done.stdout.decode().split() == ["tool"], done.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["install", "--config", "m.yaml", "--no-wait", "--retries", "5", "--", "-odd", "x"],
+        ["update", "--dry-run", "--keep", "3", "--if-os-changed", "--", "a", "b"],
+        ["rollback", "--to", "1.0", "--", "tool"],
+        ["gc", "--keep", "0", "--partial"],
+        ["remove", "--", "tool"],
+        ["hold", "--", "tool"],
+    ],
+)
+def test_root_forwards_the_command_line_it_was_given(argv: list[str]) -> None:
+    """The account's core runs what root was asked (common.argv_of): every option that
+    was given, the manifest as an absolute path, and items after `--`."""
+    from layershell.cli import common
+
+    command = commands()[argv[0]]
+    ctx = command.make_context(argv[0], argv[1:])
+    expected = [os.path.abspath(a) if a == "m.yaml" else a for a in argv]
+    assert common.argv_of(ctx) == expected

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,3 +161,37 @@ def manifest_path(app: Any, config: str | None, positional: str | None = None) -
     if config is not None and positional is not None and config != positional:
         raise click.UsageError("give the manifest once: --config FILE")
     return config or positional or str(app.paths.manifest_file)
+
+
+OWN = ("quiet", "verbose", "json_result")  # forwarded() passes these, from the app
+
+
+def argv_of(ctx: click.Context) -> list[str]:
+    """This command's own command line, rebuilt from what click parsed, for the layer
+    account's core to run the same (root hands its work over, cli/app.py): one option
+    per value, files as absolute paths (the account runs in /), and `--` before the
+    arguments, so an item that starts with `-` stays an item."""
+    args = [str(ctx.info_name)]
+    items: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if param.name in OWN or value is None:
+            continue
+        if isinstance(param, click.Argument):
+            values = value if isinstance(value, (tuple, list)) else [value]
+            items += [_absolute(str(v), param) for v in values]
+            continue
+        assert isinstance(param, click.Option)
+        flag = max(param.opts, key=len)  # the long form
+        if param.is_flag:
+            args += [flag] if value and value != param.default else []
+        elif value != param.default:
+            for v in value if param.multiple else [value]:
+                args += [flag, _absolute(str(v), param)]
+    return [*args, "--", *items] if items else args
+
+
+def _absolute(value: str, param: click.Parameter) -> str:
+    if isinstance(param.type, click.Path) or os.path.isfile(value):
+        return os.path.abspath(value)
+    return value

@@ -40,7 +40,7 @@ def named(items: tuple[str, ...]) -> set[str]:
 
 @click.command()
 @common.options()
-@click.option("--config", "config", metavar="FILE", help="Manifest (default: the host's).")
+@common.config_option
 @click.option(
     "--dry-run", is_flag=True, help="Resolve and print what would be installed; change nothing."
 )
@@ -99,11 +99,7 @@ def install(
             app.err.print(f"warning: {config_file} is not valid, its settings are not used:")
             for problem in exc.problems:
                 app.err.print(f"  {problem}")
-    args = ["install", *(["--config", os.path.abspath(config)] if config else [])]
-    args += ["--no-wait"] * no_wait + ["--dry-run"] * dry_run
-    args += ["--connect-timeout", str(connect_timeout), "--read-timeout", str(read_timeout)]
-    args += ["--retries", str(retries)] + (["--profile", profile] if profile else [])
-    args += [os.path.abspath(i) if os.path.isfile(i) else i for i in items]
+    args = common.argv_of(click.get_current_context())
 
     def grant() -> None:
         if grants.may_grant(app.paths):

@@ -83,11 +83,7 @@ def update_cmd(
         return
     where = target.target_for(app.paths, load_stack(app))
     target.must_run_as_account(where)  # the layer's account or root, nobody else
-    args = ["update", f"--keep={keep}", *(["--dry-run"] * dry_run)]
-    args += ["--config", os.path.abspath(config)] if config else []
-    args += ["--no-wait"] * no_wait + list(names)
-    if if_os_changed:
-        args.append("--if-os-changed")
+    args = common.argv_of(click.get_current_context())
     if dry_run:
         handed = hand_to_account(app, where, args)
         if handed is not None:
@@ -183,8 +179,7 @@ def rollback(app: App, to: str | None, no_wait: bool, no_hold: bool, name: str) 
     """Switch a package back to the version installed before (or --to VERSION), and
     hold it there: core update leaves it until core unhold NAME."""
     where = target.target_for(app.paths, load_stack(app))
-    args = ["rollback", name, *(["--to", to] if to else []), *(["--no-wait"] * no_wait)]
-    args += ["--no-hold"] * no_hold
+    args = common.argv_of(click.get_current_context())
     with operation(app, "rollback", no_wait=no_wait) as op:
         handed = hand_to_account(app, where, args)
         if handed is not None:
@@ -220,7 +215,7 @@ def gc(app: App, keep: int, partial: bool, no_wait: bool) -> None:
     uses, and unfinished downloads older than a day (--partial: every unfinished one,
     only)."""
     where = target.target_for(app.paths, load_stack(app))
-    args = ["gc", f"--keep={keep}", *(["--partial"] * partial), *(["--no-wait"] * no_wait)]
+    args = common.argv_of(click.get_current_context())
     with operation(app, "gc", no_wait=no_wait):
         handed = hand_to_account(app, where, args)
         if handed is not None:
@@ -264,7 +259,7 @@ def unhold(app: App, no_wait: bool, name: str) -> None:
 def _holding(app: App, verb: str, no_wait: bool, name: str) -> None:
     """The layer's account keeps its holds (its own update reads them): root hands over."""
     where = target.target_for(app.paths, load_stack(app))
-    handed = hand_to_account(app, where, [verb, name, *(["--no-wait"] * no_wait)])
+    handed = hand_to_account(app, where, common.argv_of(click.get_current_context()))
     if handed is not None:
         sys.exit(handed)
     with pipeline.locked(where, f"core {verb}", no_wait=no_wait, log=app.err.print) as session:
