@@ -83,6 +83,8 @@ def test_core_info_prints_no_none(fresh_rootless: Identity, shared_dir: Path) ->
     assert done.returncode == 0, done.stderr.decode()
     assert "None" not in done.stdout.decode(), done.stdout.decode()
     assert "verified: signature by " in done.stdout.decode()
+    assert "  exposes: tool, tool-extra\n" in done.stdout.decode()  # what a person needs
+    assert "  profile: default\n" in done.stdout.decode()
 
 
 def test_ctrl_c_exits_130_without_aborted(fresh_rootless: Identity, shared_dir: Path) -> None:

@@ -11,6 +11,7 @@ import click
 
 from layershell.cli import common, complete
 from layershell.cli.app import App, installed, not_installed
+from layershell.packages.state import Installed
 
 
 def _shown(text: object) -> str:
@@ -80,15 +81,7 @@ def list_(app: App, as_json: bool, show_all: bool, columns: tuple[int, ...]) -> 
     end in an ellipsis, NAME and VERSION are always whole); piped, plain columns with
     every value whole, one line per package."""
     rows = [r for r in installed(app) if show_all or r.active]
-    from layershell.exposure import shims
-
-    shown = shims.exposed(app.paths)
-    from layershell.exposure import portable
-
-    attached = portable.attached(app.paths) if app.paths.mode == "system" else {}
-    for name, version in attached.items():
-        if any(r.name == name and r.version == version for r in rows):
-            shown.setdefault(name, []).append(f"{name}_{version} (portable)")
+    shown = exposure(app, rows)
     from layershell.packages import grants
 
     table = grants.Table.load(app.paths)
@@ -130,6 +123,18 @@ def list_(app: App, as_json: bool, show_all: bool, columns: tuple[int, ...]) -> 
         sys.stdout.write(line.rstrip() + "\n")
 
 
+def exposure(app: App, rows: list[Installed]) -> dict[str, list[str]]:
+    """Package -> what it exposes: its shims on PATH, and its attached portable image."""
+    from layershell.exposure import portable, shims
+
+    shown = shims.exposed(app.paths)
+    attached = portable.attached(app.paths) if app.paths.mode == "system" else {}
+    for name, version in attached.items():
+        if any(r.name == name and r.version == version for r in rows):
+            shown.setdefault(name, []).append(f"{name}_{version} (portable)")
+    return shown
+
+
 WHOLE = ("NAME", "VERSION")  # what a person reads a row by: never cut
 NARROWEST = 3  # a cut column still shows two characters and its ellipsis
 
@@ -163,16 +168,23 @@ def info(app: App, as_json: bool, name: str) -> None:
     from layershell.packages import grants
 
     table = grants.Table.load(app.paths)
+    exposes = exposure(app, rows).get(name, [])
     if as_json:
         json.dump(
-            [{**r.as_json(), "granted": table.policy(r).as_json()} for r in rows],
+            [
+                {**r.as_json(), "exposes": exposes if r.active else [],
+                 "granted": table.policy(r).as_json()}
+                for r in rows
+            ],
             sys.stdout,
             indent=1,
-        )
+        )  # fmt: skip
         sys.stdout.write("\n")
         return
     for r in rows:
         app.out.print(f"{r.name} {r.version}{'  (active)' if r.active else ''}")
+        if r.active:
+            app.out.print(f"  exposes: {_shown(', '.join(exposes) or 'nothing')}")
         for key in ("layer", "path", "source", "sha256", "files", "bytes"):
             app.out.print(f"  {key}: {_shown(getattr(r, key))}")
         for key, value in sorted(r.spec.items()):
