@@ -17,7 +17,7 @@ import pytest
 
 from layershell.cli.core import cli
 from tests.packages import Repository, program
-from tests.support import CHECKOUT, Identity, python_cmd
+from tests.support import CHECKOUT, Identity, SystemStack, python_cmd
 
 DESIGN = CHECKOUT / "docs" / "design.md"
 READS_A_MANIFEST = {"check", "firstboot", "ignition", "inbox", "install", "update"}
@@ -325,3 +325,20 @@ def test_root_forwards_the_command_line_it_was_given(argv: list[str]) -> None:
     ctx = command.make_context(argv[0], argv[1:])
     expected = [os.path.abspath(a) if a == "m.yaml" else a for a in argv]
     assert common.argv_of(ctx) == expected
+
+
+def test_json_through_root_is_one_object(system: SystemStack, shared_dir: Path) -> None:
+    """Root hands the install to arne and exposes after it: stdout still carries one
+    result object, arne's changes merged into root's, and `remove --json` likewise."""
+    tarball = Repository(shared_dir / "repo").add("jsontool", "1.0", program("jsontool", "1.0"))
+    done = system.core("install", "--json", str(tarball))
+    result = json.loads(done.stdout)  # one document: two would not parse
+    assert done.returncode == 0 and result["ok"], done.stderr.decode()
+    assert [(c["action"], c.get("name")) for c in result["changed"]][:1] == [
+        ("installed", "jsontool")
+    ]
+    assert any(c["action"] == "exposed" for c in result["changed"]), result
+    done = system.core("remove", "--json", "jsontool")
+    result = json.loads(done.stdout)
+    assert done.returncode == 0, done.stderr.decode()
+    assert ("removed", "jsontool") in [(c["action"], c.get("name")) for c in result["changed"]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from rich.console import Console
 
@@ -131,20 +131,33 @@ def _wait_forwarding(proc: subprocess.Popen[bytes], app: App) -> int:
     passed = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, lambda n, _f: proc.send_signal(n)) for sig in passed}
     try:
-        out, _ = proc.communicate()
+        out = _read_bounded(proc.stdout) if proc.stdout is not None else None
+        proc.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if out is not None:
         try:
             theirs = json.loads(out)
-        except ValueError:
+        except (ValueError, RecursionError):
             theirs = None
         if isinstance(theirs, dict):
             app.result.merge(theirs)
         else:
             app.result.fail(None, "the layer account's core printed no result")
     return proc.returncode
+
+
+MAX_RESULT = 16 << 20  # an account's result object root reads: bytes, the rest is dropped
+
+
+def _read_bounded(stream: IO[bytes]) -> bytes:
+    """Up to MAX_RESULT bytes of `stream`, reading it to its end (the writer never blocks)."""
+    kept = bytearray()
+    while chunk := stream.read(1 << 16):
+        if len(kept) <= MAX_RESULT:
+            kept += chunk
+    return bytes(kept) if len(kept) <= MAX_RESULT else b""
 
 
 def sync_shims(app: App, only: set[str] | None = None) -> None:
@@ -174,6 +187,7 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
     )
     for path in report.written:
         app.err.print(f"exposed {path}")
+        app.result.change("exposed", path=path)
     if (
         report.written
         and (app.paths.mode == paths_mod.ROOTLESS or os.path.realpath(app.paths.root) == "/")
@@ -188,6 +202,7 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
         )
     for path in report.removed:
         app.err.print(f"removed shim {path}")
+        app.result.change("unexposed", path=path)
     for line in report.collisions + report.warnings:
         app.err.print(f"warning: {line}")
     from layershell.exposure import completions, manpages
