@@ -236,24 +236,24 @@ def gc(app: App, keep: int, partial: bool, no_wait: bool) -> None:
         app.out.print("nothing to remove")
 
 
-@click.command()
-@common.options()
-@click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
-@click.argument("name", shell_complete=complete.packages)
-@click.pass_obj
-def hold(app: App, no_wait: bool, name: str) -> None:
-    """Keep a package at its active version: core update leaves it (as apt-mark hold)."""
-    _holding(app, "hold", no_wait, name)
+def _holding_command(verb: str, summary: str) -> click.Command:
+    @click.command(verb, help=summary)
+    @common.options()
+    @click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
+    @click.argument("name", shell_complete=complete.packages)
+    @click.pass_obj
+    def run(app: App, no_wait: bool, name: str) -> None:
+        _holding(app, verb, no_wait, name)
+
+    return run
 
 
-@click.command()
-@common.options()
-@click.option("--no-wait", is_flag=True, help="Fail at once if another operation runs.")
-@click.argument("name", shell_complete=complete.packages)
-@click.pass_obj
-def unhold(app: App, no_wait: bool, name: str) -> None:
-    """Let core update move a held package again (held by core hold or a rollback)."""
-    _holding(app, "unhold", no_wait, name)
+hold = _holding_command(
+    "hold", "Keep a package at its active version: core update leaves it (as apt-mark hold)."
+)
+unhold = _holding_command(
+    "unhold", "Let core update move a held package again (held by core hold or a rollback)."
+)
 
 
 def _holding(app: App, verb: str, no_wait: bool, name: str) -> None:
