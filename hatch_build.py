@@ -37,7 +37,7 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-MARKER = "# Managed by layershell"  # layershell/host/init.py's MARKER
+MARKER = "# Managed by layershell"  # names.MARKER (the build runs without the package)
 HARDENING = [
     "-O2", "-Wall", "-Werror=format-security",
     "-fstack-protector-strong", "-fstack-clash-protection", "-fcf-protection",

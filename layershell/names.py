@@ -26,3 +26,6 @@ EXECUTABLE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._+@-]*\Z")
 EXECUTABLE_HINT = "use letters, digits, '.', '_', '+', '@' or '-', starting with a letter or digit"
 SCHEMES = ("file", "http", "https", "ftp")  # where a repository can be
 STREAMS = ("stable", "next", "testing")  # in the order a version reaches them, last first
+# In every file layershell writes where others write too (shims, units, completions,
+# launcher, PAM file): what it may rewrite or remove; a file without it is someone else's.
+MARKER = "# Managed by layershell"

@@ -109,7 +109,7 @@ def test_a_file_not_ours_is_left_and_ours_go_with_the_package(
     ident = fresh_rootless
     data = ident.home / ".local/share"
     theirs = data / "fish/vendor_completions.d/greet.fish"
-    theirs.parent.mkdir(parents=True)
+    theirs.parent.mkdir(parents=True, exist_ok=True)  # core init put core.fish there
     theirs.write_text("complete -c greet -l mine\n")
     subprocess.run(["chown", "-R", f"{ident.uid}:{ident.gid}", str(ident.home / ".local")],
                    check=True)  # fmt: skip

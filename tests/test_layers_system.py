@@ -155,7 +155,8 @@ def test_core_shell_without_root_says_sudo(system: SystemStack) -> None:
     r = system.as_user(system.arne, [sys.executable, "-m", "layershell", "shell", "--", "id"])
     assert r.returncode == 1
     assert "core shell needs root" in err(r)
-    assert "sudo core shell" in err(r)
+    # Under the stack's --root (LAYERSHELL_ROOT), which sudo would not pass on: kept.
+    assert f"sudo core --root {system.root} shell --layer arne" in err(r)
 
 
 def test_otto_cannot_enter_arne(system: SystemStack) -> None:

@@ -291,3 +291,13 @@ def test_the_binaries_are_hardened_and_need_at_most_the_c_library(name: str) -> 
         # snprintf calls. (The launcher's main has no array: nothing to guard.)
         assert re.search(r"call.*<__stack_chk_fail", main), "no stack protector in main"
         assert re.search(r"call.*<_*\w+_chk>", main), "no _FORTIFY_SOURCE checks in main"
+
+
+def test_the_build_hook_marks_files_as_the_package_does() -> None:
+    """hatch_build.py runs without the package, so it keeps its own copy of the marker
+    the launcher carries; it must be names.MARKER, or init would not know its launcher."""
+    from layershell import names
+
+    hook = (Path(__file__).resolve().parent.parent / "hatch_build.py").read_text()
+    found = re.search(r'^MARKER = "([^"]*)"', hook, re.M)
+    assert found is not None and found.group(1) == names.MARKER

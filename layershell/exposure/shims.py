@@ -33,7 +33,6 @@ from layershell.packages.manifest import NO_ENV, EnvSettings
 from layershell.packages.state import Installed
 from layershell.paths import ROOTLESS, Paths
 
-MARKER = "# Managed by layershell"
 SHIM_RE = re.compile(r"^# Managed by layershell: shim for (\S+) of package (\S+)", re.M)
 OS_RELEASE = ("usr/lib/os-release", "etc/os-release")
 BIN_NAME_RE = names.EXECUTABLE
@@ -304,7 +303,7 @@ class Renderer:
         )
         return (
             "#!/bin/sh\n"
-            f"{MARKER}: shim for {shim.name} of package {shim.package} ({shim.version}, "
+            f"{names.MARKER}: shim for {shim.name} of package {shim.package} ({shim.version}, "
             f"profile {shim.profile}); core expose/unexpose manage it, do not edit.\n"
             f'exec {line} "$@"\n'
         )
