@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from layershell import paths as paths_mod
-from layershell.layers.stack import LayerStack
+from layershell.layers.model import LayerStack
 from layershell.packages.target import Target
 from layershell.paths import Paths
 

@@ -24,7 +24,7 @@ import click
 from layershell import names
 from layershell.cli.app import App, load_stack
 from layershell.errors import LayershellError
-from layershell.layers.stack import Layer
+from layershell.layers.model import Layer
 from layershell.packages import records, repo, target
 from layershell.packages.state import Installed, State, StateError, read_foreign
 from layershell.paths import ROOTLESS

@@ -36,7 +36,7 @@ from layershell.atomic import write_atomic
 from layershell.exposure.manpages import Report  # the same report: written, removed, collisions
 from layershell.exposure.shims import MARKER  # one marker for every file layershell writes
 from layershell.layers import sandbox
-from layershell.layers.stack import LayerStack
+from layershell.layers.model import LayerStack
 from layershell.paths import ROOTLESS, Paths
 
 # Both completers run in a directory of their own, empty, so that a completion of file

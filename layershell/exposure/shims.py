@@ -27,7 +27,7 @@ from layershell import names
 from layershell.atomic import read_json_map, write_atomic, write_json
 from layershell.errors import LayershellError
 from layershell.layers import sandbox
-from layershell.layers.stack import Layer, LayerStack
+from layershell.layers.model import Layer, LayerStack
 from layershell.packages.grants import Policy, Table
 from layershell.packages.manifest import NO_ENV, EnvSettings
 from layershell.packages.state import Installed

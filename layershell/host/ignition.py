@@ -40,7 +40,7 @@ from layershell import load, names
 from layershell.errors import LayershellError
 from layershell.host import origin
 from layershell.layers import sandbox, stack
-from layershell.layers.stack import LayerStack
+from layershell.layers.model import Layer, LayerStack
 from layershell.packages import fetch, manifest, pipeline, repo, verify
 from layershell.packages.manifest import Manifest
 from layershell.paths import Paths
@@ -226,7 +226,7 @@ def check_spec(spec: str, fmt: Format) -> str:
     return spec
 
 
-def layer_home(layer: stack.Layer) -> str:
+def layer_home(layer: Layer) -> str:
     """A layer account's home on the provisioned host: its layers.yaml template expanded
     with the system paths, else /home/<account>."""
     if not layer.home:

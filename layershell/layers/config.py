@@ -13,7 +13,7 @@ from typing import Any
 
 from layershell import load
 from layershell.errors import ConfigError, Problem
-from layershell.layers.stack import Layer, LayerStack
+from layershell.layers.model import Layer, LayerStack
 from layershell.load import Document, KeyPath
 
 NAME_RE = re.compile(r"\A[a-z][a-z0-9_-]{0,31}\Z")

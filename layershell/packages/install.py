@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from layershell.errors import LayershellError
 from layershell.layers import launch, sandbox
-from layershell.layers.stack import Layer
+from layershell.layers.model import Layer
 from layershell.packages import records, trees, unpack
 from layershell.packages.state import Installed, State
 from layershell.packages.target import Target
