@@ -17,7 +17,7 @@ class Layer:
     template ({store}, {pkgs}, {state}); `home` is a template too, "" meaning the
     account's home from the password database. `limits`: an installing layer's install
     limits from layers.yaml, (key, number) pairs with sizes in bytes, validated by
-    config.py and read by install.InstallLimits; () for the defaults."""
+    config.py and read by limits.InstallLimits; () for the defaults."""
 
     __slots__ = (
         "account", "home", "level", "limits", "name", "network", "parent", "shell", "writable",
