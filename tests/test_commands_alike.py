@@ -137,9 +137,9 @@ def test_json_result_of_install_remove_and_a_failure(
     result = json.loads(done.stdout)  # stdout is the one object, nothing else
     assert done.returncode == 0 and result["ok"] is True and result["exit_status"] == 0
     assert result["command"] == "install" and result["failed"] == []
-    assert [(c["action"], c["name"], c["version"]) for c in result["changed"]] == [
-        ("installed", "tool", "1.0")
-    ]
+    changed = [(c["action"], c.get("name") or c.get("path")) for c in result["changed"]]
+    shim = str(ident.home / ".local/bin/tool")
+    assert changed == [("installed", "tool"), ("exposed", shim)]
     done = core(ident, "remove", "--json", "tool", "toll")
     result = json.loads(done.stdout)
     assert done.returncode == 2 and result["ok"] is False and result["exit_status"] == 2
@@ -148,7 +148,8 @@ def test_json_result_of_install_remove_and_a_failure(
     done = core(ident, "remove", "--json", "tool")
     result = json.loads(done.stdout)
     assert done.returncode == 0
-    assert [(c["action"], c["name"]) for c in result["changed"]] == [("removed", "tool")]
+    assert [(c["action"], c.get("name")) for c in result["changed"]][:1] == [("removed", "tool")]
+    assert ("unexposed", shim) in [(c["action"], c.get("path")) for c in result["changed"]]
 
 
 def test_a_mistyped_package_name_gets_did_you_mean(

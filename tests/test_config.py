@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from layershell.errors import ConfigError
-from layershell.layers import config, stack
-from layershell.layers.stack import Layer, LayerStack
+from layershell.layers import config, model, stack
+from layershell.layers.model import Layer, LayerStack
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "profiles" / "layers.yaml"
@@ -488,7 +488,7 @@ def test_shipped_stack() -> None:
         ("otto", 2, "otto", "arne", "", (), True, "/bin/bash", ()),
     ]
     assert layers.names == ("core", "arne", "otto")
-    assert [x.kind for x in layers.layers] == [stack.HOST, stack.PSEUDO_ROOT, stack.USER]
+    assert [x.kind for x in layers.layers] == [model.HOST, model.PSEUDO_ROOT, model.USER]
     assert layers.ancestors(otto) == (arne,)
     assert layers.source == str(SHIPPED)
 
@@ -559,7 +559,7 @@ def test_valid_custom_file(tmp_path: Path) -> None:
         ("run-1", 2, "runner$", "build", "", (), True, "/bin/bash", ()),
         ("run_2", 3, "_run2", "run-1", "{store}", (), True, "/bin/bash", ()),
     ]
-    assert [x.kind for x in layers.layers] == [stack.HOST, stack.PSEUDO_ROOT, stack.USER, "user"]
+    assert [x.kind for x in layers.layers] == [model.HOST, model.PSEUDO_ROOT, model.USER, "user"]
 
 
 # --- the compiled cache -------------------------------------------------------------

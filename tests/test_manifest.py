@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from layershell.errors import ConfigError, LayershellError
-from layershell.packages import manifest
+from layershell.packages import manifest, manifest_exposure, manifest_repositories
 from layershell.packages.manifest import (
     InstallMethod,
     Manifest,
@@ -887,9 +887,9 @@ def test_parse_sha256() -> None:
 
 
 def test_parse_repository_raises_with_a_hint() -> None:
-    assert manifest.parse_repository("ftp://localhost:2121/") == "ftp://localhost:2121"
+    assert manifest_repositories.parse_repository("ftp://localhost:2121/") == "ftp://localhost:2121"
     with pytest.raises(LayershellError) as info:
-        manifest.parse_repository("gopher://example")
+        manifest_repositories.parse_repository("gopher://example")
     assert info.value.message == "unsupported protocol 'gopher'"
     assert info.value.hint == "use file://, http://, https:// or ftp://"
 
@@ -1047,5 +1047,5 @@ def test_a_package_name_the_repository_accepts_the_manifest_accepts(tmp_path: Pa
         "node_exporter"
     )
     for name in ("_helper", ".hidden", "-x"):
-        assert not manifest.EXECUTABLE_RE.match(name) and not shims.BIN_NAME_RE.match(name)
-    assert manifest.NAME_RE is repo.NAME_RE and manifest.EXECUTABLE_RE is shims.BIN_NAME_RE
+        assert not manifest_exposure.EXECUTABLE_RE.match(name) and not shims.BIN_NAME_RE.match(name)
+    assert manifest.NAME_RE is repo.NAME_RE and manifest_exposure.EXECUTABLE_RE is shims.BIN_NAME_RE

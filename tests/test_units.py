@@ -10,7 +10,7 @@ import pytest
 from layershell import paths
 from layershell.errors import PermissionRefused
 from layershell.layers import access, launch, main, sandbox
-from layershell.layers.stack import Layer, LayerStack
+from layershell.layers.model import Layer, LayerStack
 
 STACK = LayerStack(
     (

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from layershell import paths as paths_mod
 from layershell.cli.common import Result, forwarded
-from layershell.layers.stack import LayerStack
+from layershell.layers.model import LayerStack
 from layershell.packages.target import Target
 from layershell.paths import Paths
 

@@ -66,17 +66,18 @@ def install_items(
     return [*names, CompletionItem(incomplete, type="file")]
 
 
-def own_scripts() -> dict[str, dict[str, str]]:
-    """click's completion scripts for core and layer-shell: bash always, zsh and fish
-    when the host has them (what core init installs, exposure/completions.py)."""
+def own_scripts(core: click.Command) -> dict[str, dict[str, str]]:
+    """click's completion scripts for `core` (the group it is given: the one running)
+    and layer-shell: bash always, zsh and fish when the host has them (what core init
+    installs, exposure/completions.py)."""
     import shutil
 
     from click.shell_completion import get_completion_class
 
-    from layershell.cli import core, layer_shell
+    from layershell.cli import layer_shell
 
     shells = ["bash", *(s for s in ("zsh", "fish") if shutil.which(s))]
-    programs = (("core", core.cli), ("layer-shell", layer_shell.layer_shell))
+    programs = (("core", core), ("layer-shell", layer_shell.layer_shell))
     scripts: dict[str, dict[str, str]] = {}
     for name, command in programs:
         var = "_" + name.replace("-", "_").upper() + "_COMPLETE"

@@ -47,7 +47,8 @@ def install_completions(app: App) -> list[str]:
     from layershell.cli import complete
     from layershell.exposure import completions
 
-    done = completions.write_own(app.paths, complete.own_scripts())
+    core = click.get_current_context().find_root().command
+    done = completions.write_own(app.paths, complete.own_scripts(core))
     for path in done.written:
         app.out.print(f"wrote {path} (completion)")
         app.result.change("init", what=f"wrote {path}")

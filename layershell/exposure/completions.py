@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from layershell.atomic import write_atomic
 from layershell.exposure.manpages import Report  # the same report: written, removed, collisions
 from layershell.layers import sandbox
-from layershell.layers.stack import LayerStack
+from layershell.layers.model import LayerStack
 from layershell.names import MARKER
 from layershell.paths import ROOTLESS, Paths
 

@@ -26,6 +26,7 @@ from layershell.atomic import read_json_map, write_json
 from layershell.errors import LayershellError
 from layershell.exposure import image as images
 from layershell.exposure import units
+from layershell.exposure.unit_keys import matches
 from layershell.packages.state import Installed
 from layershell.paths import Paths
 
@@ -58,9 +59,6 @@ class Image:
     @property
     def image_name(self) -> str:
         return f"{self.name}_{self.version}"
-
-
-matches = units.matches
 
 
 def units_in(tree: str) -> list[str]:

@@ -11,7 +11,7 @@ file without our marker is never overwritten (a collision, reported); sync chang
 exactly the package's own. Which shims, under which profile, is root's word
 (layershell/packages/grants.py), never the layer account's record: a name a host program already
 has on PATH is refused unless the host's manifest says `expose_over` for it, and the
-identity tools (SENSITIVE) are refused always.
+identity tools (names.SENSITIVE) are refused always.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from layershell import names
 from layershell.atomic import read_json_map, write_atomic, write_json
 from layershell.errors import LayershellError
 from layershell.layers import sandbox
-from layershell.layers.stack import Layer, LayerStack
+from layershell.layers.model import Layer, LayerStack
 from layershell.packages.grants import Policy, Table
 from layershell.packages.manifest import NO_ENV, EnvSettings
 from layershell.packages.state import Installed
@@ -43,45 +43,10 @@ BIN_NAME_RE = names.EXECUTABLE
 KEEP_ENV = ("TERM", "COLORTERM", "NO_COLOR", "LANG", "LANGUAGE", "TZ", "HOME", "USER",
             "LOGNAME")  # fmt: skip
 KEEP_PREFIXES = ("LC_",)
-# Commands no package may ever put on PATH, whatever the manifest says (expose_over
-# cannot lift it): a shim runs package code with the caller's terminal, so a program
-# under one of these names would be typed the caller's passwords or be trusted to
-# change identity. Chosen as: anything that asks for a password or passphrase (sudo,
-# su, sudoedit, ksu, passwd, login, ssh and its key tools, gpg and pinentry, kinit),
-# anything that runs a command as another user or with privileges (run0, pkexec and
-# polkit's agents, doas, runuser, setpriv, systemd-run, machinectl shell, newuidmap),
-# anything that enters or makes namespaces and roots (unshare, nsenter, chroot,
-# systemd-nspawn), the bus and session tools an admin uses as root (busctl, dbus-send,
-# loginctl, homectl, userdbctl, systemctl), account editors, and layershell's own
-# commands. A host program of the same name is refused anyway (expose_over aside);
-# this list also covers hosts that do not have the tool yet.
-SENSITIVE = frozenset({
-    # passwords and passphrases
-    "sudo", "sudoedit", "sudoreplay", "visudo", "su", "ksu", "passwd", "login", "chsh", "chfn",
-    "newgrp", "sg", "gpasswd", "chpasswd", "chage", "vipw", "vigr", "kinit", "kpasswd",
-    "ssh", "ssh-add", "ssh-agent", "ssh-keygen", "ssh-copy-id", "scp", "sftp",
-    "gpg", "gpg2", "gpgv", "gpg-agent", "gpg-connect-agent", "gpgsm", "pinentry",
-    "secret-tool", "systemd-ask-password", "systemd-tty-ask-password-agent",
-    # running as someone else, or with privileges
-    "run0", "pkexec", "pkttyagent", "doas", "runuser", "setpriv", "capsh", "setcap",
-    "systemd-run", "machinectl", "newuidmap", "newgidmap", "fusermount", "fusermount3",
-    "mount", "umount", "unshare", "nsenter", "chroot", "systemd-nspawn",
-    # bus, session and account tools
-    "busctl", "dbus-send", "gdbus", "loginctl", "homectl", "userdbctl", "useradd",
-    "userdel", "usermod", "groupadd", "groupdel", "groupmod",
-    # the host's managers, and layershell's own commands
-    "core", "layer-shell", "systemctl", "portablectl", "rpm-ostree", "bootc",
-})  # fmt: skip
-SENSITIVE_PREFIXES = ("pinentry-", "polkit-", "ssh-", "gpg-", "sudo")
-
 # The system PATH (sudo's secure_path, systemd's default, what root's own commands run
 # with: portable._run, target.as_account_argv): a shim name found here is a host
 # program, whatever PATH a particular caller has. Independent of the caller's PATH.
 HOST_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-
-
-def sensitive(name: str) -> bool:
-    return name in SENSITIVE or name.startswith(SENSITIVE_PREFIXES)
 
 
 def host_program(name: str, bin_dir: str) -> str | None:
@@ -437,7 +402,7 @@ def _shadowed(name: str, bin_dir: str) -> str | None:
 
 def refusal(shim: Shim, policy: Policy, bin_dir: str) -> str:
     """Why `shim` may not go on PATH ("" if it may)."""
-    if sensitive(shim.name):
+    if names.sensitive(shim.name):
         return (
             f"{shim.name}: {shim.package} may not put a command of that name on PATH: it asks "
             "for passwords or changes identity, and a shim runs package code at the caller's "

@@ -14,36 +14,51 @@ The config makes a freshly provisioned host ready for layershell's first-boot un
 
 Rendering only reads the manifest and the stack and fetches artifacts (into a temporary
 cache); it never needs root and never writes anything but its output. docs/boot.md
-describes the result.
+describes the result. The config itself, whatever its format, is ignition_config.py;
+the system extension image in it (--sysext), ignition_sysext.py.
 """
 
 from __future__ import annotations
 
-import base64
-import copy
-import hashlib
 import json
 import os
 import re
-import stat
 import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import yaml
 
-from layershell import load, names
+from layershell import load
 from layershell.errors import LayershellError
 from layershell.host import origin
+from layershell.host.ignition_config import (
+    DIR_MODE,
+    FETCHED_BY_IGNITION,
+    FILE_MODE,
+    HOST,
+    INBOX_USER_MODE,
+    LAYER_SHELL,
+    Config,
+    Directory,
+    File,
+    Link,
+    Package,
+    RenderError,
+    Unit,
+    User,
+    data_url,
+    scheme,
+    text_data_url,
+)
+from layershell.host.ignition_sysext import EXTENSION_DIR, EXTENSION_LINK, extension_of
 from layershell.layers import sandbox, stack
-from layershell.layers.stack import LayerStack
+from layershell.layers.model import Layer, LayerStack
 from layershell.packages import fetch, manifest, pipeline, repo, verify
 from layershell.packages.manifest import Manifest
-from layershell.paths import Paths
 
 Log = Callable[[str], None]
 
@@ -63,31 +78,13 @@ BUTANE_VERSIONS = {"3.1.0": "1.1.0", "3.2.0": "1.3.0", "3.3.0": "1.4.0", "3.4.0"
                    "3.5.0": "1.6.0"}  # fmt: skip
 DEFAULT_MAX_EMBED = 1 << 20
 
-# Where things go on the provisioned host (system mode, root "/").
-HOST = Paths.system("/")
-LAYER_SHELL = os.path.join(HOST.bin_dir, "layer-shell")
-INBOX_USER_MODE = 0o750  # root writes (Ignition, `core inbox`), the account's group reads
-FILE_MODE = 0o644
-DIR_MODE = 0o755
-
 FIRSTBOOT_UNIT = "layershell-firstboot.service"
 UNITS = origin.UNITS
-# The system extension: versioned files side by side, the one merged named by a link
-# (Flatcar's sysext-bakery layout), so an update or a rollback is one rename.
-EXTENSION_DIR = "/opt/extensions/layershell"
-EXTENSION_LINK = "/etc/extensions/layershell.raw"
 EXTENSION_UNIT = origin.EXTENSION_UNIT
 SYSEXT_UNIT = "systemd-sysext.service"
-SUMS = "SHA256SUMS"
-SHA256_RE = names.SHA256
-MAX_SUMS = 1 << 20  # a SHA256SUMS of a few thousand lines
-MAX_IMAGE_VERSION = 64  # the name stays far below a file name's 255 bytes
-SQUASHFS_MAGIC = b"hsqs"  # little-endian squashfs, as mksquashfs writes it
-EROFS_OFFSET, EROFS_MAGIC = 1024, b"\xe2\xe1\xf5\xe0"  # EROFS_SUPER_MAGIC_V1, LE
 NETWORK_DROPIN = "10-layershell-network.conf"
 NETWORK_DROPIN_TEXT = "[Unit]\nWants=network-online.target\nAfter=network-online.target\n"
 REMOTE_SCHEMES = ("http", "https", "ftp")
-FETCHED_BY_IGNITION = ("http", "https")
 
 # Ignition's JSON names -> Butane's YAML names, for the keys this module writes.
 BUTANE_KEYS = {"homeDir": "home_dir", "noCreateHome": "no_create_home"}
@@ -97,91 +94,6 @@ EMBED_HINT = (
     " config; serve the repository over http(s) so Ignition fetches it, or raise the"
     " limit with --max-embed BYTES"
 )
-
-
-class RenderError(LayershellError):
-    """The manifest is valid, but it cannot become an Ignition config as it is."""
-
-    exit_code = 1
-
-
-# --- the config, independent of its format ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class File:
-    path: str
-    source: str  # an http(s) URL or a data: URL
-    mode: int = FILE_MODE
-    owner: str | None = None  # account and group name; None = root
-    sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class Link:
-    path: str
-    target: str
-
-
-@dataclass(frozen=True)
-class Directory:
-    path: str
-    mode: int = DIR_MODE
-    owner: str | None = None
-    group: str | None = None
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    home: str
-    shell: str = LAYER_SHELL
-
-
-@dataclass(frozen=True)
-class Unit:
-    name: str
-    contents: str | None  # None: a unit the host already has (systemd's, the extension's)
-    enabled: bool | None = None
-    dropins: tuple[tuple[str, str], ...] = ()  # (name, contents)
-
-
-@dataclass(frozen=True)
-class Package:
-    """One package as rendered: what was resolved and how the host gets it."""
-
-    name: str
-    version: str
-    url: str
-    sha256: str
-    inbox_path: str
-    embedded: bool
-    size: int | None
-
-
-@dataclass(frozen=True)
-class Extension:
-    """layershell's system extension image, as rendered (docs/boot.md)."""
-
-    name: str  # layershell-<version>-<arch>.raw
-    version: str
-    source: str  # the URL Ignition fetches, or the local file embedded
-    sha256: str
-    embedded: bool
-    path: str  # where the host keeps it; EXTENSION_LINK points here
-
-
-@dataclass(frozen=True)
-class Config:
-    """Everything the host gets, in a stable order (paths sorted, users in stack order)."""
-
-    files: tuple[File, ...]
-    directories: tuple[Directory, ...]
-    users: tuple[User, ...]
-    units: tuple[Unit, ...]
-    packages: tuple[Package, ...]
-    links: tuple[Link, ...] = ()
-    extension: Extension | None = None
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -226,26 +138,12 @@ def check_spec(spec: str, fmt: Format) -> str:
     return spec
 
 
-def layer_home(layer: stack.Layer) -> str:
+def layer_home(layer: Layer) -> str:
     """A layer account's home on the provisioned host: its layers.yaml template expanded
     with the system paths, else /home/<account>."""
     if not layer.home:
         return os.path.join("/home", layer.account)
     return sandbox.expand(layer.home, HOST.store(layer.name), HOST.pkgs_dir, HOST.state_dir)
-
-
-def _scheme(url: str) -> str:
-    return urllib.parse.urlsplit(url).scheme.lower()
-
-
-def data_url(data: bytes) -> str:
-    """RFC 2397, base64: for tarballs."""
-    return "data:;base64," + base64.b64encode(data).decode("ascii")
-
-
-def text_data_url(data: bytes) -> str:
-    """RFC 2397, percent-encoded: for text, which stays readable in the config."""
-    return "data:," + urllib.parse.quote_from_bytes(data, safe="/")
 
 
 def _read_unit(units_dir: str, name: str) -> str:
@@ -276,151 +174,6 @@ def _read_units(units_dir: str, remote: bool, extension: bool) -> tuple[Unit, ..
         dropins = network if name == FIRSTBOOT_UNIT else ()
         units.append(Unit(name, _read_unit(units_dir, name), enabled, dropins))
     return tuple(units)
-
-
-# --- the system extension -----------------------------------------------------------------
-
-
-def _systemd_arch(arch: str) -> str:
-    found = origin.ARCHITECTURES.get(arch)
-    if found is None:
-        known = ", ".join(sorted(origin.ARCHITECTURES))
-        raise LayershellError(
-            f"--arch {arch}: no systemd architecture is known for it",
-            f"use one of {known}",
-            exit_code=2,
-        )
-    return found
-
-
-def _image_version(name: str, arch: str) -> str:
-    """The version in layershell-<version>-<arch>.raw (the name `./dev.sh sysext` gives)."""
-    prefix, suffix = "layershell-", f"-{_systemd_arch(arch)}.raw"
-    version = name[len(prefix) : -len(suffix)] if name.startswith(prefix) else ""
-    if (
-        not name.endswith(suffix)
-        or not version
-        or len(version) > MAX_IMAGE_VERSION
-        or not repo.VERSION_RE.match(version)
-    ):
-        raise LayershellError(
-            f"--sysext: {name[:300]!r} is not named layershell-<version>{suffix}"
-            f" (a version of at most {MAX_IMAGE_VERSION} characters)",
-            "give the image ./dev.sh sysext built, under its own name: the name says its"
-            " version and its architecture, which must be the target host's (--arch)",
-            exit_code=2,
-        )
-    return version
-
-
-def _shown(url: str) -> str:
-    """A URL as logs and messages show it: no password, no query (a signed URL's token)."""
-    parts = urllib.parse.urlsplit(pipeline.redact(url))
-    return urllib.parse.urlunsplit(parts._replace(query="", fragment=""))
-
-
-def _listed_sha256(fetcher: fetch.Fetcher, url: str, name: str) -> str:
-    """The image's sha256 from the SHA256SUMS beside it (sysext-bakery's convention);
-    the list is small, so it is capped at MAX_SUMS bytes."""
-    sums_url = urllib.parse.urljoin(url, SUMS)
-    hint = f"publish {SUMS} beside the image (./dev.sh sysext writes it), or pass --sysext-sha256"
-    capped = copy.copy(fetcher)
-    capped.max_size = MAX_SUMS
-    try:
-        path = capped.fetch(sums_url, sha256=None, name=SUMS)
-    except LayershellError as exc:
-        raise RenderError(f"--sysext: cannot read {_shown(sums_url)}: {exc}", hint) from None
-    with open(path, "rb") as f:
-        text = f.read(MAX_SUMS + 1).decode("utf-8", errors="replace")
-    for line in text.splitlines():
-        digest, _, listed = line.strip().partition("  ")
-        if listed.lstrip("*") == name and SHA256_RE.match(digest.lower()):
-            return digest.lower()
-    raise RenderError(f"--sysext: {_shown(sums_url)} lists no sha256 for {name}", hint)
-
-
-def _read_image(local: str, max_embed: int) -> bytes:
-    """The bytes of a local image to embed: a regular file (not a FIFO or a device,
-    which would block or never end), at most max_embed bytes, and a squashfs or erofs
-    image by its magic (what systemd-sysext merges)."""
-    hint = "give the .raw ./dev.sh sysext built"
-    try:
-        fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise LayershellError(f"--sysext {local}: {exc.strerror}", hint, exit_code=2) from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise LayershellError(f"--sysext {local}: not a regular file", hint, exit_code=2)
-        if st.st_size > max_embed:
-            raise _image_too_big(local, st.st_size, max_embed)
-        data = f.read(max_embed + 1)
-    if len(data) > max_embed:  # it grew since the fstat
-        raise _image_too_big(local, len(data), max_embed)
-    if data[:4] != SQUASHFS_MAGIC and data[EROFS_OFFSET : EROFS_OFFSET + 4] != EROFS_MAGIC:
-        raise LayershellError(f"--sysext {local}: not a squashfs or erofs image", hint, exit_code=2)
-    return data
-
-
-def _image_too_big(local: str, size: int, max_embed: int) -> RenderError:
-    return RenderError(
-        f"--sysext {local} is {size} bytes, over the limit of {max_embed} bytes for a file"
-        " embedded in the config",
-        "publish it over http(s) with its SHA256SUMS and pass the URL, or raise --max-embed BYTES",
-    )
-
-
-def extension_of(
-    source: str,
-    sha256: str | None,
-    arch: str,
-    fetcher: fetch.Fetcher,
-    max_embed: int,
-) -> tuple[Extension, File]:
-    """The image at `source` (an http(s) URL Ignition fetches, else a local file or
-    file:// URL, embedded), with its sha256: given, from SHA256SUMS beside a URL, or
-    computed from the local file (and checked when given)."""
-    if sha256 is not None and not SHA256_RE.match(sha256.lower()):
-        raise LayershellError(
-            f"--sysext-sha256 {sha256[:100]!r} is not a sha256", "give 64 hex digits",
-            exit_code=2,
-        )  # fmt: skip
-    sha256 = sha256.lower() if sha256 else None
-    if repo.has_credentials(source):
-        # Before anything shows it: the config is handed around, and Ignition logs URLs.
-        raise LayershellError(
-            f"--sysext {repo.credentials_refusal(source)}",
-            "serve the image where Ignition needs no password (the sha256 protects it),"
-            " or embed a local file",
-            exit_code=2,
-        )
-    remote = _scheme(source) in FETCHED_BY_IGNITION
-    if _scheme(source) not in ("", "file") and not remote:
-        raise LayershellError(
-            f"--sysext {_shown(source)}: Ignition fetches only http(s) URLs",
-            "serve the image over http(s), or give a local file to embed",
-            exit_code=2,
-        )
-    if _scheme(source) == "":
-        local = source
-    else:
-        local = urllib.parse.unquote(urllib.parse.urlsplit(source).path)
-    name = os.path.basename(local)
-    version = _image_version(name, arch)
-    path = os.path.join(EXTENSION_DIR, name)
-    if remote:
-        digest = sha256 or _listed_sha256(fetcher, source, name)
-        extension = Extension(name, version, _shown(source), digest, False, path)
-        return extension, File(path, source, FILE_MODE, None, digest)
-    data = _read_image(local, max_embed)
-    digest = hashlib.sha256(data).hexdigest()
-    if sha256 is not None and sha256 != digest:
-        raise RenderError(
-            f"--sysext {local}: its sha256 is {digest}, not {sha256}",
-            "give the image --sysext-sha256 names, or leave the option out",
-        )
-    extension = Extension(name, version, os.path.abspath(local), digest, True, path)
-    return extension, File(path, data_url(data), FILE_MODE, None, digest)
 
 
 # --- rendering ----------------------------------------------------------------------------
@@ -469,7 +222,7 @@ def _package(
     parsed = repo.split_artifact_name(urllib.parse.unquote(file_name))
     ext = parsed[2] if parsed else ".tar.gz"
     inbox = os.path.join(HOST.inbox_dir, profile, account, f"{job.name}_{job.version}{ext}")
-    if _scheme(url) in FETCHED_BY_IGNITION:
+    if scheme(url) in FETCHED_BY_IGNITION:
         if job.sha256 is None:
             raise RenderError(
                 f"{job.name} {job.version}: nothing gives the sha256 of {url}",
@@ -570,12 +323,12 @@ def render(
     ]
     for _, job in planned:
         url = job.url or ""
-        if _scheme(url) in FETCHED_BY_IGNITION:
+        if scheme(url) in FETCHED_BY_IGNITION:
             continue
         size = (
             job.size
             if job.size is not None
-            else (_local_size(url) if _scheme(url) == "file" else None)
+            else (_local_size(url) if scheme(url) == "file" else None)
         )
         if size is not None and size > max_embed:
             raise _too_big(job, size, max_embed)
@@ -615,7 +368,7 @@ def render(
         directories.append(Directory(EXTENSION_DIR))
     shell = origin.EXTENSION_SHELL if extension is not None else LAYER_SHELL
     users = tuple(User(x.account, layer_home(x), shell) for x in layers.layers if x.level >= 1)
-    remote = any(_scheme(loaded.repository_for(spec)) in REMOTE_SCHEMES for spec in loaded.packages)
+    remote = any(scheme(loaded.repository_for(spec)) in REMOTE_SCHEMES for spec in loaded.packages)
     return Config(
         files=tuple(sorted(files, key=lambda f: f.path)),
         directories=tuple(sorted(directories, key=lambda d: d.path)),

@@ -26,7 +26,7 @@ from layershell import safepath
 from layershell.errors import LayershellError, PermissionRefused
 from layershell.host import accounts, binaries, origin
 from layershell.layers import sandbox, stack
-from layershell.layers.stack import Layer, LayerStack
+from layershell.layers.model import Layer, LayerStack
 from layershell.names import MARKER
 from layershell.paths import ROOTLESS, Paths
 

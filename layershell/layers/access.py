@@ -11,7 +11,7 @@ On the `layer-shell` hot path: plain functions, no imports beyond the model.
 from __future__ import annotations
 
 from layershell.errors import LayershellError, PermissionRefused
-from layershell.layers.stack import Layer, LayerStack
+from layershell.layers.model import Layer, LayerStack
 from layershell.paths import ROOTLESS
 
 

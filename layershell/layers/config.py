@@ -13,7 +13,7 @@ from typing import Any
 
 from layershell import load
 from layershell.errors import ConfigError, Problem
-from layershell.layers.stack import Layer, LayerStack
+from layershell.layers.model import Layer, LayerStack
 from layershell.load import Document, KeyPath
 
 NAME_RE = re.compile(r"\A[a-z][a-z0-9_-]{0,31}\Z")
@@ -23,7 +23,7 @@ PLACEHOLDERS = ("store", "pkgs", "state")
 TEMPLATE_START_RE = re.compile(r"\A\{(store|pkgs|state)\}(/|\Z)")
 TOP_KEYS = ("layers",)
 LAYER_KEYS = ("name", "account", "parent", "home", "writable", "network", "shell", "limits")
-# An installing layer's install limits (install.InstallLimits; docs/packages.md, "Safe
+# An installing layer's install limits (limits.InstallLimits; docs/packages.md, "Safe
 # installs"): key -> (kind, smallest, largest). Sizes take K, M, G or T (powers of 1024).
 LIMIT_KEYS: dict[str, tuple[str, float, float]] = {
     "disk_budget": ("size", 1 << 20, 1 << 50),

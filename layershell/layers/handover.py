@@ -15,7 +15,7 @@ import signal
 from layershell.errors import LayershellError, PermissionRefused
 from layershell.layers import launch, pam, terminal
 from layershell.layers.launch import LOGIN_KEEP, Request
-from layershell.layers.stack import Layer, LayerStack
+from layershell.layers.model import Layer, LayerStack
 from layershell.paths import SYSTEM, Paths
 
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from layershell.layers import sandbox
-from layershell.layers.stack import Layer, LayerStack
+from layershell.layers.model import Layer, LayerStack
 from layershell.paths import ROOTLESS, Paths
 
 # Kept in a login session, and by a shim (docs/layers.md, "Environment").

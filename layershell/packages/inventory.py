@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from layershell import names
-from layershell.layers.stack import Layer, LayerStack
+from layershell.layers.model import Layer, LayerStack
 from layershell.packages import records, repo, target
 from layershell.packages.state import Installed, State, StateError, read_foreign
 from layershell.paths import ROOTLESS, Paths

@@ -1,26 +1,27 @@
 """Validate composable.yaml (which packages a host gets, from where, how) into a Manifest.
 
 Every problem is collected and reported at once as `FILE:LINE:COL: key: message (hint)`,
-in the order they appear in the file.
+in the order they appear in the file. This module holds the Manifest and walks the
+document; checker.py collects the problems, manifest_repositories.py checks repository
+URLs and `repositories:`, manifest_exposure.py a package's `expose:`, `expose_over:` and
+`writable:`.
 """
 
 from __future__ import annotations
 
-import datetime
-import difflib
 import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 from layershell import load
 from layershell import names as rules
 from layershell.errors import ConfigError, LayershellError, Problem
-from layershell.layers.config import ACCOUNT_RE, did_you_mean
+from layershell.layers.config import ACCOUNT_RE
 from layershell.load import Document, KeyPath
-from layershell.packages import repo
-from layershell.packages.verify import RepositoryTrust, Verification, normal_fingerprint
+from layershell.packages import manifest_exposure, manifest_repositories
+from layershell.packages.checker import Checker, kind
+from layershell.packages.verify import RepositoryTrust
 
 
 class TrackStream(str, Enum):
@@ -112,9 +113,6 @@ class Manifest:
 
 TOP_KEYS = ("composable",)
 MANIFEST_KEYS = ("default_repository", "repositories", "packages")
-REPOSITORY_KEYS = ("url", "verify", "keys", "key_fingerprint")
-KEY_FILE_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._+@-]{0,127}\.(?:asc|gpg|pgp)\Z")
-MAX_REPOSITORIES = 64
 PACKAGE_KEYS = (
     "name",
     "repository",
@@ -131,27 +129,16 @@ PACKAGE_KEYS = (
     "env",
     "writable",
 )
-MAX_WRITABLE = 16
-# Never writable through `writable:`: layershell's own trees in a (rootless) home.
-PROTECTED_HOME_PATHS = (
-    ".local/share/layershell", ".config/layershell", ".local/bin",
-    ".local/share/layershell-programs",
-)  # fmt: skip
 ENV_KEYS = ("pass", "deny", "set")
 ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 MAX_ENV_ENTRIES = 64  # per list, and in set:
 MAX_ENV_VALUE = 4096
 # "_" separates name and version in file names (goss_v0.0.1), so neither may contain it.
 NAME_RE, VERSION_RE, SHA256_RE = rules.PACKAGE, rules.VERSION, rules.SHA256
-EXECUTABLE_RE = rules.EXECUTABLE
 UNIT_RE = re.compile(r"\A[A-Za-z0-9:_.\\@-]{1,255}\Z")
 # The unit types `portablectl attach` picks up from an image.
 UNIT_TYPES = ("service", "socket", "timer", "path", "target")
-SCHEMES = rules.SCHEMES
-URL_EXAMPLE = "for example https://composable.example or file:///run/media/usb/repo"
 VERSION_HINT = "for example v0.0.1, or latest, or os to follow the host OS version"
-
-E = TypeVar("E", bound=Enum)
 
 
 def parse_sha256(text: str) -> str | None:
@@ -162,183 +149,27 @@ def parse_sha256(text: str) -> str | None:
     return digest if SHA256_RE.match(digest) else None
 
 
-def parse_repository(text: str) -> str:
-    """A repository URL, checked and without trailing "/"; raises LayershellError
-    (message and hint) when it is not a file://, http://, https:// or ftp:// URL, or
-    when it carries a user name or password (the message shows them as ***)."""
-    if repo.has_credentials(text):
-        raise LayershellError(repo.credentials_refusal(text), repo.CREDENTIALS_HINT)
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text):
-        raise LayershellError(
-            "must not contain spaces or control characters", "percent-encode them, as in %20"
-        )
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        raise LayershellError(
-            f"{text!r} is not a file://, http://, https:// or ftp:// URL", URL_EXAMPLE
-        )
-    if scheme.lower() not in SCHEMES:
-        raise LayershellError(
-            f"unsupported protocol {scheme!r}", "use file://, http://, https:// or ftp://"
-        )
-    scheme = scheme.lower()
-    if "?" in rest or "#" in rest:
-        raise LayershellError(
-            "must not have a query ('?') or fragment ('#')",
-            "name the directory that holds the package files",
-        )
-    try:
-        parts = urlsplit(f"{scheme}://{rest}")
-        port = parts.port
-    except ValueError as exc:
-        raise LayershellError(f"not a valid URL: {exc}", URL_EXAMPLE) from None
-    if scheme == "file":
-        if parts.netloc or not parts.path.startswith("/"):
-            raise LayershellError(
-                "a file:// URL needs an absolute path and no host",
-                "use three slashes, as in file:///run/media/usb/repo",
-            )
-        if parts.path.strip("/") == "":
-            return "file:///"
-    else:
-        if not parts.hostname:
-            raise LayershellError(
-                f"a {scheme}:// URL needs a host", f"for example {scheme}://composable.example"
-            )
-        if port == 0:
-            raise LayershellError("port 0 is not a port", "use a number from 1 to 65535")
-    return f"{scheme}://{rest}".rstrip("/")
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "empty"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return "a date"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _choice_hint(value: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(value, choices, n=1)
-    return f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(choices)}"
-
-
-class _Checker:
-    """Collects problems for one document; each method returns the checked value or None."""
-
-    def __init__(self, doc: Document) -> None:
-        self.doc = doc
-        self.problems: list[Problem] = []
-
-    def report(self, path: KeyPath, message: str, hint: str = "", *, key: bool = False) -> None:
-        self.problems.append(self.doc.problem(path, message, hint, key=key))
-
-    def keys(self, path: KeyPath, data: dict[str, Any], allowed: tuple[str, ...]) -> None:
-        for key in data:
-            if key not in allowed:
-                self.report((*path, key), "unknown key", did_you_mean(key, allowed), key=True)
-
-    def text(self, path: KeyPath, value: object, empty_hint: str) -> str | None:
-        """A non-empty string; `empty_hint` says what to write when there is none."""
-        if value is None or value == "":
-            self.report(path, "needs a value", empty_hint)
-        elif isinstance(value, (list, dict)):
-            self.report(path, f"must be text, not {_kind(value)}", empty_hint)
-        elif not isinstance(value, str):
-            # YAML turned it into a number, boolean or date; quoting keeps it as written.
-            self.report(path, f"must be text, not {_kind(value)}", "put it in quotes")
-        else:
-            return value
+def _units(
+    check: Checker, path: KeyPath, value: object, package: str | None
+) -> tuple[str, ...] | None:
+    units = check.names(path, value, f"{package or 'goss'}.service")
+    if units is None:
         return None
-
-    def choice(self, path: KeyPath, value: object, enum: type[E], what: str) -> E | None:
-        choices = tuple(str(m.value) for m in enum)
-        if isinstance(value, str) and value in choices:
-            return enum(value)
-        shown = str(value) if isinstance(value, str) else ""
-        self.report(path, f"unknown {what} {value!r}", _choice_hint(shown, choices))
+    if package is not None and "+" in package:
+        # Unit names start with the package name, and systemd refuses '+' in them.
+        check.report(
+            path,
+            f"package {package!r} cannot have systemd units: unit names may not contain '+'",
+            "rename the package without '+' to enable or start its units",
+        )
         return None
-
-    def names(self, path: KeyPath, value: object, example: str) -> tuple[str, ...] | None:
-        """A list of strings; each item's own rules are checked by the caller."""
-        if isinstance(value, str):
-            self.report(path, "must be a list", f"use a list: [{value}]")
-            return None
-        if value is None:
-            self.report(path, "needs a value", f"for example [{example}], or [] for none")
-            return None
-        if not isinstance(value, list):
-            self.report(path, f"must be a list, not {_kind(value)}", f"for example [{example}]")
-            return None
-        ok = True
-        for index, item in enumerate(value):
-            if not isinstance(item, str) or not item:
-                what = "empty" if item == "" else _kind(item)
-                self.report((*path, index), f"must be a name, not {what}")
-                ok = False
-        return tuple(value) if ok else None
-
-    def repository(self, path: KeyPath, value: object) -> str | None:
-        text = self.text(path, value, URL_EXAMPLE)
-        if text is None:
-            return None
-        try:
-            return parse_repository(text)
-        except LayershellError as exc:
-            self.report(path, exc.message, exc.hint)
-            return None
-
-    def units(self, path: KeyPath, value: object, package: str | None) -> tuple[str, ...] | None:
-        units = self.names(path, value, f"{package or 'goss'}.service")
-        if units is None:
-            return None
-        if package is not None and "+" in package:
-            # Unit names start with the package name, and systemd refuses '+' in them.
-            self.report(
-                path,
-                f"package {package!r} cannot have systemd units: unit names may not contain '+'",
-                "rename the package without '+' to enable or start its units",
-            )
-            return None
-        ok = True
-        for index, unit in enumerate(units):
-            problem = _unit_problem(unit, package, start=path[-1] == "start")
-            if problem:
-                self.report((*path, index), *problem)
-                ok = False
-        return units if ok else None
-
-    def expose(self, path: KeyPath, value: object) -> tuple[str, ...] | None:
-        names = self.names(path, value, "goss")
-        if names is None:
-            return None
-        ok = True
-        for index, name in enumerate(names):
-            if "/" in name:
-                self.report(
-                    (*path, index),
-                    f"{name!r} is a path, not a file name",
-                    "name the executable in the package's bin/, as in goss",
-                )
-                ok = False
-            elif not EXECUTABLE_RE.match(name):
-                self.report(
-                    (*path, index),
-                    f"invalid executable name {name!r}",
-                    rules.EXECUTABLE_HINT,
-                )
-                ok = False
-        return names if ok else None
+    ok = True
+    for index, unit in enumerate(units):
+        problem = _unit_problem(unit, package, start=path[-1] == "start")
+        if problem:
+            check.report((*path, index), *problem)
+            ok = False
+    return units if ok else None
 
 
 def _unit_problem(unit: str, package: str | None, *, start: bool) -> tuple[str, str] | None:
@@ -369,7 +200,7 @@ def _unit_problem(unit: str, package: str | None, *, start: bool) -> tuple[str, 
     return None
 
 
-def _name(check: _Checker, path: KeyPath, raw: dict[str, Any]) -> str | None:
+def _name(check: Checker, path: KeyPath, raw: dict[str, Any]) -> str | None:
     if "name" not in raw:
         check.report(path, "missing key 'name'", "for example name: goss")
         return None
@@ -380,7 +211,7 @@ def _name(check: _Checker, path: KeyPath, raw: dict[str, Any]) -> str | None:
     return name
 
 
-def _version(check: _Checker, path: KeyPath, raw: dict[str, Any]) -> tuple[str, VersionKind] | None:
+def _version(check: Checker, path: KeyPath, raw: dict[str, Any]) -> tuple[str, VersionKind] | None:
     if "version" not in raw:
         check.report(path, "missing key 'version'", VERSION_HINT)
         return None
@@ -411,46 +242,7 @@ def _version(check: _Checker, path: KeyPath, raw: dict[str, Any]) -> tuple[str, 
     return None
 
 
-def _expose_over(
-    check: _Checker, path: KeyPath, raw: dict[str, Any], expose: tuple[str, ...] | None
-) -> tuple[str, ...] | None:
-    """The host's word that these shims may take a name a host program already has on
-    PATH (ls, python3): each must be one of the package's `expose`."""
-    where = (*path, "expose_over")
-    names = check.expose(where, raw["expose_over"])
-    if names is None:
-        return None
-    if "expose" not in raw:
-        check.report(
-            where,
-            "needs an expose: list naming those programs",
-            f"add expose: [{', '.join(names) or 'PROG'}] to the package",
-        )
-        return None
-    if expose is None:
-        return None  # expose itself is wrong, and says so
-    from layershell.exposure.shims import sensitive
-
-    ok = True
-    for index, name in enumerate(names):
-        if sensitive(name):
-            check.report(
-                (*where, index),
-                f"{name!r} asks for passwords or changes identity: never put on PATH",
-                "remove it; a package's program can run under another name",
-            )
-            ok = False
-        elif name not in expose:
-            check.report(
-                (*where, index),
-                f"{name!r} is not in the package's expose: list",
-                f"add it to expose: too, or remove it here (expose: [{', '.join(expose)}])",
-            )
-            ok = False
-    return names if ok else None
-
-
-def _env_names(check: _Checker, where: KeyPath, value: object, *, deny: bool) -> tuple[str, ...]:
+def _env_names(check: Checker, where: KeyPath, value: object, *, deny: bool) -> tuple[str, ...]:
     names = check.names(where, value, "MY_VAR")
     if names is None:
         return ()
@@ -463,7 +255,7 @@ def _env_names(check: _Checker, where: KeyPath, value: object, *, deny: bool) ->
 
 
 def _env_name(
-    check: _Checker, where: KeyPath, name: str, *, key: bool = False, deny: bool = False
+    check: Checker, where: KeyPath, name: str, *, key: bool = False, deny: bool = False
 ) -> None:
     from layershell.layers.sandbox import denied_env
 
@@ -485,12 +277,12 @@ def _env_name(
         )
 
 
-def _env(check: _Checker, path: KeyPath, raw: object) -> EnvSettings:
+def _env(check: Checker, path: KeyPath, raw: object) -> EnvSettings:
     """`env: {pass: [NAME...], deny: [NAME...], set: {NAME: value}}`."""
     where = (*path, "env")
     if not isinstance(raw, dict):
         check.report(
-            where, f"must be a mapping, not {_kind(raw)}", "for example env: {pass: [MY_VAR]}"
+            where, f"must be a mapping, not {kind(raw)}", "for example env: {pass: [MY_VAR]}"
         )
         return NO_ENV
     check.keys(where, raw, ENV_KEYS)
@@ -501,15 +293,13 @@ def _env(check: _Checker, path: KeyPath, raw: object) -> EnvSettings:
         at = (*where, "set")
         given = raw["set"]
         if not isinstance(given, dict):
-            check.report(
-                at, f"must be a mapping, not {_kind(given)}", "for example set: {LESS: -R}"
-            )
+            check.report(at, f"must be a mapping, not {kind(given)}", "for example set: {LESS: -R}")
         elif len(given) > MAX_ENV_ENTRIES:
             check.report(at, f"more than {MAX_ENV_ENTRIES} variables", "set fewer variables")
         else:
             for name, value in given.items():
                 if not isinstance(name, str):
-                    check.report(at, f"a variable's name must be text, not {_kind(name)}")
+                    check.report(at, f"a variable's name must be text, not {kind(name)}")
                     continue
                 _env_name(check, (*at, name), name, key=True)
                 if name in ("PATH", "PWD", "HOME"):
@@ -536,46 +326,7 @@ def _env(check: _Checker, path: KeyPath, raw: object) -> EnvSettings:
     return EnvSettings(passed, denied, tuple(values))
 
 
-def _meets(a: str, b: str) -> bool:
-    """One of two relative paths is, or lies below, the other."""
-    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
-
-
-def _writable(check: _Checker, where: KeyPath, value: object) -> tuple[str, ...]:
-    """`writable: [~/.htoprc, ~/.config/htop]`: paths below the caller's home."""
-    names = check.names(where, value, "~/.config/NAME")
-    if names is None:
-        return ()
-    if len(names) > MAX_WRITABLE:
-        check.report(where, f"more than {MAX_WRITABLE} paths", "name fewer paths")
-        return ()
-    out = []
-    for index, text in enumerate(names):
-        at = (*where, index)
-        rel = text[2:] if text.startswith("~/") else ""
-        parts = rel.split("/")
-        if not rel or len(text) > 255 or not text.isprintable() or "@LAYERSHELL_" in text:
-            check.report(
-                at,
-                f"{text[:100]!r} is not a path below the home",
-                "write it as ~/PATH, for example ~/.config/htop",
-            )
-        elif any(p in ("", ".", "..") for p in parts):
-            check.report(
-                at, f"{text!r} has an empty, '.' or '..' part", "write it as ~/PATH, plainly"
-            )
-        elif any(_meets(rel, p) for p in PROTECTED_HOME_PATHS):
-            check.report(
-                at,
-                f"{text!r} is or holds one of layershell's own trees",
-                "name the program's own file or directory instead",
-            )
-        else:
-            out.append(text)
-    return tuple(out)
-
-
-def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> PackageSpec | None:
+def _package(check: Checker, path: KeyPath, raw: object, has_default: bool) -> PackageSpec | None:
     if not isinstance(raw, dict):
         check.report(path, "each package must be a mapping (name:, version:, ...)")
         return None
@@ -585,7 +336,9 @@ def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> 
     version = _version(check, path, raw)
     repository: str | None = None
     if "repository" in raw:
-        repository = check.repository((*path, "repository"), raw["repository"])
+        repository = manifest_repositories.repository_url(
+            check, (*path, "repository"), raw["repository"]
+        )
     elif not has_default:
         check.report(
             path,
@@ -601,9 +354,9 @@ def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> 
     enable: tuple[str, ...] = ()
     start: tuple[str, ...] = ()
     if "enable" in raw:
-        enable = check.units((*path, "enable"), raw["enable"], name) or ()
+        enable = _units(check, (*path, "enable"), raw["enable"], name) or ()
     if "start" in raw:
-        start = check.units((*path, "start"), raw["start"], name) or ()
+        start = _units(check, (*path, "start"), raw["start"], name) or ()
     profile = Profile.default
     if "profile" in raw:
         profile = check.choice((*path, "profile"), raw["profile"], Profile, "profile") or profile
@@ -637,12 +390,16 @@ def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> 
             )
     expose = None
     if "expose" in raw:
-        expose = check.expose((*path, "expose"), raw["expose"])
+        expose = manifest_exposure.executables(check, (*path, "expose"), raw["expose"])
     expose_over: tuple[str, ...] = ()
     if "expose_over" in raw:
-        expose_over = _expose_over(check, path, raw, expose) or ()
+        expose_over = manifest_exposure.expose_over(check, path, raw, expose) or ()
     env = _env(check, path, raw["env"]) if "env" in raw else NO_ENV
-    writable = _writable(check, (*path, "writable"), raw["writable"]) if "writable" in raw else ()
+    writable = (
+        manifest_exposure.writable(check, (*path, "writable"), raw["writable"])
+        if "writable" in raw
+        else ()
+    )
     if len(check.problems) > before:
         return None
     assert name is not None and version is not None
@@ -667,7 +424,7 @@ def _package(check: _Checker, path: KeyPath, raw: object, has_default: bool) -> 
     )
 
 
-def _packages(check: _Checker, raw: dict[str, Any], has_default: bool) -> tuple[PackageSpec, ...]:
+def _packages(check: Checker, raw: dict[str, Any], has_default: bool) -> tuple[PackageSpec, ...]:
     path: KeyPath = ("composable", "packages")
     if "packages" not in raw:
         check.report(
@@ -680,7 +437,7 @@ def _packages(check: _Checker, raw: dict[str, Any], has_default: bool) -> tuple[
     if not isinstance(items, list):
         check.report(
             path,
-            f"must be a list of packages, not {_kind(items)}",
+            f"must be a list of packages, not {kind(items)}",
             "start each package with '- name:'; use packages: [] for none",
         )
         return ()
@@ -708,7 +465,7 @@ def _packages(check: _Checker, raw: dict[str, Any], has_default: bool) -> tuple[
 
 def validate(doc: Document) -> Manifest:
     """The Manifest in `doc`; raises ConfigError listing every problem."""
-    check = _Checker(doc)
+    check = Checker(doc)
     data = doc.data
     if not isinstance(data, dict) or not isinstance(data.get("composable"), dict):
         if isinstance(data, dict) and "composable" in data:
@@ -729,96 +486,18 @@ def validate(doc: Document) -> Manifest:
     check.keys(("composable",), raw, MANIFEST_KEYS)
     default = None
     if "default_repository" in raw:
-        default = check.repository(("composable", "default_repository"), raw["default_repository"])
+        default = manifest_repositories.repository_url(
+            check, ("composable", "default_repository"), raw["default_repository"]
+        )
     packages = _packages(check, raw, has_default="default_repository" in raw)
-    repositories = _repositories(check, raw.get("repositories")) if "repositories" in raw else ()
+    repositories = (
+        manifest_repositories.repositories(check, raw.get("repositories"))
+        if "repositories" in raw
+        else ()
+    )
     if check.problems:
         raise ConfigError(_in_order(check.problems))
     return Manifest(doc.file, default, packages, repositories)
-
-
-def _repositories(check: _Checker, raw: object) -> tuple[RepositoryTrust, ...]:
-    """`repositories:`, a list of {url, verify, keys, key_fingerprint}."""
-    path: KeyPath = ("composable", "repositories")
-    example = "[{url: https://repo.example/fcos, key_fingerprint: <40 hex digits>}]"
-    if not isinstance(raw, list):
-        check.report(path, f"must be a list, not {_kind(raw)}", f"for example {example}")
-        return ()
-    if len(raw) > MAX_REPOSITORIES:
-        check.report(
-            path,
-            f"lists {len(raw)} repositories, more than {MAX_REPOSITORIES}",
-            "keep the ones the packages use",
-        )
-        return ()
-    out: list[RepositoryTrust] = []
-    seen: dict[str, int] = {}
-    for index, entry in enumerate(raw):
-        at = (*path, index)
-        if not isinstance(entry, dict):
-            check.report(at, f"must be a mapping, not {_kind(entry)}", f"for example {example}")
-            continue
-        check.keys(at, entry, REPOSITORY_KEYS)
-        if "url" not in entry:
-            check.report(at, "needs url:", "the repository's base URL, as in default_repository:")
-            continue
-        url = check.repository((*at, "url"), entry["url"])
-        verification = Verification.SIGNATURE
-        if "verify" in entry:
-            verification = (
-                check.choice((*at, "verify"), entry["verify"], Verification, "verification")
-                or verification
-            )
-        keys: tuple[str, ...] = ()
-        if "keys" in entry:
-            keys = check.names((*at, "keys"), entry["keys"], "fleet.asc") or ()
-            for k, name in enumerate(keys):
-                if not KEY_FILE_RE.match(name):
-                    check.report(
-                        (*at, "keys", k),
-                        f"{name!r} is not a key file name",
-                        "name a file in the keys directory: NAME.asc, .gpg or .pgp",
-                    )
-        fingerprints: list[str] = []
-        if "key_fingerprint" in entry:
-            value = entry["key_fingerprint"]
-            listed = [value] if isinstance(value, str) else value
-            if not isinstance(listed, list) or not listed:
-                check.report(
-                    (*at, "key_fingerprint"),
-                    "must be a fingerprint or a list of them",
-                    "copy it from gpg --fingerprint KEY",
-                )
-                listed = []
-            for k, item in enumerate(listed):
-                fpr = normal_fingerprint(item) if isinstance(item, str) else None
-                if fpr is None:
-                    where = (*at, "key_fingerprint") + ((k,) if isinstance(value, list) else ())
-                    check.report(
-                        where,
-                        f"{item!r} is not an OpenPGP fingerprint (40 or 64 hex digits)",
-                        "copy it from gpg --fingerprint KEY",
-                    )
-                else:
-                    fingerprints.append(fpr)
-        if verification is Verification.CHECKSUM and (keys or fingerprints):
-            check.report(
-                (*at, "verify"),
-                "is checksum, so keys: and key_fingerprint: would never be used",
-                "remove them, or verify: signature",
-            )
-        if url is None:
-            continue
-        if url in seen:
-            check.report(
-                (*at, "url"),
-                f"{url} is listed twice (first as entry {seen[url]})",
-                "keep one entry per repository",
-            )
-            continue
-        seen[url] = index
-        out.append(RepositoryTrust(url, verification, tuple(keys), tuple(fingerprints)))
-    return tuple(out)
 
 
 def _in_order(problems: list[Problem]) -> list[Problem]:

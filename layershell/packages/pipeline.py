@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from layershell import lock
 from layershell.errors import LayershellError, NotInstalled
 from layershell.packages import fetch, holds, install, manifest, plan, repo, unpack, verify
-from layershell.packages.install import Outcome, Source
+from layershell.packages.install import Outcome
+from layershell.packages.source import Source
 from layershell.packages.state import State
 from layershell.packages.target import Target
 from layershell.paths import Paths

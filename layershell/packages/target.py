@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from layershell.errors import LayershellError, PermissionRefused
 from layershell.layers import launch, sandbox
-from layershell.layers.stack import Layer, LayerStack
+from layershell.layers.model import Layer, LayerStack
 from layershell.paths import ROOTLESS, SYSTEM, Paths
 
 
