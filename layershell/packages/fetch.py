@@ -49,7 +49,7 @@ from layershell import __version__, names
 from layershell.atomic import write_atomic
 from layershell.errors import LayershellError
 from layershell.layers.sandbox import CREDENTIAL_FILES
-from layershell.packages.repo import (
+from layershell.packages.repo.reference import (
     CREDENTIALS_FILE,
     credentials_refusal,
     has_credentials,

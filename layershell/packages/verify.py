@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from layershell.errors import LayershellError
-from layershell.packages.repo import SIGNATURE_NAME, SUMS_NAME
+from layershell.packages.repo.layout import SIGNATURE_NAME, SUMS_NAME
 
 BLOCK = 1 << 20  # 1 MiB: large enough for throughput, small enough for any host's memory
 
