@@ -55,7 +55,7 @@ from layershell.packages.repo.reference import (
     has_credentials,
     redact_url,
 )
-from layershell.packages.verify import HashMismatch, display_name
+from layershell.packages.verify.integrity import HashMismatch, display_name
 
 CHUNK = 64 * 1024
 SMALL_LIMIT = 16 << 20  # index and text files: anything bigger is not an index

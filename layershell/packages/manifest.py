@@ -20,7 +20,7 @@ from layershell.errors import ConfigError, LayershellError, Problem
 from layershell.layers.config import ACCOUNT_RE, did_you_mean
 from layershell.load import Document, KeyPath
 from layershell.packages import repo
-from layershell.packages.verify import RepositoryTrust, Verification, normal_fingerprint
+from layershell.packages.verify.signature import RepositoryTrust, Verification, normal_fingerprint
 
 
 class TrackStream(str, Enum):
