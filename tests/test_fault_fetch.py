@@ -30,7 +30,8 @@ import pytest
 from layershell.errors import ConfigError, LayershellError
 from layershell.layers import sandbox
 from layershell.packages import manifest, repo, verify
-from layershell.packages.fetch import Fetcher, FetchError, LogProgress
+from layershell.packages.fetch import Fetcher, FetchError
+from layershell.packages.fetch.progress import LogProgress
 from layershell.packages.repo.reference import BadReference
 from tests.packages import program, tarball
 from tests.servers import Servers
@@ -245,7 +246,7 @@ def test_a_redirect_to_another_protocol_is_refused_naming_both_urls(
     ],
 )
 def test_which_redirects_are_followed(old: str, new: str, refused: bool) -> None:
-    from layershell.packages.fetch import redirect_refusal
+    from layershell.packages.fetch.http import redirect_refusal
 
     reason = redirect_refusal(old, new)
     assert (reason is not None) == refused, reason

@@ -14,15 +14,9 @@ from pathlib import Path
 import pytest
 
 from layershell.packages import verify
-from layershell.packages.fetch import (
-    Fetcher,
-    FetchError,
-    LogProgress,
-    NotFound,
-    Progress,
-    RichProgress,
-    progress_for,
-)
+from layershell.packages.fetch import Fetcher, FetchError, Progress, progress_for
+from layershell.packages.fetch.errors import NotFound
+from layershell.packages.fetch.progress import LogProgress, RichProgress
 from layershell.packages.verify import integrity
 from tests.servers import Servers, free_port
 
