@@ -673,10 +673,11 @@ def test_a_fifo_is_no_tarball_and_does_not_block(tmp_path: Path) -> None:
     """Planned as a regular file, then swapped for a FIFO: the open used to block for
     ever, holding the layer's lock."""
     from layershell.packages import verify
+    from layershell.packages.verify.integrity import NotATarball
 
     fifo = tmp_path / "flip_1.tar.gz"
     os.mkfifo(fifo)
-    with pytest.raises(verify.NotATarball, match="not a regular file"):
+    with pytest.raises(NotATarball, match="not a regular file"):
         verify.private_copy(str(fifo), str(tmp_path / "copies"), 1 << 20)
 
 

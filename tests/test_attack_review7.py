@@ -12,6 +12,12 @@ from pathlib import Path
 import pytest
 
 from layershell.packages import fetch, repo, verify
+from layershell.packages.verify.signature import (
+    MAX_SIGNATURE,
+    RepositoryTrust,
+    UntrustedRepository,
+    check_signature,
+)
 from tests import signing
 from tests.packages import Repository, program
 from tests.servers import HttpRepo
@@ -164,12 +170,12 @@ def test_a_compressed_signature_bomb_is_refused_quickly(tmp_path: Path) -> None:
     packer = zlib.compressobj(9, wbits=-15)
     body = b"\x01" + packer.compress(inner) + packer.flush()
     bomb = b"\xc8\xff" + struct.pack(">I", len(body)) + body
-    assert len(bomb) < verify.MAX_SIGNATURE
+    assert len(bomb) < MAX_SIGNATURE
     keys = tmp_path / "keys"
     signing.key().trust(keys)
     # Refused by its framing, before gpgv sees it (gpgv used to spin to its timeout).
-    with pytest.raises(verify.UntrustedRepository, match="is not a detached signature"):
-        verify.check_signature(verify.RepositoryTrust("file:///r"), str(keys), bomb, data, "r")
+    with pytest.raises(UntrustedRepository, match="is not a detached signature"):
+        check_signature(RepositoryTrust("file:///r"), str(keys), bomb, data, "r")
 
 
 # --- 5. core ignition publishes whatever else a key file holds ------------------------

@@ -152,7 +152,11 @@ def test_a_signature_bomb_in_a_second_armor_block_never_reaches_gpgv(tmp_path: P
     import struct
     import zlib
 
-    from layershell.packages import verify
+    from layershell.packages.verify.signature import (
+        MAX_SIGNATURE,
+        RepositoryTrust,
+        check_signature,
+    )
     from tests import signing
 
     data = b"sums\n"
@@ -170,10 +174,8 @@ def test_a_signature_bomb_in_a_second_armor_block_never_reaches_gpgv(tmp_path: P
         + base64.encodebytes(bomb)
         + b"-----END PGP MESSAGE-----\n"
     )
-    assert len(signature) < verify.MAX_SIGNATURE
+    assert len(signature) < MAX_SIGNATURE
     keys = tmp_path / "keys"
     signing.key().trust(keys)
-    signed = verify.check_signature(
-        verify.RepositoryTrust("file:///r"), str(keys), signature, data, "r"
-    )
+    signed = check_signature(RepositoryTrust("file:///r"), str(keys), signature, data, "r")
     assert signed.fingerprint == signing.key().fingerprint.upper()

@@ -30,7 +30,9 @@ import pytest
 from layershell.errors import ConfigError, LayershellError
 from layershell.layers import sandbox
 from layershell.packages import manifest, repo, verify
-from layershell.packages.fetch import Fetcher, FetchError, LogProgress
+from layershell.packages.fetch import Fetcher, FetchError
+from layershell.packages.fetch.progress import LogProgress
+from layershell.packages.repo.reference import BadReference
 from tests.packages import program, tarball
 from tests.servers import Servers
 from tests.support import Identity, SystemStack, needs_root, python_cmd
@@ -244,7 +246,7 @@ def test_a_redirect_to_another_protocol_is_refused_naming_both_urls(
     ],
 )
 def test_which_redirects_are_followed(old: str, new: str, refused: bool) -> None:
-    from layershell.packages.fetch import redirect_refusal
+    from layershell.packages.fetch.http import redirect_refusal
 
     reason = redirect_refusal(old, new)
     assert (reason is not None) == refused, reason
@@ -359,11 +361,11 @@ def test_core_check_refuses_credentials_in_a_manifest(tmp_path: Path) -> None:
     ],
 )
 def test_credentials_in_a_reference_are_refused_without_printing_them(text: str) -> None:
-    with pytest.raises(repo.BadReference) as caught:
+    with pytest.raises(BadReference) as caught:
         repo.parse_reference(text)
     assert PASSWORD not in str(caught.value) + caught.value.hint
     assert "***@" in str(caught.value)
-    with pytest.raises(repo.BadReference) as again:
+    with pytest.raises(BadReference) as again:
         repo.check_repository(text.rsplit("/", 2)[0])
     assert PASSWORD not in str(again.value) + again.value.hint
 

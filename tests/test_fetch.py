@@ -14,15 +14,10 @@ from pathlib import Path
 import pytest
 
 from layershell.packages import verify
-from layershell.packages.fetch import (
-    Fetcher,
-    FetchError,
-    LogProgress,
-    NotFound,
-    Progress,
-    RichProgress,
-    progress_for,
-)
+from layershell.packages.fetch import Fetcher, FetchError, Progress, progress_for
+from layershell.packages.fetch.errors import NotFound
+from layershell.packages.fetch.progress import LogProgress, RichProgress
+from layershell.packages.verify import integrity
 from tests.servers import Servers, free_port
 
 NAME = "x86_64/goss_v0.0.1.tar.gz"
@@ -434,9 +429,9 @@ def test_sha256_file_streams_large_files(tmp_path: Path) -> None:
 def test_check_names_the_file_and_both_digests(tmp_path: Path) -> None:
     f = tmp_path / "goss_v0.0.1.tar.gz"
     f.write_bytes(DATA)
-    verify.check(str(f), DIGEST.upper(), "file:///media/usb1/goss_v0.0.1.tar.gz")
+    integrity.check(str(f), DIGEST.upper(), "file:///media/usb1/goss_v0.0.1.tar.gz")
     with pytest.raises(verify.HashMismatch) as caught:
-        verify.check(str(f), WRONG, "file:///media/usb1/goss_v0.0.1.tar.gz")
+        integrity.check(str(f), WRONG, "file:///media/usb1/goss_v0.0.1.tar.gz")
     assert str(caught.value) == (
         "sha256 mismatch for goss_v0.0.1.tar.gz from file:///media/usb1/goss_v0.0.1.tar.gz: "
         f"expected {WRONG}, got {DIGEST}"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from layershell.packages import repo
+from layershell.packages.repo.publish import sha256_file
 from tests.packages import ARCH, Repository, program, tarball
 from tests.servers import Servers
 from tests.servers import base_url as servers_base_url
@@ -181,7 +182,7 @@ def test_hash_mismatch_refuses_and_keeps_the_installed_version(
     assert "sha256 mismatch for goss" in err
     index = json.loads((repository.arch_dir / "index.json").read_text())
     expected = next(e["sha256"] for e in index["packages"]["goss"] if e["version"] == "v0.0.2")
-    actual = repo.sha256_file(str(repository.arch_dir / "goss_v0.0.2.tar.gz"))[0]
+    actual = sha256_file(str(repository.arch_dir / "goss_v0.0.2.tar.gz"))[0]
     assert expected in err and actual in err
     assert_v1_still_works(fresh_rootless)
 

@@ -1008,7 +1008,7 @@ def test_bad_repositories(tmp_path: Path, lines: tuple[str, ...], expected: Expe
 
 
 def test_repositories_become_trust_settings(tmp_path: Path) -> None:
-    from layershell.packages.verify import RepositoryTrust, Verification
+    from layershell.packages.verify.signature import RepositoryTrust, Verification
 
     fpr = "0D8A 1B2C 3D4E 5F60 7182 93A4 B5C6 D7E8 F901 2345"
     text = yml(

@@ -20,7 +20,17 @@ import zstandard
 
 from layershell.errors import ConfigError, LayershellError
 from layershell.packages import repo
-from layershell.packages.repo import Index, IndexEntry, Protocol, Reference
+from layershell.packages.repo.host import parse_os_release
+from layershell.packages.repo.index import INDEX_HINT, Index, IndexEntry, render_index
+from layershell.packages.repo.publish import RepositoryError, build_index, sha256_file
+from layershell.packages.repo.reference import (
+    REFERENCE_FORM,
+    REPOSITORY_FORM,
+    BadReference,
+    Protocol,
+    Reference,
+)
+from layershell.packages.repo.versions import newest_first
 
 # --- references ------------------------------------------------------------------------------
 
@@ -116,12 +126,12 @@ def test_reference_url_is_the_artifact_without_extension() -> None:
     ],
 )
 def test_parse_reference_refuses(text: str, problem: str) -> None:
-    with pytest.raises(repo.BadReference) as err:
+    with pytest.raises(BadReference) as err:
         repo.parse_reference(text)
     assert err.value.exit_code == 2
     assert err.value.message.startswith(f"reference {text!r}: ")
     assert problem in err.value.message
-    assert err.value.hint == repo.REFERENCE_FORM
+    assert err.value.hint == REFERENCE_FORM
     assert "<protocol>:<repository>/<arch>/<name>_<version>" in err.value.hint
 
 
@@ -150,10 +160,10 @@ def test_check_repository(text: str, normalised: str) -> None:
     ],
 )
 def test_check_repository_refuses(text: str, problem: str) -> None:
-    with pytest.raises(repo.BadReference) as err:
+    with pytest.raises(BadReference) as err:
         repo.check_repository(text)
     assert problem in err.value.message
-    assert err.value.hint == repo.REPOSITORY_FORM
+    assert err.value.hint == REPOSITORY_FORM
 
 
 @pytest.mark.parametrize(
@@ -243,7 +253,7 @@ def test_version_order_is_total_and_deterministic() -> None:
         assert sorted(shuffled, key=repo.version_key) == expected
     assert expected.index("1.0~") < expected.index("1.0~rc1") < expected.index("1.0")
     assert expected.index("1.9") < expected.index("1.10")
-    assert repo.newest_first(["1.9", "1.10", "1.0~rc1", "1.0"]) == ["1.10", "1.9", "1.0", "1.0~rc1"]
+    assert newest_first(["1.9", "1.10", "1.0~rc1", "1.0"]) == ["1.10", "1.9", "1.0", "1.0~rc1"]
 
 
 # --- the host ----------------------------------------------------------------------------
@@ -303,7 +313,7 @@ def test_os_version_explicit_paths(tmp_path: Path) -> None:
 
 
 def test_parse_os_release_quoting() -> None:
-    values = repo.parse_os_release(
+    values = parse_os_release(
         'A="with \\"quotes\\" and \\$x"\nB=\'single $x\'\nC=plain\nnot a line\n=x\n  D = "s" \n'
     )
     assert values == {"A": 'with "quotes" and $x', "B": "single $x", "C": "plain", "D": "s"}
@@ -314,7 +324,7 @@ def test_parse_os_release_quoting() -> None:
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 SRC = "https://repo.example/fcos/x86_64/index.json"
-HINT = f" ({repo.INDEX_HINT})"
+HINT = f" ({INDEX_HINT})"
 
 
 def entry(version: str = "v0.0.1", **over: Any) -> dict[str, Any]:
@@ -373,10 +383,10 @@ def test_render_index_is_stable_and_round_trips() -> None:
             ),
         },
     )
-    text = repo.render_index(index)
+    text = render_index(index)
     assert text.endswith(b"\n")
     parsed = repo.parse_index(text, "mem")
-    assert repo.render_index(parsed) == text
+    assert render_index(parsed) == text
     raw = json.loads(text)
     assert list(raw) == ["format", "arch", "packages"]
     assert list(raw["packages"]["zz"][0]) == ["version", "file", "sha256", "size", "streams"]
@@ -548,7 +558,7 @@ ALL = ("stable", "next", "testing")
 
 def test_build_index_hashes_every_tarball(arch_dir: Path) -> None:
     (arch_dir / "goss_latest").write_text("v0.0.2\n")
-    index, warnings = repo.build_index(str(arch_dir))
+    index, warnings = build_index(str(arch_dir))
     assert warnings == []
     assert index.arch == "x86_64"
     assert sorted(index.packages) == ["goss", "node_exporter"]
@@ -572,8 +582,8 @@ def test_build_index_hashes_every_tarball(arch_dir: Path) -> None:
 def test_build_index_hashes_in_chunks(arch_dir: Path) -> None:
     big = arch_dir / "big_1.tar"
     big.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
-    assert repo.sha256_file(str(big), chunk=4096) == (digest(big), big.stat().st_size)
-    index, _ = repo.build_index(str(arch_dir))
+    assert sha256_file(str(big), chunk=4096) == (digest(big), big.stat().st_size)
+    index, _ = build_index(str(arch_dir))
     assert index.entries("big")[0].sha256 == digest(big)
 
 
@@ -586,7 +596,7 @@ def test_build_index_skips_and_reports_other_files(arch_dir: Path) -> None:
     (arch_dir / "dangling_1.tar.gz").symlink_to("missing.tar.gz")
     (arch_dir / "goss_latest").symlink_to("goss_v0.0.2.tar.xz")  # a link, not an artifact
     (arch_dir / "index.json").write_text("{}")  # the index itself is not an artifact
-    index, warnings = repo.build_index(str(arch_dir))
+    index, warnings = build_index(str(arch_dir))
     assert sorted(index.packages) == ["goss", "node_exporter"]
     assert len(index.entries("goss")) == 3
     assert warnings == [
@@ -602,7 +612,7 @@ def test_build_index_skips_and_reports_other_files(arch_dir: Path) -> None:
 def test_build_index_follows_a_symlinked_tarball(arch_dir: Path, tmp_path: Path) -> None:
     pool = tarball(tmp_path / "pool.tar.gz", content=b"pooled")
     (arch_dir / "pooled_2.tar.gz").symlink_to(pool)
-    index, warnings = repo.build_index(str(arch_dir))
+    index, warnings = build_index(str(arch_dir))
     assert warnings == []
     assert index.entries("pooled")[0].sha256 == digest(pool)
 
@@ -610,7 +620,7 @@ def test_build_index_follows_a_symlinked_tarball(arch_dir: Path, tmp_path: Path)
 def test_build_index_warns_about_a_latest_naming_nothing(arch_dir: Path) -> None:
     (arch_dir / "goss_latest").write_text("v9\n")
     (arch_dir / "node_exporter_latest").symlink_to("other_1.tar.gz")
-    _, warnings = repo.build_index(str(arch_dir))
+    _, warnings = build_index(str(arch_dir))
     assert warnings == [
         "goss_latest: names goss v9, which is not in this directory",
         "node_exporter_latest: node_exporter_latest names another package: 'other_1.tar.gz'",
@@ -621,7 +631,7 @@ def test_streams_yaml_narrows_streams(arch_dir: Path) -> None:
     (arch_dir / "streams.yaml").write_text(
         "goss:\n  v0.0.10: [testing]\n  v0.0.2: [next, testing]\n  v0.0.1: []\n"
     )
-    index, warnings = repo.build_index(str(arch_dir))
+    index, warnings = build_index(str(arch_dir))
     assert warnings == []
     streams = {e.version: e.streams for e in index.entries("goss")}
     assert streams == {"v0.0.10": ("testing",), "v0.0.2": ("next", "testing"), "v0.0.1": ()}
@@ -634,7 +644,7 @@ def test_streams_yaml_versions_are_text(tmp_path: Path) -> None:
     tarball(d / "tool_1.10.tar.gz")
     tarball(d / "tool_1.1.tar.gz")
     (d / "streams.yaml").write_text("tool:\n  1.10: [testing]\n")  # not the number 1.1
-    index, warnings = repo.build_index(str(d))
+    index, warnings = build_index(str(d))
     assert warnings == []
     assert {e.version: e.streams for e in index.entries("tool")} == {
         "1.10": ("testing",),
@@ -644,10 +654,10 @@ def test_streams_yaml_versions_are_text(tmp_path: Path) -> None:
 
 def test_streams_json_and_an_explicit_streams_file(arch_dir: Path, tmp_path: Path) -> None:
     (arch_dir / "streams.json").write_text('{"goss": {"v0.0.10": ["testing", "next"]}}')
-    index, _ = repo.build_index(str(arch_dir))
+    index, _ = build_index(str(arch_dir))
     assert index.entry("goss", "v0.0.10").streams == ("next", "testing")  # type: ignore[union-attr]
     other = write(tmp_path / "elsewhere.yaml", "goss: {v0.0.10: [testing]}\n")
-    index, _ = repo.build_index(str(arch_dir), streams_file=str(other))
+    index, _ = build_index(str(arch_dir), streams_file=str(other))
     assert index.entry("goss", "v0.0.10").streams == ("testing",)  # type: ignore[union-attr]
 
 
@@ -655,7 +665,7 @@ def test_streams_file_warnings(arch_dir: Path) -> None:
     (arch_dir / "streams.yaml").write_text(
         "goss:\n  v0.0.10: [stable]\n  v0.0.3: [testing]\nnothing:\n  '1': [next, testing]\n"
     )
-    index, warnings = repo.build_index(str(arch_dir))
+    index, warnings = build_index(str(arch_dir))
     path = str(arch_dir / "streams.yaml")
     assert warnings == [
         f"{path}: goss v0.0.3 has streams but no tarball here",
@@ -672,7 +682,7 @@ def test_streams_file_problems_have_positions(arch_dir: Path) -> None:
     )
     path = str(arch_dir / "streams.yaml")
     with pytest.raises(ConfigError) as err:
-        repo.build_index(str(arch_dir))
+        build_index(str(arch_dir))
     hint = "write {package: {version: [stable, next, testing]}}; see docs/repository.md"
     assert [str(p) for p in err.value.problems] == [
         f"{path}:2:11: goss.v0.0.1: unknown stream 'beta' (use stable, next, testing)",
@@ -685,14 +695,14 @@ def test_streams_file_problems_have_positions(arch_dir: Path) -> None:
 def test_both_streams_files_is_an_error(arch_dir: Path) -> None:
     (arch_dir / "streams.yaml").write_text("{}\n")
     (arch_dir / "streams.json").write_text("{}\n")
-    with pytest.raises(repo.RepositoryError, match=r"has both streams\.yaml and streams\.json"):
-        repo.build_index(str(arch_dir))
+    with pytest.raises(RepositoryError, match=r"has both streams\.yaml and streams\.json"):
+        build_index(str(arch_dir))
 
 
 def test_two_files_for_one_version_is_an_error(arch_dir: Path) -> None:
     tarball(arch_dir / "goss_v0.0.1.tar.zst")
-    with pytest.raises(repo.RepositoryError) as err:
-        repo.build_index(str(arch_dir))
+    with pytest.raises(RepositoryError) as err:
+        build_index(str(arch_dir))
     assert "goss_v0.0.1.tar.gz and goss_v0.0.1.tar.zst are both goss v0.0.1" in err.value.message
     assert err.value.hint == "keep one file per version"
 
@@ -701,35 +711,35 @@ def test_build_index_arch(tmp_path: Path) -> None:
     d = tmp_path / "packages"
     d.mkdir()
     tarball(d / "goss_1.tar.gz")
-    with pytest.raises(repo.RepositoryError) as err:
-        repo.build_index(str(d))
+    with pytest.raises(RepositoryError) as err:
+        build_index(str(d))
     assert "cannot tell the architecture from the directory name 'packages'" in err.value.message
     assert "<repository>/<arch>/" in err.value.hint
-    index, warnings = repo.build_index(str(d), arch="aarch64")
+    index, warnings = build_index(str(d), arch="aarch64")
     assert index.arch == "aarch64"
     assert warnings == [
         "the directory is named 'packages', not 'aarch64':"
         " clients look for <repository>/aarch64/index.json"
     ]
-    with pytest.raises(repo.RepositoryError, match="'x86 64' is not an architecture"):
-        repo.build_index(str(d), arch="x86 64")
-    with pytest.raises(repo.RepositoryError, match="not a directory"):
-        repo.build_index(str(tmp_path / "missing"))
+    with pytest.raises(RepositoryError, match="'x86 64' is not an architecture"):
+        build_index(str(d), arch="x86 64")
+    with pytest.raises(RepositoryError, match="not a directory"):
+        build_index(str(tmp_path / "missing"))
 
 
 def test_empty_directory_gives_an_empty_index(tmp_path: Path) -> None:
     d = tmp_path / "x86_64"
     d.mkdir()
-    index, warnings = repo.build_index(str(d))
+    index, warnings = build_index(str(d))
     assert (index.packages, warnings) == ({}, [])
-    assert json.loads(repo.render_index(index)) == {"format": 1, "arch": "x86_64", "packages": {}}
+    assert json.loads(render_index(index)) == {"format": 1, "arch": "x86_64", "packages": {}}
 
 
 def test_write_index(arch_dir: Path) -> None:
     (arch_dir / "streams.yaml").write_text("goss: {v0.0.10: [testing]}\n")
     index, _ = repo.write_index(str(arch_dir))
     written = (arch_dir / "index.json").read_bytes()
-    assert written == repo.render_index(index)
+    assert written == render_index(index)
     assert repo.parse_index(written, "x") == index
     assert stat.S_IMODE((arch_dir / "index.json").stat().st_mode) == 0o644
     # A second run indexes the same artifacts (it takes neither index.json nor SHA256SUMS

@@ -17,16 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from layershell.packages.unpack import (
-    Format,
-    Limits,
-    UnpackError,
-    UnsafeArchive,
-    detect_format,
-    main,
-    show,
-    unpack,
-)
+from layershell.packages.unpack import Limits, show, unpack
+from layershell.packages.unpack.__main__ import main
+from layershell.packages.unpack.errors import UnpackError, UnsafeArchive
+from layershell.packages.unpack.reading import Format, detect_format
 from tests import hostile
 from tests.hostile import MTIME, compress, d, f, hard, sym, tar_bytes
 

@@ -170,7 +170,7 @@ def spec(paths: Paths, stack: LayerStack, shim: Shim) -> sandbox.Spec:
                 (sandbox.RO_BIND, paths.bin_dir, paths.bin_dir, 0),
             ]
             mounts = [m for m in mounts if m[0] != sandbox.RO_BIND or os.path.isdir(m[2])]
-            # ... and the caller's login files for repositories (fetch.py) masked: a
+            # ... and the caller's login files for repositories (fetch/credentials.py) masked: a
             # package's program has no business with them (those there when the shims
             # are written: docs/security.md, known limits).
             mounts += sandbox.credential_masks(paths.root)

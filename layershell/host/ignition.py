@@ -278,7 +278,7 @@ def render(
 ) -> Config:
     """The config for a host that gets `loaded` (whose file holds `manifest_bytes`).
 
-    Every repository is accepted as the host would (verify.py) with the keys in
+    Every repository is accepted as the host would (verify/trust.py) with the keys in
     `keys_dir` (this machine's), and the keys that proved a signed repository's origin
     go into the config at /etc/layershell/keys/ for the host's later updates.
 

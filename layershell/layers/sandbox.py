@@ -60,7 +60,7 @@ DEV = "dev"  # a /dev of the program's own: its own devpts, none of the caller's
 
 Mount = tuple[str, str, str, int]  # (kind, destination in the view, source, mode)
 
-# The fetching account's logins (fetch.py reads them), relative to its home: hidden
+# The fetching account's logins (fetch/credentials.py reads them), relative to its home: hidden
 # wherever that home is bound into a layer, so package code running as the account
 # (install.sh, programs in layer 1) never reads them.
 CREDENTIAL_FILES = (".config/layershell/credentials", ".netrc")

@@ -21,7 +21,7 @@ from layershell.layers.config import ACCOUNT_RE
 from layershell.load import Document, KeyPath
 from layershell.packages import manifest_exposure, manifest_repositories
 from layershell.packages.checker import Checker, kind
-from layershell.packages.verify import RepositoryTrust
+from layershell.packages.verify.signature import RepositoryTrust
 
 
 class TrackStream(str, Enum):

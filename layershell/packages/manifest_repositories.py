@@ -12,7 +12,7 @@ from layershell.errors import LayershellError
 from layershell.load import KeyPath
 from layershell.packages import repo
 from layershell.packages.checker import Checker, kind
-from layershell.packages.verify import RepositoryTrust, Verification, normal_fingerprint
+from layershell.packages.verify.signature import RepositoryTrust, Verification, normal_fingerprint
 
 REPOSITORY_KEYS = ("url", "verify", "keys", "key_fingerprint")
 KEY_FILE_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._+@-]{0,127}\.(?:asc|gpg|pgp)\Z")

@@ -22,7 +22,7 @@ from enum import Enum
 
 from layershell.errors import LayershellError
 from layershell.packages import repo
-from layershell.packages.repo import Index, IndexEntry
+from layershell.packages.repo.index import Index, IndexEntry
 
 Fetch = Callable[[str], bytes | None]
 

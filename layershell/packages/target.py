@@ -155,7 +155,7 @@ def as_account_argv(paths: Paths, args: list[str]) -> tuple[list[str], dict[str,
     env = {
         k: v for k, v in os.environ.items() if k in ("TERM", "LANG", "NO_COLOR") or k[:3] == "LC_"
     }
-    # Test hooks (crash points, lock order) and the download limits (fetch.py) reach
+    # Test hooks (crash points, lock order) and the download limits (fetch/limits.py) reach
     # the account's process as they reached root's.
     for name in (
         "LAYERSHELL_CRASH_AT",

@@ -10,7 +10,7 @@ everything here:
   level down to the depth limit it enforces.
 
 `neutral_mode` is the one rule for "what mode may a package file keep", shared with
-unpack.py, which applies it to archive members before they are written.
+unpack/writing.py, which applies it to archive members before they are written.
 """
 
 from __future__ import annotations
