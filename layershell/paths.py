@@ -148,6 +148,77 @@ class Paths:
     def lock_file(self) -> str:
         return os.path.join(self.state_dir, "lock")
 
+    # State files, each named once (the modules that own them say what they hold).
+    @property
+    def grants_file(self) -> str:
+        """What root granted each package (packages/grants.py)."""
+        return os.path.join(self.state_dir, "grants.json")
+
+    @property
+    def shims_file(self) -> str:
+        """The shims written, and for which package (exposure/shims.py)."""
+        return os.path.join(self.state_dir, "shims.json")
+
+    @property
+    def exposure_file(self) -> str:
+        """core expose/unexpose's choices of programs."""
+        return os.path.join(self.state_dir, "exposure.json")
+
+    @property
+    def services_file(self) -> str:
+        """core expose/unexpose's choices of units."""
+        return os.path.join(self.state_dir, "services.json")
+
+    @property
+    def portables_file(self) -> str:
+        """What is attached, at which version."""
+        return os.path.join(self.state_dir, "portables.json")
+
+    @property
+    def portable_names_file(self) -> str:
+        """The image name each package was attached as."""
+        return os.path.join(self.state_dir, "portables-names.json")
+
+    @property
+    def portables_failed_file(self) -> str:
+        """Versions whose service did not start."""
+        return os.path.join(self.state_dir, "portables-failed.json")
+
+    @property
+    def manpages_file(self) -> str:
+        """The manual pages linked, and for which package."""
+        return os.path.join(self.state_dir, "manpages.json")
+
+    @property
+    def completers_dir(self) -> str:
+        """The completers of packages' programs (exposure/completions.py)."""
+        return os.path.join(self.state_dir, "complete")
+
+    @property
+    def journal_file(self) -> str:
+        """The operation journal: a root operation in progress."""
+        return os.path.join(self.state_dir, "operation.json")
+
+    @property
+    def journal_failed_file(self) -> str:
+        """A journal a repair gave up on."""
+        return os.path.join(self.state_dir, "operation.failed.json")
+
+    @property
+    def journal_lock(self) -> str:
+        """One root operation at a time."""
+        return os.path.join(self.state_dir, "operation.lock")
+
+    @property
+    def os_version_file(self) -> str:
+        """The OS version packages were last resolved for."""
+        return os.path.join(self.state_dir, "os-version")
+
+    @property
+    def firstboot_stamp(self) -> str:
+        """core firstboot ran to its end here."""
+        return os.path.join(self.state_dir, "firstboot.stamp")
+
 
 def detect(
     root: str | None = None,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from layershell.packages import repo
-from layershell.packages.repo.publish import sha256_file
+from layershell.packages.verify.integrity import sha256_file
 from tests.packages import ARCH, Repository, program, tarball
 from tests.servers import Servers
 from tests.servers import base_url as servers_base_url

@@ -22,7 +22,7 @@ from layershell.errors import ConfigError, LayershellError
 from layershell.packages import repo
 from layershell.packages.repo.host import parse_os_release
 from layershell.packages.repo.index import INDEX_HINT, Index, IndexEntry, render_index
-from layershell.packages.repo.publish import RepositoryError, build_index, sha256_file
+from layershell.packages.repo.publish import RepositoryError, build_index
 from layershell.packages.repo.reference import (
     REFERENCE_FORM,
     REPOSITORY_FORM,
@@ -31,6 +31,7 @@ from layershell.packages.repo.reference import (
     Reference,
 )
 from layershell.packages.repo.versions import newest_first
+from layershell.packages.verify.integrity import sha256_file
 
 # --- references ------------------------------------------------------------------------------
 

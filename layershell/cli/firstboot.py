@@ -17,7 +17,7 @@ from layershell.packages import manifest
 
 
 def stamp_file(app: App) -> str:
-    return os.path.join(app.paths.state_dir, "firstboot.stamp")
+    return app.paths.firstboot_stamp
 
 
 def _step(ctx: click.Context, command: click.Command, **params: object) -> bool:

@@ -25,7 +25,7 @@ from layershell.packages import update as updates
 
 
 def os_record(app: App) -> str:
-    return os.path.join(app.paths.state_dir, "os-version")
+    return app.paths.os_version_file
 
 
 def remember_os(app: App) -> None:

@@ -95,7 +95,7 @@ SOURCES = (
 
 
 def completers_dir(paths: Paths) -> str:
-    return os.path.join(paths.state_dir, "complete")
+    return paths.completers_dir
 
 
 def _data_home(paths: Paths) -> str:

@@ -38,7 +38,7 @@ class Report:
 
 
 def record_file(paths: Paths) -> str:
-    return os.path.join(paths.state_dir, "manpages.json")
+    return paths.manpages_file
 
 
 def _open(start: int, name: str) -> int | None:

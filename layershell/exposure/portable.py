@@ -140,7 +140,7 @@ NAMES_HINT = (
 
 
 def _names_file(paths: Paths) -> str:
-    return os.path.join(paths.state_dir, "portables-names.json")
+    return paths.portable_names_file
 
 
 def host_claims(paths: Paths, name: str, host: str = "/") -> list[str]:
@@ -175,7 +175,7 @@ def _claim(paths: Paths, name: str) -> None:
 
 
 def _record_file(paths: Paths) -> str:
-    return os.path.join(paths.state_dir, "portables.json")
+    return paths.portables_file
 
 
 def attached(paths: Paths) -> dict[str, str]:
@@ -192,7 +192,7 @@ def _save(paths: Paths, record: Mapping[str, object], file: str | None = None) -
 
 
 def _failed_file(paths: Paths) -> str:
-    return os.path.join(paths.state_dir, "portables-failed.json")
+    return paths.portables_failed_file
 
 
 def failed(paths: Paths) -> dict[str, str]:
@@ -359,7 +359,7 @@ def attach(
 
 
 def _services_file(paths: Paths) -> str:
-    return os.path.join(paths.state_dir, "services.json")
+    return paths.services_file
 
 
 def service_overrides(paths: Paths) -> dict[str, list[str]]:

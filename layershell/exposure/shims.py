@@ -512,7 +512,7 @@ def sync(
 
 
 def _index_file(paths: Paths) -> str:
-    return os.path.join(paths.state_dir, "shims.json")
+    return paths.shims_file
 
 
 def _load_index(paths: Paths) -> dict[str, list[str]]:
@@ -527,7 +527,7 @@ def _save_index(paths: Paths, index: dict[str, list[str]]) -> None:
 
 
 def overrides_file(paths: Paths) -> str:
-    return os.path.join(paths.state_dir, "exposure.json")
+    return paths.exposure_file
 
 
 def load_overrides(paths: Paths) -> dict[str, list[str] | None]:

@@ -239,7 +239,7 @@ def _package(
         raise _too_big(job, size, max_embed)
     with open(path, "rb") as f:
         data = f.read()
-    digest = job.sha256 or verify.sha256_file(path)
+    digest = job.sha256 or verify.sha256_file(path)[0]
     package = Package(job.name, job.version, url, digest, inbox, True, size)
     return package, File(inbox, data_url(data), FILE_MODE, None, digest)
 

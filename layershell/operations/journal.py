@@ -23,20 +23,17 @@ from layershell import lock
 from layershell.atomic import read_json_map, write_json
 from layershell.paths import Paths
 
-JOURNAL = "operation.json"
-LOCK = "operation.lock"
-
 
 def journal_file(paths: Paths) -> str:
-    return os.path.join(paths.state_dir, JOURNAL)
+    return paths.journal_file
 
 
 def failed_file(paths: Paths) -> str:
-    return os.path.join(paths.state_dir, "operation.failed.json")
+    return paths.journal_failed_file
 
 
 def lock_file(paths: Paths) -> str:
-    return os.path.join(paths.state_dir, LOCK)
+    return paths.journal_lock
 
 
 def interrupted(paths: Paths) -> dict[str, object] | None:

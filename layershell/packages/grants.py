@@ -156,7 +156,7 @@ def _parse(raw: object) -> Grant | None:
 
 
 def grants_file(paths: Paths) -> str:
-    return os.path.join(paths.state_dir, "grants.json")
+    return paths.grants_file
 
 
 def load(paths: Paths) -> dict[str, Grant]:

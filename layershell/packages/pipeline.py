@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from layershell import lock
 from layershell.errors import LayershellError, NotInstalled
 from layershell.packages import fetch, holds, install, manifest, plan, repo, unpack, verify
+from layershell.packages.fetch.urls import local_path
 from layershell.packages.install import Outcome
 from layershell.packages.source import Source
 from layershell.packages.state import State
@@ -80,10 +81,6 @@ def redact(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def _local_path(url: str) -> str:
-    return urllib.parse.unquote(urllib.parse.urlsplit(url).path)
 
 
 def spec_record(spec: manifest.PackageSpec, repository: str | None) -> dict[str, object]:
@@ -158,7 +155,7 @@ class Planner:
     def _get_text(self, url: str) -> bytes | None:
         # A file:// <name>_latest may be a symlink: its target names the version.
         if url.startswith("file:"):
-            return repo.read_latest(_local_path(url))
+            return repo.read_latest(local_path(url))
         return self.fetcher.get_text(url)
 
     def resolve(

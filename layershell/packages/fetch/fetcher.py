@@ -63,7 +63,7 @@ from layershell.packages.fetch.limits import (
 )
 from layershell.packages.fetch.partial import CHUNK, _locked, _Partial, _remove, _url_key, _writing
 from layershell.packages.fetch.progress import Progress
-from layershell.packages.fetch.urls import _local_path, _scheme, _without_user
+from layershell.packages.fetch.urls import _scheme, _without_user, local_path
 from layershell.packages.verify.integrity import HashMismatch, display_name
 
 USER_AGENT = f"layershell/{__version__}"
@@ -283,7 +283,7 @@ class Fetcher:
         budget.check()
 
     def _copy_local(self, url: str, part: _Partial, name: str, budget: _Budget) -> None:
-        path = _local_path(url)
+        path = local_path(url)
         try:
             # As _read_local: a FIFO in the repository must not hold the layer's lock.
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
@@ -486,7 +486,7 @@ class Fetcher:
         return body
 
     def _read_local(self, url: str) -> bytes | None:
-        path = _local_path(url)
+        path = local_path(url)
         try:
             # O_NONBLOCK: a FIFO put in the repository (by whoever can write to it) must
             # not block the operation, which holds the layer's lock, forever.

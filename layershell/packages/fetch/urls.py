@@ -36,8 +36,10 @@ def _scheme(url: str) -> str:
 _LOGIN_HINT = f"a login belongs in {CREDENTIALS_FILE} (machine HOST login USER password PASS)"
 
 
-def _local_path(url: str) -> str:
-    if "://" not in url:
+def local_path(url: str) -> str:
+    """The file a file:// URL (or a plain path) names on this host; another host is an
+    error (file://host/x is not this machine's /x)."""
+    if not url.startswith("file:"):
         return os.path.abspath(url)
     parts = urllib.parse.urlsplit(url)
     if parts.netloc not in ("", "localhost"):

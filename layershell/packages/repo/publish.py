@@ -33,6 +33,7 @@ from layershell.packages.repo.layout import (
     split_artifact_name,
 )
 from layershell.packages.repo.versions import version_key
+from layershell.packages.verify.integrity import sha256_file
 
 STREAMS_FILES = ("streams.yaml", "streams.json")
 # What `uname -m` prints on the machines a repository is likely to serve; build_index
@@ -62,17 +63,6 @@ class RepositoryError(LayershellError):
 
 
 # --- building an index ----------------------------------------------------------------------
-
-
-def sha256_file(path: str, chunk: int = 1 << 20) -> tuple[str, int]:
-    """(sha256 hex, size) of a file, read in chunks so a large tarball costs little memory."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
 
 
 StreamsMap = dict[str, dict[str, tuple[str, ...]]]

@@ -27,13 +27,16 @@ class HashMismatch(LayershellError):
         )
 
 
-def sha256_file(path: str) -> str:
-    """The hex sha256 of a file, read in 1 MiB blocks."""
+def sha256_file(path: str, chunk: int = BLOCK) -> tuple[str, int]:
+    """(sha256 hex, size) of a file, read in blocks so a large tarball costs little
+    memory: the one hash of a file layershell computes (index, check, Ignition)."""
     digest = hashlib.sha256()
+    size = 0
     with open(path, "rb") as f:
-        while block := f.read(BLOCK):
+        while block := f.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
+            size += len(block)
+    return digest.hexdigest(), size
 
 
 class NotATarball(LayershellError):
@@ -90,7 +93,7 @@ def check(path: str, expected: str, source: str, *, name: str = "") -> None:
     `source` is where the file came from (a URL or a path), `name` what the user calls it
     (default: the last part of `source`).
     """
-    actual = sha256_file(path)
+    actual = sha256_file(path)[0]
     if actual != expected.lower():
         raise HashMismatch(name or display_name(source), source, expected.lower(), actual)
 
