@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from layershell.errors import LayershellError
 
-# A test hook, like install.CRASH_ENV: when set, it names a file that every holder
+# A test hook, like faults.CRASH_ENV: when set, it names a file that every holder
 # appends "PID PATH\n" to the moment it holds a lock, so a concurrency test learns the
 # order in which operations took the layer's lock and can replay them one by one in
 # that order (tests/test_concurrency.py). Unset in production.

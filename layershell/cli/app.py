@@ -107,9 +107,9 @@ def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
         start_new_session=True, stdout=subprocess.PIPE if app.as_json else None,
     )  # fmt: skip
     returncode = _wait_forwarding(proc, app)
-    from layershell.packages import install
+    from layershell import faults
 
-    install.died_with(returncode)
+    faults.died_with(returncode)
     if returncode < 0 and args[:1] != ["repair"]:
         # Killed (the OOM killer, say) between the record and the link: bring the layer
         # in line with its record before root exposes anything from it.
@@ -238,9 +238,9 @@ def sync_exposure(app: App, only: set[str] | None = None) -> bool:
     sync_shims(app, only)
     if app.paths.mode != paths_mod.SYSTEM or os.getuid() != 0:
         return True
-    from layershell.packages import install
+    from layershell import faults
 
-    install.checkpoint("shims-switched")  # the window the operation journal closes
+    faults.checkpoint("shims-switched")  # the window the operation journal closes
     errors = portable.sync(app.paths, installed(app, only), log=app.err.print, only=only)
     for message in errors:
         app.err.print(f"core: error: {message}")

@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from layershell import faults
 from layershell.cli.app import (
     App,
     as_root_of_system,
@@ -19,7 +20,6 @@ from layershell.cli.app import (
 from layershell.errors import LayershellError
 from layershell.exposure import portable
 from layershell.operations import journal
-from layershell.packages import install
 from layershell.packages.target import Target
 
 _running: list[str] = []  # a root command run from another in one process does not nest
@@ -48,7 +48,7 @@ class Operation:
         broken = portable.failed(app.paths)
         back = [n for n in moved if broken.get(n) == after[n] and n in self.before]
         for name in back:
-            install.checkpoint("switching-back")  # the repair goes back in its place
+            faults.checkpoint("switching-back")  # the repair goes back in its place
             app.err.print(
                 f"core: error: {name} {after[name]}: its service did not start; switching "
                 f"{name} back to {self.before[name]}"

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import os
 import pwd
-import signal
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from layershell import faults
 from layershell.errors import LayershellError
 from layershell.layers import sandbox
 from layershell.packages import records, trees, unpack
@@ -44,25 +44,6 @@ from layershell.packages.state import Installed, State
 from layershell.packages.target import Target
 
 Log = Callable[[str], None]
-
-
-CRASH_ENV = "LAYERSHELL_CRASH_AT"
-
-
-def checkpoint(name: str) -> None:
-    """Crash-consistency tests kill the process here, for real, with SIGKILL: the same
-    state a power cut or the OOM killer leaves (tests/test_install.py). "account:NAME"
-    kills only the layer account's process root handed the work to."""
-    if os.environ.get(CRASH_ENV) in (name, f"account:{name}"):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def died_with(returncode: int) -> None:
-    """In a crash test, root's operation dies with the account's process it handed the
-    work to: the test kills `core update`, not half of it (unless it says account:)."""
-    point = os.environ.get(CRASH_ENV, "")
-    if point and not point.startswith("account:") and returncode == -signal.SIGKILL:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class PackageRefused(LayershellError):
@@ -303,14 +284,14 @@ def install(
             max_depth=limits.max_depth,
         )
         result = unpack.unpack(src.archive, tree, caps)
-        checkpoint("unpacked")
+        faults.checkpoint("unpacked")
         if os.path.lexists(final):
             _discard(target, final)  # an unrecorded leftover (reconcile normally got it)
         os.rename(tree, final)
     finally:
         trees.remove(staging)
     try:
-        checkpoint("renamed")
+        faults.checkpoint("renamed")
         if os.path.isfile(os.path.join(final, INSTALL_SCRIPT)):
             run_install_script(
                 target,
@@ -329,14 +310,14 @@ def install(
         # room needed). A tree with no record, or this one, is an interrupted install.
         record = _row(target, src, final, report.files, report.disk_bytes)
         records.begin(target.pkgs_dir, record)
-        checkpoint("before-commit")
+        faults.checkpoint("before-commit")
         with db.transaction():
             db.record(record, activate=True)
     except BaseException:
         _discard(target, final)
         records.forget(target.pkgs_dir, src.name, src.version)
         raise
-    checkpoint("committed")
+    faults.checkpoint("committed")
     # From here a lost database is rebuilt with this version in it (records.py).
     records.committed(target.pkgs_dir, record)
     switch_link(target, src.name, src.version)

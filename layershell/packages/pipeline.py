@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from layershell import lock
+from layershell import faults, lock
 from layershell.errors import LayershellError, NotInstalled
 from layershell.packages import fetch, holds, install, manifest, plan, repo, unpack, verify
 from layershell.packages.fetch.urls import local_path
@@ -380,7 +380,7 @@ def install_jobs(
         src = None
         try:
             src = _source(fetcher, job)
-            install.checkpoint("fetched")
+            faults.checkpoint("fetched")
             outcomes.append(
                 install.install(
                     target, src, db, script_timeout=script_timeout, log=log,

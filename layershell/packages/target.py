@@ -12,6 +12,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
+from layershell import faults
 from layershell.errors import LayershellError, PermissionRefused
 from layershell.layers import launch, sandbox
 from layershell.layers.model import Layer, LayerStack
@@ -158,7 +159,7 @@ def as_account_argv(paths: Paths, args: list[str]) -> tuple[list[str], dict[str,
     # Test hooks (crash points, lock order) and the download limits (fetch/limits.py) reach
     # the account's process as they reached root's.
     for name in (
-        "LAYERSHELL_CRASH_AT",
+        faults.CRASH_ENV,
         "LAYERSHELL_LOCK_ORDER",
         "LAYERSHELL_FETCH_MIN_RATE",
         "LAYERSHELL_FETCH_GRACE",
