@@ -37,3 +37,12 @@ def test_every_link_resolves_inside_the_checkout(doc: Path) -> None:
         if missing or (anchor and path.suffix == ".md" and anchor not in anchors(path)):
             broken.append(target)
     assert not broken, f"{doc.relative_to(CHECKOUT)}: {broken}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
+def test_no_reference_outside_the_checkout(doc: Path) -> None:
+    """The docs stand alone: a path outside the checkout (../shared) or an issue number
+    means nothing to a reader of this tree."""
+    text = doc.read_text()
+    found = re.findall(r"\.\./shared\b|\b[Ii]ssues? #?\d+", text)
+    assert not found, f"{doc.relative_to(CHECKOUT)}: {found}"
