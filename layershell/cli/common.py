@@ -191,7 +191,22 @@ def argv_of(ctx: click.Context) -> list[str]:
     return [*args, "--", *items] if items else args
 
 
+class FileOrName(click.types.StringParamType):
+    """An item that is a file when one of that name exists, else a word (core install's
+    tarballs, references and names): argv_of forwards only such a file as a path."""
+
+    name = "item"
+
+
+FILE_OR_NAME = FileOrName()
+
+
 def _absolute(value: str, param: click.Parameter) -> str:
-    if isinstance(param.type, click.Path) or os.path.isfile(value):
+    """A file's value as an absolute path. Only a parameter that takes a file: a package
+    name, a version or a profile that happens to name a file in root's cwd (the shim
+    directory has one per package) is passed as it was typed."""
+    if isinstance(param.type, click.Path) or (
+        isinstance(param.type, FileOrName) and os.path.isfile(value)
+    ):
         return os.path.abspath(value)
     return value
