@@ -95,7 +95,7 @@ def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
 
     if not target_mod.must_run_as_account(target):
         return None
-    args = [*args[:1], *forwarded(app), *args[1:]]
+    args = [*args[:1], *forwarded(app, args), *args[1:]]
     argv, env = target_mod.as_account_argv(app.paths, args)
     app.debug(f"as {target.account}: core {' '.join(args)}")
     # A session of its own: the account's process (and anything it runs) has no

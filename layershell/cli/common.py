@@ -137,9 +137,14 @@ def _with_result(
         sys.stdout.flush()
 
 
-def forwarded(app: Any) -> list[str]:
-    """The options of `options` as the layer account's core must get them."""
-    flags = ["--json"] * app.as_json
+def forwarded(app: Any, args: list[str]) -> list[str]:
+    """The options of `options` as the layer account's core must get them with `args`:
+    a verbosity `args` sets itself (root's own `repair --quiet`) is kept, as -q and -v
+    do not go together."""
+    own = args[: args.index("--")] if "--" in args else args
+    flags = ["--json"] * (app.as_json and "--json" not in own)
+    if {"-q", "--quiet", "-v", "--verbose"} & set(own):
+        return flags
     return flags + ["--quiet"] * (app.verbosity < 0) + ["--verbose"] * (app.verbosity > 0)
 
 
