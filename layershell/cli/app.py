@@ -95,6 +95,14 @@ def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
 
     if not target_mod.must_run_as_account(target):
         return None
+    from layershell.packages import repo
+
+    # A password in a URL is refused by the account's core, shown as ***; root refuses
+    # it first, or its -v line would print it and the account's argv (which every user
+    # reads in /proc) carry it.
+    secret = next((a for a in args if repo.has_credentials(a)), None)
+    if secret is not None:
+        raise repo.BadReference(repo.credentials_refusal(secret), repo.CREDENTIALS_HINT)
     args = [*args[:1], *forwarded(app, args), *args[1:]]
     argv, env = target_mod.as_account_argv(app.paths, args)
     app.debug(f"as {target.account}: core {' '.join(args)}")
