@@ -114,11 +114,18 @@ def _with_result(
     ctx: click.Context, command: Callable[..., Any], args: Any, kwargs: dict[str, Any]
 ) -> Any:
     result: Result = ctx.obj.result
-    status = 0
+    # The status the process ends with, as the group makes it (cli/core.py): anything
+    # not named below, an OSError the group reports or a bug, ends it with 1, never 0.
+    status = 1
     try:
-        return ctx.invoke(command, *args, **kwargs)
+        value = ctx.invoke(command, *args, **kwargs)
+        status = 0
+        return value
     except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else 1
+        status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        raise
+    except click.exceptions.Exit as exc:
+        status = exc.exit_code
         raise
     except LayershellError as exc:
         result.fail(None, exc)
@@ -128,8 +135,12 @@ def _with_result(
         result.fail(None, exc.format_message())
         status = exc.exit_code
         raise
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.Abort):
         status = 130
+        raise
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        result.fail(None, f"{exc.strerror or exc}{where}")
         raise
     finally:
         json.dump(result.as_json(status), sys.stdout, indent=1)
