@@ -50,7 +50,8 @@ def with_root(hint: str, root: str | None) -> str:
         return hint
     import shlex
 
-    return _CORE_VERB.sub(f"core --root {shlex.quote(root)} ", hint)
+    typed = f"core --root {shlex.quote(root)} "
+    return _CORE_VERB.sub(lambda _match: typed, hint)  # a function: ROOT is no template
 
 
 def report_error(prog: str, exc: LayershellError, root: str | None = None) -> int:
