@@ -187,11 +187,11 @@ ESCAPE = "\x1b]52;c;cm0gLXJmIH4K\x07"  # OSC 52: sets the clipboard root pastes 
 
 
 @pytest.fixture
-def hostile_mirror(shared_dir: Path) -> Iterator[tuple[Repository, str, list[bool]]]:
-    """An http mirror of a repository; once `hostile[0]` is set, every answer is HTTP
-    418 with an escape sequence for its reason phrase (no signature needed for that)."""
+def hostile_mirror(shared_dir: Path) -> Iterator[tuple[Repository, str, list[int]]]:
+    """An http mirror of a repository; once `hostile[0]` is a status, every answer is
+    that status with an escape sequence for its reason phrase (no signature needed)."""
     repo = Repository(shared_dir / "mirror")
-    hostile = [False]
+    hostile = [0]
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -200,7 +200,7 @@ def hostile_mirror(shared_dir: Path) -> Iterator[tuple[Repository, str, list[boo
         def do_GET(self) -> None:
             path = repo.root / self.path.lstrip("/")
             if hostile[0] or not path.is_file():
-                self.send_response(418 if hostile[0] else 404, f"teapot {ESCAPE}")
+                self.send_response(hostile[0] or 404, f"teapot {ESCAPE}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
@@ -221,7 +221,7 @@ def hostile_mirror(shared_dir: Path) -> Iterator[tuple[Repository, str, list[boo
 
 
 def test_a_mirrors_reason_phrase_reaches_the_update_plan_only_as_text(
-    fresh_rootless: Identity, hostile_mirror: tuple[Repository, str, list[bool]]
+    fresh_rootless: Identity, hostile_mirror: tuple[Repository, str, list[int]]
 ) -> None:
     """`core update --dry-run` printed its plan as a rich table, whose cells rich passes
     on as they are: the NOTE (why a package could not be resolved, here a mirror's
@@ -233,9 +233,27 @@ def test_a_mirrors_reason_phrase_reaches_the_update_plan_only_as_text(
     repo.index()
     done = core(fresh_rootless, "install", f"{url}/{ARCH}/tool_latest")
     assert done.returncode == 0, done.stderr.decode()
-    hostile[0] = True
+    hostile[0] = 418
     done = core(fresh_rootless, "update", "--dry-run")
     out = done.stdout.decode()
     assert "teapot" in out, (out, done.stderr.decode())
     assert "\x1b" not in out and "\x07" not in out, repr(out)
     assert "\\x1b" in out, out
+
+
+def test_a_mirrors_reason_phrase_reaches_the_retry_lines_only_as_text(
+    fresh_rootless: Identity, hostile_mirror: tuple[Repository, str, list[int]]
+) -> None:
+    """The same phrase with a status fetch retries (503): the progress reporter wrote
+    `retrying SHA256SUMS in 0.4 s: HTTP 503 <reason>` to stderr as it was, the escape
+    sequence included, on every attempt (as the account, on root's terminal too)."""
+    repo, url, hostile = hostile_mirror
+    repo.add("tool", "1.0", program("tool", "1.0"))
+    repo.index()
+    done = core(fresh_rootless, "install", f"{url}/{ARCH}/tool_latest")
+    assert done.returncode == 0, done.stderr.decode()
+    hostile[0] = 503
+    done = core(fresh_rootless, "update")
+    err = done.stderr.decode()
+    assert "retrying" in err and "teapot" in err, err  # a warning: update goes on
+    assert "\x1b" not in err and "\x07" not in err, repr(err)
