@@ -498,8 +498,10 @@ class LogProgress(Progress):
         self.stream = stream
 
     def _line(self, text: str) -> None:
+        from layershell.ui import printable  # a reason is the server's words
+
         stream = self.stream or sys.stderr
-        stream.write(text + "\n")
+        stream.write(printable(text) + "\n")
         stream.flush()
 
     def start(self, name: str, url: str, total: int | None, offset: int = 0) -> None:
@@ -531,6 +533,8 @@ class RichProgress(Progress):
         if self._bar is None:
             from rich import progress as rp
 
+            from layershell.ui import printable
+
             self._bar = rp.Progress(
                 rp.TextColumn("{task.description}", markup=False),
                 rp.BarColumn(),
@@ -541,7 +545,7 @@ class RichProgress(Progress):
                 transient=True,
             )
             self._bar.start()
-            self._task = self._bar.add_task(name, total=total, completed=offset)
+            self._task = self._bar.add_task(printable(name), total=total, completed=offset)
         else:
             self._bar.update(self._task, total=total, completed=offset)
 
@@ -550,11 +554,15 @@ class RichProgress(Progress):
             self._bar.advance(self._task, nbytes)
 
     def retry(self, name: str, url: str, reason: str, delay: float) -> None:
-        self.console.print(f"retrying {name} in {delay:.1f} s: {reason}")
+        from layershell.ui import printable  # a reason is the server's words
+
+        self.console.print(printable(f"retrying {name} in {delay:.1f} s: {reason}"))
 
     def done(self, name: str, url: str, nbytes: int, seconds: float) -> None:
+        from layershell.ui import printable
+
         self._stop()
-        self.console.print(f"fetched {name}: {nbytes} bytes in {seconds:.1f} s")
+        self.console.print(printable(f"fetched {name}: {nbytes} bytes in {seconds:.1f} s"))
 
     def abort(self, name: str, url: str) -> None:
         self._stop()
