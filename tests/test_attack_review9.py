@@ -181,6 +181,24 @@ def test_unhold_of_a_mistyped_name_is_an_error_not_done(
     assert done.returncode == 0 and b"tool was not held" in done.stdout
 
 
+def test_update_of_a_mistyped_name_is_an_error_not_up_to_date(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    """`core update tol` said "everything is up to date" and exited 0 while tool stayed
+    where it was; the dry run printed an empty plan. Same class as unhold: a name that
+    is not installed is bad input (2), with the closest name."""
+    tarball = Repository(shared_dir / "repo").add("tool", "1.0", program("tool", "1.0"))
+    done = core(fresh_rootless, "install", str(tarball))
+    assert done.returncode == 0, done.stderr.decode()
+    for args in (("update", "tol"), ("update", "--dry-run", "tol"), ("update", "tool", "tol")):
+        done = core(fresh_rootless, *args)
+        err = done.stderr.decode()
+        assert done.returncode == 2, (args, done.stdout, err)
+        assert "not installed in layer arne: tol" in err and "did you mean tool?" in err, err
+    done = core(fresh_rootless, "update", "tool")  # installed (as a file): nothing to follow
+    assert done.returncode == 0, done.stderr.decode()
+
+
 # -- the update plan ----------------------------------------------------------------
 
 ESCAPE = "\x1b]52;c;cm0gLXJmIH4K\x07"  # OSC 52: sets the clipboard root pastes next

@@ -119,6 +119,7 @@ def update_cmd(
         steps = updates.plan(
             installed(app), planner, only, os_only=if_os_changed,
             held=portable.failed(app.paths), holds=holds.read_holds(where),
+            layer=where.layer.name,
         )  # fmt: skip
         app.result.extra["plan"] = [s.as_json() for s in steps]
         show_plan(app, steps)
