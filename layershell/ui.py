@@ -13,16 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from layershell.errors import ConfigError, LayershellError
-
-# C0 controls but tab and newline, DEL and C1 controls, shown as \xNN. What core prints
-# carries a package's own text (member names, install.sh's log, a unit's journal), and an
-# escape sequence in it would reach the terminal: OSC 52 writes the clipboard its user
-# pastes from next, and some terminals answer queries by typing into the input.
-_UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0))}
-
-
-def printable(text: str) -> str:
-    return text.translate(_UNSAFE)
+from layershell.text import printable
 
 
 class _Console(Console):
@@ -50,7 +41,8 @@ def with_root(hint: str, root: str | None) -> str:
         return hint
     import shlex
 
-    return _CORE_VERB.sub(f"core --root {shlex.quote(root)} ", hint)
+    typed = f"core --root {shlex.quote(root)} "
+    return _CORE_VERB.sub(lambda _match: typed, hint)  # a function: ROOT is no template
 
 
 def report_error(prog: str, exc: LayershellError, root: str | None = None) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -95,7 +95,15 @@ def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
 
     if not target_mod.must_run_as_account(target):
         return None
-    args = [*args[:1], *forwarded(app), *args[1:]]
+    from layershell.packages.repo import reference as repo
+
+    # A password in a URL is refused by the account's core, shown as ***; root refuses
+    # it first, or its -v line would print it and the account's argv (which every user
+    # reads in /proc) carry it.
+    secret = next((a for a in args if repo.has_credentials(a)), None)
+    if secret is not None:
+        raise repo.BadReference(repo.credentials_refusal(secret), repo.CREDENTIALS_HINT)
+    args = [*args[:1], *forwarded(app, args), *args[1:]]
     argv, env = target_mod.as_account_argv(app.paths, args)
     app.debug(f"as {target.account}: core {' '.join(args)}")
     # A session of its own: the account's process (and anything it runs) has no
@@ -131,7 +139,7 @@ def _wait_forwarding(proc: subprocess.Popen[bytes], app: App) -> int:
     passed = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, lambda n, _f: proc.send_signal(n)) for sig in passed}
     try:
-        out = _read_bounded(proc.stdout) if proc.stdout is not None else None
+        out = _read_bounded(proc) if proc.stdout is not None else None
         proc.wait()
     finally:
         for sig, handler in previous.items():
@@ -148,15 +156,32 @@ def _wait_forwarding(proc: subprocess.Popen[bytes], app: App) -> int:
     return proc.returncode
 
 
-MAX_RESULT = 16 << 20  # an account's result object root reads: bytes, the rest is dropped
+MAX_RESULT = 1 << 20  # an account's result object root reads: bytes, the rest is dropped
 
 
-def _read_bounded(stream: IO[bytes]) -> bytes:
-    """Up to MAX_RESULT bytes of `stream`, reading it to its end (the writer never blocks)."""
+def _read_bounded(proc: subprocess.Popen[bytes]) -> bytes:
+    """Up to MAX_RESULT bytes of `proc`'s stdout, read while it runs (so it never blocks
+    on a full pipe) and, once it has ended, only what is already there: something it
+    left running with the pipe open must not keep root waiting."""
+    import os
+    import select
+    import time
+
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     kept = bytearray()
-    while chunk := stream.read(1 << 16):
+    ended: float | None = None  # when it ended
+    while ended is None or time.monotonic() - ended < 1.0:
+        ready, _, _ = select.select([fd], [], [], 0 if ended else 0.2)
+        chunk = os.read(fd, 1 << 16) if ready else b""
         if len(kept) <= MAX_RESULT:
             kept += chunk
+        if ready and not chunk:
+            break  # end of file: every writer is gone
+        if not ready:
+            if ended is not None:
+                break  # it ended, and nothing more is waiting
+            ended = time.monotonic() if proc.poll() is not None else None
     return bytes(kept) if len(kept) <= MAX_RESULT else b""
 
 

@@ -114,11 +114,18 @@ def _with_result(
     ctx: click.Context, command: Callable[..., Any], args: Any, kwargs: dict[str, Any]
 ) -> Any:
     result: Result = ctx.obj.result
-    status = 0
+    # The status the process ends with, as the group makes it (cli/core.py): anything
+    # not named below, an OSError the group reports or a bug, ends it with 1, never 0.
+    status = 1
     try:
-        return ctx.invoke(command, *args, **kwargs)
+        value = ctx.invoke(command, *args, **kwargs)
+        status = 0
+        return value
     except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else 1
+        status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        raise
+    except click.exceptions.Exit as exc:
+        status = exc.exit_code
         raise
     except LayershellError as exc:
         result.fail(None, exc)
@@ -128,8 +135,12 @@ def _with_result(
         result.fail(None, exc.format_message())
         status = exc.exit_code
         raise
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.Abort):
         status = 130
+        raise
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        result.fail(None, f"{exc.strerror or exc}{where}")
         raise
     finally:
         json.dump(result.as_json(status), sys.stdout, indent=1)
@@ -137,9 +148,14 @@ def _with_result(
         sys.stdout.flush()
 
 
-def forwarded(app: Any) -> list[str]:
-    """The options of `options` as the layer account's core must get them."""
-    flags = ["--json"] * app.as_json
+def forwarded(app: Any, args: list[str]) -> list[str]:
+    """The options of `options` as the layer account's core must get them with `args`:
+    a verbosity `args` sets itself (root's own `repair --quiet`) is kept, as -q and -v
+    do not go together."""
+    own = args[: args.index("--")] if "--" in args else args
+    flags = ["--json"] * (app.as_json and "--json" not in own)
+    if {"-q", "--quiet", "-v", "--verbose"} & set(own):
+        return flags
     return flags + ["--quiet"] * (app.verbosity < 0) + ["--verbose"] * (app.verbosity > 0)
 
 
@@ -191,7 +207,22 @@ def argv_of(ctx: click.Context) -> list[str]:
     return [*args, "--", *items] if items else args
 
 
+class FileOrName(click.types.StringParamType):
+    """An item that is a file when one of that name exists, else a word (core install's
+    tarballs, references and names): argv_of forwards only such a file as a path."""
+
+    name = "item"
+
+
+FILE_OR_NAME = FileOrName()
+
+
 def _absolute(value: str, param: click.Parameter) -> str:
-    if isinstance(param.type, click.Path) or os.path.isfile(value):
+    """A file's value as an absolute path. Only a parameter that takes a file: a package
+    name, a version or a profile that happens to name a file in root's cwd (the shim
+    directory has one per package) is passed as it was typed."""
+    if isinstance(param.type, click.Path) or (
+        isinstance(param.type, FileOrName) and os.path.isfile(value)
+    ):
         return os.path.abspath(value)
     return value

@@ -54,7 +54,11 @@ def named(items: tuple[str, ...]) -> set[str]:
     help="Security profile for tarballs (the inbox passes its directory's); root's grants it.",
 )
 @click.argument(
-    "items", nargs=-1, metavar="[REF|TARBALL|NAME]...", shell_complete=complete.install_items
+    "items",
+    nargs=-1,
+    type=common.FILE_OR_NAME,
+    metavar="[REF|TARBALL|NAME]...",
+    shell_complete=complete.install_items,
 )
 @click.pass_obj
 def install(

@@ -119,6 +119,7 @@ def update_cmd(
         steps = updates.plan(
             installed(app), planner, only, os_only=if_os_changed,
             held=portable.failed(app.paths), holds=holds.read_holds(where),
+            layer=where.layer.name,
         )  # fmt: skip
         app.result.extra["plan"] = [s.as_json() for s in steps]
         show_plan(app, steps)
@@ -160,11 +161,16 @@ def update_cmd(
 def show_plan(app: App, steps: list[updates.Step]) -> None:
     from rich.table import Table
 
+    from layershell.text import printable
+
     table = Table(box=None, pad_edge=False)
     for col in ("NAME", "CURRENT", "NEW", "FOLLOWS", "STREAM", "NOTE"):
         table.add_column(col)
     for s in steps:
-        table.add_row(s.name, s.current, s.new or "-", s.kind, s.stream, s.error)
+        # The console escapes the strings it prints, not a table's cells: a NOTE carries
+        # a server's words (an HTTP reason phrase), a cell an index's.
+        cells = (s.name, s.current, s.new or "-", s.kind, s.stream, s.error)
+        table.add_row(*(printable(c) for c in cells))
     app.out.print(table)
 
 

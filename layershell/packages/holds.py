@@ -38,9 +38,13 @@ def hold(session: Session, name: str) -> tuple[str, bool]:
 
 
 def unhold(session: Session, name: str) -> bool:
-    """Let `core update` move `name` again; False if it was not held."""
+    """Let `core update` move `name` again; False if it was not held. A name neither
+    held nor installed is a typo (NotInstalled), not "nothing to do"."""
     holds = read_holds(session.target)
     if holds.pop(name, None) is None:
+        if not session.db.versions(name):
+            known = {r.name for r in session.db.all()}
+            raise NotInstalled([name], session.target.layer.name, known)
         return False
     write_json(session.target.holds_file, holds)
     return True

@@ -62,11 +62,17 @@ def plan(
     os_only: bool = False,
     held: Mapping[str, str] | None = None,
     holds: Mapping[str, str] | None = None,
+    layer: str = "",
 ) -> list[Step]:
     """Resolve every active package that follows a stream (or the OS) again. `held`:
     package -> a version whose service failed to start; an update does not retry it
     (a daily timer would flip to it and back every day); `core install` does. `holds`:
-    packages held where they are (core hold, a rollback) until core unhold."""
+    packages held where they are (core hold, a rollback) until core unhold. A name in
+    `names` that `rows` do not have is a typo (NotInstalled), not "up to date"."""
+    known = {r.name for r in rows}
+    missing = sorted(names - known) if names is not None else []
+    if missing:
+        raise NotInstalled(missing, layer, known)
     steps: list[Step] = []
     for row in sorted((r for r in rows if r.active), key=lambda r: r.name):
         kind = str(row.spec.get("version_kind") or "")
@@ -127,7 +133,10 @@ def apply(
     """Plan from the record as it is under the lock, install what moved, and with `keep`
     prune what came before (root prunes itself, once the new services run)."""
     holds = read_holds(session.target)
-    steps = plan(session.db.all(), planner, names, os_only=os_only, held=held, holds=holds)
+    steps = plan(
+        session.db.all(), planner, names, os_only=os_only, held=held, holds=holds,
+        layer=session.target.layer.name,
+    )  # fmt: skip
     jobs = [s.job for s in steps if s.job is not None]
     report = install_jobs(session, jobs, fetcher, log=log)
     if keep is not None:

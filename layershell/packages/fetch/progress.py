@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from layershell.text import printable
+
 
 class Progress:
     """Where fetch reports what it does. This base class is silent (tests, --quiet)."""
@@ -33,7 +35,7 @@ class LogProgress(Progress):
 
     def _line(self, text: str) -> None:
         stream = self.stream or sys.stderr
-        stream.write(text + "\n")
+        stream.write(printable(text) + "\n")  # a reason is the server's words
         stream.flush()
 
     def start(self, name: str, url: str, total: int | None, offset: int = 0) -> None:
@@ -75,7 +77,7 @@ class RichProgress(Progress):
                 transient=True,
             )
             self._bar.start()
-            self._task = self._bar.add_task(name, total=total, completed=offset)
+            self._task = self._bar.add_task(printable(name), total=total, completed=offset)
         else:
             self._bar.update(self._task, total=total, completed=offset)
 
@@ -84,11 +86,11 @@ class RichProgress(Progress):
             self._bar.advance(self._task, nbytes)
 
     def retry(self, name: str, url: str, reason: str, delay: float) -> None:
-        self.console.print(f"retrying {name} in {delay:.1f} s: {reason}")
+        self.console.print(printable(f"retrying {name} in {delay:.1f} s: {reason}"))
 
     def done(self, name: str, url: str, nbytes: int, seconds: float) -> None:
         self._stop()
-        self.console.print(f"fetched {name}: {nbytes} bytes in {seconds:.1f} s")
+        self.console.print(printable(f"fetched {name}: {nbytes} bytes in {seconds:.1f} s"))
 
     def abort(self, name: str, url: str) -> None:
         self._stop()
