@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import click
 
@@ -82,57 +83,7 @@ def inbox_cmd(
         host_manifest()  # a manifest named and broken stops the run before any tarball
 
     def install_one(drop: inbox.Drop) -> tuple[bool, str]:
-        where = targets[drop.user]
-        # inbox.py settled only drops that root alone could have put there (the
-        # tarball and every directory level root's, writable by nobody else): the path,
-        # and so its profile, is root's word.
-        if grants.may_grant(app.paths):
-            host = host_manifest()
-            spec = host.get(drop.name) if host is not None else None
-            source = f"the inbox ({os.path.dirname(drop.path)})"
-            grants.record(
-                app.paths,
-                {
-                    drop.name: grants.from_spec(spec, source, drop.profile)
-                    if spec is not None
-                    else grants.Grant(profile=drop.profile, source=source, profile_given=True)
-                },
-            )
-        args = ["install", "--quiet", "--profile", drop.profile, drop.path]
-        if target.must_run_as_account(where):
-            argv, env = target.as_account_argv(app.paths, args)
-            result = subprocess.run(
-                argv,
-                env=env,
-                cwd="/",
-                user=where.uid,
-                group=where.gid,
-                extra_groups=[],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                check=False,
-                start_new_session=True,  # no controlling terminal of root's (terminal.py)
-            )
-            if result.returncode == 0:
-                return True, result.stdout.strip() or "installed"
-            return False, result.stderr.strip() or f"core install exited {result.returncode}"
-        try:
-            fetcher = fetch.Fetcher(where.cache_dir, progress=fetch.progress_for(quiet=True))
-            planner = pipeline.Planner(
-                fetcher,
-                arch=repo.host_arch(),
-                os_version=None,
-                trust=pipeline.trust_for(app.paths, None, where, app.err.print),
-            )
-            job = planner.from_tarball(drop.path, drop.profile, host_manifest(), "inbox")
-            report = pipeline.run(where, [job], fetcher, log=lambda _: None)
-        except LayershellError as exc:
-            return False, exc.message
-        if report.failures:
-            return False, report.failures[0].error.message
-        outcome = report.outcomes[0]
-        return True, f"{outcome.status} {outcome.name} {outcome.version}"
+        return install_drop(app, targets[drop.user], drop, host_manifest)
 
     results: list[inbox.Settled] = []
     exposed = True
@@ -162,3 +113,62 @@ def inbox_cmd(
         app.out.print(f"inbox {where_dir}: nothing to do")
     if any(not r.ok for r in results) or not exposed:
         sys.exit(1)
+
+
+def install_drop(
+    app: App,
+    where: target.Target,
+    drop: inbox.Drop,
+    host_manifest: Callable[[], manifest.Manifest | None],
+) -> tuple[bool, str]:
+    """One settled drop installed into its layer: (ok, what to say)."""
+    # inbox.py settled only drops that root alone could have put there (the
+    # tarball and every directory level root's, writable by nobody else): the path,
+    # and so its profile, is root's word.
+    if grants.may_grant(app.paths):
+        host = host_manifest()
+        spec = host.get(drop.name) if host is not None else None
+        source = f"the inbox ({os.path.dirname(drop.path)})"
+        grants.record(
+            app.paths,
+            {
+                drop.name: grants.from_spec(spec, source, drop.profile)
+                if spec is not None
+                else grants.Grant(profile=drop.profile, source=source, profile_given=True)
+            },
+        )
+    args = ["install", "--quiet", "--profile", drop.profile, drop.path]
+    if target.must_run_as_account(where):
+        argv, env = target.as_account_argv(app.paths, args)
+        result = subprocess.run(
+            argv,
+            env=env,
+            cwd="/",
+            user=where.uid,
+            group=where.gid,
+            extra_groups=[],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            start_new_session=True,  # no controlling terminal of root's (terminal.py)
+        )
+        if result.returncode == 0:
+            return True, result.stdout.strip() or "installed"
+        return False, result.stderr.strip() or f"core install exited {result.returncode}"
+    try:
+        fetcher = fetch.Fetcher(where.cache_dir, progress=fetch.progress_for(quiet=True))
+        planner = pipeline.Planner(
+            fetcher,
+            arch=repo.host_arch(),
+            os_version=None,
+            trust=pipeline.trust_for(app.paths, None, where, app.err.print),
+        )
+        job = planner.from_tarball(drop.path, drop.profile, host_manifest(), "inbox")
+        report = pipeline.run(where, [job], fetcher, log=lambda _: None)
+    except LayershellError as exc:
+        return False, exc.message
+    if report.failures:
+        return False, report.failures[0].error.message
+    outcome = report.outcomes[0]
+    return True, f"{outcome.status} {outcome.name} {outcome.version}"

@@ -81,28 +81,7 @@ def install(
     """
     layers = load_stack(app)
     where = target.target_for(app.paths, layers)
-    config_file = config or (
-        app.paths.manifest_file if os.path.exists(app.paths.manifest_file) else None
-    )
-    # The manifest is read (and validated first) when it is asked for: a broken host
-    # manifest must not block installing a reference or a tarball.
-    needs_manifest = (
-        config is not None
-        or not items
-        or any(
-            "://" not in i and not i.startswith("file:") and not os.path.isfile(i) for i in items
-        )
-    )
-    loaded = manifest.load_manifest(config_file) if config_file and needs_manifest else None
-    if loaded is None and config_file and items:
-        # Tarballs the host manifest names take its exposure settings; a broken host
-        # manifest must not block them, so it is only a warning here.
-        try:
-            loaded = manifest.load_manifest(config_file)
-        except ConfigError as exc:
-            app.err.print(f"warning: {config_file} is not valid, its settings are not used:")
-            for problem in exc.problems:
-                app.err.print(f"  {problem}")
+    loaded = manifest_for(app, config, items)
     args = common.argv_of(click.get_current_context())
 
     def grant() -> None:
@@ -174,6 +153,35 @@ def install(
         sys.exit(max(f.error.exit_code for f in report.failures))
     if not exposed:
         sys.exit(1)
+
+
+def manifest_for(app: App, config: str | None, items: tuple[str, ...]) -> manifest.Manifest | None:
+    """The manifest an install reads: --config, else the host's if there is one. It is
+    read (and validated first) when it is asked for: a broken host manifest must not
+    block installing a reference or a tarball."""
+    config_file = config or (
+        app.paths.manifest_file if os.path.exists(app.paths.manifest_file) else None
+    )
+    if config_file is None:
+        return None
+    needs_manifest = (
+        config is not None
+        or not items
+        or any(
+            "://" not in i and not i.startswith("file:") and not os.path.isfile(i) for i in items
+        )
+    )
+    if needs_manifest:
+        return manifest.load_manifest(config_file)
+    # Tarballs the host manifest names take its exposure settings; a broken host
+    # manifest must not block them, so it is only a warning here.
+    try:
+        return manifest.load_manifest(config_file)
+    except ConfigError as exc:
+        app.err.print(f"warning: {config_file} is not valid, its settings are not used:")
+        for problem in exc.problems:
+            app.err.print(f"  {problem}")
+        return None
 
 
 def report_install(app: App, where: target.Target, report: pipeline.Report) -> None:

@@ -41,35 +41,9 @@ def repair_cmd(app: App, if_interrupted: bool, rebuild: bool) -> None:
     if as_root_of_system(app):
         if rebuild:
             _rebuild_as_root(app, quiet)
-            return
-        if if_interrupted and not os.path.lexists(journal.journal_file(app.paths)):
-            # The common case, said without taking the lock from the next operation.
-            if not quiet:
-                app.out.print("no interrupted operation")
-            return
-        with journal.held(app.paths, waiting=None if quiet else app.err.print):
-            pending = journal.interrupted(app.paths)
-            if pending is None and if_interrupted:
-                if not quiet:
-                    app.out.print("no interrupted operation")
-                return
-            if pending is not None:
-                app.err.print(
-                    f"repairing after an interrupted core {pending.get('operation', '?')} "
-                    f"(pid {pending.get('pid', '?')})"
-                )
-            try:
-                ok = repair(app, pending)
-            except BaseException:
-                # The path unit starts this again while the journal exists: a repair that
-                # cannot work must not loop. The file stays for the administrator.
-                journal.give_up(app.paths)
-                app.err.print(f"core: error: repair failed; see {journal.failed_file(app.paths)}")
-                raise
-        if not quiet:
-            app.out.print("repaired" if ok else "repair incomplete (see above)")
-        app.result.change("repaired") if ok else app.result.fail(None, "repair incomplete")
-        sys.exit(0 if ok else 1)
+        else:
+            _repair_as_root(app, if_interrupted, quiet)
+        return
     where = target.target_for(app.paths, load_stack(app))
     target.must_run_as_account(where)  # refuses other accounts
     if rebuild:
@@ -97,6 +71,39 @@ def repair_cmd(app: App, if_interrupted: bool, rebuild: bool) -> None:
     if not quiet:
         app.out.print(f"layer {where.layer.name} matches its record")
     app.result.change("reconciled", layer=where.layer.name)
+
+
+def _repair_as_root(app: App, if_interrupted: bool, quiet: bool) -> None:
+    """Root, under the operation journal's lock: every layer's account reconciles, then
+    root puts shims and services in line (operations/transaction.repair)."""
+    if if_interrupted and not os.path.lexists(journal.journal_file(app.paths)):
+        # The common case, said without taking the lock from the next operation.
+        if not quiet:
+            app.out.print("no interrupted operation")
+        return
+    with journal.held(app.paths, waiting=None if quiet else app.err.print):
+        pending = journal.interrupted(app.paths)
+        if pending is None and if_interrupted:
+            if not quiet:
+                app.out.print("no interrupted operation")
+            return
+        if pending is not None:
+            app.err.print(
+                f"repairing after an interrupted core {pending.get('operation', '?')} "
+                f"(pid {pending.get('pid', '?')})"
+            )
+        try:
+            ok = repair(app, pending)
+        except BaseException:
+            # The path unit starts this again while the journal exists: a repair that
+            # cannot work must not loop. The file stays for the administrator.
+            journal.give_up(app.paths)
+            app.err.print(f"core: error: repair failed; see {journal.failed_file(app.paths)}")
+            raise
+    if not quiet:
+        app.out.print("repaired" if ok else "repair incomplete (see above)")
+    app.result.change("repaired") if ok else app.result.fail(None, "repair incomplete")
+    sys.exit(0 if ok else 1)
 
 
 def _rebuild_as_root(app: App, quiet: bool) -> None:

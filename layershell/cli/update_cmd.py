@@ -136,26 +136,30 @@ def update_cmd(
             log=log,
         )  # fmt: skip
         report = result.report
-        for s in result.steps:
-            if s.error:
-                app.err.print(f"warning: {s.name}: {s.error}")
-        for o in report.outcomes:
-            if o.status == "unchanged":
-                app.out.print(f"{o.name} is already at {o.version}")
-            else:
-                app.out.print(f"updated {o.name} to {o.version}")
-                app.result.change("updated", name=o.name, version=o.version)
-        if not any(s.job for s in result.steps):
-            app.out.print("everything is up to date")
-        for f in report.failures:
-            app.err.print(f"core: error: {f.name}: {f.error.message}")
-            app.result.fail(f.name, f.error)
+        report_update(app, result)
         moved = {o.name for o in report.outcomes if o.status != "unchanged"}
         exposed = sync_exposure(app, moved)
     if not report.failures:
         remember_os(app)
     if report.failures or not exposed:
         sys.exit(1)
+
+
+def report_update(app: App, result: updates.Result) -> None:
+    for s in result.steps:
+        if s.error:
+            app.err.print(f"warning: {s.name}: {s.error}")
+    for o in result.report.outcomes:
+        if o.status == "unchanged":
+            app.out.print(f"{o.name} is already at {o.version}")
+        else:
+            app.out.print(f"updated {o.name} to {o.version}")
+            app.result.change("updated", name=o.name, version=o.version)
+    if not any(s.job for s in result.steps):
+        app.out.print("everything is up to date")
+    for f in result.report.failures:
+        app.err.print(f"core: error: {f.name}: {f.error.message}")
+        app.result.fail(f.name, f.error)
 
 
 def show_plan(app: App, steps: list[updates.Step]) -> None:
