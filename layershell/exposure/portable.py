@@ -264,6 +264,27 @@ def _conflicts(image: Image, record: dict[str, str]) -> list[str]:
     return out
 
 
+def _profile_and_method(paths: Paths, row: Installed, image: Image) -> tuple[str, str]:
+    """The profile and --copy method root attaches `image` with, refused if unknown."""
+    # Root's word only (grants.py): the record may ask for a stricter profile, never
+    # choose units, the install method or a looser profile.
+    from layershell.packages import grants
+
+    policy = grants.Table.load(paths).policy(row)
+    profile, method = policy.profile, policy.install_method
+    if profile not in grants.PROFILE_ORDER:
+        raise PortableError(f"{image.name}: unknown profile {profile!r}")
+    if method not in grants.METHODS:
+        raise PortableError(f"{image.name}: unknown install_method {method!r}")
+    if profile == "trusted" and not _granted_trusted(paths, image.name):
+        raise PortableError(
+            f"{image.name}: the trusted profile (no sandbox) must come from the host's "
+            f"manifest, {paths.manifest_file}; the layer's own record cannot grant it",
+            "add it there with profile: trusted, or use another profile",
+        )
+    return profile, method
+
+
 def attach(
     paths: Paths,
     row: Installed,
@@ -289,22 +310,7 @@ def attach(
     os.makedirs(paths.portables_dir, mode=0o700, exist_ok=True)
     if row.path != os.path.join(paths.pkgs_dir, image.image_name):  # root reads only there
         raise PortableError(f"{image.name}: recorded at {row.path!r}, not in {paths.pkgs_dir}")
-    # Root's word only (grants.py): the record may ask for a stricter profile, never
-    # choose units, the install method or a looser profile.
-    from layershell.packages import grants
-
-    policy = grants.Table.load(paths).policy(row)
-    profile, method = policy.profile, policy.install_method
-    if profile not in grants.PROFILE_ORDER:
-        raise PortableError(f"{image.name}: unknown profile {profile!r}")
-    if method not in grants.METHODS:
-        raise PortableError(f"{image.name}: unknown install_method {method!r}")
-    if profile == "trusted" and not _granted_trusted(paths, image.name):
-        raise PortableError(
-            f"{image.name}: the trusted profile (no sandbox) must come from the host's "
-            f"manifest, {paths.manifest_file}; the layer's own record cannot grant it",
-            "add it there with profile: trusted, or use another profile",
-        )
+    profile, method = _profile_and_method(paths, row, image)
     taken = host_claims(paths, image.name)
     if taken:
         raise PortableError(

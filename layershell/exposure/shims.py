@@ -417,21 +417,17 @@ def refusal(shim: Shim, policy: Policy, bin_dir: str) -> str:
     return ""
 
 
-def sync(
+def _desired(
     paths: Paths,
-    stack: LayerStack,
     rows: list[Installed],
     overrides: dict[str, list[str] | None],
-    only: set[str] | None = None,
-    table: Table | None = None,
-) -> SyncReport:
-    """Make bin_dir hold exactly the shims the active packages want; with `only`, touch
-    just those packages' shims (what an install or remove changed). What each package
-    gets is root's word (`table`: grants and the host's manifest)."""
-    report = SyncReport()
-    inner = pkgs_inner(stack, paths)
-    renderer = Renderer(paths, stack)
-    table = table if table is not None else Table.load(paths)
+    only: set[str] | None,
+    table: Table,
+    inner: str,
+    report: SyncReport,
+) -> dict[str, Shim]:
+    """name -> the shim sync puts there: the active packages' (those in `only`, if
+    given) that root allows, the first package's on a clash; the rest go to `report`."""
     desired: dict[str, Shim] = {}
     for row in rows:
         if not row.active or (only is not None and row.name not in only):
@@ -457,7 +453,14 @@ def sync(
                 report.warnings.append(f"{row.name} has no bin/{shim.name} to expose")
                 continue
             desired[shim.name] = shim
-    os.makedirs(paths.bin_dir, exist_ok=True)
+    return desired
+
+
+def _write_shims(
+    paths: Paths, desired: dict[str, Shim], renderer: Renderer, report: SyncReport
+) -> None:
+    """Write each desired shim into bin_dir unless its file is unchanged or not ours
+    (a file without our marker, or another package's: a collision, left alone)."""
     for name, shim in sorted(desired.items()):
         target = os.path.join(paths.bin_dir, name)
         text = renderer.render(shim)
@@ -484,6 +487,26 @@ def sync(
         other = _shadowed(name, paths.bin_dir)
         if other:  # a host program the manifest allowed, or one of this caller's own
             report.warnings.append(f"{target} shadows {other} for callers with it first on PATH")
+
+
+def sync(
+    paths: Paths,
+    stack: LayerStack,
+    rows: list[Installed],
+    overrides: dict[str, list[str] | None],
+    only: set[str] | None = None,
+    table: Table | None = None,
+) -> SyncReport:
+    """Make bin_dir hold exactly the shims the active packages want; with `only`, touch
+    just those packages' shims (what an install or remove changed). What each package
+    gets is root's word (`table`: grants and the host's manifest)."""
+    report = SyncReport()
+    inner = pkgs_inner(stack, paths)
+    renderer = Renderer(paths, stack)
+    table = table if table is not None else Table.load(paths)
+    desired = _desired(paths, rows, overrides, only, table, inner, report)
+    os.makedirs(paths.bin_dir, exist_ok=True)
+    _write_shims(paths, desired, renderer, report)
     index = _load_index(paths)
     if only is None:  # a full sync: every file in bin_dir is looked at
         candidates = sorted(os.listdir(paths.bin_dir))

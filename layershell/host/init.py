@@ -516,6 +516,15 @@ def mount_pkgs(pkgs: str, report: Report, *, required: bool) -> None:
     report.done.append(f"mounted {pkgs} nosuid,nodev (a bind mount onto itself)")
 
 
+def _compile_cache(paths: Paths, layers: LayerStack, report: Report) -> None:
+    if stack.read_cache(paths.stack_cache, layers.source) is None:
+        if not stack.write_cache(paths.stack_cache, layers):
+            raise LayershellError(f"cannot write {paths.stack_cache}")
+        report.done.append(f"compiled {paths.stack_cache}")
+    else:
+        report.unchanged.append(paths.stack_cache)
+
+
 def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False) -> Report:
     """Everything core init does; with mounts_only just the nosuid,nodev mount of the
     packages directory (layershell-mounts.service, at every boot)."""
@@ -592,10 +601,5 @@ def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False)
             _ensure_dir(directory, 0o750, owner, report)
         _install_units(layers, paths, report)
         mount_nosuid(paths, report, required=False)
-    if stack.read_cache(paths.stack_cache, layers.source) is None:
-        if not stack.write_cache(paths.stack_cache, layers):
-            raise LayershellError(f"cannot write {paths.stack_cache}")
-        report.done.append(f"compiled {paths.stack_cache}")
-    else:
-        report.unchanged.append(paths.stack_cache)
+    _compile_cache(paths, layers, report)
     return report

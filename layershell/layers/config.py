@@ -169,6 +169,48 @@ def _limits(
     return tuple(found)
 
 
+def _writable(
+    doc: Document, path: KeyPath, raw_writable: object, problems: list[Problem]
+) -> list[tuple[str, str]]:
+    """A layer's writable: mapping as (path in the layer, host path template) pairs."""
+    writable: list[tuple[str, str]] = []
+    if not isinstance(raw_writable, dict):
+        problems.append(
+            doc.problem(
+                (*path, "writable"),
+                "must be a mapping of paths in the layer to host paths",
+                'for example  /usr/local: "{store}/usr-local"',
+            )
+        )
+    else:
+        for inner, host in raw_writable.items():
+            kpath = (*path, "writable", inner)
+            # normpath keeps a leading "//" (POSIX), so check for it separately.
+            if (
+                not inner.startswith("/")
+                or inner.startswith("//")
+                or os.path.normpath(inner) != inner
+            ):
+                problems.append(
+                    doc.problem(kpath, "must be an absolute, normalised path", key=True)
+                )
+                continue
+            if inner in RESERVED:
+                problems.append(
+                    doc.problem(
+                        kpath,
+                        f"{inner} belongs to the host view and cannot be a layer's writable tree",
+                        "use a directory below it, such as /usr/local",
+                        key=True,
+                    )
+                )
+                continue
+            target = _template(doc, kpath, host, problems)
+            if target:
+                writable.append((inner, target))
+    return writable
+
+
 def _layer(
     doc: Document, index: int, raw: object, previous: Layer | None, problems: list[Problem]
 ) -> Layer | None:
@@ -238,42 +280,7 @@ def _layer(
     home = ""
     if "home" in raw:
         home = _template(doc, (*path, "home"), raw["home"], problems)
-    writable: list[tuple[str, str]] = []
-    raw_writable = raw.get("writable", {})
-    if not isinstance(raw_writable, dict):
-        problems.append(
-            doc.problem(
-                (*path, "writable"),
-                "must be a mapping of paths in the layer to host paths",
-                'for example  /usr/local: "{store}/usr-local"',
-            )
-        )
-    else:
-        for inner, host in raw_writable.items():
-            kpath = (*path, "writable", inner)
-            # normpath keeps a leading "//" (POSIX), so check for it separately.
-            if (
-                not inner.startswith("/")
-                or inner.startswith("//")
-                or os.path.normpath(inner) != inner
-            ):
-                problems.append(
-                    doc.problem(kpath, "must be an absolute, normalised path", key=True)
-                )
-                continue
-            if inner in RESERVED:
-                problems.append(
-                    doc.problem(
-                        kpath,
-                        f"{inner} belongs to the host view and cannot be a layer's writable tree",
-                        "use a directory below it, such as /usr/local",
-                        key=True,
-                    )
-                )
-                continue
-            target = _template(doc, kpath, host, problems)
-            if target:
-                writable.append((inner, target))
+    writable = _writable(doc, path, raw.get("writable", {}), problems)
     limits: tuple[tuple[str, int | float], ...] = ()
     if "limits" in raw and previous is not None:
         limits = _limits(doc, (*path, "limits"), raw["limits"], previous.level + 1, problems)

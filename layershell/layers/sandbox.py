@@ -221,15 +221,7 @@ def credential_masks(home: str) -> list[Mount]:
 def helper_argv(spec: Spec, helper: str, *, name: str = "layer-shell") -> list[str | bytes]:
     """The executor's command line for `spec` (enter.c documents every option)."""
     argv: list[str | bytes] = [helper, "--name", name, "--layer", spec.layer, "--view", spec.view]
-    for kind, dest, source, mode in spec.mounts:
-        if kind in (TMPFS, DIR):
-            argv += [f"--{kind}", dest, f"{mode:o}"]
-        elif kind == DEV:
-            argv += ["--dev", dest]
-        elif kind in (BIND_HOME, BIND_XDG, BIND_WRITABLE):
-            argv += [f"--{kind}", source]
-        else:
-            argv += [f"--{kind}", source, dest]
+    argv += _mount_options(spec.mounts)
     if spec.pseudo_root:
         argv.append("--pseudo-root")
     if not spec.network:
@@ -247,23 +239,46 @@ def helper_argv(spec: Spec, helper: str, *, name: str = "layer-shell") -> list[s
     for path in spec.cwd_deny:
         argv += ["--cwd-deny", path]
     if spec.env is None:
-        if not spec.keep_all:
-            argv.append("--clearenv")
-            for key in spec.keep_env:
-                argv += ["--keep-env", key]
-            for prefix in spec.keep_prefixes:
-                argv += ["--keep-env-prefix", prefix]
-        for key in spec.deny_env:
-            argv += ["--deny-env", key]
-        for prefix in spec.deny_prefixes:
-            argv += ["--deny-env-prefix", prefix]
-        for key, value in spec.set_env:
-            argv += ["--setenv", key, value]
-        if spec.layer_path:
-            argv += ["--path", spec.layer_path]
+        argv += _environment_options(spec)
     if spec.argv0:
         argv += ["--argv0", spec.argv0]
     argv += ["--", spec.program, *spec.args]
+    return argv
+
+
+def _mount_options(mounts: tuple[Mount, ...]) -> list[str | bytes]:
+    """helper_argv's options for `mounts`, two or three words each, in their order."""
+    argv: list[str | bytes] = []
+    for kind, dest, source, mode in mounts:
+        if kind in (TMPFS, DIR):
+            argv += [f"--{kind}", dest, f"{mode:o}"]
+        elif kind == DEV:
+            argv += ["--dev", dest]
+        elif kind in (BIND_HOME, BIND_XDG, BIND_WRITABLE):
+            argv += [f"--{kind}", source]
+        else:
+            argv += [f"--{kind}", source, dest]
+    return argv
+
+
+def _environment_options(spec: Spec) -> list[str | bytes]:
+    """helper_argv's options for an environment built when the program starts (spec.env
+    is None)."""
+    argv: list[str | bytes] = []
+    if not spec.keep_all:
+        argv.append("--clearenv")
+        for key in spec.keep_env:
+            argv += ["--keep-env", key]
+        for prefix in spec.keep_prefixes:
+            argv += ["--keep-env-prefix", prefix]
+    for key in spec.deny_env:
+        argv += ["--deny-env", key]
+    for prefix in spec.deny_prefixes:
+        argv += ["--deny-env-prefix", prefix]
+    for key, value in spec.set_env:
+        argv += ["--setenv", key, value]
+    if spec.layer_path:
+        argv += ["--path", spec.layer_path]
     return argv
 
 

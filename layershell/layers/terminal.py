@@ -134,16 +134,7 @@ def relay(pty: Pty, pid: int) -> int:
         # The session's leader is gone: root's keys go to root's shell again at once.
         # What it printed last is passed on, within bounds: a process it left behind
         # that keeps printing must not keep root's terminal (it is hung up below).
-        deadline = time.monotonic() + DRAIN_SECONDS
-        passed = 0
-        while passed < DRAIN_BYTES and time.monotonic() < deadline:
-            ready, _, _ = select.select([pty.master], [], [], 0.05)
-            if not ready:
-                break
-            n = _pass(pty.master, out)
-            if not n:
-                break
-            passed += n
+        _drain(pty.master, out)
     finally:
         try:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
@@ -172,6 +163,21 @@ def end_session(sid: int) -> None:
 
 DRAIN_SECONDS = 1.0
 DRAIN_BYTES = 1 << 20
+
+
+def _drain(master: int, out: int) -> None:
+    """Pass on what the pty still has to read: at most DRAIN_BYTES, for at most
+    DRAIN_SECONDS, and only while more keeps coming."""
+    deadline = time.monotonic() + DRAIN_SECONDS
+    passed = 0
+    while passed < DRAIN_BYTES and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.05)
+        if not ready:
+            break
+        n = _pass(master, out)
+        if not n:
+            break
+        passed += n
 
 
 def _pass(master: int, out: int) -> int:
