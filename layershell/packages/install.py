@@ -399,6 +399,17 @@ def reconcile(target: Target, db: State, log: Log = lambda _: None) -> None:
     lost = records.lost(target.pkgs_dir, recorded)
     if lost:
         raise records.lost_error(db.path, target.pkgs_dir, lost)
+    _empty_leftovers(target, log)
+    if entries is None:
+        return
+    _discard_unrecorded(target, entries - recorded, log)
+    rows = _forget_missing(target, db, rows, entries, log)
+    _settle_records(target, rows)
+    _settle_links(target, entries, rows, log)
+
+
+def _empty_leftovers(target: Target, log: Log) -> None:
+    """Empty the staging, trash and local-copy directories a run that died left (reconcile)."""
     # ... and the private copies of local tarballs (pipeline._source) of a run that died.
     copies = os.path.join(target.cache_dir, LOCAL_COPIES)
     for leftover in (target.staging_dir, target.trash_dir, copies):
@@ -406,23 +417,37 @@ def reconcile(target: Target, db: State, log: Log = lambda _: None) -> None:
         # left such trees); one that cannot go is reported, and does not block the run.
         for path, exc in trees.empty(leftover):
             log(f"warning: cannot remove {path}: {exc.strerror or exc}")
-    if entries is None:
-        return
-    for entry in sorted(entries - recorded):
+
+
+def _discard_unrecorded(target: Target, unrecorded: set[str], log: Log) -> None:
+    """Delete the package trees in /opt/pkgs that the database does not know (reconcile
+    has checked that their records say they were never committed)."""
+    for entry in sorted(unrecorded):
         path = os.path.join(target.pkgs_dir, entry)
         if records.package_key(entry) and os.path.isdir(path) and not os.path.islink(path):
             log(f"removing {path}: an interrupted install left it (not in the database)")
             _discard(target, path)
             records.forget(target.pkgs_dir, *entry.rsplit("_", 1))
+
+
+def _forget_missing(
+    target: Target, db: State, rows: list[Installed], entries: set[str], log: Log
+) -> list[Installed]:
+    """Forget the rows whose trees are gone from /opt/pkgs; the rows that remain."""
     missing = [r for r in rows if os.path.basename(r.path) not in entries]
-    if missing:
-        with db.transaction():
-            for r in missing:
-                log(f"forgetting {r.name} {r.version}: {r.path} is gone")
-                db.forget(r.name, r.version)
+    if not missing:
+        return rows
+    with db.transaction():
         for r in missing:
-            records.forget(target.pkgs_dir, r.name, r.version)
-        rows = db.all()
+            log(f"forgetting {r.name} {r.version}: {r.path} is gone")
+            db.forget(r.name, r.version)
+    for r in missing:
+        records.forget(target.pkgs_dir, r.name, r.version)
+    return db.all()
+
+
+def _settle_records(target: Target, rows: list[Installed]) -> None:
+    """Make the records agree with the database's rows (reconcile)."""
     states = records.listing(target.pkgs_dir)
     for r in rows:
         # The database committed it: its record says so too (a crash between the two,
@@ -431,6 +456,11 @@ def reconcile(target: Target, db: State, log: Log = lambda _: None) -> None:
             records.committed(target.pkgs_dir, r)
     for key in states:  # records of trees that are gone and were never (or no longer) ours
         records.forget(target.pkgs_dir, *key.rsplit("_", 1))
+
+
+def _settle_links(target: Target, entries: set[str], rows: list[Installed], log: Log) -> None:
+    """Point each package's <name> link at its active version, and remove our links of
+    packages with none (reconcile)."""
     active = {r.name: r.version for r in rows if r.active}
     for entry in entries - set(active):
         path = os.path.join(target.pkgs_dir, entry)

@@ -326,6 +326,35 @@ def _env(check: Checker, path: KeyPath, raw: object) -> EnvSettings:
     return EnvSettings(passed, denied, tuple(values))
 
 
+def _sha256(check: Checker, path: KeyPath, raw: dict[str, Any]) -> str | None:
+    if "sha256" not in raw:
+        return None
+    where = (*path, "sha256")
+    text = check.text(where, raw["sha256"], "sha256: followed by 64 hex digits")
+    if text is None:
+        return None
+    sha256 = parse_sha256(text)
+    if sha256 is None:
+        check.report(
+            where,
+            "must be a SHA-256 digest: 64 hex digits, optionally after 'sha256:'",
+            "copy it from `sha256sum FILE`",
+        )
+    return sha256
+
+
+def _user(check: Checker, path: KeyPath, raw: dict[str, Any]) -> str | None:
+    if "user" not in raw:
+        return None
+    where = (*path, "user")
+    user = check.text(where, raw["user"], "name a layer account, as in user: arne")
+    if user is not None and not ACCOUNT_RE.match(user):
+        check.report(
+            where, f"invalid account name {user!r}", "name a layer account, as in user: arne"
+        )
+    return user
+
+
 def _package(check: Checker, path: KeyPath, raw: object, has_default: bool) -> PackageSpec | None:
     if not isinstance(raw, dict):
         check.report(path, "each package must be a mapping (name:, version:, ...)")
@@ -368,26 +397,8 @@ def _package(check: Checker, path: KeyPath, raw: object, has_default: bool) -> P
             )
             or method
         )
-    sha256 = None
-    if "sha256" in raw:
-        where = (*path, "sha256")
-        text = check.text(where, raw["sha256"], "sha256: followed by 64 hex digits")
-        if text is not None:
-            sha256 = parse_sha256(text)
-            if sha256 is None:
-                check.report(
-                    where,
-                    "must be a SHA-256 digest: 64 hex digits, optionally after 'sha256:'",
-                    "copy it from `sha256sum FILE`",
-                )
-    user = None
-    if "user" in raw:
-        where = (*path, "user")
-        user = check.text(where, raw["user"], "name a layer account, as in user: arne")
-        if user is not None and not ACCOUNT_RE.match(user):
-            check.report(
-                where, f"invalid account name {user!r}", "name a layer account, as in user: arne"
-            )
+    sha256 = _sha256(check, path, raw)
+    user = _user(check, path, raw)
     expose = None
     if "expose" in raw:
         expose = manifest_exposure.executables(check, (*path, "expose"), raw["expose"])

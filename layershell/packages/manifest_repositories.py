@@ -80,6 +80,50 @@ def repository_url(check: Checker, path: KeyPath, value: object) -> str | None:
         return None
 
 
+def _keys(check: Checker, at: KeyPath, entry: dict[object, object]) -> tuple[str, ...]:
+    """A repository entry's `keys:`, key file names; () when it has none."""
+    if "keys" not in entry:
+        return ()
+    keys = check.names((*at, "keys"), entry["keys"], "fleet.asc") or ()
+    for k, name in enumerate(keys):
+        if not KEY_FILE_RE.match(name):
+            check.report(
+                (*at, "keys", k),
+                f"{name!r} is not a key file name",
+                "name a file in the keys directory: NAME.asc, .gpg or .pgp",
+            )
+    return keys
+
+
+def _fingerprints(check: Checker, at: KeyPath, entry: dict[object, object]) -> list[str]:
+    """A repository entry's `key_fingerprint:`, one or a list, as normal fingerprints;
+    [] when it has none."""
+    fingerprints: list[str] = []
+    if "key_fingerprint" not in entry:
+        return fingerprints
+    value = entry["key_fingerprint"]
+    listed = [value] if isinstance(value, str) else value
+    if not isinstance(listed, list) or not listed:
+        check.report(
+            (*at, "key_fingerprint"),
+            "must be a fingerprint or a list of them",
+            "copy it from gpg --fingerprint KEY",
+        )
+        listed = []
+    for k, item in enumerate(listed):
+        fpr = normal_fingerprint(item) if isinstance(item, str) else None
+        if fpr is None:
+            where = (*at, "key_fingerprint") + ((k,) if isinstance(value, list) else ())
+            check.report(
+                where,
+                f"{item!r} is not an OpenPGP fingerprint (40 or 64 hex digits)",
+                "copy it from gpg --fingerprint KEY",
+            )
+        else:
+            fingerprints.append(fpr)
+    return fingerprints
+
+
 def repositories(check: Checker, raw: object) -> tuple[RepositoryTrust, ...]:
     """`repositories:`, a list of {url, verify, keys, key_fingerprint}."""
     path: KeyPath = ("composable", "repositories")
@@ -112,38 +156,8 @@ def repositories(check: Checker, raw: object) -> tuple[RepositoryTrust, ...]:
                 check.choice((*at, "verify"), entry["verify"], Verification, "verification")
                 or verification
             )
-        keys: tuple[str, ...] = ()
-        if "keys" in entry:
-            keys = check.names((*at, "keys"), entry["keys"], "fleet.asc") or ()
-            for k, name in enumerate(keys):
-                if not KEY_FILE_RE.match(name):
-                    check.report(
-                        (*at, "keys", k),
-                        f"{name!r} is not a key file name",
-                        "name a file in the keys directory: NAME.asc, .gpg or .pgp",
-                    )
-        fingerprints: list[str] = []
-        if "key_fingerprint" in entry:
-            value = entry["key_fingerprint"]
-            listed = [value] if isinstance(value, str) else value
-            if not isinstance(listed, list) or not listed:
-                check.report(
-                    (*at, "key_fingerprint"),
-                    "must be a fingerprint or a list of them",
-                    "copy it from gpg --fingerprint KEY",
-                )
-                listed = []
-            for k, item in enumerate(listed):
-                fpr = normal_fingerprint(item) if isinstance(item, str) else None
-                if fpr is None:
-                    where = (*at, "key_fingerprint") + ((k,) if isinstance(value, list) else ())
-                    check.report(
-                        where,
-                        f"{item!r} is not an OpenPGP fingerprint (40 or 64 hex digits)",
-                        "copy it from gpg --fingerprint KEY",
-                    )
-                else:
-                    fingerprints.append(fpr)
+        keys = _keys(check, at, entry)
+        fingerprints = _fingerprints(check, at, entry)
         if verification is Verification.CHECKSUM and (keys or fingerprints):
             check.report(
                 (*at, "verify"),

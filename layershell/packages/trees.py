@@ -344,6 +344,27 @@ def neutralise(root: str, *, owner: int, max_depth: int) -> TreeReport:
     return TreeReport(walk.files, walk.directories, walk.disk, tuple(walk.stripped))
 
 
+def _strip_file(fd: int, name: str, st: os.stat_result, root: str, key: str) -> list[str]:
+    """Remove setuid and setgid bits and a file capability from the regular file fd/name,
+    which was lstat'ed as st (strip_privileges; `key` is its path under root); what was
+    stripped. fd stays open: it is the caller's."""
+    mode = stat.S_IMODE(st.st_mode)
+    what = [
+        f"{word} bit stripped"
+        for bit, word in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"))
+        if mode & bit
+    ]
+    drop = [x for x in _xattrs(fd, name) if x == CAPABILITY_XATTR]
+    if drop:
+        what.append("file capability removed")
+    if what:
+        try:
+            _fix(fd, name, st, mode & ~0o6000 if mode & 0o6000 else None, drop)
+        except TreeRefused as exc:
+            raise OSError(errno.EPERM, f"{root}/{key}: {exc.reason}") from None
+    return what
+
+
 def strip_privileges(root: str, *, owner: int, skip: Collection[str] = ()) -> list[tuple[str, str]]:
     """Remove setuid and setgid bits and file capabilities from every regular file of
     `owner` under root (except the top-level names in skip), at any depth, never
@@ -401,21 +422,7 @@ def strip_privileges(root: str, *, owner: int, skip: Collection[str] = ()) -> li
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
-            mode = stat.S_IMODE(st.st_mode)
-            what = [
-                f"{word} bit stripped"
-                for bit, word in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"))
-                if mode & bit
-            ]
-            drop = [x for x in _xattrs(fd, name) if x == CAPABILITY_XATTR]
-            if drop:
-                what.append("file capability removed")
-            if what:
-                try:
-                    _fix(fd, name, st, mode & ~0o6000 if mode & 0o6000 else None, drop)
-                except TreeRefused as exc:
-                    raise OSError(errno.EPERM, f"{root}/{key}: {exc.reason}") from None
-                stripped.extend((key, w) for w in what)
+            stripped.extend((key, w) for w in _strip_file(fd, name, st, root, key))
     finally:
         os.close(fd)
     return stripped

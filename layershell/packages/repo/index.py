@@ -122,26 +122,7 @@ def parse_index(data: bytes, source: str) -> Index:
     if not isinstance(packages, dict):
         problem("packages", "must be an object mapping package names to lists of versions")
         raise fail()
-    parsed: dict[str, tuple[IndexEntry, ...]] = {}
-    for name, entries in packages.items():
-        if not NAME_RE.match(name):
-            problem(f"packages.{name}", "is not a package name (letters, digits, . _ + -)")
-            continue
-        if not isinstance(entries, list):
-            problem(f"packages.{name}", "must be a list of versions")
-            continue
-        seen: set[str] = set()
-        good: list[IndexEntry] = []
-        for i, raw in enumerate(entries):
-            entry = _parse_entry(name, raw, f"packages.{name}.{i}", problem)
-            if entry is None:
-                continue
-            if entry.version in seen:
-                problem(f"packages.{name}.{i}.version", f"{entry.version} is listed twice")
-                continue
-            seen.add(entry.version)
-            good.append(entry)
-        parsed[name] = _sorted_entries(good)
+    parsed = _parse_packages(packages, problem)
     latest = doc.get("latest", {})
     if not isinstance(latest, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and VERSION_RE.match(v) for k, v in latest.items()
@@ -182,6 +163,34 @@ def expiry_text(when: float) -> str:
     import time
 
     return time.strftime(EXPIRES_FORMAT, time.gmtime(when))
+
+
+def _parse_packages(
+    packages: dict[Any, Any], problem: Callable[[str, str], None]
+) -> dict[str, tuple[IndexEntry, ...]]:
+    """An index's "packages": the entries of each name, newest first, without those that
+    have problems (reported through `problem`)."""
+    parsed: dict[str, tuple[IndexEntry, ...]] = {}
+    for name, entries in packages.items():
+        if not NAME_RE.match(name):
+            problem(f"packages.{name}", "is not a package name (letters, digits, . _ + -)")
+            continue
+        if not isinstance(entries, list):
+            problem(f"packages.{name}", "must be a list of versions")
+            continue
+        seen: set[str] = set()
+        good: list[IndexEntry] = []
+        for i, raw in enumerate(entries):
+            entry = _parse_entry(name, raw, f"packages.{name}.{i}", problem)
+            if entry is None:
+                continue
+            if entry.version in seen:
+                problem(f"packages.{name}.{i}.version", f"{entry.version} is listed twice")
+                continue
+            seen.add(entry.version)
+            good.append(entry)
+        parsed[name] = _sorted_entries(good)
+    return parsed
 
 
 def _parse_entry(

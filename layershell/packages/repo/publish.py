@@ -142,6 +142,66 @@ def _latest_warnings(directory: str, file_name: str, versions: Mapping[str, Any]
     return []
 
 
+Artifacts = dict[str, dict[str, tuple[str, int, str]]]  # name -> version -> (file, size, sha)
+
+
+def _scan_directory(
+    directory: str, streams_file: str | None, warnings: list[str]
+) -> tuple[Artifacts, list[str]]:
+    """The tarballs of an arch directory, hashed, and its `<name>_latest` files; other
+    files are skipped and named in `warnings`."""
+    found: Artifacts = {}
+    latest_files: list[str] = []
+    skip = {INDEX_NAME, SUMS_NAME, SIGNATURE_NAME, *STREAMS_FILES}
+    if streams_file:
+        skip.add(os.path.basename(streams_file))
+    for item in sorted(os.scandir(directory), key=lambda d: d.name):
+        if item.name in skip:
+            continue
+        if item.name.endswith("_" + LATEST) and NAME_RE.match(item.name[: -len(LATEST) - 1]):
+            latest_files.append(item.name)
+            continue
+        parts = split_artifact_name(item.name)
+        if parts is None or parts[1] == LATEST:
+            warnings.append(f"{item.name}: skipped, not <name>_<version>.tar[.gz|.xz|.zst]")
+            continue
+        if not item.is_file():  # follows symlinks: a link into a pool of tarballs is fine
+            warnings.append(f"{item.name}: skipped, not a regular file")
+            continue
+        name, version, _ = parts
+        if version in found.setdefault(name, {}):
+            other = found[name][version][0]
+            raise RepositoryError(
+                f"{directory}: {other} and {item.name} are both {name} {version}",
+                "keep one file per version",
+            )
+        sha, size = sha256_file(item.path)
+        found[name][version] = (item.name, size, sha)
+    return found, latest_files
+
+
+def _package_entries(
+    found: Artifacts, narrowed: StreamsMap, warnings: list[str]
+) -> dict[str, tuple[IndexEntry, ...]]:
+    """The index entries of the tarballs found, on the streams the streams file gives
+    (all three otherwise); a version that skips a stream is named in `warnings`."""
+    packages: dict[str, tuple[IndexEntry, ...]] = {}
+    for name, artifacts in found.items():
+        entries = []
+        for version, (file, size, sha) in artifacts.items():
+            streams = narrowed.get(name, {}).get(version, STREAMS)
+            reached = STREAMS.index(streams[0]) if streams else len(STREAMS)
+            missing = [s for s in STREAMS[reached:] if s not in streams]
+            if missing:
+                warnings.append(
+                    f"{name} {version} is on {streams[0]} but not on {', '.join(missing)}:"
+                    " a version normally reaches testing, then next, then stable"
+                )
+            entries.append(IndexEntry(version, file, sha, size, streams))
+        packages[name] = _sorted_entries(entries)
+    return packages
+
+
 def build_index(
     directory: str, arch: str | None = None, streams_file: str | None = None
 ) -> tuple[Index, list[str]]:
@@ -177,33 +237,7 @@ def build_index(
         streams_file = os.path.join(directory, present[0]) if present else None
     narrowed = load_streams(streams_file) if streams_file else {}
 
-    found: dict[str, dict[str, tuple[str, int, str]]] = {}  # name -> version -> (file, size, sha)
-    latest_files: list[str] = []
-    skip = {INDEX_NAME, SUMS_NAME, SIGNATURE_NAME, *STREAMS_FILES}
-    if streams_file:
-        skip.add(os.path.basename(streams_file))
-    for item in sorted(os.scandir(directory), key=lambda d: d.name):
-        if item.name in skip:
-            continue
-        if item.name.endswith("_" + LATEST) and NAME_RE.match(item.name[: -len(LATEST) - 1]):
-            latest_files.append(item.name)
-            continue
-        parts = split_artifact_name(item.name)
-        if parts is None or parts[1] == LATEST:
-            warnings.append(f"{item.name}: skipped, not <name>_<version>.tar[.gz|.xz|.zst]")
-            continue
-        if not item.is_file():  # follows symlinks: a link into a pool of tarballs is fine
-            warnings.append(f"{item.name}: skipped, not a regular file")
-            continue
-        name, version, _ = parts
-        if version in found.setdefault(name, {}):
-            other = found[name][version][0]
-            raise RepositoryError(
-                f"{directory}: {other} and {item.name} are both {name} {version}",
-                "keep one file per version",
-            )
-        sha, size = sha256_file(item.path)
-        found[name][version] = (item.name, size, sha)
+    found, latest_files = _scan_directory(directory, streams_file, warnings)
 
     latest: dict[str, str] = {}
     for name_ in latest_files:
@@ -217,20 +251,7 @@ def build_index(
             if version not in found.get(name, {}):
                 warnings.append(f"{streams_file}: {name} {version} has streams but no tarball here")
 
-    packages: dict[str, tuple[IndexEntry, ...]] = {}
-    for name, artifacts in found.items():
-        entries = []
-        for version, (file, size, sha) in artifacts.items():
-            streams = narrowed.get(name, {}).get(version, STREAMS)
-            reached = STREAMS.index(streams[0]) if streams else len(STREAMS)
-            missing = [s for s in STREAMS[reached:] if s not in streams]
-            if missing:
-                warnings.append(
-                    f"{name} {version} is on {streams[0]} but not on {', '.join(missing)}:"
-                    " a version normally reaches testing, then next, then stable"
-                )
-            entries.append(IndexEntry(version, file, sha, size, streams))
-        packages[name] = _sorted_entries(entries)
+    packages = _package_entries(found, narrowed, warnings)
     return Index(arch=arch, packages=dict(sorted(packages.items())), latest=latest), warnings
 
 

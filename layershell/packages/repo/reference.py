@@ -6,6 +6,7 @@ A reference names one package version: `<protocol>:<repository>/<arch>/<name>_<v
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -157,6 +158,11 @@ def _split_url(text: str, what: str, form: str) -> tuple[Protocol, str, list[str
         raise bad(f"names no host after '{protocol.value}://'")
     elif not _HOST_RE.match(authority):
         raise bad(f"{authority!r} is not a host name, with an optional :port")
+    return protocol, authority, _segments(path, bad)
+
+
+def _segments(path: str, bad: Callable[[str], BadReference]) -> list[str]:
+    """The segments of a URL's path ("" or starting with "/"); `bad` makes the error."""
     segments = path.split("/")[1:]
     if segments and segments[-1] == "":
         segments.pop()  # one trailing slash is harmless
@@ -165,7 +171,7 @@ def _split_url(text: str, what: str, form: str) -> tuple[Protocol, str, list[str
             raise bad("has an empty path segment ('//')")
         if segment in (".", ".."):
             raise bad(f"has a {segment!r} path segment; write the path without it")
-    return protocol, authority, segments
+    return segments
 
 
 def _base(protocol: Protocol, authority: str, segments: list[str]) -> str:
