@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from layershell import safepath
 from layershell.errors import LayershellError, PermissionRefused
-from layershell.host import accounts, binaries, origin
+from layershell.host import accounts, binaries, mounts, origin
 from layershell.layers import sandbox, stack
 from layershell.layers.model import Layer, LayerStack
 from layershell.names import MARKER
@@ -418,41 +418,6 @@ def _check_owned(layers: LayerStack, paths: Paths) -> None:
         )
 
 
-# mount(2) flags (linux/mount.h), and the statvfs flags a bind remount must keep.
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
-MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_RELATIME = 1024, 2048, 4096, 1 << 21
-MNT_DETACH = 2
-_KEEP = (
-    (os.ST_RDONLY, MS_RDONLY), (os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, MS_NOATIME),
-    (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME),
-)  # fmt: skip
-
-
-def _mount(source: str | None, target: str, flags: int) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
-    if libc.mount(source and source.encode(), target.encode(), None, flags, None) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
-
-
-def _umount(target: str) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.umount2(target.encode(), MNT_DETACH)
-
-
-def _mount_id(fd: int) -> int:
-    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("mnt_id:"):
-                return int(line.split()[1])
-    raise OSError(f"no mnt_id in /proc/self/fdinfo/{fd}")
-
-
 def nosuid_dirs(layers: LayerStack, paths: Paths) -> list[str]:
     """Every host directory a layer account writes: the packages, the layers' stores
     (usr-local, homes, caches) and any other writable tree or home layers.yaml gives
@@ -483,21 +448,23 @@ def mount_pkgs(pkgs: str, report: Report, *, required: bool) -> None:
             up.child(os.path.basename(pkgs), hint=HINT) as d,
         ):
             flags = os.fstatvfs(d.fd).f_flag
-            mounted = _mount_id(d.fd) != _mount_id(up.fd)
+            mounted = mounts.mount_id(d.fd) != mounts.mount_id(up.fd)
             if mounted and flags & os.ST_NOSUID and flags & os.ST_NODEV:
                 report.unchanged.append(f"{pkgs} (mounted nosuid,nodev)")
                 return
             if not mounted:
-                _mount(f"/proc/self/fd/{d.fd}", f"/proc/self/fd/{d.fd}", MS_BIND)
+                mounts.mount(f"/proc/self/fd/{d.fd}", f"/proc/self/fd/{d.fd}", mounts.MS_BIND)
             # The bind mount now covers d: open its root, the one to remount.
             with up.child(os.path.basename(pkgs), hint=HINT) as top:
-                keep = sum(ms for st, ms in _KEEP if flags & st)
+                keep = sum(ms for st, ms in mounts.KEEP if flags & st)
                 try:
-                    _mount(None, f"/proc/self/fd/{top.fd}",
-                           MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | keep)  # fmt: skip
+                    remount = (
+                        mounts.MS_REMOUNT | mounts.MS_BIND | mounts.MS_NOSUID | mounts.MS_NODEV
+                    )
+                    mounts.mount(None, f"/proc/self/fd/{top.fd}", remount | keep)
                 except OSError:
                     if not mounted:
-                        _umount(f"/proc/self/fd/{top.fd}")
+                        mounts.umount(f"/proc/self/fd/{top.fd}")
                     raise
     except safepath.MissingPath:
         if required:
