@@ -128,7 +128,7 @@ class Paths:
         return os.path.join(self.views_dir, layer)
 
     @property
-    def helper(self) -> str:
+    def executor(self) -> str:
         """The executor that enters layers (enter.c), installed by core init."""
         return os.path.join(self.state_dir, "libexec", "layershell-enter")
 

@@ -86,9 +86,9 @@ def not_installed(app: App, names: list[str]) -> LayershellError:
     return NotInstalled(names, "", {r.name for r in installed(app)})
 
 
-def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
+def delegate(app: App, target: Target, args: list[str]) -> int | None:
     """Root never installs or removes itself: it runs the same `core` command as the
-    layer's account and returns its exit status; None if no hand-over is needed."""
+    layer's account and returns its exit status; None if the caller is the account."""
     import subprocess
 
     from layershell.packages import target as target_mod
@@ -125,7 +125,7 @@ def hand_to_account(app: App, target: Target, args: list[str]) -> int | None:
             f"core: error: the layer account's process died (signal {-returncode}); "
             "bringing the layer in line with its record"
         )
-        hand_to_account(app, target, ["repair", "--quiet"])
+        delegate(app, target, ["repair", "--quiet"])
         return 128 - returncode  # as a shell reports it, not a negative exit status
     return returncode
 
@@ -192,9 +192,9 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
 
     from layershell.exposure import shims
     from layershell.packages import grants
-    from layershell.packages.target import HANDED_OVER_ENV
+    from layershell.packages.target import DELEGATED_ENV
 
-    if os.environ.get(HANDED_OVER_ENV) == "1":
+    if os.environ.get(DELEGATED_ENV) == "1":
         return  # run for root, which syncs after this process ends
     if not os.access(app.paths.bin_dir, os.W_OK):
         app.err.print(f"note: shims in {app.paths.bin_dir} need root; run: sudo core expose --sync")

@@ -11,7 +11,7 @@ from layershell.cli import common, complete
 from layershell.cli.app import (
     App,
     as_root_of_system,
-    hand_to_account,
+    delegate,
     installed,
     load_stack,
     sync_exposure,
@@ -93,14 +93,14 @@ def install(
     if dry_run:
         # Planned as the account would plan it (its cache, its record), changing nothing:
         # no grant, no journal, no lock, no generation recorded.
-        handed = hand_to_account(app, where, args)
+        handed = delegate(app, where, args)
         if handed is not None:
             sys.exit(handed)
     else:
         with operation(app, "install", no_wait=no_wait) as op:
             if as_root_of_system(app):
                 grant()  # under root's operation lock, before the account's turn
-            handed = hand_to_account(app, where, args)
+            handed = delegate(app, where, args)
             if handed is not None:
                 exposed = op.expose(where, retry=named(items))
                 sys.exit(handed or (0 if exposed else 1))

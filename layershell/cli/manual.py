@@ -293,7 +293,7 @@ def shell_page(command: click.Command, date: str = "") -> str:
             [
                 (system.layers_file, "the layer stack: which account stands at which layer"),
                 (system.stack_cache, "the stack compiled, read instead of the YAML"),
-                (system.helper, "the executor that builds the layer and runs the program"),
+                (system.executor, "the executor that builds the layer and runs the program"),
                 (system.stores_dir + "/", "the layers' stores: their writable trees and homes"),
             ]
         ),

@@ -9,7 +9,7 @@ import click
 from layershell.cli import common, complete
 from layershell.cli.app import (
     App,
-    hand_to_account,
+    delegate,
     installed,
     load_stack,
     not_installed,
@@ -32,7 +32,7 @@ def remove(app: App, dry_run: bool, no_wait: bool, names: tuple[str, ...]) -> No
         show_plan(app, where, names)
         return
     with operation(app, "remove", no_wait=no_wait):
-        handed = hand_to_account(app, where, common.argv_of(click.get_current_context()))
+        handed = delegate(app, where, common.argv_of(click.get_current_context()))
         if handed is not None:
             exposed = sync_exposure(app)
             sys.exit(handed or (0 if exposed else 1))

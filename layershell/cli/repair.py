@@ -9,7 +9,7 @@ import click
 
 from layershell import lock
 from layershell.cli import common
-from layershell.cli.app import App, as_root_of_system, hand_to_account, load_stack, sync_exposure
+from layershell.cli.app import App, as_root_of_system, delegate, load_stack, sync_exposure
 from layershell.operations import journal
 from layershell.operations.transaction import repair
 from layershell.packages import install, target
@@ -115,6 +115,6 @@ def _rebuild_as_root(app: App, quiet: bool) -> None:
         ok = True
         for layer in target.installing_layers(layers):
             where = target.target_for(app.paths, layers, layer.account)
-            ok = hand_to_account(app, where, ["repair", "--rebuild"]) in (0, None) and ok
+            ok = delegate(app, where, ["repair", "--rebuild"]) in (0, None) and ok
         ok = sync_exposure(app) and ok
     sys.exit(0 if ok else 1)

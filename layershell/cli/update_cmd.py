@@ -13,7 +13,7 @@ from layershell.cli import common, complete
 from layershell.cli.app import (
     App,
     as_root_of_system,
-    hand_to_account,
+    delegate,
     installed,
     load_stack,
     sync_exposure,
@@ -85,12 +85,12 @@ def update_cmd(
     target.must_run_as_account(where)  # the layer's account or root, nobody else
     args = common.argv_of(click.get_current_context())
     if dry_run:
-        handed = hand_to_account(app, where, args)
+        handed = delegate(app, where, args)
         if handed is not None:
             sys.exit(handed)
     elif as_root_of_system(app):
         with operation(app, "update", no_wait=no_wait) as op:
-            handed = hand_to_account(app, where, args)
+            handed = delegate(app, where, args)
             assert handed is not None
             ok = op.expose(where, keep)
         if handed == 0:
@@ -126,7 +126,7 @@ def update_cmd(
         return
     # Planned and done under one hold of the lock: what another operation did before
     # this one took it (a remove, another update) is what this one plans from.
-    handed_over = os.environ.get(target.HANDED_OVER_ENV) == "1"
+    handed_over = os.environ.get(target.DELEGATED_ENV) == "1"
     with pipeline.locked(where, "core update", no_wait=no_wait, log=log) as session:
         planner.use_record(session)
         result = updates.apply(
@@ -191,7 +191,7 @@ def rollback(app: App, to: str | None, no_wait: bool, no_hold: bool, name: str) 
     where = target.target_for(app.paths, load_stack(app))
     args = common.argv_of(click.get_current_context())
     with operation(app, "rollback", no_wait=no_wait) as op:
-        handed = hand_to_account(app, where, args)
+        handed = delegate(app, where, args)
         if handed is not None:
             ok = op.expose(where)
             sys.exit(handed or (0 if ok else 1))
@@ -227,7 +227,7 @@ def gc(app: App, keep: int, partial: bool, no_wait: bool) -> None:
     where = target.target_for(app.paths, load_stack(app))
     args = common.argv_of(click.get_current_context())
     with operation(app, "gc", no_wait=no_wait):
-        handed = hand_to_account(app, where, args)
+        handed = delegate(app, where, args)
         if handed is not None:
             ok = sync_exposure(app)
             sys.exit(handed or (0 if ok else 1))
@@ -267,9 +267,9 @@ unhold = _holding_command(
 
 
 def _holding(app: App, verb: str, no_wait: bool, name: str) -> None:
-    """The layer's account keeps its holds (its own update reads them): root hands over."""
+    """The layer's account keeps its holds (its own update reads them): root delegates."""
     where = target.target_for(app.paths, load_stack(app))
-    handed = hand_to_account(app, where, common.argv_of(click.get_current_context()))
+    handed = delegate(app, where, common.argv_of(click.get_current_context()))
     if handed is not None:
         sys.exit(handed)
     with pipeline.locked(where, f"core {verb}", no_wait=no_wait, log=app.err.print) as session:

@@ -290,7 +290,7 @@ def sync(
             shim.writable,
         )  # fmt: skip
         spec = shims_mod.spec(paths, stack, shell_shim)
-        argv = sandbox.helper_argv(spec, paths.helper, name=name)
+        argv = sandbox.executor_argv(spec, paths.executor, name=name)
         pkg = f"{inner_pkgs}/{shim.package}"
         line = shlex.join([*map(os.fsdecode, argv), *source.argv, pkg, name])
         wanted[name] = (

@@ -1,7 +1,7 @@
 """Shims: a package's executables on PATH, running in the user layer (otto).
 
 A shim is a two-line shell script whose `exec` line is the executor's command line for
-the package's program (sandbox.helper_argv), rendered once at expose time, so a call
+the package's program (sandbox.executor_argv), rendered once at expose time, so a call
 costs a shell start and the executor, never Python. It runs as whoever calls it (never
 root: the executor refuses), in layer 2, with the package's profile deciding what of the
 caller it sees (PROFILES; docs/exposure.md has the table).
@@ -236,8 +236,8 @@ class Renderer:
         key = (profile, env, writable)
         if key not in self._lines:
             template = Shim(_NAME, _PACKAGE, "", _PROGRAM, profile, env, writable)
-            argv = sandbox.helper_argv(
-                spec(self.paths, self.stack, template), self.paths.helper, name=_NAME
+            argv = sandbox.executor_argv(
+                spec(self.paths, self.stack, template), self.paths.executor, name=_NAME
             )
             self._lines[key] = shlex.join(os.fsdecode(a) for a in argv)
         return self._lines[key]

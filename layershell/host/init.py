@@ -373,7 +373,7 @@ def _within(path: str, top: str) -> bool:
 
 def _roots_own(paths: Paths) -> tuple[str, ...]:
     """Directories of root's under {state} that no layer may be given."""
-    return (paths.views_dir, paths.cache_dir, os.path.dirname(paths.helper))
+    return (paths.views_dir, paths.cache_dir, os.path.dirname(paths.executor))
 
 
 def _check_owned(layers: LayerStack, paths: Paths) -> None:
@@ -532,7 +532,7 @@ def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False)
     # The executables hatch_build.py built: core init compiles nothing (docs/design.md).
     launcher_bytes = binaries.launcher(sys.executable, launcher_code())
     executor = binaries.executor()
-    executor_action = _executor_action(paths.helper, executor)
+    executor_action = _executor_action(paths.executor, executor)
     root_owned = None if rootless else (0, 0)
     # /opt/pkgs is not among them: it belongs to the layer whose writable trees name it.
     for directory in (paths.config_dir, paths.state_dir, paths.stores_dir, paths.views_dir,
@@ -540,8 +540,8 @@ def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False)
         _ensure_dir(directory, 0o755, root_owned, report)
     if launcher != origin.EXTENSION_SHELL:
         _write_managed(launcher, launcher_bytes, 0o755, report)
-    _ensure_dir(os.path.dirname(paths.helper), 0o755, root_owned, report)
-    _install_executor(paths.helper, executor, executor_action, report)
+    _ensure_dir(os.path.dirname(paths.executor), 0o755, root_owned, report)
+    _install_executor(paths.executor, executor, executor_action, report)
     if rootless:
         for layer in layers.layers[1:]:
             # Rootless homes live in the store too (session.home_of), never in ~ itself.

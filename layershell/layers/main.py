@@ -119,7 +119,7 @@ def run(argv: list[str]) -> int:
         cwd=cwd,
         base_env=dict(os.environ),
     )
-    sandbox.enter(spec, where.helper)
+    sandbox.enter(spec, where.executor)
     return 1  # not reached: enter() execs or raises
 
 

@@ -218,9 +218,9 @@ def credential_masks(home: str) -> list[Mount]:
     return masks
 
 
-def helper_argv(spec: Spec, helper: str, *, name: str = "layer-shell") -> list[str | bytes]:
+def executor_argv(spec: Spec, executor: str, *, name: str = "layer-shell") -> list[str | bytes]:
     """The executor's command line for `spec` (enter.c documents every option)."""
-    argv: list[str | bytes] = [helper, "--name", name, "--layer", spec.layer, "--view", spec.view]
+    argv: list[str | bytes] = [executor, "--name", name, "--layer", spec.layer, "--view", spec.view]
     argv += _mount_options(spec.mounts)
     if spec.pseudo_root:
         argv.append("--pseudo-root")
@@ -247,7 +247,7 @@ def helper_argv(spec: Spec, helper: str, *, name: str = "layer-shell") -> list[s
 
 
 def _mount_options(mounts: tuple[Mount, ...]) -> list[str | bytes]:
-    """helper_argv's options for `mounts`, two or three words each, in their order."""
+    """executor_argv's options for `mounts`, two or three words each, in their order."""
     argv: list[str | bytes] = []
     for kind, dest, source, mode in mounts:
         if kind in (TMPFS, DIR):
@@ -262,7 +262,7 @@ def _mount_options(mounts: tuple[Mount, ...]) -> list[str | bytes]:
 
 
 def _environment_options(spec: Spec) -> list[str | bytes]:
-    """helper_argv's options for an environment built when the program starts (spec.env
+    """executor_argv's options for an environment built when the program starts (spec.env
     is None)."""
     argv: list[str | bytes] = []
     if not spec.keep_all:
@@ -282,13 +282,13 @@ def _environment_options(spec: Spec) -> list[str | bytes]:
     return argv
 
 
-def enter(spec: Spec, helper: str) -> None:
+def enter(spec: Spec, executor: str) -> None:
     """Exec the executor on `spec`. Returns only by raising SandboxError."""
     import _signal
 
-    if not os.access(helper, os.X_OK):
+    if not os.access(executor, os.X_OK):
         raise SandboxError(
-            f"{helper} is missing: layershell is not initialised here",
+            f"{executor} is missing: layershell is not initialised here",
             "run: core init (rootless: core --rootless init)",
         )
     # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec, handled ones don't.
@@ -296,9 +296,9 @@ def enter(spec: Spec, helper: str) -> None:
         _signal.signal(sig, _signal.SIG_DFL)
     env = os.environ if spec.env is None else spec.env
     try:
-        os.execve(helper, helper_argv(spec, helper), env)
+        os.execve(executor, executor_argv(spec, executor), env)
     except OSError as exc:
-        raise SandboxError(f"cannot run {helper}: {exc.strerror}") from None
+        raise SandboxError(f"cannot run {executor}: {exc.strerror}") from None
 
 
 def exec_program(

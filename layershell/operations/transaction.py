@@ -12,7 +12,7 @@ from layershell import faults
 from layershell.cli.app import (
     App,
     as_root_of_system,
-    hand_to_account,
+    delegate,
     installed,
     load_stack,
     sync_exposure,
@@ -62,7 +62,7 @@ class Operation:
             done = [n for n in moved if n not in back and _service_follows(app, n, after[n])]
             if done + back:
                 args = ["update", "--prune-only", f"--keep={keep}", *done, *back]
-                if hand_to_account(app, where, args) != 0:
+                if delegate(app, where, args) != 0:
                     app.err.print("core: error: pruning previous versions failed (see above)")
                     ok = False
         return ok
@@ -71,7 +71,7 @@ class Operation:
 def switch_back(app: App, where: Target, name: str, version: str) -> bool:
     # Not held: the failed version is held back by its failure (portable.failed), and a
     # newer one may still be tried by the next update.
-    status = hand_to_account(app, where, ["rollback", name, "--to", version, "--no-hold"])
+    status = delegate(app, where, ["rollback", name, "--to", version, "--no-hold"])
     return status == 0 and sync_exposure(app, {name})
 
 
@@ -130,7 +130,7 @@ def repair(app: App, pending: dict[str, object] | None = None) -> bool:
     ok = True
     for layer in target.installing_layers(layers):
         where = target.target_for(app.paths, layers, layer.account)
-        ok = hand_to_account(app, where, ["repair", "--quiet"]) in (0, None) and ok
+        ok = delegate(app, where, ["repair", "--quiet"]) in (0, None) and ok
     before = pending.get("before") if pending else None
     if isinstance(before, dict):
         broken = portable.failed(app.paths)

@@ -213,10 +213,10 @@ def forget_removed(paths: Paths, rows: Iterable[Installed], only: set[str] | Non
 def may_grant(paths: Paths) -> bool:
     """Whoever exposes writes grants: root in system mode, the caller in rootless mode.
     A layer account running a command itself grants nothing (and could not write)."""
-    from layershell.packages.target import HANDED_OVER_ENV
+    from layershell.packages.target import DELEGATED_ENV
     from layershell.paths import ROOTLESS, SYSTEM
 
-    if os.environ.get(HANDED_OVER_ENV) == "1":
+    if os.environ.get(DELEGATED_ENV) == "1":
         return False
     return paths.mode == ROOTLESS or (paths.mode == SYSTEM and os.getuid() == 0)
 

@@ -70,7 +70,7 @@ class Target:
         return os.path.join(self.pkgs_inner, f"{name}_{version}")
 
 
-HANDED_OVER_ENV = "LAYERSHELL_HANDED_OVER"
+DELEGATED_ENV = "LAYERSHELL_DELEGATED"
 
 
 def installing_layers(stack: LayerStack) -> tuple[Layer, ...]:
@@ -95,7 +95,7 @@ def target_for(paths: Paths, stack: LayerStack, user: str | None = None) -> Targ
             "rootless mode is for ordinary users; as root it would handle packages as root",
             "use system mode (sudo core ...), where root hands the work to the layer account",
         )
-    if not os.path.exists(paths.helper):
+    if not os.path.exists(paths.executor):
         # Without the executor nothing runs in a layer (install.sh, shims, completions):
         # say so before anything is fetched or recorded.
         raise LayershellError(
@@ -169,7 +169,7 @@ def as_account_argv(paths: Paths, args: list[str]) -> tuple[list[str], dict[str,
             env[name] = os.environ[name]
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     env["LAYERSHELL_MODE"] = SYSTEM
-    env[HANDED_OVER_ENV] = "1"  # root syncs shims and services itself afterwards
+    env[DELEGATED_ENV] = "1"  # root syncs shims and services itself afterwards
     if paths.root != "/":
         env["LAYERSHELL_ROOT"] = paths.root
     argv = launch.this_python("from layershell.cli.core import main; sys.argv[0] = 'core'; main()")
