@@ -82,12 +82,19 @@ class SandboxError(LayershellError):
     exit_code = 1
 
 
-def suggest(word: str, choices: Iterable[str]) -> str | None:
-    """ "did you mean X?" for a mistyped name (a key, a package, a program), else None."""
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The one of `choices` a mistyped `word` most likely meant, if any is close: the
+    one rule behind every "did you mean" (keys, packages, programs, columns)."""
     import difflib
 
     close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"did you mean {close[0]}?" if close else None
+    return close[0] if close else None
+
+
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    """ "did you mean X?" for a mistyped name, else None."""
+    close = closest(word, choices)
+    return f"did you mean {close}?" if close else None
 
 
 class NotInstalled(LayershellError):

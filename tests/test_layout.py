@@ -107,3 +107,12 @@ def test_the_module_table_names_every_module() -> None:
         and short not in ("layershell", "cli", "__main__")
     )
     assert not missing, missing
+
+
+def test_one_table_of_streams_and_version_kinds() -> None:
+    """The manifest's enums and the rules the other stages read are the same words."""
+    from layershell import names
+    from layershell.packages import manifest, plan
+
+    assert {s.value for s in manifest.TrackStream} == set(names.STREAMS)
+    assert tuple(k.value for k in manifest.VersionKind) == plan.KINDS

@@ -5,14 +5,13 @@ Every problem is collected and reported at once as `FILE:LINE:COL: key: message`
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Callable
 from typing import Any
 
 from layershell import load
-from layershell.errors import ConfigError, Problem
+from layershell.errors import ConfigError, Problem, closest
 from layershell.layers.model import Layer, LayerStack
 from layershell.load import Document, KeyPath
 
@@ -41,8 +40,8 @@ RESERVED = frozenset({"/", "/usr", "/etc", "/proc", "/dev", "/sys", "/tmp", "/ru
 
 
 def did_you_mean(word: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(choices)}"
+    close = closest(word, choices)
+    return f"did you mean {close!r}?" if close else f"known keys: {', '.join(choices)}"
 
 
 def _check_keys(

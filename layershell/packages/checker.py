@@ -5,11 +5,10 @@ returns the checked value or None, so that every problem is found in one pass.""
 from __future__ import annotations
 
 import datetime
-import difflib
 from enum import Enum
 from typing import Any, TypeVar
 
-from layershell.errors import Problem
+from layershell.errors import Problem, closest
 from layershell.layers.config import did_you_mean
 from layershell.load import Document, KeyPath
 
@@ -35,8 +34,8 @@ def kind(value: object) -> str:
 
 
 def choice_hint(value: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(value, choices, n=1)
-    return f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(choices)}"
+    close = closest(value, choices)
+    return f"did you mean {close!r}?" if close else f"use one of {', '.join(choices)}"
 
 
 class Checker:

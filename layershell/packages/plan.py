@@ -22,11 +22,12 @@ from enum import Enum
 
 from layershell.errors import LayershellError
 from layershell.packages import repo
+from layershell.packages.manifest import VersionKind
 from layershell.packages.repo.index import Index, IndexEntry
 
 Fetch = Callable[[str], bytes | None]
 
-PINNED, LATEST, OS = "pinned", "latest", "os"
+PINNED, LATEST, OS = (k.value for k in VersionKind)  # one name each: manifest.VersionKind
 KINDS = (PINNED, LATEST, OS)
 DEFAULT_FILE_EXTENSION = ".tar.gz"
 PUBLISH_HINT = "publish an index with `core repo index DIR` on the repository's <arch> directory"
