@@ -328,3 +328,34 @@ def test_the_rpms_units_run_usr_bin_core_and_its_pages_are_ours(
         assert text.startswith(b'.\\" core(1): written by layershell/cli/manual.py')
         enter = next(n for n in members if n.endswith("/_bin/layershell-enter"))
         assert members[enter].mode & 0o111
+
+
+def test_init_on_a_host_whose_package_ships_the_units_writes_no_copies(tmp_path: Path) -> None:
+    """An RPM puts layershell's units in /usr/lib/systemd/system (running /usr/bin/core);
+    core init's copies in /etc/systemd/system (running /usr/local/bin/core, which the RPM
+    does not have) would hide them. With the package's units there, init removes its
+    own copies, writes none, and enables the package's by preset."""
+    if os.getuid() != 0:
+        pytest.skip("systemctl --root preset writes as root (CI runs as root)")
+    from layershell.host import init, origin
+    from layershell.layers import stack
+    from layershell.paths import Paths
+
+    shipped = tmp_path / "usr/lib/systemd/system"
+    shipped.mkdir(parents=True)
+    units = Path(stack.data_dir()) / "units"
+    for unit in origin.UNITS:
+        text = (units / unit).read_text().replace("/usr/local/bin/core", "/usr/bin/core")
+        (shipped / unit).write_text(text)
+    copies = tmp_path / "etc/systemd/system"
+    copies.mkdir(parents=True)
+    earlier = copies / "layershell-firstboot.service"  # a copy an earlier init wrote
+    earlier.write_bytes((units / "layershell-firstboot.service").read_bytes())
+    paths = Paths.system(str(tmp_path))
+    layers = stack.load(paths.layers_file, paths.stack_cache)
+    report = init.Report()
+    init._install_units(layers, paths, report)
+    assert not earlier.exists(), report
+    assert not any((copies / unit).exists() for unit in origin.UNITS)
+    wants = copies / "multi-user.target.wants" / "layershell-firstboot.service"
+    assert os.readlink(wants) == "/usr/lib/systemd/system/layershell-firstboot.service"

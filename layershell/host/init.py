@@ -201,6 +201,17 @@ def _extension_host(paths: Paths) -> bool:
     return origin.from_extension() and paths.root == "/"
 
 
+def _packaged_units(paths: Paths) -> bool:
+    """layershell's units came with an OS package (the RPM puts them in
+    /usr/lib/systemd/system, running /usr/bin/core): copies in /etc would hide them."""
+    unit = os.path.join(paths.root, "usr/lib/systemd/system", "layershell-firstboot.service")
+    try:
+        with open(unit, "rb") as f:
+            return MARKER.encode() in f.read(512)
+    except OSError:
+        return False
+
+
 def login_shell(paths: Paths, rootless: bool) -> str:
     """The layer accounts' shell: the extension's own /usr/bin/layer-shell when core
     runs from the system extension (it exists as soon as the image is merged, and an
@@ -288,12 +299,14 @@ def _install_units(layers: LayerStack, paths: Paths, report: Report) -> None:
     would hide them, are removed, and only layershell-extension.service is installed
     (it makes systemd 252 load the image's units at boot)."""
     unit_dir = os.path.join(paths.root, "etc/systemd/system")
-    if _extension_host(paths):
+    extension = _extension_host(paths)
+    if extension or _packaged_units(paths):
         for unit in UNITS:
             with open(os.path.join(stack.data_dir(), "units", unit), "rb") as f:
                 _remove_copy(os.path.join(unit_dir, unit), f.read(), report)
-        installed: tuple[str, ...] = (origin.EXTENSION_UNIT,)
-        enabled: tuple[str, ...] = installed
+        # The image's target enables its units; a package's are enabled here, by preset.
+        installed: tuple[str, ...] = (origin.EXTENSION_UNIT,) if extension else ()
+        enabled: tuple[str, ...] = installed if extension else ENABLED
     else:
         installed, enabled = UNITS, ENABLED
     for unit in installed:
