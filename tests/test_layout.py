@@ -116,3 +116,18 @@ def test_one_table_of_streams_and_version_kinds() -> None:
 
     assert {s.value for s in manifest.TrackStream} == set(names.STREAMS)
     assert tuple(k.value for k in manifest.VersionKind) == plan.KINDS
+
+
+def test_a_record_spec_is_read_back_typed() -> None:
+    """What spec_record writes reads back as the manifest's enums; a value of the wrong
+    type or out of its enum (the record is the layer account's JSON) reads as absent,
+    not as whatever string is there."""
+    from layershell.packages import manifest
+    from layershell.packages.pipeline import Recorded
+
+    good = Recorded.of({"version_kind": "latest", "track_stream": "next", "repository": "x"})
+    assert good.version_kind is manifest.VersionKind.latest
+    assert good.track_stream is manifest.TrackStream.next and good.repository == "x"
+    odd = Recorded.of({"version_kind": ["latest"], "track_stream": "nightly", "verified": 1})
+    assert odd.version_kind is None and odd.track_stream is manifest.TrackStream.stable
+    assert odd.repository is None and odd.verified is None

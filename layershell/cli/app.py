@@ -29,6 +29,9 @@ class App:
     as_json: bool = False
     verbosity: int = 0  # -1 with -q, 1 with -v
     result: Result = field(default_factory=lambda: Result("core"))
+    # The root operations under way in this process, outermost first: one run from
+    # another (core firstboot runs inbox and install) joins the outer one's journal.
+    operations: list[str] = field(default_factory=list)
 
     def configured(self, command: str, as_json: bool, verbosity: int) -> App:
         """This app for one command and its -q/-v/--json (cli/common.py)."""

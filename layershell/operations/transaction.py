@@ -22,8 +22,6 @@ from layershell.exposure import portable
 from layershell.operations import journal
 from layershell.packages.target import Target
 
-_running: list[str] = []  # a root command run from another in one process does not nest
-
 
 def active_versions(app: App) -> dict[str, str]:
     return {r.name: r.version for r in installed(app) if r.active}
@@ -91,12 +89,13 @@ def operation(app: App, what: str, *, no_wait: bool = False) -> Iterator[Operati
     it. Outside root in system mode it only yields."""
     import click
 
-    if _running or not as_root_of_system(app):
-        _running.append(what)
+    running = app.operations  # a root command run from another (core firstboot) does not nest
+    if running or not as_root_of_system(app):
+        running.append(what)
         try:
             yield Operation(app, active_versions(app) if as_root_of_system(app) else {})
         finally:
-            _running.pop()
+            running.pop()
         return
     with journal.held(app.paths, no_wait=no_wait, waiting=app.err.print, what=f"core {what}"):
         pending = journal.interrupted(app.paths)
@@ -105,7 +104,7 @@ def operation(app: App, what: str, *, no_wait: bool = False) -> Iterator[Operati
             repair(app, pending)
         before = active_versions(app)
         journal.begin(app.paths, what, before)
-        _running.append(what)
+        running.append(what)
         try:
             yield Operation(app, before)
         except (SystemExit, LayershellError, click.ClickException):
@@ -116,7 +115,7 @@ def operation(app: App, what: str, *, no_wait: bool = False) -> Iterator[Operati
         else:
             journal.end(app.paths)
         finally:
-            _running.pop()
+            running.pop()
 
 
 def repair(app: App, pending: dict[str, object] | None = None) -> bool:

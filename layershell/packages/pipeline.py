@@ -97,6 +97,34 @@ def spec_record(spec: manifest.PackageSpec, repository: str | None) -> dict[str,
     }
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """A record's spec read back typed: what spec_record wrote, what an update follows.
+    The record is the layer account's JSON, so a value of the wrong type or out of its
+    enum reads as absent (a pinned package, the default stream), never as a string
+    that happens to be there."""
+
+    version_kind: manifest.VersionKind | None  # None: a tarball, or nothing to follow
+    track_stream: manifest.TrackStream
+    repository: str | None
+    verified: dict[str, object] | None  # how its origin was checked (verify.Verification)
+
+    @classmethod
+    def of(cls, spec: dict[str, object]) -> Recorded:
+        kind, stream = spec.get("version_kind"), spec.get("track_stream")
+        repository, verified = spec.get("repository"), spec.get("verified")
+        kinds = {k.value: k for k in manifest.VersionKind}
+        streams = {s.value: s for s in manifest.TrackStream}
+        return cls(
+            kinds.get(kind) if isinstance(kind, str) else None,
+            streams.get(stream, manifest.TrackStream.stable)
+            if isinstance(stream, str)
+            else manifest.TrackStream.stable,
+            repository if isinstance(repository, str) else None,
+            verified if isinstance(verified, dict) else None,
+        )
+
+
 def trust_for(
     paths: Paths, loaded: manifest.Manifest | None, target: Target | None, warn: Log
 ) -> verify.Trust:
@@ -115,8 +143,9 @@ def accepted_generations(db: State, arch: str) -> dict[str, int]:
     the layer had accepted at least, should its repositories.json be lost."""
     seen: dict[str, int] = {}
     for row in db.all():
-        verified, repository = row.spec.get("verified"), row.spec.get("repository")
-        if not isinstance(verified, dict) or not isinstance(repository, str):
+        recorded = Recorded.of(row.spec)
+        verified, repository = recorded.verified, recorded.repository
+        if verified is None or repository is None:
             continue
         generation = verified.get("generation")
         if type(generation) is not int:

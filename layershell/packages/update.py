@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from layershell.errors import LayershellError, NotInstalled
 from layershell.packages import fetch, install
 from layershell.packages.holds import read_holds
-from layershell.packages.pipeline import Job, Planner, Report, Session, install_jobs
+from layershell.packages.pipeline import Job, Planner, Recorded, Report, Session, install_jobs
 from layershell.packages.state import Installed, State
 from layershell.packages.target import Target
 
@@ -75,7 +75,8 @@ def plan(
         raise NotInstalled(missing, layer, known)
     steps: list[Step] = []
     for row in sorted((r for r in rows if r.active), key=lambda r: r.name):
-        kind = str(row.spec.get("version_kind") or "")
+        recorded = Recorded.of(row.spec)
+        kind = recorded.version_kind.value if recorded.version_kind is not None else ""
         if names is not None and row.name not in names:
             continue
         if holds and row.name in holds:
@@ -87,10 +88,10 @@ def plan(
                 steps.append(Step(row.name, row.version, None, "", kind, "", None,
                                   f"pinned ({kind or 'file'}): nothing to follow"))  # fmt: skip
             continue
-        repository = str(row.spec.get("repository") or "")
-        stream = str(row.spec.get("track_stream") or "stable")
+        repository = recorded.repository or ""
+        stream = recorded.track_stream.value
         # The keys the install was restricted to, unless the host's manifest says now.
-        planner.trust.adopt(repository, row.spec.get("verified"))
+        planner.trust.adopt(repository, recorded.verified)
         try:
             art = planner.resolve(row.name, repository, kind, kind, stream, None)
         except LayershellError as exc:
