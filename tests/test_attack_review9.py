@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import click
 import pytest
 
 from tests.packages import ARCH, Repository, program
@@ -51,7 +52,8 @@ def test_a_file_in_roots_cwd_named_like_the_package_is_not_forwarded_as_a_path(
     monkeypatch.chdir(tmp_path)
 
     def forwarded(*argv: str) -> list[str]:
-        command = cli.commands[argv[0]]
+        command = cli.get_command(click.Context(cli), argv[0])
+        assert command is not None
         return common.argv_of(command.make_context(argv[0], list(argv[1:])))
 
     assert forwarded("remove", "tool") == ["remove", "--", "tool"]

@@ -28,7 +28,10 @@ def commands() -> dict[str, click.Command]:
 
     def walk(cmd: click.Command, path: list[str]) -> None:
         if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None
                 walk(sub, [*path, name])
         else:
             found[" ".join(path)] = cmd

@@ -50,11 +50,18 @@ def man(*args: str, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess[
     )
 
 
+def subcommands(group: click.Group) -> dict[str, click.Command]:
+    """The group's commands as click resolves them (core imports each verb lazily)."""
+    ctx = click.Context(group)
+    found = {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+    return {name: command for name, command in found.items() if command is not None}
+
+
 def command_paths(group: click.Group, prefix: str) -> list[str]:
     """Every visible command under `group`, found through click's own table (not the
     walk manual.py does), so that a command the page leaves out is seen."""
     found: list[str] = []
-    for name, command in sorted(group.commands.items()):
+    for name, command in sorted(subcommands(group).items()):
         if command.hidden:
             continue
         found.append(f"{prefix} {name}")
@@ -74,7 +81,7 @@ def visible_options(command: click.Command) -> list[str]:
 
 def commands_of(group: click.Group) -> list[click.Command]:
     found: list[click.Command] = []
-    for command in group.commands.values():
+    for command in subcommands(group).values():
         if command.hidden:
             continue
         found.append(command)

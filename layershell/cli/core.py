@@ -9,20 +9,48 @@ from typing import Any
 import click
 
 from layershell import __version__
-from layershell.cli import check as check_cmd
-from layershell.cli import expose as expose_cmd
-from layershell.cli import firstboot as firstboot_cmd
-from layershell.cli import ignition_cmd, inbox_cmd, listing, repo_cmd, update_cmd
-from layershell.cli import init as init_cmd
-from layershell.cli import install as install_cmd
-from layershell.cli import remove as remove_cmd
-from layershell.cli import repair as repair_cmd
-from layershell.cli import shell as shell_cmd
 from layershell.cli.app import make_app
 from layershell.errors import LayershellError
 
+# Each verb's module (in layershell/cli/) and object, imported only when the verb runs
+# or --help lists it: `core list` does not pay for importing every other command.
+VERBS = {
+    "check": ("check", "check"),
+    "expose": ("expose", "expose"),
+    "firstboot": ("firstboot", "firstboot"),
+    "gc": ("update_cmd", "gc"),
+    "hold": ("update_cmd", "hold"),
+    "ignition": ("ignition_cmd", "ignition"),
+    "inbox": ("inbox_cmd", "inbox_cmd"),
+    "info": ("listing", "info"),
+    "init": ("init", "init"),
+    "install": ("install", "install"),
+    "list": ("listing", "list_"),
+    "remove": ("remove", "remove"),
+    "repair": ("repair", "repair_cmd"),
+    "repo": ("repo_cmd", "repo_group"),
+    "rollback": ("update_cmd", "rollback"),
+    "shell": ("shell", "shell"),
+    "unexpose": ("expose", "unexpose"),
+    "unhold": ("update_cmd", "unhold"),
+    "update": ("update_cmd", "update_cmd"),
+}
+
 
 class Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(VERBS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in VERBS:
+            return None
+        import importlib
+
+        module, name = VERBS[cmd_name]
+        command = getattr(importlib.import_module(f"layershell.cli.{module}"), name)
+        assert isinstance(command, click.Command)
+        return command
+
     """Turns LayershellError into a message and an exit status, in one place."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
@@ -104,27 +132,6 @@ def cli(ctx: click.Context, root: str | None, rootless: bool | None) -> None:
     """Manage the layers of this host: core (the host) -> arne (pseudo-root, installs
     packages) -> otto (plain user, runs code)."""
     ctx.obj = make_app(root, rootless)
-
-
-cli.add_command(check_cmd.check)
-cli.add_command(expose_cmd.expose)
-cli.add_command(expose_cmd.unexpose)
-cli.add_command(firstboot_cmd.firstboot)
-cli.add_command(ignition_cmd.ignition)
-cli.add_command(inbox_cmd.inbox_cmd)
-cli.add_command(init_cmd.init)
-cli.add_command(install_cmd.install)
-cli.add_command(listing.list_)
-cli.add_command(listing.info)
-cli.add_command(remove_cmd.remove)
-cli.add_command(repair_cmd.repair_cmd)
-cli.add_command(repo_cmd.repo_group)
-cli.add_command(shell_cmd.shell)
-cli.add_command(update_cmd.update_cmd)
-cli.add_command(update_cmd.rollback)
-cli.add_command(update_cmd.gc)
-cli.add_command(update_cmd.hold)
-cli.add_command(update_cmd.unhold)
 
 
 def main() -> None:
