@@ -159,6 +159,8 @@ def test_a_mistyped_package_name_gets_did_you_mean(
     fresh_rootless: Identity, shared_dir: Path
 ) -> None:
     installed_tool(fresh_rootless, shared_dir)
+    done = core(fresh_rootless, "rollback", "tool", "--to", "1.1")
+    assert done.returncode == 2 and "hint: did you mean 1.0?" in done.stderr.decode()
     for args in (("info", "tol"), ("remove", "tol"), ("rollback", "tol"), ("hold", "tol")):
         done = core(fresh_rootless, *args)
         err = done.stderr.decode()

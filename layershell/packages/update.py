@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from layershell.errors import LayershellError, NotInstalled
+from layershell.errors import LayershellError, NotInstalled, suggest
 from layershell.packages import fetch, install
 from layershell.packages.holds import read_holds
 from layershell.packages.pipeline import Job, Planner, Recorded, Report, Session, install_jobs
@@ -191,9 +191,11 @@ def rollback(session: Session, name: str, to: str | None, *, log: Log) -> tuple[
     else:
         found = [r for r in versions if r.version == to]
         if not found:
+            have = [r.version for r in versions]
             raise LayershellError(
                 f"{name} {to} is not installed",
-                f"installed: {', '.join(r.version for r in versions)}",
+                suggest(to, have) or f"installed: {', '.join(have)}",
+                exit_code=2,  # a version named that is not there: bad input
             )
         chosen = found[0]
     if chosen.version == active.version:
