@@ -174,17 +174,23 @@ def _read_bounded(proc: subprocess.Popen[bytes]) -> bytes:
     fd = proc.stdout.fileno()
     kept = bytearray()
     ended: float | None = None  # when it ended
-    while ended is None or time.monotonic() - ended < 1.0:
-        ready, _, _ = select.select([fd], [], [], 0 if ended else 0.2)
-        chunk = os.read(fd, 1 << 16) if ready else b""
-        if len(kept) <= MAX_RESULT:
-            kept += chunk
-        if ready and not chunk:
-            break  # end of file: every writer is gone
+    while True:
+        # Asked on every round, not only when the pipe is quiet: a leftover that keeps
+        # writing would otherwise keep it from ever being asked.
+        if ended is None and proc.poll() is not None:
+            ended = time.monotonic()
+        elif ended is not None and time.monotonic() - ended >= 1.0:
+            break  # it ended a second ago: what still comes is not its to say
+        ready, _, _ = select.select([fd], [], [], 0.2 if ended is None else 0)
         if not ready:
             if ended is not None:
                 break  # it ended, and nothing more is waiting
-            ended = time.monotonic() if proc.poll() is not None else None
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break  # end of file: every writer is gone
+        if len(kept) <= MAX_RESULT:
+            kept += chunk
     return bytes(kept) if len(kept) <= MAX_RESULT else b""
 
 
