@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from typing import IO
 
 import click
 
@@ -115,6 +117,14 @@ def inbox_cmd(
         sys.exit(1)
 
 
+SAID = 64 << 10  # bytes of the account's output an inbox run reports
+
+
+def _head(f: IO[bytes]) -> str:
+    f.seek(0)
+    return f.read(SAID).decode("utf-8", "replace").strip()
+
+
 def install_drop(
     app: App,
     where: target.Target,
@@ -140,22 +150,27 @@ def install_drop(
     args = ["install", "--quiet", "--profile", drop.profile, drop.path]
     if target.must_run_as_account(where):
         argv, env = target.as_account_argv(app.paths, args)
-        result = subprocess.run(
-            argv,
-            env=env,
-            cwd="/",
-            user=where.uid,
-            group=where.gid,
-            extra_groups=[],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-            start_new_session=True,  # no controlling terminal of root's (terminal.py)
-        )
-        if result.returncode == 0:
-            return True, result.stdout.strip() or "installed"
-        return False, result.stderr.strip() or f"core install exited {result.returncode}"
+        # Into files of root's, not pipes: root waits for the account's process alone
+        # (something it leaves running cannot hold root's inbox run open), and reads a
+        # bounded part of what it said.
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            returncode = subprocess.run(
+                argv,
+                env=env,
+                cwd="/",
+                user=where.uid,
+                group=where.gid,
+                extra_groups=[],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                check=False,
+                start_new_session=True,  # no controlling terminal of root's (terminal.py)
+            ).returncode
+            said = [_head(f) for f in (out, err)]
+        if returncode == 0:
+            return True, said[0] or "installed"
+        return False, said[1] or f"core install exited {returncode}"
     try:
         fetcher = fetch.Fetcher(where.cache_dir, progress=fetch.progress_for(quiet=True))
         planner = pipeline.Planner(

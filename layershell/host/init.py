@@ -203,13 +203,18 @@ def _extension_host(paths: Paths) -> bool:
 
 def _packaged_units(paths: Paths) -> bool:
     """layershell's units came with an OS package (the RPM puts them in
-    /usr/lib/systemd/system, running /usr/bin/core): copies in /etc would hide them."""
-    unit = os.path.join(paths.root, "usr/lib/systemd/system", "layershell-firstboot.service")
+    /usr/lib/systemd/system, running /usr/bin/core): copies in /etc would hide them.
+    Every one of them, or init writes its own (a missing mounts unit would leave the
+    packages directory without nosuid,nodev at boot)."""
+    shipped = os.path.join(paths.root, "usr/lib/systemd/system")
     try:
-        with open(unit, "rb") as f:
-            return MARKER.encode() in f.read(512)
+        for unit in UNITS:
+            with open(os.path.join(shipped, unit), "rb") as f:
+                if MARKER.encode() not in f.read(512):
+                    return False
     except OSError:
         return False
+    return True
 
 
 def login_shell(paths: Paths, rootless: bool) -> str:

@@ -39,7 +39,7 @@ _LOGIN_HINT = f"a login belongs in {CREDENTIALS_FILE} (machine HOST login USER p
 def local_path(url: str) -> str:
     """The file a file:// URL (or a plain path) names on this host; another host is an
     error (file://host/x is not this machine's /x)."""
-    if not url.startswith("file:"):
+    if url[:5].lower() != "file:":  # a scheme is case-insensitive
         return os.path.abspath(url)
     parts = urllib.parse.urlsplit(url)
     if parts.netloc not in ("", "localhost"):
