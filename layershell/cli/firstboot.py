@@ -16,10 +16,6 @@ from layershell.host import init
 from layershell.packages import manifest
 
 
-def stamp_file(app: App) -> str:
-    return app.paths.firstboot_stamp
-
-
 def _step(ctx: click.Context, command: click.Command, **params: object) -> bool:
     """Run another core command in this process; True if it succeeded."""
     try:
@@ -40,7 +36,7 @@ def firstboot(ctx: click.Context, config: str | None, force: bool) -> None:
     layershell-firstboot.service from ever running again; on failure exits 1 (visible in
     systemctl status and the journal) and runs again at the next boot."""
     app: App = ctx.obj
-    stamp = stamp_file(app)
+    stamp = app.paths.firstboot_stamp
     if os.path.exists(stamp) and not force:
         app.out.print(f"first boot already done ({stamp})")
         return

@@ -76,7 +76,7 @@ def repair_cmd(app: App, if_interrupted: bool, rebuild: bool) -> None:
 def _repair_as_root(app: App, if_interrupted: bool, quiet: bool) -> None:
     """Root, under the operation journal's lock: every layer's account reconciles, then
     root puts shims and services in line (operations/transaction.repair)."""
-    if if_interrupted and not os.path.lexists(journal.journal_file(app.paths)):
+    if if_interrupted and not os.path.lexists(app.paths.journal_file):
         # The common case, said without taking the lock from the next operation.
         if not quiet:
             app.out.print("no interrupted operation")
@@ -98,7 +98,7 @@ def _repair_as_root(app: App, if_interrupted: bool, quiet: bool) -> None:
             # The path unit starts this again while the journal exists: a repair that
             # cannot work must not loop. The file stays for the administrator.
             journal.give_up(app.paths)
-            app.err.print(f"core: error: repair failed; see {journal.failed_file(app.paths)}")
+            app.err.print(f"core: error: repair failed; see {app.paths.journal_failed_file}")
             raise
     if not quiet:
         app.out.print("repaired" if ok else "repair incomplete (see above)")

@@ -24,20 +24,18 @@ from layershell.packages import fetch, grants, holds, manifest, pipeline, repo, 
 from layershell.packages import update as updates
 
 
-def os_record(app: App) -> str:
-    return app.paths.os_version_file
-
-
 def remember_os(app: App) -> None:
     """The OS version packages were last resolved for (the boot-time check compares)."""
     version = pipeline.os_version(app.paths)
-    if version is not None and os.access(os.path.dirname(os_record(app)) or ".", os.W_OK):
-        write_atomic(os_record(app), version + "\n", mode=0o644)
+    if version is not None and os.access(
+        os.path.dirname(app.paths.os_version_file) or ".", os.W_OK
+    ):
+        write_atomic(app.paths.os_version_file, version + "\n", mode=0o644)
 
 
 def os_changed(app: App) -> bool:
     try:
-        with open(os_record(app), encoding="utf-8") as f:
+        with open(app.paths.os_version_file, encoding="utf-8") as f:
             before = f.read().strip()
     except FileNotFoundError:
         return True

@@ -94,10 +94,6 @@ SOURCES = (
 )  # fmt: skip
 
 
-def completers_dir(paths: Paths) -> str:
-    return paths.completers_dir
-
-
 def _data_home(paths: Paths) -> str:
     return os.path.dirname(paths.man_dir)  # $XDG_DATA_HOME, ~/.local/share
 
@@ -299,7 +295,7 @@ def sync(
             " its layer; core expose manages it.\n"
             f'exec {line} "$COMP_LINE" "$COMP_POINT"\n'
         )
-    completers = completers_dir(paths)
+    completers = paths.completers_dir
     try:
         present = os.listdir(completers)
     except OSError:

@@ -37,10 +37,6 @@ class Report:
     collisions: list[str] = field(default_factory=list)
 
 
-def record_file(paths: Paths) -> str:
-    return paths.manpages_file
-
-
 def _open(start: int, name: str) -> int | None:
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=start)
@@ -106,7 +102,7 @@ def sync(paths: Paths, rows: list[Installed], only: set[str] | None = None) -> R
     """Make the manual directory hold exactly the pages of the active packages (of
     `only`, if given, leaving the others' as they are)."""
     report = Report()
-    recorded = {k: v for k, v in read_json_map(record_file(paths), strict=False).items()
+    recorded = {k: v for k, v in read_json_map(paths.manpages_file, strict=False).items()
                 if isinstance(v, str)}  # fmt: skip
     wanted: dict[str, tuple[str, bytes]] = {}
     from layershell.exposure.shims import trusted_row
@@ -149,5 +145,5 @@ def sync(paths: Paths, rows: list[Installed], only: set[str] | None = None) -> R
                 continue
             report.written.append(dest)
         recorded[rel] = owner
-    write_json(record_file(paths), dict(sorted(recorded.items())))
+    write_json(paths.manpages_file, dict(sorted(recorded.items())))
     return report

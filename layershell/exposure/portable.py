@@ -139,10 +139,6 @@ NAMES_HINT = (
 )
 
 
-def _names_file(paths: Paths) -> str:
-    return paths.portable_names_file
-
-
 def host_claims(paths: Paths, name: str, host: str = "/") -> list[str]:
     """The host paths under a package's name that exist although no attach of it made
     them: a package named `dbus` would have its socket bound at /run/dbus/... in place
@@ -150,7 +146,7 @@ def host_claims(paths: Paths, name: str, host: str = "/") -> list[str]:
     socket leaves /run/<name> behind), so only the first attach of a name is checked."""
     import glob
 
-    if name in read_json_map(_names_file(paths), hint=NAMES_HINT) or name in attached(paths):
+    if name in read_json_map(paths.portable_names_file, hint=NAMES_HINT) or name in attached(paths):
         return []
     found = []
     for d in HOST_DIRS:
@@ -169,18 +165,14 @@ def host_claims(paths: Paths, name: str, host: str = "/") -> list[str]:
 
 
 def _claim(paths: Paths, name: str) -> None:
-    names = read_json_map(_names_file(paths), hint=NAMES_HINT)
+    names = read_json_map(paths.portable_names_file, hint=NAMES_HINT)
     if name not in names:
-        _save(paths, {**names, name: True}, _names_file(paths))
-
-
-def _record_file(paths: Paths) -> str:
-    return paths.portables_file
+        _save(paths, {**names, name: True}, paths.portable_names_file)
 
 
 def attached(paths: Paths) -> dict[str, str]:
     data = read_json_map(
-        _record_file(paths),
+        paths.portables_file,
         hint="restore it, or write it again by hand: it maps each package to the version "
         "attached (`portablectl list` shows the images, named <package>_<version>)",
     )
@@ -188,17 +180,13 @@ def attached(paths: Paths) -> dict[str, str]:
 
 
 def _save(paths: Paths, record: Mapping[str, object], file: str | None = None) -> None:
-    write_json(file or _record_file(paths), record)
-
-
-def _failed_file(paths: Paths) -> str:
-    return paths.portables_failed_file
+    write_json(file or paths.portables_file, record)
 
 
 def failed(paths: Paths) -> dict[str, str]:
     """package -> the version whose start failed: a full sync does not retry it (that
     would fail every later operation); installing the package again does."""
-    return {k: str(v) for k, v in read_json_map(_failed_file(paths), strict=False).items()}
+    return {k: str(v) for k, v in read_json_map(paths.portables_failed_file, strict=False).items()}
 
 
 def _mark_failed(paths: Paths, name: str, version: str | None) -> None:
@@ -208,7 +196,7 @@ def _mark_failed(paths: Paths, name: str, version: str | None) -> None:
             return
     else:
         marks[name] = version
-    _save(paths, marks, _failed_file(paths))
+    _save(paths, marks, paths.portables_failed_file)
 
 
 def clear_failed(paths: Paths, names: Sequence[str]) -> None:
@@ -216,7 +204,9 @@ def clear_failed(paths: Paths, names: Sequence[str]) -> None:
     rollback), which retries a version whose start failed."""
     marks = failed(paths)
     if any(n in marks for n in names):
-        _save(paths, {k: v for k, v in marks.items() if k not in names}, _failed_file(paths))
+        _save(
+            paths, {k: v for k, v in marks.items() if k not in names}, paths.portables_failed_file
+        )
 
 
 def _check(result: subprocess.CompletedProcess[str], what: str) -> None:
@@ -364,19 +354,15 @@ def attach(
         _mark_failed(paths, image.name, None)  # a retry worked; another version's mark stays
 
 
-def _services_file(paths: Paths) -> str:
-    return paths.services_file
-
-
 def service_overrides(paths: Paths) -> dict[str, list[str]]:
     """package -> the units core expose/unexpose --service set (enabled and started),
     in place of the manifest's enable/start."""
-    data = read_json_map(_services_file(paths), hint=OVERRIDES_HINT)
+    data = read_json_map(paths.services_file, hint=OVERRIDES_HINT)
     return {k: [str(u) for u in v] for k, v in data.items() if isinstance(v, list)}
 
 
 def save_service_overrides(paths: Paths, overrides: dict[str, list[str]]) -> None:
-    _save(paths, overrides, _services_file(paths))
+    _save(paths, overrides, paths.services_file)
 
 
 def _granted_trusted(paths: Paths, name: str) -> bool:

@@ -534,29 +534,21 @@ def sync(
     return report
 
 
-def _index_file(paths: Paths) -> str:
-    return paths.shims_file
-
-
 def _load_index(paths: Paths) -> dict[str, list[str]]:
     """package -> the shims sync last wrote for it (so a partial sync need not read every
     file on PATH); rebuilt by every full sync, so a lost index only costs time."""
-    data = read_json_map(_index_file(paths), strict=False)
+    data = read_json_map(paths.shims_file, strict=False)
     return {k: [str(n) for n in v] for k, v in data.items() if isinstance(v, list)}
 
 
 def _save_index(paths: Paths, index: dict[str, list[str]]) -> None:
-    write_json(_index_file(paths), index)
-
-
-def overrides_file(paths: Paths) -> str:
-    return paths.exposure_file
+    write_json(paths.shims_file, index)
 
 
 def load_overrides(paths: Paths) -> dict[str, list[str] | None]:
     """Per-package shim lists set by core expose/unexpose (None: back to the default)."""
     data = read_json_map(
-        overrides_file(paths),
+        paths.exposure_file,
         hint="remove it: the shim lists `core expose`/`core unexpose` set are forgotten and "
         "each package gets its manifest's; set them again with those commands",
     )
@@ -568,7 +560,7 @@ def load_overrides(paths: Paths) -> dict[str, list[str] | None]:
 
 
 def save_overrides(paths: Paths, overrides: dict[str, list[str] | None]) -> None:
-    write_json(overrides_file(paths), overrides)
+    write_json(paths.exposure_file, overrides)
 
 
 def exposed(paths: Paths) -> dict[str, list[str]]:

@@ -24,25 +24,13 @@ from layershell.atomic import read_json_map, write_json
 from layershell.paths import Paths
 
 
-def journal_file(paths: Paths) -> str:
-    return paths.journal_file
-
-
-def failed_file(paths: Paths) -> str:
-    return paths.journal_failed_file
-
-
-def lock_file(paths: Paths) -> str:
-    return paths.journal_lock
-
-
 def interrupted(paths: Paths) -> dict[str, object] | None:
     """The journal of an operation that did not end, or None. Call with the lock held:
     otherwise it may belong to an operation that is still running."""
-    if not os.path.lexists(journal_file(paths)):
+    if not os.path.lexists(paths.journal_file):
         return None
     # A damaged journal still says that something was interrupted.
-    return read_json_map(journal_file(paths), strict=False) or {"operation": "unknown"}
+    return read_json_map(paths.journal_file, strict=False) or {"operation": "unknown"}
 
 
 @contextmanager
@@ -53,7 +41,7 @@ def held(
     waiting: Callable[[str], None] | None = None,
     what: str = "",
 ) -> Iterator[None]:
-    with lock.held(lock_file(paths), no_wait=no_wait, waiting=waiting, what=what):
+    with lock.held(paths.journal_lock, no_wait=no_wait, waiting=waiting, what=what):
         yield
 
 
@@ -61,12 +49,12 @@ def begin(paths: Paths, operation: str, before: dict[str, str]) -> None:
     """`before`: the active versions as the operation began (a repair goes back to them
     for a package left on a version whose service failed)."""
     record = {"operation": operation, "pid": os.getpid(), "started": time.time()}
-    write_json(journal_file(paths), {**record, "before": before})
+    write_json(paths.journal_file, {**record, "before": before})
 
 
 def end(paths: Paths) -> None:
     try:
-        os.unlink(journal_file(paths))
+        os.unlink(paths.journal_file)
     except FileNotFoundError:
         pass
 
@@ -75,6 +63,6 @@ def give_up(paths: Paths) -> None:
     """A repair that failed: the journal moves aside (the path unit would start the
     repair again and again); `core repair` by hand does the whole repair anyway."""
     try:
-        os.replace(journal_file(paths), failed_file(paths))
+        os.replace(paths.journal_file, paths.journal_failed_file)
     except FileNotFoundError:
         pass

@@ -155,13 +155,9 @@ def _parse(raw: object) -> Grant | None:
     )  # fmt: skip
 
 
-def grants_file(paths: Paths) -> str:
-    return paths.grants_file
-
-
 def load(paths: Paths) -> dict[str, Grant]:
     data = read_json_map(
-        grants_file(paths),
+        paths.grants_file,
         hint="move it aside: every grant root made ends (each package gets what the host "
         "manifest says, else nothing); root grants again at its next `sudo core install "
         "--config FILE` or `sudo core expose`",
@@ -171,7 +167,7 @@ def load(paths: Paths) -> dict[str, Grant]:
         grant = _parse(raw)
         if grant is None:
             raise LayershellError(
-                f"{grants_file(paths)}: the grant of {name!r} is damaged",
+                f"{paths.grants_file}: the grant of {name!r} is damaged",
                 f"install {name} again as root (core install), or remove the entry",
             )
         out[name] = grant
@@ -192,7 +188,7 @@ def record(paths: Paths, grants: Mapping[str, Grant | None]) -> None:
             table[name] = grant
     if table == before:
         return  # nothing new: no write (a repair must work on a full disk)
-    write_json(grants_file(paths), {k: v.as_json() for k, v in sorted(table.items())})
+    write_json(paths.grants_file, {k: v.as_json() for k, v in sorted(table.items())})
 
 
 def forget_removed(paths: Paths, rows: Iterable[Installed], only: set[str] | None) -> None:
