@@ -49,3 +49,18 @@ def test_layer_shell_runs_without_click_yaml_or_rich(
     code, said = run_blocked(fresh_rootless, program)
     assert code == 0, said
     assert "must not import" not in said
+
+
+def test_the_hot_path_imports_no_typing_re_or_enum(fresh_rootless: Identity) -> None:
+    """docs/design.md, "The hot path": the modules layer-shell runs import none of these
+    (typing alone, with the re and enum it pulls in, costs ~7 ms a call). errors.py once
+    imported typing for one annotation."""
+    probe = (
+        "import sys, layershell.layers.main\n"
+        "print(' '.join(m for m in ('typing', 're', 'enum', 'dataclasses', 'difflib')"
+        " if m in sys.modules))"
+    )
+    r = fresh_rootless.run([sys.executable, "-I", "-S", "-c", "import sys; sys.path[:0] = "
+                            f"{sys.path!r}\n" + probe])  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().split() == [], r.stdout.decode()
