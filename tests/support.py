@@ -54,6 +54,7 @@ class Identity:
     home: Path
     prefix: tuple[str, ...] = ()
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    launcher: str = "layer-shell"  # in ~/.local/bin: a launcher_variant's name, or core init's
 
     @property
     def env(self) -> dict[str, str]:
@@ -68,7 +69,7 @@ class Identity:
 
     @property
     def layer_shell(self) -> str:
-        return str(self.home / ".local" / "bin" / "layer-shell")
+        return str(self.home / ".local" / "bin" / self.launcher)
 
     def argv(self, args: Sequence[str]) -> list[str]:
         return [*self.prefix, *args]
@@ -126,6 +127,32 @@ def rootless_identity() -> Iterator[Identity]:
         yield ident
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def launcher_variant(installed: Path, name: str, *, python: str | None = None,
+                     fast: str | None = None) -> Path:  # fmt: skip
+    """A copy of an installed layer-shell launcher, next to it and owned alike, with
+    fields of its slot changed (layershell/host/binaries.py): fast="" takes the Python
+    path always; python="/nonexistent" leaves it the fast path alone (a call the fast
+    path hands on fails with 127)."""
+    from layershell.host import binaries
+
+    data = installed.read_bytes()
+    start = data.index(binaries.SLOT_MAGIC) + len(binaries.SLOT_MAGIC)
+    room = binaries.SLOT_SIZE - len(binaries.SLOT_MAGIC)
+    fields = data[start : start + room].split(b"\0")[:3]
+    if python is not None:
+        fields[0] = python.encode()
+    if fast is not None:
+        fields[2] = fast.encode()
+    payload = b"".join(x + b"\0" for x in fields)
+    out = installed.parent / name
+    out.write_bytes(data[:start] + payload.ljust(room, b"\0") + data[start + room :])
+    st = installed.stat()
+    if IS_ROOT:
+        os.chown(out, st.st_uid, st.st_gid)
+    out.chmod(0o755)
+    return out
 
 
 def trust_test_key(ident: Identity) -> None:

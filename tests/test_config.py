@@ -15,6 +15,7 @@ import pytest
 from layershell.errors import ConfigError
 from layershell.layers import config, model, stack
 from layershell.layers.model import Layer, LayerStack
+from layershell.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "profiles" / "layers.yaml"
@@ -567,15 +568,15 @@ def test_valid_custom_file(tmp_path: Path) -> None:
 
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
-    path = tmp_path / "etc" / "layers.yaml"
-    path.parent.mkdir()
+    path = Path(Paths.system(str(tmp_path)).layers_file)
+    path.parent.mkdir(parents=True)
     path.write_text(CUSTOM, encoding="utf-8")
     return path
 
 
 @pytest.fixture
 def cache(tmp_path: Path) -> Path:
-    return tmp_path / "cache" / "stack.marshal"  # the directory does not exist yet
+    return Path(Paths.system(str(tmp_path)).stack_cache)  # the directory does not exist yet
 
 
 def same(a: LayerStack | None, b: LayerStack) -> bool:
@@ -631,7 +632,7 @@ def test_cache_belongs_to_its_source(tmp_path: Path, source: Path, cache: Path) 
 
 def test_cache_missing_or_garbage(source: Path, cache: Path) -> None:
     assert stack.read_cache(str(cache), str(source)) is None
-    cache.parent.mkdir()
+    cache.parent.mkdir(parents=True)
     for garbage in (b"", b"\x00garbage", b"\xff" * 16):
         cache.write_bytes(garbage)
         assert stack.read_cache(str(cache), str(source)) is None
@@ -698,7 +699,7 @@ def test_load_uses_fresh_cache(monkeypatch: pytest.MonkeyPatch, source: Path, ca
     marked = config.load_stack(str(source)).with_account("from-cache")
     assert stack.write_cache(str(cache), marked)
     monkeypatch.setattr(config, "load_stack", _no_yaml)
-    got = stack.load(str(source), str(cache))
+    got = stack.load(Paths.system(str(cache.parents[4])))
     assert [x.account for x in got.layers] == ["from-cache"] * 4
     assert got.source == str(source)
 
@@ -706,11 +707,11 @@ def test_load_uses_fresh_cache(monkeypatch: pytest.MonkeyPatch, source: Path, ca
 def test_load_writes_cache_then_reuses_it(
     monkeypatch: pytest.MonkeyPatch, source: Path, cache: Path
 ) -> None:
-    first = stack.load(str(source), str(cache))
+    first = stack.load(Paths.system(str(cache.parents[4])))
     assert first.names == ("base", "build", "run-1", "run_2")
     assert same(stack.read_cache(str(cache), str(source)), first)
     monkeypatch.setattr(config, "load_stack", _no_yaml)
-    assert same(stack.load(str(source), str(cache)), first)
+    assert same(stack.load(Paths.system(str(cache.parents[4]))), first)
 
 
 def test_load_reparses_stale_cache(source: Path, cache: Path) -> None:
@@ -718,7 +719,7 @@ def test_load_reparses_stale_cache(source: Path, cache: Path) -> None:
     assert stack.write_cache(str(cache), marked)
     with source.open("a", encoding="utf-8") as f:
         f.write("# edited\n")
-    got = stack.load(str(source), str(cache))
+    got = stack.load(Paths.system(str(cache.parents[4])))
     assert [x.account for x in got.layers] == ["base_admin", "builder", "runner$", "_run2"]
     assert same(stack.read_cache(str(cache), str(source)), got)  # rewritten
 
@@ -726,13 +727,13 @@ def test_load_reparses_stale_cache(source: Path, cache: Path) -> None:
 def test_load_invalid_file_raises_and_writes_no_cache(source: Path, cache: Path) -> None:
     source.write_text(yml(*HOST), encoding="utf-8")
     with pytest.raises(ConfigError) as info:
-        stack.load(str(source), str(cache))
+        stack.load(Paths.system(str(cache.parents[4])))
     assert [str(p) for p in info.value.problems] == [f"{source}:2:3: {TWO_LAYERS}"]
     assert not cache.exists()
 
 
 def test_load_without_operator_file_uses_shipped(tmp_path: Path, cache: Path) -> None:
-    got = stack.load(str(tmp_path / "absent.yaml"), str(cache))
+    got = stack.load(Paths.system(str(tmp_path)))
     assert got.source == stack.shipped_layers_file()
     assert got.names == ("core", "arne", "otto")
     assert same(stack.read_cache(str(cache), stack.shipped_layers_file()), got)
@@ -777,7 +778,7 @@ def test_rejected_paths(tmp_path: Path, extra: tuple[str, ...], expected: str) -
 
 
 def test_read_cache_of_non_mapping_is_a_miss(source: Path, cache: Path) -> None:
-    cache.parent.mkdir()
+    cache.parent.mkdir(parents=True)
     cache.write_bytes(marshal.dumps(None))
     assert stack.read_cache(str(cache), str(source)) is None
 

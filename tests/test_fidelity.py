@@ -1,17 +1,31 @@
 """layer-shell behaves like the program it runs: status, signals, stdio, TTY, cwd, argv.
 
 Rootless mode, as an ordinary identity (uid 65534 with a private HOME when run as root).
+Every test runs twice: through the launcher core init writes (the fast path wherever it
+decides, launcher.c) and through a copy of it that always takes the Python path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.support import Identity
+from tests.support import Identity, launcher_variant
+
+
+@pytest.fixture(params=["launcher", "python"])
+def rootless(request: pytest.FixtureRequest, rootless: Identity) -> Identity:
+    if request.param == "launcher":
+        return rootless
+    variant = Path(rootless.layer_shell).with_name("layer-shell-python")
+    if not variant.exists():
+        launcher_variant(Path(rootless.layer_shell), variant.name, fast="")
+    return dataclasses.replace(rootless, launcher=variant.name)
 
 
 def test_exit_status_passes_through(rootless: Identity) -> None:
@@ -192,6 +206,8 @@ def test_network_setting(rootless: Identity, listener: int, network: bool, expec
     )
     os.chmod(config, 0o644)
     try:
+        # The first call after an edit compiles the stack again (and the fast path's file).
+        rootless.run([rootless.layer_shell, "--layer", "otto", "--", "true"])
         r = rootless.run(
             [rootless.layer_shell, "--layer", "otto", "--", "python3", "-c",
              "import socket\ntry:\n"

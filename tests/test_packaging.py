@@ -359,7 +359,7 @@ def test_init_on_a_host_whose_package_ships_the_units_writes_no_copies(tmp_path:
     earlier = copies / "layershell-firstboot.service"  # a copy an earlier init wrote
     earlier.write_bytes((units / "layershell-firstboot.service").read_bytes())
     paths = Paths.system(str(tmp_path))
-    layers = stack.load(paths.layers_file, paths.stack_cache)
+    layers = stack.load(paths)
     report = init.Report()
     init._install_units(layers, paths, report)
     assert not earlier.exists(), report

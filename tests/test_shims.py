@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from layershell.exposure import shims
 from layershell.packages.state import Installed
 from tests.packages import Repository, tarball
 from tests.support import IS_ROOT, Identity, python_cmd
@@ -319,3 +320,69 @@ def test_a_parent_cwd_cannot_uncover_protected_trees(shimmed: Identity) -> None:
     assert pkg_file.read_text() == PROGRAMS["bin/catter"]
     r = shimmed.run(["where"], cwd=parent)
     assert r.stdout.decode().splitlines()[0] == "/"  # not kept: the program starts in /
+
+
+def test_a_shim_starts_the_executor_itself(shimmed: Identity) -> None:
+    """No sh in between: the kernel runs the executor on the shim, which reads the exec
+    line; sh, given the same file, runs the same command."""
+    path = shim(shimmed, "echoargs")
+    executor = shimmed.home / ".local/share/layershell/libexec/layershell-enter"
+    assert Path(path).read_text().splitlines()[0] == f"#!{executor} --shim"
+    args = ["a b", "", "$HOME", "'q'"]
+    direct = shimmed.run([path, *args])
+    through_sh = shimmed.run(["sh", path, *args])
+    assert direct.returncode == 0, direct.stderr
+    assert (direct.stdout, direct.stderr) == (through_sh.stdout, through_sh.stderr)
+
+
+def test_an_executor_path_hash_bang_cannot_carry_gets_sh(tmp_path: Path) -> None:
+    from layershell.layers import stack as stack_module
+    from layershell.paths import Paths
+
+    for root, first in ((str(tmp_path), "--shim"), (str(tmp_path / ("x" * 200)), "#!/bin/sh"),
+                        (str(tmp_path / "a b"), "#!/bin/sh")):  # fmt: skip
+        paths = Paths.system(root)
+        layers = stack_module.load(paths)
+        text = shims.render(
+            paths, layers, shims.Shim("t", "t", "1", "/opt/pkgs/t/bin/t", "default")
+        )
+        assert text.splitlines()[0].endswith(first), root
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('exec {x} --name t $(touch {pwn}) -- /bin/true "$@"', "not a line core expose wrote"),
+        ('exec {x} --name t `touch {pwn}` -- /bin/true "$@"', "not a line core expose wrote"),
+        ('exec {x} --name t "$(touch {pwn})" -- /bin/true "$@"', "not a line core expose wrote"),
+        ("exec {x} --name t -- /bin/true; touch {pwn}", "not a line core expose wrote"),
+        ("exec {x} --name t -- /bin/true", "does not end in"),
+        ('exec {x} --name \'t -- /bin/true "$@"', "unterminated quote"),
+        ('exec /bin/sh -c "touch {pwn}" "$@"', "written for /bin/sh"),
+        ('exec /usr/bin/touch {pwn} "$@"', "written for /usr/bin/touch"),
+        ("echo no exec line here", "no exec line"),
+    ],
+)
+def test_a_hostile_shim_line_is_refused(
+    rootless: Identity, shared_dir: Path, tmp_path: Path, line: str, why: str
+) -> None:
+    executor = rootless.home / ".local/share/layershell/libexec/layershell-enter"
+    pwn = shared_dir / f"pwned-{abs(hash(line))}"
+    bad = shared_dir / f"bad-shim-{abs(hash(line))}"
+    bad.write_text(f"#!{executor} --shim\n# x\n" + line.format(x=executor, pwn=pwn) + "\n")
+    bad.chmod(0o755)
+    r = rootless.run([str(bad)])
+    assert r.returncode == 2, r.stderr
+    assert why in r.stderr.decode(), r.stderr
+    assert not pwn.exists()
+
+
+def test_a_shim_that_is_no_regular_file_is_refused(rootless: Identity, shared_dir: Path) -> None:
+    executor = rootless.home / ".local/share/layershell/libexec/layershell-enter"
+    fifo = shared_dir / "shim-fifo"
+    os.mkfifo(fifo, 0o666)
+    try:
+        r = rootless.run([str(executor), "--shim", str(fifo)], timeout=20)  # no hang
+        assert r.returncode == 2 and b"not a regular file" in r.stderr, r.stderr
+    finally:
+        fifo.unlink()

@@ -65,7 +65,7 @@ def make_app(root: str | None, rootless: bool | None) -> App:
 def load_stack(app: App) -> LayerStack:
     from layershell.layers import stack
 
-    layers = stack.load(app.paths.layers_file, app.paths.stack_cache)
+    layers = stack.load(app.paths)
     if app.paths.mode == paths_mod.ROOTLESS:
         import os
         import pwd

@@ -25,7 +25,7 @@ def layers(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list
 
     try:
         where = _paths(ctx)
-        names = stack.load(where.layers_file, where.stack_cache).names
+        names = stack.load(where).names
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [n for n in names if n.startswith(incomplete)]
@@ -38,7 +38,7 @@ def packages(ctx: click.Context, _param: click.Parameter, incomplete: str) -> li
 
     try:
         where = _paths(ctx)
-        layers_ = stack.load(where.layers_file, where.stack_cache)
+        layers_ = stack.load(where)
         if where.mode == paths_mod.ROOTLESS:
             import pwd
 

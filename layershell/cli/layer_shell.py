@@ -33,7 +33,7 @@ zsh_source or fish_source for other shells.
 def _complete_layers(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     try:
         where = paths.detect()
-        names = stack.load(where.layers_file, where.stack_cache).names
+        names = stack.load(where).names
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [n for n in names if n.startswith(incomplete)]

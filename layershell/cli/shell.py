@@ -48,7 +48,7 @@ Examples:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def shell(app: App, layer_name: str | None, login: bool, command: tuple[str, ...]) -> None:
-    layers = stack.load(app.paths.layers_file, app.paths.stack_cache)
+    layers = stack.load(app.paths)
     target = access.find(layers, layer_name) if layer_name else layers.layers[1]
     request = Request(program=command, login=login or not command)
     sys.exit(handover.run(app.paths, layers, target, request))

@@ -1,10 +1,11 @@
 """Shims: a package's executables on PATH, running in the user layer (otto).
 
-A shim is a two-line shell script whose `exec` line is the executor's command line for
-the package's program (sandbox.executor_argv), rendered once at expose time, so a call
-costs a shell start and the executor, never Python. It runs as whoever calls it (never
-root: the executor refuses), in layer 2, with the package's profile deciding what of the
-caller it sees (PROFILES; docs/exposure.md has the table).
+A shim is a three-line shell script whose `exec` line is the executor's command line for
+the package's program (sandbox.executor_argv), rendered once at expose time. Its first
+line, `#!EXECUTOR --shim`, has the kernel start the executor on it, which reads the exec
+line itself (enter.c): a call costs the executor alone, never a shell or Python. It runs
+as whoever calls it (never root: the executor refuses), in layer 2, with the package's
+profile deciding what of the caller it sees (PROFILES; docs/exposure.md has the table).
 
 Shims are pipx-like citizens of PATH: each carries a marker line naming its package; a
 file without our marker is never overwritten (a collision, reported); sync changes
@@ -231,6 +232,13 @@ class Renderer:
         self.paths = paths
         self.stack = stack
         self._lines: dict[tuple[str, EnvSettings, tuple[str, ...]], str] = {}
+        # The kernel starts the executor on the shim itself, which reads the exec line
+        # (enter.c, shim_argv): no sh in between. "#!" takes one path and one word, and
+        # Linux reads at most 255 bytes of it; a path it cannot carry gets sh, which
+        # runs the same line.
+        executor = paths.executor
+        fits = len(executor) < 200 and not any(c.isspace() for c in executor)
+        self._first_line = f"#!{executor} --shim" if fits else "#!/bin/sh"
 
     def _line(self, profile: str, env: EnvSettings, writable: tuple[str, ...]) -> str:
         key = (profile, env, writable)
@@ -267,7 +275,7 @@ class Renderer:
             .replace(_PACKAGE, shlex.quote(shim.package))
         )
         return (
-            "#!/bin/sh\n"
+            f"{self._first_line}\n"
             f"{names.MARKER}: shim for {shim.name} of package {shim.package} ({shim.version}, "
             f"profile {shim.profile}); core expose/unexpose manage it, do not edit.\n"
             f'exec {line} "$@"\n'

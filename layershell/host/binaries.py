@@ -117,10 +117,11 @@ def executor(directory: str | None = None) -> Built:
     return built
 
 
-def launcher(python: str, code: str, directory: str | None = None) -> bytes:
-    """The launcher's bytes with `python` and `code` written into its slot."""
+def launcher(python: str, code: str, fast: str = "", directory: str | None = None) -> bytes:
+    """The launcher's bytes with `python`, `code` and the fast path's compiled file
+    (layers/fast.py; "" for none: every call starts Python) written into its slot."""
     built = _load(LAUNCHER, directory)
-    payload = python.encode() + b"\0" + code.encode() + b"\0"
+    payload = b"".join(os.fsencode(x) + b"\0" for x in (python, code, fast))
     at = built.data.find(SLOT_MAGIC)
     start = at + len(SLOT_MAGIC)
     room = SLOT_SIZE - len(SLOT_MAGIC)
@@ -129,7 +130,7 @@ def launcher(python: str, code: str, directory: str | None = None) -> bytes:
         raise LayershellError(f"{built.path} has no empty launcher slot", REINSTALL)
     if len(payload) > room:
         raise LayershellError(
-            f"the launcher's slot holds {room} bytes; {python} and layershell's path "
+            f"the launcher's slot holds {room} bytes; {python}, layershell's path and {fast} "
             f"need {len(payload)}",
             "install layershell under a shorter path",
         )

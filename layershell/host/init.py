@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from layershell import safepath
 from layershell.errors import LayershellError, PermissionRefused
 from layershell.host import accounts, binaries, mounts, origin
-from layershell.layers import sandbox, stack
+from layershell.layers import fast, sandbox, stack
 from layershell.layers.model import Layer, LayerStack
 from layershell.names import MARKER
 from layershell.paths import ROOTLESS, Paths
@@ -449,7 +449,7 @@ def nosuid_dirs(layers: LayerStack, paths: Paths) -> list[str]:
 
 
 def mount_nosuid(paths: Paths, report: Report, *, required: bool) -> None:
-    layers = stack.load(paths.layers_file, paths.stack_cache)
+    layers = stack.load(paths)
     for directory in nosuid_dirs(layers, paths):
         mount_pkgs(directory, report, required=required)
 
@@ -508,6 +508,15 @@ def _compile_cache(paths: Paths, layers: LayerStack, report: Report) -> None:
         report.done.append(f"compiled {paths.stack_cache}")
     else:
         report.unchanged.append(paths.stack_cache)
+    # Whether or not the cache was fresh: the accounts it names may be new (fast.py).
+    compiled = fast.file_of(paths)
+    try:
+        wrote = fast.write(layers, paths)
+    except OSError as exc:
+        raise LayershellError(f"cannot write {compiled}: {exc.strerror}") from None
+    (report.done if wrote else report.unchanged).append(
+        f"compiled {compiled}" if wrote else compiled
+    )
 
 
 def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False) -> Report:
@@ -535,7 +544,7 @@ def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False)
         raise LayershellError(
             "--create-users is for system mode", "rootless mode runs every layer as you"
         )
-    layers = stack.load(paths.layers_file, paths.stack_cache)
+    layers = stack.load(paths)
     launcher = login_shell(paths, rootless)
     # Check everything that can fail before changing anything.
     if not rootless:
@@ -548,7 +557,7 @@ def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False)
                 "create them, or run: core init --create-users",
             )
     # The executables hatch_build.py built: core init compiles nothing (docs/design.md).
-    launcher_bytes = binaries.launcher(sys.executable, launcher_code())
+    launcher_bytes = binaries.launcher(sys.executable, launcher_code(), fast.file_of(paths))
     executor = binaries.executor()
     executor_action = _executor_action(paths.executor, executor)
     root_owned = None if rootless else (0, 0)
@@ -571,7 +580,7 @@ def init(paths: Paths, *, create_users: bool = False, mounts_only: bool = False)
             with open(layers.source, "rb") as f, _own_dir(paths.config_dir) as d:
                 safepath.write_file(d, os.path.basename(paths.layers_file), f.read())
             report.done.append(f"wrote {paths.layers_file} (from {layers.source})")
-            layers = stack.load(paths.layers_file, paths.stack_cache)
+            layers = stack.load(paths)
         _write_managed(os.path.join(paths.pam_dir, "layer-shell"), pam_text(paths.pam_dir),
                        0o644, report)  # fmt: skip
         _add_shell(paths.root, launcher, report)

@@ -755,6 +755,89 @@ static const char *need(int argc, char **argv, int i, const char *opt) {
     return argv[i];
 }
 
+/* A shim started by the kernel through its first line, "#!EXECUTOR --shim": argv is
+ * EXECUTOR --shim SHIM ARGS. The shim's exec line (shims.py: shlex.join of the command
+ * line, then "$@") holds this program's options; they are read here, words as sh would
+ * read them, instead of starting sh for it. Only the quoting shlex writes is accepted. */
+#define SHIM_MAX (256 * 1024)
+#define SHIM_WORDS 4096
+
+static char *shim_word(const char **p, const char *end, const char *shim) {
+    char *out = malloc((size_t)(end - *p) + 1), *o = out;
+    if (out == NULL)
+        die(1, "out of memory");
+    while (*p < end && **p != ' ' && **p != '\n') {
+        char c = *(*p)++;
+        if (c == '\'' || c == '"') {
+            const char *close = memchr(*p, c, (size_t)(end - *p));
+            if (close == NULL || memchr(*p, '\n', (size_t)(close - *p)))
+                die(2, "shim %s: an unterminated quote", shim);
+            for (const char *q = *p; c == '"' && q < close; q++)
+                if (*q == '$' || *q == '`' || *q == '\\')
+                    die(2, "shim %s: not a line core expose wrote", shim);
+            memcpy(o, *p, (size_t)(close - *p));
+            o += close - *p;
+            *p = close + 1;
+        } else if (strchr("$`\\;&|<>()*?[]{}~#!\t\r", c) || c == '\0') {
+            die(2, "shim %s: not a line core expose wrote", shim);
+        } else {
+            *o++ = c;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static char **shim_argv(int argc, char **argv, int *out_argc) {
+    const char *shim = argv[2];
+    int fd = open(shim, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0)
+        die_errno("cannot read the shim", shim);
+    if (!S_ISREG(st.st_mode) || st.st_size > SHIM_MAX)
+        die(2, "shim %s: not a regular file of at most %d bytes", shim, SHIM_MAX);
+    char *text = malloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    ssize_t n = 1;
+    while (text && got < (size_t)st.st_size &&
+           (n = read(fd, text + got, (size_t)st.st_size - got)) > 0)
+        got += (size_t)n;
+    close(fd);
+    if (text == NULL || n < 0)
+        die_errno("cannot read the shim", shim);
+    text[got] = '\0';
+    const char *end = text + got, *line = NULL;
+    for (const char *p = text; p < end && line == NULL;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if ((size_t)(end - p) > 5 && !strncmp(p, "exec ", 5))
+            line = p + 5;
+        p = nl ? nl + 1 : end;
+    }
+    if (line == NULL)
+        die(2, "shim %s: no exec line", shim);
+    char **args = calloc(SHIM_WORDS + (size_t)argc, sizeof(char *));
+    if (args == NULL)
+        die(1, "out of memory");
+    int words = 0;
+    for (const char *p = line;;) {
+        if ((size_t)(end - p) >= 5 && !strncmp(p, "\"$@\"", 4) && p[4] == '\n')
+            break;
+        if (p >= end || *p == '\n' || words >= SHIM_WORDS)
+            die(2, "shim %s: its exec line does not end in \"$@\"", shim);
+        args[words++] = shim_word(&p, end, shim);
+        if (p < end && *p == ' ')
+            p++;
+    }
+    /* The line names this executor first, as the kernel started it. */
+    if (words < 2 || strcmp(args[0], argv[0]) != 0)
+        die(2, "shim %s: written for %s, not for %s", shim, words ? args[0] : "nothing", argv[0]);
+    for (int k = 3; k < argc; k++)
+        args[words++] = argv[k];
+    args[words] = NULL;
+    *out_argc = words;
+    return args;
+}
+
 int main(int argc, char **argv) {
     static struct op ops[MAX_OPS];
     static char *env_out[MAX_ENV + 1];
@@ -771,6 +854,8 @@ int main(int argc, char **argv) {
         puts(build_id);
         return fflush(stdout) == 0 ? 0 : 1;
     }
+    if (argc >= 3 && strcmp(argv[1], "--shim") == 0)
+        argv = shim_argv(argc, argv, &argc);
     for (; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0) {

@@ -33,7 +33,8 @@ def account(name: str) -> pwd.struct_passwd:
 
 
 def child_env(paths: Paths, pw: pwd.struct_passwd, pam_env: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in LOGIN_KEEP or k.startswith("LC_")}
+    env = {k: v for k, v in launch.caller_environment().items()
+           if k in LOGIN_KEEP or k.startswith("LC_")}  # fmt: skip
     env.update(pam_env)
     env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name, SHELL=pw.pw_shell)
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"

@@ -48,6 +48,26 @@ class Request:
         self.writable_only = writable_only
 
 
+def caller_environment() -> dict[str, str]:
+    """The environment this process was started with, as a native program gets it: without
+    the LC_CTYPE=C.UTF-8 Python sets itself when the locale is C (PEP 538), and without a
+    variable of no name, which exec cannot pass on. The fast path (launcher.c) starts no
+    Python and so never saw either."""
+    env = {k: v for k, v in os.environ.items() if k}
+    if "LC_CTYPE" in env:
+        try:
+            with open("/proc/self/environ", "rb") as f:
+                given = f.read(1 << 20).split(b"\0")
+        except OSError:
+            return env
+        first = [x for x in given if x.startswith(b"LC_CTYPE=")][:1]
+        if not first:
+            del env["LC_CTYPE"]
+        else:
+            env["LC_CTYPE"] = os.fsdecode(first[0][len(b"LC_CTYPE=") :])
+    return env
+
+
 def this_python(call: str) -> list[str]:
     """argv running `call` (Python) through this very interpreter with this process's
     sys.path, so another account's process (after a handover, an install.sh run) finds

@@ -82,7 +82,7 @@ def run(argv: list[str]) -> int:
     where = paths.detect()
     uid = os.getuid()
     pw = pwd.getpwuid(uid)
-    layers = stack.load(where.layers_file, where.stack_cache)
+    layers = stack.load(where)
     if where.mode == paths.ROOTLESS:
         if uid == 0:
             raise LayershellError(
@@ -99,7 +99,7 @@ def run(argv: list[str]) -> int:
     if target.level == 0:
         # The host layer: no sandbox, just the shell (root, or the rootless owner).
         program, args = launch.program_argv(target, request)
-        sandbox.exec_program(program, args, dict(os.environ), target.name)
+        sandbox.exec_program(program, args, launch.caller_environment(), target.name)
     if uid == 0:
         from layershell.layers import handover
 
@@ -117,7 +117,7 @@ def run(argv: list[str]) -> int:
         user=pw.pw_name,
         passwd_home=pw.pw_dir,
         cwd=cwd,
-        base_env=dict(os.environ),
+        base_env=launch.caller_environment(),
     )
     sandbox.enter(spec, where.executor)
     return 1  # not reached: enter() execs or raises

@@ -4,9 +4,9 @@ what a layer's namespaces and mounts are.
 A spec is carried out by `layershell-enter` (layershell/layers/enter.c, built with
 layershell, installed by `core init`), a small executor that does in C exactly what
 the spec says and then execs the program in place. `layer-shell` builds a spec per
-call and execs the executor; a shim is a spec rendered once, at expose time, into a
-two-line shell script (shims.py). The steps and the reasons for them are in
-docs/design.md, "Entering a layer".
+call and execs the executor (or the launcher does, from fast.py's file); a shim is a
+spec rendered once, at expose time, into a script the executor reads (shims.py). The
+steps and the reasons for them are in docs/design.md, "Entering a layer".
 
 On the `layer-shell` hot path: imports only os and _signal.
 """
@@ -128,11 +128,14 @@ def expand(template: str, store: str, pkgs: str, state: str) -> str:
     )
 
 
+TOP_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")  # a link into /usr, or not
+
+
 def base_mounts() -> list[Mount]:
     """Core's read-only view: /usr and /etc, the merged-/usr links, /dev, /proc, /sys,
     and private /tmp, /run, /var."""
     mounts: list[Mount] = [(RO_BIND, "/usr", "/usr", 0)]
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+    for name in TOP_DIRS:
         path = "/" + name
         if os.path.islink(path):
             mounts.append((SYMLINK, path, os.readlink(path), 0))
@@ -182,10 +185,13 @@ def layer_mounts(
     state: str,
     *,
     own_writable: bool = True,
+    every_mask: bool = False,
 ) -> list[Mount]:
     """Mounts for the layer stack above core. `layers` lists (name, writable) from level
     1 up to the layer being entered: lower layers read-only, the last one read-write
-    (unless own_writable is False: a shim's layer 2 gets nothing of its own)."""
+    (unless own_writable is False: a shim's layer 2 gets nothing of its own). With
+    every_mask, every credentials file is masked whether it exists or not (the fast path's
+    compiled file, which checks each when the program starts)."""
     mounts = base_mounts()
     for i, (name, writable) in enumerate(layers):
         own = own_writable and i == len(layers) - 1
@@ -196,19 +202,22 @@ def layer_mounts(
             )
     if home:
         mounts.append((BIND, home, home, 0))
-        mounts += credential_masks(home)
+        mounts += credential_masks(home, only_present=not every_mask)
     # Parents before children: /usr before /usr/local, /var before /var/lib/... (stable)
     mounts.sort(key=_depth)
     return mounts
 
 
-def credential_masks(home: str) -> list[Mount]:
+def credential_masks(home: str, *, only_present: bool = True) -> list[Mount]:
     """/dev/null bound read-only (nodev: it cannot even be opened) over each credentials
     file in `home`. Only a regular file is masked: a missing one gets no mount point
     created in the host's home, and fetch refuses a link anyway."""
     masks: list[Mount] = []
     for name in CREDENTIAL_FILES:
         path = os.path.join(home, name)
+        if not only_present:
+            masks.append((RO_BIND, path, "/dev/null", 0))
+            continue
         try:
             mode = os.lstat(path).st_mode
         except OSError:
@@ -220,14 +229,10 @@ def credential_masks(home: str) -> list[Mount]:
 
 def executor_argv(spec: Spec, executor: str, *, name: str = "layer-shell") -> list[str | bytes]:
     """The executor's command line for `spec` (enter.c documents every option)."""
-    argv: list[str | bytes] = [executor, "--name", name, "--layer", spec.layer, "--view", spec.view]
-    argv += _mount_options(spec.mounts)
-    if spec.pseudo_root:
-        argv.append("--pseudo-root")
-    if not spec.network:
-        argv.append("--unshare-net")
-    if spec.refuse_root:
-        argv.append("--refuse-root")
+    argv = executor_head(spec, executor, name)
+    argv += mount_options(spec.mounts)
+    argv += layer_options(spec)
+    # From here on what the fast path (launcher.c) appends itself, in this order.
     if spec.job_control:
         argv.append("--job-control")
     if spec.cwd:
@@ -246,7 +251,23 @@ def executor_argv(spec: Spec, executor: str, *, name: str = "layer-shell") -> li
     return argv
 
 
-def _mount_options(mounts: tuple[Mount, ...]) -> list[str | bytes]:
+def executor_head(spec: Spec, executor: str, name: str) -> list[str | bytes]:
+    return [executor, "--name", name, "--layer", spec.layer, "--view", spec.view]
+
+
+def layer_options(spec: Spec) -> list[str | bytes]:
+    """The options that say what kind of layer it is, after the mounts."""
+    argv: list[str | bytes] = []
+    if spec.pseudo_root:
+        argv.append("--pseudo-root")
+    if not spec.network:
+        argv.append("--unshare-net")
+    if spec.refuse_root:
+        argv.append("--refuse-root")
+    return argv
+
+
+def mount_options(mounts: tuple[Mount, ...] | list[Mount]) -> list[str | bytes]:
     """executor_argv's options for `mounts`, two or three words each, in their order."""
     argv: list[str | bytes] = []
     for kind, dest, source, mode in mounts:

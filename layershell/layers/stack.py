@@ -14,6 +14,10 @@ import os
 
 from layershell.layers.model import Layer, LayerStack
 
+TYPE_CHECKING = False  # typing costs ~7 ms on the hot path (docs/design.md)
+if TYPE_CHECKING:
+    from layershell.paths import Paths
+
 CACHE_FORMAT = 2  # 2: Layer.limits
 
 
@@ -82,12 +86,15 @@ def write_cache(
         return False
 
 
-def load(config_file: str, cache_file: str) -> LayerStack:
+def load(paths: Paths) -> LayerStack:
     """The layer stack: from the compiled cache when it is fresh, else from YAML
-    (validated; raises ConfigError listing every problem)."""
-    source = stack_file(config_file)
+    (validated; raises ConfigError listing every problem). Compiling the cache again
+    compiles the fast path's file too (fast.py), when this caller may write them."""
+    cache_file = paths.stack_cache
+    source = stack_file(paths.layers_file)
     cached = read_cache(cache_file, source)
     if cached is not None:
+        _refresh_fast(cached, paths)
         return cached
     # Only for a stale or missing cache: config.py imports yaml (docs/design.md, "The hot
     # path"). config.py does not import this module, so this is no cycle.
@@ -98,6 +105,14 @@ def load(config_file: str, cache_file: str) -> LayerStack:
     except OSError:
         fingerprint = None
     stack = config.load_stack(source)
-    if fingerprint is not None:
-        write_cache(cache_file, stack, fingerprint)
+    if fingerprint is not None and write_cache(cache_file, stack, fingerprint):
+        _refresh_fast(stack, paths)
     return stack
+
+
+def _refresh_fast(layers: LayerStack, paths: Paths) -> None:
+    """The fast path's file (fast.py) follows the stack; only its writer pays for it."""
+    if os.access(paths.cache_dir, os.W_OK):
+        from layershell.layers import fast
+
+        fast.refresh(layers, paths)
