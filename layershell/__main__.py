@@ -1,5 +1,5 @@
 """`python -m layershell` is `core`."""
 
-from layershell.cli.core import main
+from layershell.cli import main
 
 main()

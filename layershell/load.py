@@ -15,11 +15,24 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from layershell.errors import ConfigError, Problem
+
+if TYPE_CHECKING:
+    import yaml
+else:
+
+    class _Yaml:
+        """PyYAML, imported when a document is first read: importing this module (every
+        module that names a Document does) costs nothing, and `core list` reads none."""
+
+        def __getattr__(self, name: str) -> Any:
+            import yaml
+
+            return getattr(yaml, name)
+
+    yaml = _Yaml()
 
 KeyPath = tuple[str | int, ...]
 

@@ -65,13 +65,7 @@ def make_app(root: str | None, rootless: bool | None) -> App:
 def load_stack(app: App) -> LayerStack:
     from layershell.layers import stack
 
-    layers = stack.load(app.paths)
-    if app.paths.mode == paths_mod.ROOTLESS:
-        import os
-        import pwd
-
-        layers = layers.with_account(pwd.getpwuid(os.getuid()).pw_name)
-    return layers
+    return stack.for_caller(app.paths)
 
 
 def installed(app: App, only: set[str] | None = None) -> list[Installed]:

@@ -9,15 +9,10 @@ import time
 
 import click
 
-from layershell.cli import common, complete
-from layershell.cli.app import App, installed, not_installed
-from layershell.packages.state import Installed
-
-
-def _shown(text: object) -> str:
-    """A value of the record as text that cannot drive the terminal."""
-    value = str(text)
-    return value if value.isprintable() else value.encode("unicode_escape").decode()
+from layershell.cli import common, complete, list_view
+from layershell.cli.app import App, installed, load_stack, not_installed
+from layershell.cli.list_view import COLUMNS
+from layershell.cli.list_view import shown as _shown
 
 
 def _verified(record: dict[str, object]) -> str:
@@ -41,9 +36,6 @@ def _verified(record: dict[str, object]) -> str:
     if how == "inbox":
         return "the inbox: checked by Ignition against the hash in the config that put it there"
     return how
-
-
-COLUMNS = ("NAME", "VERSION", "LAYER", "ACTIVE", "INSTALLED", "EXPOSES", "SOURCE")
 
 
 def _columns(value: str | None) -> tuple[int, ...]:
@@ -80,79 +72,11 @@ def list_(app: App, as_json: bool, show_all: bool, columns: tuple[int, ...]) -> 
     """List installed packages: on a terminal a table fitted to its width (long values
     end in an ellipsis, NAME and VERSION are always whole); piped, plain columns with
     every value whole, one line per package."""
-    rows = [r for r in installed(app) if show_all or r.active]
-    shown = exposure(app, rows)
-    from layershell.packages import grants
-
-    table = grants.Table.load(app.paths)
-    if as_json:
-        out = [
-            {
-                **r.as_json(),
-                "exposes": shown.get(r.name, []) if r.active else [],
-                "granted": table.policy(r).as_json(),
-            }
-            for r in rows
-        ]
-        json.dump(out, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-        return
-    if not rows:
-        app.out.print("no packages installed")
-        return
-    header = tuple(COLUMNS[i] for i in columns)
-    full: list[tuple[str, ...]] = [
-        (
-            _shown(r.name), _shown(r.version), _shown(r.layer), "yes" if r.active else "",
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.installed_at)),
-            _shown(" ".join(shown.get(r.name, [])) if r.active else ""), _shown(r.source),
-        )
-        for r in rows
-    ]  # fmt: skip
-    cells = [tuple(row[i] for i in columns) for row in full]
-    rows_text = (header, *cells)
-    widths = [max(len(row[i]) for row in rows_text) for i in range(len(header))]
-    if sys.stdout.isatty():
-        import shutil
-
-        widths = fitted(header, widths, shutil.get_terminal_size().columns)
-    # Piped, every value whole: one line per package (grep, awk, cut); on a terminal,
-    # fitted to its width, with an ellipsis where a value was cut.
-    for row in rows_text:
-        line = "  ".join(_cut(c, w).ljust(w) for c, w in zip(row, widths, strict=True))
-        sys.stdout.write(line.rstrip() + "\n")
-
-
-def exposure(app: App, rows: list[Installed]) -> dict[str, list[str]]:
-    """Package -> what it exposes: its shims on PATH, and its attached portable image."""
-    from layershell.exposure import portable, shims
-
-    shown = shims.exposed(app.paths)
-    attached = portable.attached(app.paths) if app.paths.mode == "system" else {}
-    for name, version in attached.items():
-        if any(r.name == name and r.version == version for r in rows):
-            shown.setdefault(name, []).append(f"{name}_{version} (portable)")
-    return shown
-
-
-WHOLE = ("NAME", "VERSION")  # what a person reads a row by: never cut
-NARROWEST = 3  # a cut column still shows two characters and its ellipsis
-
-
-def fitted(header: tuple[str, ...], widths: list[int], columns: int) -> list[int]:
-    """Column widths within `columns`: the widest column that may be cut loses a
-    character at a time, until the line fits or nothing more can give."""
-    widths = list(widths)
-    while sum(widths) + 2 * (len(widths) - 1) > columns:
-        cuttable = [i for i, w in enumerate(widths) if header[i] not in WHOLE and w > NARROWEST]
-        if not cuttable:
-            break
-        widths[max(cuttable, key=lambda i: widths[i])] -= 1
-    return widths
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+    text = list_view.render(
+        app.paths, load_stack(app), as_json=as_json, show_all=show_all, columns=columns,
+        width=list_view.terminal_width(), warn=app.err.print,
+    )  # fmt: skip
+    sys.stdout.write(text)
 
 
 @click.command()
@@ -168,7 +92,7 @@ def info(app: App, as_json: bool, name: str) -> None:
     from layershell.packages import grants
 
     table = grants.Table.load(app.paths)
-    exposes = exposure(app, rows).get(name, [])
+    exposes = list_view.exposure(app.paths, rows).get(name, [])
     if as_json:
         json.dump(
             [

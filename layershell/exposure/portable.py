@@ -26,6 +26,7 @@ from layershell.atomic import read_json_map, write_json
 from layershell.errors import LayershellError
 from layershell.exposure import image as images
 from layershell.exposure import units
+from layershell.exposure.portable_record import attached
 from layershell.exposure.unit_keys import matches
 from layershell.packages.state import Installed
 from layershell.paths import Paths
@@ -168,15 +169,6 @@ def _claim(paths: Paths, name: str) -> None:
     names = read_json_map(paths.portable_names_file, hint=NAMES_HINT)
     if name not in names:
         _save(paths, {**names, name: True}, paths.portable_names_file)
-
-
-def attached(paths: Paths) -> dict[str, str]:
-    data = read_json_map(
-        paths.portables_file,
-        hint="restore it, or write it again by hand: it maps each package to the version "
-        "attached (`portablectl list` shows the images, named <package>_<version>)",
-    )
-    return {k: str(v) for k, v in data.items()}
 
 
 def _save(paths: Paths, record: Mapping[str, object], file: str | None = None) -> None:

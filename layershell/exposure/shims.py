@@ -18,7 +18,6 @@ identity tools (names.SENSITIVE) are refused always.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import stat
@@ -27,14 +26,14 @@ from dataclasses import dataclass, field
 from layershell import names
 from layershell.atomic import read_json_map, write_atomic, write_json
 from layershell.errors import LayershellError
+from layershell.exposure.shim_marks import owner_of
 from layershell.layers import sandbox
 from layershell.layers.model import Layer, LayerStack
 from layershell.packages.grants import Policy, Table
-from layershell.packages.manifest import NO_ENV, EnvSettings
+from layershell.packages.manifest_env import NO_ENV, EnvSettings
 from layershell.packages.state import Installed
 from layershell.paths import ROOTLESS, Paths
 
-SHIM_RE = re.compile(r"^# Managed by layershell: shim for (\S+) of package (\S+)", re.M)
 OS_RELEASE = ("usr/lib/os-release", "etc/os-release")
 BIN_NAME_RE = names.EXECUTABLE
 
@@ -284,17 +283,6 @@ class Renderer:
 
 def render(paths: Paths, stack: LayerStack, shim: Shim) -> str:
     return Renderer(paths, stack).render(shim)
-
-
-def owner_of(path: str) -> tuple[str, str] | None:
-    """(command, package) if `path` is a shim we wrote, else None."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(512).decode(errors="replace")
-    except OSError:
-        return None
-    m = SHIM_RE.search(head)
-    return (m.group(1), m.group(2)) if m else None
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -569,17 +557,3 @@ def load_overrides(paths: Paths) -> dict[str, list[str] | None]:
 
 def save_overrides(paths: Paths, overrides: dict[str, list[str] | None]) -> None:
     write_json(paths.exposure_file, overrides)
-
-
-def exposed(paths: Paths) -> dict[str, list[str]]:
-    """package -> the shims on disk that carry its marker."""
-    found: dict[str, list[str]] = {}
-    try:
-        entries = sorted(os.listdir(paths.bin_dir))
-    except FileNotFoundError:
-        return found
-    for entry in entries:
-        owner = owner_of(os.path.join(paths.bin_dir, entry))
-        if owner is not None:
-            found.setdefault(owner[1], []).append(owner[0])
-    return found

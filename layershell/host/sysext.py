@@ -98,7 +98,7 @@ def main():
 
         shell(sys.argv)
     else:
-        from layershell.cli.core import main as core
+        from layershell.cli import main as core
 
         core()
 

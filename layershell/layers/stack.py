@@ -110,6 +110,16 @@ def load(paths: Paths) -> LayerStack:
     return stack
 
 
+def for_caller(paths: Paths) -> LayerStack:
+    """The stack as `core` acts on it: in rootless mode every layer is the caller's."""
+    layers = load(paths)
+    if paths.mode == "rootless":
+        import pwd
+
+        layers = layers.with_account(pwd.getpwuid(os.getuid()).pw_name)
+    return layers
+
+
 def _refresh_fast(layers: LayerStack, paths: Paths) -> None:
     """The fast path's file (fast.py) follows the stack; only its writer pays for it."""
     if os.access(paths.cache_dir, os.W_OK):

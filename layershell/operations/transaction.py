@@ -18,7 +18,7 @@ from layershell.cli.app import (
     sync_exposure,
 )
 from layershell.errors import LayershellError
-from layershell.exposure import portable
+from layershell.exposure import portable, portable_record
 from layershell.operations import journal
 from layershell.packages.target import Target
 
@@ -79,7 +79,7 @@ def _service_follows(app: App, name: str, version: str) -> bool:
         image = portable.portable_image(rows[0]) if rows else None
     except LayershellError:
         return False
-    return image is None or portable.attached(app.paths).get(name) == version
+    return image is None or portable_record.attached(app.paths).get(name) == version
 
 
 @contextmanager

@@ -28,10 +28,13 @@ from dataclasses import dataclass, replace
 
 from layershell.atomic import read_json_map, write_json
 from layershell.errors import LayershellError
-from layershell.packages import manifest
-from layershell.packages.manifest import Manifest, PackageSpec
+from layershell.packages import manifest_env
 from layershell.packages.state import Installed
 from layershell.paths import Paths
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from layershell.packages.manifest import Manifest, PackageSpec
 
 # Loosest first: a record may move a package right (stricter), never left.
 PROFILE_ORDER = ("trusted", "default", "nonetwork", "strict")
@@ -56,7 +59,7 @@ class Grant:
     expose: tuple[str, ...] | None = None  # None: every executable of bin/
     expose_over: tuple[str, ...] = ()  # host programs its shims may shadow
     source: str = ""  # where root said it, for core info
-    env: manifest.EnvSettings = manifest.NO_ENV  # its shims' environment (env:)
+    env: manifest_env.EnvSettings = manifest_env.NO_ENV  # its shims' environment (env:)
     # Root named the profile (a manifest entry, --profile, an inbox directory): then it
     # stands, and a record asking for a stricter one (from an earlier install) does not
     # keep a changed manifest from applying.
@@ -104,10 +107,10 @@ def _names(value: object) -> tuple[str, ...] | None:
     return tuple(value)
 
 
-def _parse_env(raw: object) -> manifest.EnvSettings | None:
+def _parse_env(raw: object) -> manifest_env.EnvSettings | None:
     """env as as_json wrote it (grants.json from before env: has none: NO_ENV)."""
     if raw is None:
-        return manifest.NO_ENV
+        return manifest_env.NO_ENV
     if not isinstance(raw, dict):
         return None
     passed, denied, values = _names(raw.get("pass")), _names(raw.get("deny")), raw.get("set")
@@ -116,11 +119,11 @@ def _parse_env(raw: object) -> manifest.EnvSettings | None:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
         return None
     names = (*passed, *denied, *values)
-    if not all(manifest.ENV_NAME_RE.match(n) for n in names):
+    if not all(manifest_env.ENV_NAME_RE.match(n) for n in names):
         return None
     if not all(v.isprintable() for v in values.values()):
         return None  # a value goes into a shim's command line
-    return manifest.EnvSettings(passed, denied, tuple(values.items()))
+    return manifest_env.EnvSettings(passed, denied, tuple(values.items()))
 
 
 def _parse(raw: object) -> Grant | None:
@@ -229,6 +232,8 @@ def host_manifest(paths: Paths) -> Manifest | None:
     if not os.path.exists(paths.manifest_file):
         return None
     try:
+        from layershell.packages import manifest
+
         return manifest.load_manifest(paths.manifest_file)
     except LayershellError:
         return None

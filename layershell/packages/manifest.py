@@ -21,6 +21,7 @@ from layershell.layers.config import ACCOUNT_RE
 from layershell.load import Document, KeyPath
 from layershell.packages import manifest_exposure, manifest_repositories
 from layershell.packages.checker import Checker, kind
+from layershell.packages.manifest_env import ENV_NAME_RE, NO_ENV, EnvSettings
 from layershell.packages.verify.signature import RepositoryTrust
 
 
@@ -47,22 +48,6 @@ class VersionKind(str, Enum):
     pinned = "pinned"  # exactly the version written
     latest = "latest"  # the newest version on the package's stream
     os = "os"  # the build for the host OS version, else the newest older OS version
-
-
-@dataclass(frozen=True)
-class EnvSettings:
-    """A package's `env:`: what of the caller's environment its shims' programs get,
-    beyond the profile's rule (docs/exposure.md, "Environment")."""
-
-    passed: tuple[str, ...] = ()  # `pass:` also under strict (which passes a short list)
-    denied: tuple[str, ...] = ()  # `deny:` never, under any profile
-    set: tuple[tuple[str, str], ...] = ()  # `set:` always, whatever the caller has
-
-    def as_json(self) -> dict[str, object]:
-        return {"pass": list(self.passed), "deny": list(self.denied), "set": dict(self.set)}
-
-
-NO_ENV = EnvSettings()
 
 
 @dataclass(frozen=True)
@@ -130,7 +115,6 @@ PACKAGE_KEYS = (
     "writable",
 )
 ENV_KEYS = ("pass", "deny", "set")
-ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 MAX_ENV_ENTRIES = 64  # per list, and in set:
 MAX_ENV_VALUE = 4096
 # "_" separates name and version in file names (goss_v0.0.1), so neither may contain it.

@@ -172,5 +172,5 @@ def as_account_argv(paths: Paths, args: list[str]) -> tuple[list[str], dict[str,
     env[DELEGATED_ENV] = "1"  # root syncs shims and services itself afterwards
     if paths.root != "/":
         env["LAYERSHELL_ROOT"] = paths.root
-    argv = launch.this_python("from layershell.cli.core import main; sys.argv[0] = 'core'; main()")
+    argv = launch.this_python("from layershell.cli import main; sys.argv[0] = 'core'; main()")
     return [*argv, *args], env

@@ -40,7 +40,6 @@ from layershell.packages.repo.layout import (
     index_url,
     split_artifact_name,
 )
-from layershell.packages.repo.publish import write_index
 from layershell.packages.repo.reference import (
     CREDENTIALS_HINT,
     check_repository,
@@ -50,6 +49,21 @@ from layershell.packages.repo.reference import (
     redact_url,
 )
 from layershell.packages.repo.versions import version_key
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from layershell.packages.repo.publish import write_index
+
+
+def __getattr__(name: str) -> object:
+    # publish (hashing, SHA256SUMS, signing) only when a publisher asks for it: what
+    # reads records (core list) imports this package for its name rules alone.
+    if name == "write_index":
+        from layershell.packages.repo.publish import write_index
+
+        return write_index
+    raise AttributeError(name)
+
 
 __all__ = [
     "CREDENTIALS_HINT",
