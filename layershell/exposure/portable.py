@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from layershell.errors import LayershellError
 from layershell.exposure import image as images
 from layershell.exposure import units
 from layershell.exposure.portable_record import attached
+from layershell.exposure.settle import journal, wait_all_active
 from layershell.exposure.unit_keys import matches
 from layershell.packages.state import Installed
 from layershell.paths import Paths
@@ -209,32 +209,6 @@ def _check(result: subprocess.CompletedProcess[str], what: str) -> None:
         )
 
 
-def _journal(unit: str, run: Run) -> str:
-    result = run(["journalctl", "--no-pager", "-o", "cat", "-n", "15", "-u", unit])
-    return "\n".join("    " + line for line in result.stdout.splitlines()[-15:])
-
-
-def _wait_active(unit: str, run: Run, timeout: float, settle: float = 1.5) -> str:
-    """'active' once the unit has stayed active for `settle` seconds; a simple service
-    is active the moment it forks, so one look would miss a program that exits at once."""
-    deadline = time.monotonic() + timeout
-    active_since: float | None = None
-    state = ""
-    while time.monotonic() < deadline:
-        state = run(["systemctl", "is-active", unit]).stdout.strip()
-        now = time.monotonic()
-        if state == "failed" or (state == "inactive" and active_since is not None):
-            return state
-        if state != "active":
-            active_since = None
-        elif active_since is None:
-            active_since = now
-        elif now - active_since >= settle:
-            return state
-        time.sleep(0.2)
-    return state
-
-
 def _conflicts(image: Image, record: dict[str, str]) -> list[str]:
     """Units another image (not this package's older version) already put on the host."""
     out = []
@@ -278,6 +252,29 @@ def attach(
     pkgs_inner: str = "/opt/pkgs",
 ) -> None:
     """Attach (or move to) `row`'s version; on a failed start, leave things as before."""
+    started = _start(paths, row, image, run=run, log=log, pkgs_inner=pkgs_inner)
+    _finish(paths, started, _settle([started], run, start_timeout), run, log)
+
+
+class _Started:
+    """An image attached and its units started, not yet known to stay up."""
+
+    def __init__(self, image: Image, target: str, enable: list[str], start: list[str],
+                 previous: str | None) -> None:  # fmt: skip
+        self.image, self.target, self.enable, self.start = image, target, enable, start
+        self.previous = previous
+
+
+def _start(
+    paths: Paths,
+    row: Installed,
+    image: Image,
+    *,
+    run: Run,
+    log: Callable[[str], None],
+    pkgs_inner: str,
+) -> _Started:
+    """attach's first half: checked, attached, enabled and started (not waited for)."""
     record = attached(paths)
     clash = _conflicts(image, record)
     if clash:
@@ -315,35 +312,62 @@ def attach(
     if previous != image.version or not _is_attached(image, run):
         log(f"{verb}ing {image.image_name} (profile {profile}, --copy={method})")
         _check(run(argv), f"portablectl {verb} {image.image_name}")
+    started = _Started(image, target, enable, start, previous)
     try:
         _verify_attached(image, target, texts, before)
         for unit in enable:
             _check(run(["systemctl", "enable", unit]), f"systemctl enable {unit}")
         for unit in start:
             _check(run(["systemctl", "restart", unit]), f"systemctl start {unit}")
-            state = _wait_active(unit, run, start_timeout)
-            if state != "active":
-                raise PortableError(
-                    f"{unit} did not start (state: {state or 'unknown'}); "
-                    f"{image.image_name} was detached. Its last log lines:\n{_journal(unit, run)}",
-                    f"journalctl -u {unit}",
-                )
     except PortableError:
-        _undo(image, target, enable, start, run)
-        if previous and previous != image.version:
-            log(f"{image.name}: {image.version} failed; {previous} stays detached")
-        record.pop(image.name, None)
-        _save(paths, record)
-        _mark_failed(paths, image.name, image.version)
+        _failed(paths, started, run, log)
         raise
-    if previous and previous != image.version:
+    return started
+
+
+def _settle(started: list[_Started], run: Run, timeout: float) -> dict[str, str]:
+    """Each started unit's state once it has stayed active for a while (or stopped): one
+    wait for all of them, so attaching N services costs one settling time, not N."""
+    units = [u for s in started for u in s.start]
+    return wait_all_active(units, run, timeout) if units else {}
+
+
+def _finish(
+    paths: Paths, s: _Started, states: dict[str, str], run: Run, log: Callable[[str], None]
+) -> None:
+    """attach's second half: kept if its units stayed up, else undone (raises)."""
+    image = s.image
+    for unit in s.start:
+        state = states.get(unit, "")
+        if state != "active":
+            lines = journal(unit, run)
+            _failed(paths, s, run, log)
+            raise PortableError(
+                f"{unit} did not start (state: {state or 'unknown'}); "
+                f"{image.image_name} was detached. Its last log lines:\n{lines}",
+                f"journalctl -u {unit}",
+            )
+    if s.previous and s.previous != image.version:
         shutil.rmtree(
-            os.path.join(paths.portables_dir, f"{image.name}_{previous}"), ignore_errors=True
+            os.path.join(paths.portables_dir, f"{image.name}_{s.previous}"), ignore_errors=True
         )
+    record = attached(paths)  # read again: other images' attaches wrote it meanwhile
     record[image.name] = image.version
     _save(paths, record)
     if failed(paths).get(image.name) == image.version:
         _mark_failed(paths, image.name, None)  # a retry worked; another version's mark stays
+
+
+def _failed(paths: Paths, s: _Started, run: Run, log: Callable[[str], None]) -> None:
+    """Undo a failed attach: the image detached, its record and mark saying so."""
+    image = s.image
+    _undo(image, s.target, s.enable, s.start, run)
+    if s.previous and s.previous != image.version:
+        log(f"{image.name}: {image.version} failed; {s.previous} stays detached")
+    record = attached(paths)
+    record.pop(image.name, None)
+    _save(paths, record)
+    _mark_failed(paths, image.name, image.version)
 
 
 def service_overrides(paths: Paths) -> dict[str, list[str]]:
@@ -436,9 +460,9 @@ def apply_services(
                 errors.append(f"{' '.join(argv)}: {(result.stderr or result.stdout).strip()}")
                 break
         else:
-            state = _wait_active(unit, run, start_timeout)
+            state = wait_all_active([unit], run, start_timeout)[unit]
             if state != "active":
-                errors.append(f"{unit} did not start (state: {state}):\n{_journal(unit, run)}")
+                errors.append(f"{unit} did not start (state: {state}):\n{journal(unit, run)}")
     return errors
 
 
@@ -509,6 +533,7 @@ def sync(
     """Attach active portable packages and detach what is no longer installed; returns
     error messages (each package's failure is its own)."""
     errors: list[str] = []
+    started: list[_Started] = []
     active = {r.name: r for r in rows if r.active}
     record = attached(paths)
     marks = failed(paths)
@@ -539,7 +564,17 @@ def sync(
                 log(f"note: {name} {row.version} is not attached: its start failed; "
                     f"install it again to retry")  # fmt: skip
                 continue
-            attach(paths, row, image, run=run, log=log, pkgs_inner=pkgs_inner)
+            started.append(_start(paths, row, image, run=run, log=log, pkgs_inner=pkgs_inner))
         except LayershellError as exc:
-            errors.append(exc.message + (f"\n  hint: {exc.hint}" if exc.hint else ""))
+            errors.append(_message(exc))
+    states = _settle(started, run, START_TIMEOUT)
+    for one in started:
+        try:
+            _finish(paths, one, states, run, log)
+        except LayershellError as exc:
+            errors.append(_message(exc))
     return errors
+
+
+def _message(exc: LayershellError) -> str:
+    return exc.message + (f"\n  hint: {exc.hint}" if exc.hint else "")
