@@ -36,9 +36,13 @@ def file_of(paths: Paths) -> str:
     return os.path.join(paths.cache_dir, FILE_NAME)
 
 
-def _fingerprint(path: str) -> list[str]:
-    st = os.stat(path)
-    return [os.path.abspath(path), str(st.st_mtime_ns), str(st.st_size)]
+def _fingerprint(path: str, taken: tuple[str, int, int] | None) -> list[str]:
+    """layers.yaml as stack.load fingerprints it: `taken` before the stack was read
+    (stack.load), else now (core init)."""
+    if taken is None:
+        st = os.stat(path)
+        taken = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    return [taken[0], str(taken[1]), str(taken[2])]
 
 
 def _top_dirs() -> list[str]:
@@ -104,8 +108,10 @@ def _entries(stack: LayerStack, paths: Paths) -> list[list[str]]:
     return found
 
 
-def render(stack: LayerStack, paths: Paths, env: dict[str, str] | None = None) -> bytes:
-    """The compiled file for `stack` as `paths` lays it out (rootless: for this caller)."""
+def render(stack: LayerStack, paths: Paths, env: dict[str, str] | None = None,
+           fingerprint: tuple[str, int, int] | None = None) -> bytes:  # fmt: skip
+    """The compiled file for `stack` as `paths` lays it out (rootless: for this caller).
+    `fingerprint`: layers.yaml's, as it was when `stack` was read (stack.load)."""
     env = dict(os.environ) if env is None else env
     if paths.mode == ROOTLESS:
         where = [paths.root, env.get("XDG_CONFIG_HOME", ""), env.get("XDG_DATA_HOME", "")]
@@ -114,7 +120,7 @@ def render(stack: LayerStack, paths: Paths, env: dict[str, str] | None = None) -
     entries = _entries(stack, paths)
     fields = [
         FORMAT, paths.mode, *where, paths.config_dir, paths.state_dir, paths.layers_file,
-        *_fingerprint(stack.source), *_top_dirs(), paths.executor,
+        *_fingerprint(stack.source, fingerprint), *_top_dirs(), paths.executor,
         str(len(launch.LOGIN_KEEP)), *launch.LOGIN_KEEP, str(len(launch.DROP)), *launch.DROP,
         sandbox.LAYER_PATH,
         str(len(entries)), *(x for e in entries for x in e),
@@ -130,11 +136,12 @@ def read(path: str) -> bytes | None:
         return None
 
 
-def write(stack: LayerStack, paths: Paths) -> bool:
+def write(stack: LayerStack, paths: Paths,
+          fingerprint: tuple[str, int, int] | None = None) -> bool:  # fmt: skip
     """Compile the file next to the stack cache if it is missing or says something else
     than it would now; whether it wrote. Raises OSError."""
     path = file_of(paths)
-    data = render(stack, paths)
+    data = render(stack, paths, fingerprint=fingerprint)
     if read(path) == data:
         return False
     from layershell.atomic import write_atomic
@@ -143,11 +150,11 @@ def write(stack: LayerStack, paths: Paths) -> bool:
     return True
 
 
-def refresh(stack: LayerStack, paths: Paths) -> None:
+def refresh(stack: LayerStack, paths: Paths, fingerprint: tuple[str, int, int]) -> None:
     """write(), as the one who reads the stack may (a new account, a changed home, an OS
     update's /lib): best effort. otto in system mode may not write it, and the launcher
     then takes the Python path until root runs core (any command that reads the stack)."""
     try:
-        write(stack, paths)
+        write(stack, paths, fingerprint)
     except (OSError, KeyError):
         pass

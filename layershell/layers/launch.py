@@ -225,5 +225,6 @@ def spec_for(
         args=argv[1:],
         env=env,
         # An interactive shell runs jobs: it must set the terminal's foreground group.
-        job_control=not request.command and not request.program,
+        # `-c ''` is a command, not one (launcher.c agrees): no job control for it.
+        job_control=request.command is None and not request.program,
     )

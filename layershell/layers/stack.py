@@ -92,21 +92,23 @@ def load(paths: Paths) -> LayerStack:
     compiles the fast path's file too (fast.py), when this caller may write them."""
     cache_file = paths.stack_cache
     source = stack_file(paths.layers_file)
+    # Taken before the stack is read, cached or parsed: the fast path's file records it,
+    # so an edit while we read leaves that file stale too (the launcher then hands on).
+    try:
+        fingerprint: tuple[str, int, int] | None = _fingerprint(source)
+    except OSError:
+        fingerprint = None
     cached = read_cache(cache_file, source)
     if cached is not None:
-        _refresh_fast(cached, paths)
+        _refresh_fast(cached, paths, fingerprint)
         return cached
     # Only for a stale or missing cache: config.py imports yaml (docs/design.md, "The hot
     # path"). config.py does not import this module, so this is no cycle.
     from layershell.layers import config
 
-    try:
-        fingerprint = _fingerprint(source)
-    except OSError:
-        fingerprint = None
     stack = config.load_stack(source)
     if fingerprint is not None and write_cache(cache_file, stack, fingerprint):
-        _refresh_fast(stack, paths)
+        _refresh_fast(stack, paths, fingerprint)
     return stack
 
 
@@ -120,9 +122,11 @@ def for_caller(paths: Paths) -> LayerStack:
     return layers
 
 
-def _refresh_fast(layers: LayerStack, paths: Paths) -> None:
+def _refresh_fast(
+    layers: LayerStack, paths: Paths, fingerprint: tuple[str, int, int] | None
+) -> None:
     """The fast path's file (fast.py) follows the stack; only its writer pays for it."""
-    if os.access(paths.cache_dir, os.W_OK):
+    if fingerprint is not None and os.access(paths.cache_dir, os.W_OK):
         from layershell.layers import fast
 
-        fast.refresh(layers, paths)
+        fast.refresh(layers, paths, fingerprint)
