@@ -13,14 +13,15 @@ systemd-portabled; docs/testbed.md), each round, with fresh package names:
               started (firstboot checks that they stay active). Checked afterwards: all
               listed, every shim on PATH, every service active.
   by hand     the same work for 10 other tarballs as a shell script would do it: `tar -xzf`
-              into /opt/pkgs/NAME_VERSION, `ln -s` of each program into /usr/local/bin,
+              into /opt/by-hand/NAME_VERSION (next to /opt/pkgs, whose trees layershell
+              owns and clears of strangers), `ln -s` of each program into /usr/local/bin,
               `portablectl attach --enable --now --profile P` per service. No sandbox,
               no verification, nothing recorded: the least the result takes.
 
 Before the first round the accounts and the inbox directories exist (`core init
 --create-users`, untimed), as Ignition leaves them; `core firstboot` runs init again
-(already in place) and the rest. layershell-inbox.path is stopped so that nothing but the
-timed command picks the tarballs up. The rounds alternate which side goes first.
+(already in place) and the rest. layershell-inbox.path is stopped before each drop (init
+starts it again) so that nothing but the timed command picks the tarballs up. The rounds alternate which side goes first.
 
 Goal (issue 16): layershell <= 1.5x by hand (medians). Prints each round, the medians and
 the per-package median (a round's time / 10). Never fails because of a timing; exits 1
@@ -105,6 +106,7 @@ def manifest_text(rounds: list[Round]) -> str:
 
 
 def layershell_round(tb: Testbed, r: Round, named: list[Round]) -> float:
+    check(tb.exec("systemctl", "stop", "layershell-inbox.path"), "stopping the inbox path")
     tb.write("/etc/layershell/composable.yaml", manifest_text(named))
     for name in r.programs:
         drop(tb, name, "default")
@@ -136,11 +138,11 @@ def drop(tb: Testbed, name: str, profile: str) -> None:
 def by_hand_script(r: Round) -> str:
     lines = ["set -eu"]
     for name in r.programs:
-        d = f"/opt/pkgs/{name}_1.0"
+        d = f"/opt/by-hand/{name}_1.0"
         lines += [f"mkdir -p {d}", f"tar -xzf {WORK}/{name}_1.0.tar.gz -C {d}",
                   f"ln -s {d}/bin/{name} /usr/local/bin/{name}"]  # fmt: skip
     for name, profile in r.services:
-        d = f"/opt/pkgs/{name}_1.0"
+        d = f"/opt/by-hand/{name}_1.0"
         attach = f"portablectl attach --enable --now --profile {profile} {d} >/dev/null"
         lines += [f"mkdir -p {d}", f"tar -xzf {WORK}/{name}_1.0.tar.gz -C {d}", attach]
     return "\n".join(lines) + "\n"
@@ -177,7 +179,6 @@ def bench(rounds: int) -> None:
     try:
         testbed.install_layershell(tb)
         check(tb.exec("core", "init", "--create-users"), "core init --create-users")
-        check(tb.exec("systemctl", "stop", "layershell-inbox.path"), "stopping the inbox path")
         script = Path(CHECKOUT) / "tests/data/mk-portable-package.sh"
         tb.host_path(WORK).mkdir(parents=True, exist_ok=True)
         tb.copy_in(script, f"{WORK}/mk-portable-package.sh")

@@ -168,3 +168,36 @@ def test_system_shims_run_for_other_users_never_root(system: SystemStack, shared
         system.core("remove", "sys")
         foreign.unlink()
     assert not (bin_dir / "systool").exists()
+
+
+def test_a_directory_of_drops_is_one_install_and_each_settles_on_its_own(
+    system: SystemStack, shared_dir: Path
+) -> None:
+    """The drops of one <profile>/<user> directory go to one `core install --json` of
+    the account's (inbox_cmd.install_drops); each still lands in done/ or failed/ with
+    its own reason, whatever the others did."""
+    inbox = shared_dir / "inbox-batch"
+    udir = inbox / "default" / system.arne
+    udir.mkdir(parents=True)
+    tarball(udir / "batcha_1.0.tar.gz", program("batcha", "1.0"))
+    tarball(udir / "batchb_2.0.tar.gz", program("batchb", "2.0"))
+    tarball(udir / "batchc_1.0.tar.gz", {**program("batchc", "1.0"), "install.sh": "exit 4\n"})
+    (udir / "batchd_1.0.tar.gz").write_text("not an archive\n")
+    for d, _, files in os.walk(inbox):
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o644)
+    r = system.core("inbox", str(inbox))
+    assert r.returncode == 1, r.stderr.decode()
+    for name in ("batcha_1.0", "batchb_2.0"):
+        assert (udir / f"done/{name}.tar.gz").is_file(), r.stderr.decode()
+    c = (udir / "failed/batchc_1.0.tar.gz.reason").read_text()
+    d = (udir / "failed/batchd_1.0.tar.gz.reason").read_text()
+    assert "install.sh" in c and "4" in c, c
+    assert "not a package archive" in d, d
+    listed = {x["name"]: x["version"] for x in json.loads(system.core("list", "--json").stdout)}
+    assert {k: v for k, v in listed.items() if k.startswith("batch")} == {
+        "batcha": "1.0", "batchb": "2.0"
+    }  # fmt: skip
+    for name in ("batcha", "batchb"):
+        assert system.core("remove", name).returncode == 0

@@ -84,8 +84,8 @@ def inbox_cmd(
     if config is not None:
         host_manifest()  # a manifest named and broken stops the run before any tarball
 
-    def install_one(drop: inbox.Drop) -> tuple[bool, str]:
-        return install_drop(app, targets[drop.user], drop, host_manifest)
+    def install_group(drops: list[inbox.Drop]) -> list[tuple[bool, str]]:
+        return install_drops(app, targets[drops[0].user], drops, host_manifest)
 
     results: list[inbox.Settled] = []
     exposed = True
@@ -95,7 +95,7 @@ def inbox_cmd(
             # A path unit ignores what happens while the unit it started runs, so a tarball
             # that lands during this run starts no other: look again after exposing, and
             # linger a moment after the last batch before ending (docs/boot.md).
-            batch = inbox.process(where_dir, set(targets), install_one, app.err.print)
+            batch = inbox.process(where_dir, set(targets), install_group, app.err.print)
             if not batch:
                 if lingered or not results or not linger:
                     break
@@ -118,20 +118,40 @@ def inbox_cmd(
 
 
 SAID = 64 << 10  # bytes of the account's output an inbox run reports
+JSON_SAID = 1 << 20  # ... and of its result object, for a group of drops
 
 
-def _head(f: IO[bytes]) -> str:
+def _head(f: IO[bytes], said: int = SAID) -> str:
     f.seek(0)
-    return f.read(SAID).decode("utf-8", "replace").strip()
+    return f.read(said).decode("utf-8", "replace").strip()
 
 
-def install_drop(
+def install_drops(
     app: App,
     where: target.Target,
-    drop: inbox.Drop,
+    drops: list[inbox.Drop],
     host_manifest: Callable[[], manifest.Manifest | None],
-) -> tuple[bool, str]:
-    """One settled drop installed into its layer: (ok, what to say)."""
+) -> list[tuple[bool, str]]:
+    """Drops of one <profile>/<user> directory installed into its layer: (ok, what to
+    say) for each. One `core install` of the account's for all of them (a first boot
+    of ten packages paid ten interpreter starts); whatever that one run does not account
+    for, drop by drop, is installed on its own, as before."""
+    for drop in drops:
+        _grant(app, drop, host_manifest)
+    if len(drops) == 1 or len({d.name for d in drops}) != len(drops):
+        return [install_drop(app, where, d, host_manifest, granted=True) for d in drops]
+    found = _install_together(app, where, drops) if target.must_run_as_account(where) else {}
+    return [
+        found[d.path]
+        if d.path in found
+        else install_drop(app, where, d, host_manifest, granted=True)
+        for d in drops
+    ]
+
+
+def _grant(
+    app: App, drop: inbox.Drop, host_manifest: Callable[[], manifest.Manifest | None]
+) -> None:
     # inbox.py settled only drops that root alone could have put there (the
     # tarball and every directory level root's, writable by nobody else): the path,
     # and so its profile, is root's word.
@@ -147,27 +167,82 @@ def install_drop(
                 else grants.Grant(profile=drop.profile, source=source, profile_given=True)
             },
         )
+
+
+def _install_together(
+    app: App, where: target.Target, drops: list[inbox.Drop]
+) -> dict[str, tuple[bool, str]]:
+    """{drop path: (ok, what to say)} for the drops one `core install --json` of the
+    account's reports on (by name and version); nothing for the rest."""
+    import json
+
+    paths = [d.path for d in drops]
+    args = ["install", "--quiet", "--json", "--profile", drops[0].profile, *paths]
+    _, out, _ = _as_account(app, where, args, said=JSON_SAID)
+    try:
+        result = json.loads(out)
+    except (ValueError, RecursionError):  # not the object core writes: drop by drop
+        return {}
+    if not isinstance(result, dict):
+        return {}
+    found: dict[str, tuple[bool, str]] = {}
+    by_name = {(d.name, d.version): d.path for d in drops}
+    what = {"installed": "installed", "unchanged": "already installed", "activated": "activated"}
+    for entry in result.get("changed") or []:
+        key = (entry.get("name"), entry.get("version")) if isinstance(entry, dict) else None
+        if key in by_name and entry.get("action") in what:
+            said = (f"{what[entry['action']]} {key[0]} {key[1]} in layer {entry.get('layer')} "
+                    f"({entry.get('path')})")  # fmt: skip
+            found[by_name[key]] = (True, said)
+    names = {d.name: d.path for d in drops}
+    for entry in result.get("failed") or []:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if name in names and isinstance(entry.get("error"), str):
+            hint = entry.get("hint")
+            found[names[name]] = (False, entry["error"] + (f"\n  hint: {hint}" if hint else ""))
+    return found
+
+
+def _as_account(
+    app: App, where: target.Target, args: list[str], said: int = SAID
+) -> tuple[int, str, str]:
+    """`core ARGS` as the layer's account: (exit status, the first `said` bytes of its
+    stdout, of its stderr)."""
+    argv, env = target.as_account_argv(app.paths, args)
+    # Into files of root's, not pipes: root waits for the account's process alone
+    # (something it leaves running cannot hold root's inbox run open), and reads a
+    # bounded part of what it said.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        returncode = subprocess.run(
+            argv,
+            env=env,
+            cwd="/",
+            user=where.uid,
+            group=where.gid,
+            extra_groups=[],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            check=False,
+            start_new_session=True,  # no controlling terminal of root's (terminal.py)
+        ).returncode
+        return returncode, _head(out, said), _head(err, said)
+
+
+def install_drop(
+    app: App,
+    where: target.Target,
+    drop: inbox.Drop,
+    host_manifest: Callable[[], manifest.Manifest | None],
+    *,
+    granted: bool = False,
+) -> tuple[bool, str]:
+    """One settled drop installed into its layer: (ok, what to say)."""
+    if not granted:
+        _grant(app, drop, host_manifest)
     args = ["install", "--quiet", "--profile", drop.profile, drop.path]
     if target.must_run_as_account(where):
-        argv, env = target.as_account_argv(app.paths, args)
-        # Into files of root's, not pipes: root waits for the account's process alone
-        # (something it leaves running cannot hold root's inbox run open), and reads a
-        # bounded part of what it said.
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            returncode = subprocess.run(
-                argv,
-                env=env,
-                cwd="/",
-                user=where.uid,
-                group=where.gid,
-                extra_groups=[],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                check=False,
-                start_new_session=True,  # no controlling terminal of root's (terminal.py)
-            ).returncode
-            said = [_head(f) for f in (out, err)]
+        returncode, *said = _as_account(app, where, args)
         if returncode == 0:
             return True, said[0] or "installed"
         return False, said[1] or f"core install exited {returncode}"

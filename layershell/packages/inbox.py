@@ -217,10 +217,12 @@ def settle(path: str, ok: bool, reason: str) -> Settled:
 def process(
     inbox_dir: str,
     users: set[str],
-    install_one: Callable[[Drop], tuple[bool, str]],
+    install: Callable[[list[Drop]], list[tuple[bool, str]]],
     log: Callable[[str], None],
 ) -> list[Settled]:
-    """Install every drop; settle each; report what is not ours to touch.
+    """Install every drop; settle each; report what is not ours to touch. `install`
+    takes the drops of one <profile>/<user> directory at once (one process of the
+    account's for all of them) and says (ok, why) for each, in order.
 
     Scans again after each round until a scan finds nothing: a path unit does not start
     a run that is already going, so a tarball that lands during a run must be seen by
@@ -251,8 +253,11 @@ def process(
         for path, reason in refused:
             log(f"inbox: refused {path}: {reason}")
             results.append(settled(path, False, reason))
+        groups: dict[tuple[str, str], list[Drop]] = {}
         for drop in drops:
-            ok, reason = install_one(drop)
-            results.append(settled(drop.path, ok, reason))
-            log(f"inbox: {'installed' if ok else 'failed'} {drop.path}: {reason}")
+            groups.setdefault((drop.user, drop.profile), []).append(drop)
+        for group in groups.values():
+            for drop, (ok, reason) in zip(group, install(group), strict=True):
+                results.append(settled(drop.path, ok, reason))
+                log(f"inbox: {'installed' if ok else 'failed'} {drop.path}: {reason}")
     return results
