@@ -26,6 +26,7 @@ APT_PACKAGES=(
   binutils                                 # readelf, objdump: tests/test_prebuilt.py inspects the built executables
   gpg gpg-agent gpgv                       # signed repositories: gpgv checks them, gpg signs them (core repo index --sign, the tests)
   rpm                                      # rpmbuild, rpm2archive: tests/test_packaging.py builds packaging/layershell.spec
+  zstd                                     # bench/bench_install.py: the baseline of its .tar.zst row (tar --zstd)
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

@@ -21,7 +21,8 @@ systemd-portabled; docs/testbed.md), each round, with fresh package names:
 Before the first round the accounts and the inbox directories exist (`core init
 --create-users`, untimed), as Ignition leaves them; `core firstboot` runs init again
 (already in place) and the rest. layershell-inbox.path is stopped before each drop (init
-starts it again) so that nothing but the timed command picks the tarballs up. The rounds alternate which side goes first.
+starts it again) so that nothing but the timed command picks the tarballs up. The rounds
+alternate which side goes first.
 
 Goal (issue 16): layershell <= 1.5x by hand (medians). Prints each round, the medians and
 the per-package median (a round's time / 10). Never fails because of a timing; exits 1

@@ -386,3 +386,18 @@ def test_a_shim_that_is_no_regular_file_is_refused(rootless: Identity, shared_di
         assert r.returncode == 2 and b"not a regular file" in r.stderr, r.stderr
     finally:
         fifo.unlink()
+
+
+def test_a_shim_line_with_runs_of_blanks_splits_as_sh_splits(
+    shimmed: Identity, shared_dir: Path
+) -> None:
+    text = Path(shim(shimmed, "echoargs")).read_text()
+    first, marker, line = text.splitlines()
+    spaced = shared_dir / "echoargs-spaced"
+    spaced.write_text(
+        f"{first}\n{marker}\n" + line.replace(" ", "   ").replace("exec   ", "exec  ") + "\n"
+    )
+    spaced.chmod(0o755)
+    direct = shimmed.run([str(spaced), "x", "y"])
+    assert direct.returncode == 0, direct.stderr
+    assert direct.stdout == shimmed.run(["sh", str(spaced), "x", "y"]).stdout

@@ -820,13 +820,13 @@ static char **shim_argv(int argc, char **argv, int *out_argc) {
         die(1, "out of memory");
     int words = 0;
     for (const char *p = line;;) {
+        while (p < end && *p == ' ') /* as sh splits: any run of blanks is one break */
+            p++;
         if ((size_t)(end - p) >= 5 && !strncmp(p, "\"$@\"", 4) && p[4] == '\n')
             break;
         if (p >= end || *p == '\n' || words >= SHIM_WORDS)
             die(2, "shim %s: its exec line does not end in \"$@\"", shim);
         args[words++] = shim_word(&p, end, shim);
-        if (p < end && *p == ' ')
-            p++;
     }
     /* The line names this executor first, as the kernel started it. */
     if (words < 2 || strcmp(args[0], argv[0]) != 0)
