@@ -487,3 +487,42 @@ def test_scan_reads_headers_only(scene: Scene) -> None:
     hostile.build_bomb(bomb)
     with pytest.raises(UnsafeArchive, match="decompression bomb"):
         scan(str(bomb))
+
+
+def test_gzip_is_inflated_by_isal_and_by_zlib_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """reading._decompressed takes ISA-L's inflate when python-isal is there (a
+    dependency: 2-3x zlib's) and zlib's when it is not; both unpack the same tree."""
+    import builtins
+    import gzip as gzip_module
+    import io
+
+    from layershell.packages.unpack import reading
+
+    stream = reading._decompressed(
+        reading.Format.GZIP, reading._Meter(io.BytesIO(gzip_module.compress(b"x")))
+    )
+    assert type(stream).__module__ == "isal.igzip"
+    archive = tmp_path / "both_1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"same bytes\n" * 1000
+        info = tarfile.TarInfo("bin/both")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+    unpack(str(archive), str(tmp_path / "with-isal"))
+    real = builtins.__import__
+
+    def no_isal(name: str, *args: object, **kwargs: object) -> object:
+        if name == "isal" or name.startswith("isal."):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_isal)
+    stream = reading._decompressed(
+        reading.Format.GZIP, reading._Meter(io.BytesIO(gzip_module.compress(b"x")))
+    )
+    assert isinstance(stream, gzip_module.GzipFile)
+    unpack(str(archive), str(tmp_path / "with-zlib"))
+    for tree in ("with-isal", "with-zlib"):
+        assert (tmp_path / tree / "bin/both").read_bytes() == data

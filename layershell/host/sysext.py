@@ -210,6 +210,7 @@ def freeze(python: str, work: str, epoch: int) -> str:
 from PyInstaller.utils.hooks import collect_submodules
 hidden = collect_submodules("layershell", filter=lambda m: m != "layershell.host.sysext")
 hidden += collect_submodules("rich")
+hidden += collect_submodules("isal")  # unpack/reading.py imports it where it inflates
 a = Analysis(
     [{entry!r}],
     datas=[({os.path.join(site, "_bin")!r}, "layershell/_bin"),

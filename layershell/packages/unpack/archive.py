@@ -13,6 +13,7 @@ from layershell.packages import trees
 from layershell.packages.unpack.errors import UnpackError, UnsafeArchive, _Refused, show
 from layershell.packages.unpack.limits import Limits, entry_depth
 from layershell.packages.unpack.reading import (
+    COMPRESSED_READ,
     _bomb_check,
     _decompressed,
     _Meter,
@@ -64,9 +65,9 @@ def unpack(archive: str, target: str, limits: Limits | None = None) -> UnpackRes
     limits = limits or Limits()
     raw_file, fmt = _open_archive(archive)
     with raw_file:
-        compressed = _Meter(raw_file)
+        compressed = _Meter(raw_file, most=COMPRESSED_READ)
         check = _bomb_check(limits, compressed)
-        expanded = _Prefetched(_Meter(_decompressed(fmt, io.BufferedReader(compressed)), check))
+        expanded = _Prefetched(_Meter(_decompressed(fmt, compressed), check))
         parent_fd, name, target_fd = _make_target(target)
         try:
             try:
@@ -90,9 +91,9 @@ def scan(archive: str, limits: Limits | None = None) -> Scan:
     limits = limits or Limits()
     raw_file, fmt = _open_archive(archive)
     with raw_file:
-        compressed = _Meter(raw_file)
+        compressed = _Meter(raw_file, most=COMPRESSED_READ)
         check = _bomb_check(limits, compressed)
-        stream = io.BufferedReader(_Meter(_decompressed(fmt, io.BufferedReader(compressed)), check))
+        stream = io.BufferedReader(_Meter(_decompressed(fmt, compressed), check))
         entries = total = depth = 0
         deepest = ""
         current: str | None = None
