@@ -185,6 +185,7 @@ def _install_together(
         return {}
     if not isinstance(result, dict):
         return {}
+
     def entries(key: str) -> list[dict[str, str]]:
         # The account's word: only text values are looked at (a list where a name goes
         # is unhashable, a number where a list goes not iterable: root's run would end).
