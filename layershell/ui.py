@@ -54,3 +54,20 @@ def report_error(prog: str, exc: LayershellError, root: str | None = None) -> in
     if exc.hint:
         sys.stderr.write(f"  hint: {printable(with_root(exc.hint, root))}\n")
     return exc.exit_code
+
+
+def report_os_error(prog: str, exc: OSError) -> int:
+    """An OSError no command turned into an error of its own (cli/core.py; quick.py
+    writing the listing): a file the user named, a directory they cannot write, a
+    closed or full stdout. Says which, no traceback; exit status 1."""
+    import errno
+
+    where = f": {exc.filename}" if exc.filename else ""
+    sys.stderr.write(f"{prog}: error: {printable(str(exc.strerror or exc))}{printable(where)}\n")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        sys.stderr.write(
+            "  hint: the filesystem is full: `core gc --partial` removes unfinished "
+            "downloads, `core gc` versions no longer active, `core remove NAME` a "
+            "package; or free space there another way, then run it again\n"
+        )
+    return 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import sys
 from typing import Any
 
@@ -85,16 +84,9 @@ class Group(click.Group):
             sys.stderr.write("core: interrupted\n")
             sys.exit(130)
         except OSError as exc:
-            # A file the user named or a directory they cannot write: say which, no traceback.
-            where = f": {exc.filename}" if exc.filename else ""
-            sys.stderr.write(f"core: error: {exc.strerror or exc}{where}\n")
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                sys.stderr.write(
-                    "  hint: the filesystem is full: `core gc --partial` removes unfinished "
-                    "downloads, `core gc` versions no longer active, `core remove NAME` a "
-                    "package; or free space there another way, then run it again\n"
-                )
-            sys.exit(1)
+            from layershell import ui
+
+            sys.exit(ui.report_os_error("core", exc))
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

@@ -185,19 +185,30 @@ def _install_together(
         return {}
     if not isinstance(result, dict):
         return {}
+
+    def entries(key: str) -> list[dict[str, str]]:
+        # The account's word: only text values are looked at (a list where a name goes
+        # is unhashable, a number where a list goes not iterable: root's run would end).
+        value = result.get(key)
+        return [
+            {k: v for k, v in x.items() if isinstance(v, str)}
+            for x in (value if isinstance(value, list) else [])
+            if isinstance(x, dict)
+        ]
+
     found: dict[str, tuple[bool, str]] = {}
     by_name = {(d.name, d.version): d.path for d in drops}
     what = {"installed": "installed", "unchanged": "already installed", "activated": "activated"}
-    for entry in result.get("changed") or []:
-        key = (entry.get("name"), entry.get("version")) if isinstance(entry, dict) else None
+    for entry in entries("changed"):
+        key = (entry.get("name"), entry.get("version"))
         if key in by_name and entry.get("action") in what:
             said = (f"{what[entry['action']]} {key[0]} {key[1]} in layer {entry.get('layer')} "
                     f"({entry.get('path')})")  # fmt: skip
             found[by_name[key]] = (True, said)
     names = {d.name: d.path for d in drops}
-    for entry in result.get("failed") or []:
-        name = entry.get("name") if isinstance(entry, dict) else None
-        if name in names and isinstance(entry.get("error"), str):
+    for entry in entries("failed"):
+        name = entry.get("name")
+        if name in names and "error" in entry:
             hint = entry.get("hint")
             found[names[name]] = (False, entry["error"] + (f"\n  hint: {hint}" if hint else ""))
     return found

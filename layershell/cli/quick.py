@@ -56,6 +56,13 @@ def main(argv: list[str]) -> None:
         sys.exit(ui.report_error("core", exc, root))
     except OSError:
         return  # nothing written yet: the click group reports it, as for every command
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:  # a closed pipe (core list | head), a full disk: as click says it
+        from layershell import ui
+
+        # What is still buffered goes nowhere: no second error as the interpreter exits.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ui.report_os_error("core", exc))
     sys.exit(0)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from layershell import safepath
 from layershell.packages import repo
 from layershell.packages.manifest import Profile
+from layershell.text import printable
 
 DONE, FAILED = "done", "failed"
 
@@ -209,8 +210,12 @@ def settle(path: str, ok: bool, reason: str) -> Settled:
             dest = f"{base}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}"
         os.rename(base, dest, src_dir_fd=udir.fd, dst_dir_fd=area.fd)
         if not ok:
-            text = reason.rstrip("\n") + "\n"
-            safepath.write_file(area, dest + ".reason", text.encode(), mode=0o644)
+            # Read with cat: the reason carries a package's text (install.sh's last
+            # lines, from the account's --json result with json's escapes undone, where
+            # a lone surrogate is no UTF-8 either).
+            text = printable(reason.rstrip("\n")) + "\n"
+            data = text.encode(errors="backslashreplace")
+            safepath.write_file(area, dest + ".reason", data, mode=0o644)
         return Settled(os.path.join(area.path, dest), ok, reason)
 
 
