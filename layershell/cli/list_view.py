@@ -55,8 +55,10 @@ def render(
 
     rows = [r for r in inventory.installed(paths, layers, warn=warn) if show_all or r.active]
     exposes = exposure(paths, rows)
+    # Read for the table too, which shows none of it: a damaged grants.json is an error
+    # for every listing, with its way out (tests/test_state_loss.py), not for some.
+    table = grants.Table.load(paths)
     if as_json:
-        table = grants.Table.load(paths)
         out = [
             {**r.as_json(), "exposes": exposes.get(r.name, []) if r.active else [],
              "granted": table.policy(r).as_json()}
