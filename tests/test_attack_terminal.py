@@ -378,6 +378,10 @@ def test_arne_profile_cannot_type_into_root_at_next_core_shell(
     child.expect_exact("window: ", timeout=60)  # type: ignore[attr-defined]
     login_output: bytes = child.before  # type: ignore[attr-defined]
     child.sendline("exit")  # type: ignore[attr-defined]
+    # Root's shell has its terminal back (its prompt) before root types again: a line
+    # typed while the session still ends goes to the session, as with su --pty.
+    child.expect_exact("logout", timeout=60)  # type: ignore[attr-defined]
+    child.expect_exact("$ ", timeout=60)  # type: ignore[attr-defined]
     run_in_shell(child, "true")
     assert_nothing_typed(child, marker, login_output.decode(errors="replace"))
 

@@ -128,7 +128,9 @@ def test_interactive_shell_with_job_control(rootless: Identity) -> None:
     time.sleep(0.5)
     child.sendcontrol("z")  # stop the foreground job; the shell must take the terminal back
     child.expect("Stopped")
-    child.sendline("kill %1; echo jobs-ok")
+    # wait reaps it: an exit while bash still counts it stopped is refused ("There are
+    # stopped jobs"), which raced with bash noticing the kill.
+    child.sendline("kill %1; wait %1; echo jobs-ok")
     child.expect_exact("jobs-ok")
     child.sendline("exit 5")
     child.expect(pexpect.EOF)
