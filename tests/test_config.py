@@ -707,6 +707,7 @@ def test_load_uses_fresh_cache(monkeypatch: pytest.MonkeyPatch, source: Path, ca
 def test_load_writes_cache_then_reuses_it(
     monkeypatch: pytest.MonkeyPatch, source: Path, cache: Path
 ) -> None:
+    cache.parent.mkdir(parents=True)  # as core init makes it
     first = stack.load(Paths.system(str(cache.parents[4])))
     assert first.names == ("base", "build", "run-1", "run_2")
     assert same(stack.read_cache(str(cache), str(source)), first)
@@ -724,6 +725,15 @@ def test_load_reparses_stale_cache(source: Path, cache: Path) -> None:
     assert same(stack.read_cache(str(cache), str(source)), got)  # rewritten
 
 
+def test_load_makes_no_cache_directory(tmp_path: Path, source: Path, cache: Path) -> None:
+    """A stack read under a root core init never prepared (a mistyped --root) leaves it
+    as it was: the cache goes only into a directory that exists."""
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert stack.load(Paths.system(str(tmp_path))).names == ("base", "build", "run-1", "run_2")
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    assert not cache.parent.exists()
+
+
 def test_load_invalid_file_raises_and_writes_no_cache(source: Path, cache: Path) -> None:
     source.write_text(yml(*HOST), encoding="utf-8")
     with pytest.raises(ConfigError) as info:
@@ -733,6 +743,7 @@ def test_load_invalid_file_raises_and_writes_no_cache(source: Path, cache: Path)
 
 
 def test_load_without_operator_file_uses_shipped(tmp_path: Path, cache: Path) -> None:
+    cache.parent.mkdir(parents=True)  # as core init makes it
     got = stack.load(Paths.system(str(tmp_path)))
     assert got.source == stack.shipped_layers_file()
     assert got.names == ("core", "arne", "otto")

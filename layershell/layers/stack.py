@@ -59,11 +59,16 @@ def read_cache(cache_file: str, source: str) -> LayerStack | None:
 
 
 def write_cache(
-    cache_file: str, stack: LayerStack, fingerprint: tuple[str, int, int] | None = None
+    cache_file: str,
+    stack: LayerStack,
+    fingerprint: tuple[str, int, int] | None = None,
+    *,
+    make_dir: bool = True,
 ) -> bool:
     """Best effort: the cache only saves time, so a caller that cannot write it
     (otto in system mode) simply parses YAML next time. `fingerprint` is the source's,
-    taken before it was parsed, so an edit during the parse leaves the cache stale."""
+    taken before it was parsed, so an edit during the parse leaves the cache stale.
+    Without make_dir, only into a cache directory that exists."""
     data = {
         "format": CACHE_FORMAT,
         "fingerprint": fingerprint or _fingerprint(stack.source),
@@ -71,7 +76,7 @@ def write_cache(
     }
     tmp = f"{cache_file}.{os.getpid()}.tmp"
     try:
-        if os.path.dirname(cache_file):
+        if make_dir and os.path.dirname(cache_file):
             os.makedirs(os.path.dirname(cache_file), exist_ok=True)
         with open(tmp, "wb") as f:
             marshal.dump(data, f)
@@ -107,7 +112,9 @@ def load(paths: Paths) -> LayerStack:
     from layershell.layers import config
 
     stack = config.load_stack(source)
-    if fingerprint is not None and write_cache(cache_file, stack, fingerprint):
+    # Into the cache core init made, never a new one: `sudo core --root /typo list`
+    # must leave /typo as it found it.
+    if fingerprint is not None and write_cache(cache_file, stack, fingerprint, make_dir=False):
         _refresh_fast(stack, paths, fingerprint)
     return stack
 
