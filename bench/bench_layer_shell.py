@@ -194,16 +194,14 @@ def unfiltered_shim(shim: str, where: str) -> str:
 
 def python_path(launcher: str, where: str) -> str:
     """A copy of the launcher with no compiled file in its slot: every call starts Python
-    (layershell/host/binaries.py writes the slot; tests/support.py's launcher_variant)."""
+    (binaries.with_slot, as tests/support.py's launcher_variant)."""
+    from layershell.host import binaries
+
     with open(launcher, "rb") as f:
-        data = f.read()
-    magic = b"layershell-launcher-slot:"  # binaries.SLOT_MAGIC
-    start = data.index(magic) + len(magic)
-    python, code, fast = data[start:].split(b"\0", 3)[:3]
-    payload = (python + b"\0" + code + b"\0\0").ljust(len(python + code + fast) + 3, b"\0")
+        data = binaries.with_slot(f.read(), fast="")
     out = os.path.join(where, "layer-shell-python")
     with open(out, "wb") as f:
-        f.write(data[:start] + payload + data[start + len(payload) :])
+        f.write(data)
     os.chmod(out, 0o755)
     return out
 

@@ -137,17 +137,8 @@ def launcher_variant(installed: Path, name: str, *, python: str | None = None,
     path hands on fails with 127)."""
     from layershell.host import binaries
 
-    data = installed.read_bytes()
-    start = data.index(binaries.SLOT_MAGIC) + len(binaries.SLOT_MAGIC)
-    room = binaries.SLOT_SIZE - len(binaries.SLOT_MAGIC)
-    fields = data[start : start + room].split(b"\0")[:3]
-    if python is not None:
-        fields[0] = python.encode()
-    if fast is not None:
-        fields[2] = fast.encode()
-    payload = b"".join(x + b"\0" for x in fields)
     out = installed.parent / name
-    out.write_bytes(data[:start] + payload.ljust(room, b"\0") + data[start + room :])
+    out.write_bytes(binaries.with_slot(installed.read_bytes(), python=python, fast=fast))
     st = installed.stat()
     if IS_ROOT:
         os.chown(out, st.st_uid, st.st_gid)

@@ -135,3 +135,17 @@ def launcher(python: str, code: str, fast: str = "", directory: str | None = Non
             "install layershell under a shorter path",
         )
     return built.data[:start] + payload + built.data[start + len(payload) :]
+
+
+def with_slot(data: bytes, *, python: str | None = None, fast: str | None = None) -> bytes:
+    """A set-up launcher's bytes with fields of its slot replaced (tests, bench/: a copy
+    that always takes the Python path, or one with no Python behind its fast path)."""
+    start = data.index(SLOT_MAGIC) + len(SLOT_MAGIC)
+    room = SLOT_SIZE - len(SLOT_MAGIC)
+    fields = data[start : start + room].split(b"\0")[:3]
+    if python is not None:
+        fields[0] = os.fsencode(python)
+    if fast is not None:
+        fields[2] = os.fsencode(fast)
+    payload = b"".join(x + b"\0" for x in fields)
+    return data[:start] + payload.ljust(room, b"\0") + data[start + room :]
