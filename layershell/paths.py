@@ -150,13 +150,18 @@ class Paths:
 
     # State files, each named once (the modules that own them say what they hold).
     @property
+    def grants_db(self) -> str:
+        """What root granted each package, and the shims written for it (grants_db.py)."""
+        return os.path.join(self.state_dir, "grants.db")
+
+    @property
     def grants_file(self) -> str:
-        """What root granted each package (packages/grants.py)."""
+        """grants.db's grants as an older layershell kept them (moved in, then removed)."""
         return os.path.join(self.state_dir, "grants.json")
 
     @property
     def shims_file(self) -> str:
-        """The shims written, and for which package (exposure/shims.py)."""
+        """grants.db's shim index as an older layershell kept it (likewise)."""
         return os.path.join(self.state_dir, "shims.json")
 
     @property

@@ -386,7 +386,7 @@ def test_gc_removes_stale_partials_and_gc_partial_all_of_them(fresh_rootless: Id
 @pytest.mark.parametrize(
     ("name", "words", "commands"),
     [
-        ("grants.json", "every grant root made ends", [("list",), ("expose", "--sync")]),
+        ("grants.db", "every grant root made ends", [("list",), ("expose", "--sync")]),
         ("exposure.json", "the shim lists", [("expose", "--sync")]),
     ],
 )

@@ -211,7 +211,8 @@ def sync_shims(app: App, only: set[str] | None = None) -> None:
         rows,
         shims.load_overrides(app.paths),
         only,
-        grants.Table.load(app.paths),  # root's word about each package, never the record
+        # Root's word about each package, never the record.
+        grants.Table.load(app.paths, None if only is None else {r.name for r in rows} | only),
     )
     for path in report.written:
         app.err.print(f"exposed {path}")

@@ -18,7 +18,7 @@ def _current(app: App, name: str) -> list[str]:
         raise not_installed(app, [name])
     overrides = shims.load_overrides(app.paths)
     inner = shims.pkgs_inner(load_stack(app), app.paths)
-    policy = grants.Table.load(app.paths).policy(rows[0])
+    policy = grants.Table.load(app.paths, [name]).policy(rows[0])
     wanted = shims.wanted(rows[0], inner, overrides.get(name), policy, app.paths.pkgs_dir)
     return [s.name for s in wanted]
 

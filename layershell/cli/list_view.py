@@ -6,6 +6,7 @@ cost)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from layershell.layers.model import LayerStack
@@ -30,8 +31,16 @@ def shown(text: object) -> str:
 def exposure(paths: Paths, rows: list[Installed]) -> dict[str, list[str]]:
     """Package -> what it exposes: its shims on PATH, and its attached portable image."""
     from layershell.exposure import portable_record, shim_marks
+    from layershell.packages import grants_db
 
-    found = shim_marks.exposed(paths)
+    if grants_db.complete(paths):  # the shims the index names that are on disk
+        found = {
+            package: shown
+            for package, names in grants_db.shims(paths).items()
+            if (shown := [n for n in names if os.path.isfile(os.path.join(paths.bin_dir, n))])
+        }
+    else:  # an index that may not name them all: read each file's marker
+        found = shim_marks.exposed(paths)
     attached = portable_record.attached(paths) if paths.mode == "system" else {}
     for name, version in attached.items():
         if any(r.name == name and r.version == version for r in rows):
@@ -55,10 +64,8 @@ def render(
 
     rows = [r for r in inventory.installed(paths, layers, warn=warn) if show_all or r.active]
     exposes = exposure(paths, rows)
-    # Read for the table too, which shows none of it: a damaged grants.json is an error
-    # for every listing, with its way out (tests/test_state_loss.py), not for some.
-    table = grants.Table.load(paths)
     if as_json:
+        table = grants.Table.load(paths, {r.name for r in rows})
         out = [
             {**r.as_json(), "exposes": exposes.get(r.name, []) if r.active else [],
              "granted": table.policy(r).as_json()}
@@ -67,6 +74,9 @@ def render(
         # One package per line: json's indent= takes its pure-Python encoder, ten times
         # slower (most of a listing of 1,000); one line per row is what grep and jq like.
         return "[\n" + ",\n".join(json.dumps(row) for row in out) + "\n]\n" if out else "[]\n"
+    # Read for the table too, which shows none of it: a damaged grants.db is an error
+    # for every listing, with its way out (tests/test_state_loss.py), not for some.
+    grants.check(paths)
     if not rows:
         return "no packages installed\n"
     header = tuple(COLUMNS[i] for i in columns)

@@ -91,7 +91,7 @@ def info(app: App, as_json: bool, name: str) -> None:
         raise not_installed(app, [name])
     from layershell.packages import grants
 
-    table = grants.Table.load(app.paths)
+    table = grants.Table.load(app.paths, [name])
     exposes = list_view.exposure(app.paths, rows).get(name, [])
     if as_json:
         json.dump(

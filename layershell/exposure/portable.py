@@ -226,7 +226,7 @@ def _profile_and_method(paths: Paths, row: Installed, image: Image) -> tuple[str
     # choose units, the install method or a looser profile.
     from layershell.packages import grants
 
-    policy = grants.Table.load(paths).policy(row)
+    policy = grants.Table.load(paths, [row.name]).policy(row)
     profile, method = policy.profile, policy.install_method
     if profile not in grants.PROFILE_ORDER:
         raise PortableError(f"{image.name}: unknown profile {profile!r}")
@@ -423,7 +423,7 @@ def _units(
     if override is not None:
         chosen = list(override)
     elif paths is not None:
-        policy = grants.Table.load(paths).policy(row)
+        policy = grants.Table.load(paths, [row.name]).policy(row)
         chosen = list(policy.enable if key == "enable" else policy.start)
     if image is None:
         return [u for u in chosen if isinstance(u, str) and "/" not in u]

@@ -24,7 +24,8 @@ def owner_of(path: str) -> tuple[str, str] | None:
 
 
 def exposed(paths: Paths) -> dict[str, list[str]]:
-    """package -> the shims on disk that carry its marker."""
+    """package -> the shims on disk that carry its marker (a file read per entry of
+    bin_dir: core list reads grants_db's index instead when it names them all)."""
     found: dict[str, list[str]] = {}
     try:
         entries = sorted(os.listdir(paths.bin_dir))

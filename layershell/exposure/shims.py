@@ -29,6 +29,7 @@ from layershell.errors import LayershellError
 from layershell.exposure.shim_marks import owner_of
 from layershell.layers import sandbox
 from layershell.layers.model import Layer, LayerStack
+from layershell.packages import grants_db
 from layershell.packages.grants import Policy, Table
 from layershell.packages.manifest_env import NO_ENV, EnvSettings
 from layershell.packages.state import Installed
@@ -503,11 +504,12 @@ def sync(
     desired = _desired(paths, rows, overrides, only, table, inner, report)
     os.makedirs(paths.bin_dir, exist_ok=True)
     _write_shims(paths, desired, renderer, report)
-    index = _load_index(paths)
+    # The index (grants_db) remembers which shims each package had, so that a partial
+    # sync need not read every file on PATH; a full sync rebuilds it.
     if only is None:  # a full sync: every file in bin_dir is looked at
         candidates = sorted(os.listdir(paths.bin_dir))
-    else:  # only the shims these packages had: the index remembers them
-        candidates = sorted({n for p in only for n in index.get(p, [])})
+    else:  # only the shims these packages had
+        candidates = sorted({n for names in grants_db.shims(paths, only).values() for n in names})
     for entry in candidates:
         target = os.path.join(paths.bin_dir, entry)
         owner = owner_of(target)
@@ -516,29 +518,15 @@ def sync(
         if entry not in desired and os.path.isfile(target):
             os.unlink(target)
             report.removed.append(target)
-    if only is None:
-        index = {}
-    for package in only or ():
-        index.pop(package, None)
+    index: dict[str, list[str]] = {}
     ours = set(report.written) | set(report.unchanged)
     for name, shim in desired.items():
         if os.path.join(paths.bin_dir, name) in ours:  # not a collision left alone
             index.setdefault(shim.package, []).append(name)
-    _save_index(paths, {k: sorted(v) for k, v in index.items()})
+    grants_db.set_shims(paths, index, only)
     report.shims = {n: s for n, s in desired.items() if os.path.join(paths.bin_dir, n) in ours}
     report.inner_pkgs = inner
     return report
-
-
-def _load_index(paths: Paths) -> dict[str, list[str]]:
-    """package -> the shims sync last wrote for it (so a partial sync need not read every
-    file on PATH); rebuilt by every full sync, so a lost index only costs time."""
-    data = read_json_map(paths.shims_file, strict=False)
-    return {k: [str(n) for n in v] for k, v in data.items() if isinstance(v, list)}
-
-
-def _save_index(paths: Paths, index: dict[str, list[str]]) -> None:
-    write_json(paths.shims_file, index)
 
 
 def load_overrides(paths: Paths) -> dict[str, list[str] | None]:

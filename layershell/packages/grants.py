@@ -5,10 +5,10 @@ exist and which is active. It is never an instruction to root (docs/exposure.md,
 root grants"). Everything root acts on as root comes from the host's manifest
 (paths.manifest_file) or from this record, which root itself writes:
 
-    <state>/grants.json   package -> {profile, install_method, enable, start, expose,
-                                      expose_over, env, source}
+    <state>/grants.db     package -> {profile, install_method, enable, start, expose,
+                                      expose_over, env, source}   (grants_db.py)
 
-written atomically when root runs `core install` with a manifest (the host's or
+written in one transaction when root runs `core install` with a manifest (the host's or
 `--config`) or `--profile`, and when the inbox installs a tarball with its directory's
 profile. In rootless mode the caller is both the account and the one who exposes, and
 writes it in its own state directory.
@@ -26,9 +26,8 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from layershell.atomic import read_json_map, write_json
 from layershell.errors import LayershellError
-from layershell.packages import manifest_env
+from layershell.packages import grants_db, manifest_env
 from layershell.packages.state import Installed
 from layershell.paths import Paths
 
@@ -127,7 +126,7 @@ def _parse_env(raw: object) -> manifest_env.EnvSettings | None:
 
 
 def _parse(raw: object) -> Grant | None:
-    """A grant read back from grants.json; None if it is not one layershell wrote."""
+    """A grant read back from grants.db; None if it is not one layershell wrote."""
     if not isinstance(raw, dict):
         return None
     profile, method = raw.get("profile"), raw.get("install_method")
@@ -158,50 +157,41 @@ def _parse(raw: object) -> Grant | None:
     )  # fmt: skip
 
 
-def load(paths: Paths) -> dict[str, Grant]:
-    data = read_json_map(
-        paths.grants_file,
-        hint="move it aside: every grant root made ends (each package gets what the host "
-        "manifest says, else nothing); root grants again at its next `sudo core install "
-        "--config FILE` or `sudo core expose`",
-    )
+def load(paths: Paths, names: Iterable[str] | None = None) -> dict[str, Grant]:
+    """Root's grants (of `names` only, if given: an install reads its own rows)."""
     out = {}
-    for name, raw in data.items():
+    for name, raw in grants_db.read(paths, names).items():
         grant = _parse(raw)
         if grant is None:
             raise LayershellError(
-                f"{paths.grants_file}: the grant of {name!r} is damaged",
+                f"{paths.grants_db}: the grant of {name!r} is damaged",
                 f"install {name} again as root (core install), or remove the entry",
             )
         out[name] = grant
     return out
 
 
+def check(paths: Paths) -> None:
+    """Read every grant without using one: a damaged database is an error for every
+    listing, with its way out (tests/test_state_loss.py), not only for some."""
+    grants_db.read(paths)
+
+
 def record(paths: Paths, grants: Mapping[str, Grant | None]) -> None:
-    """Root's new word about these packages (one atomic write); None drops a grant, so
+    """Root's new word about these packages (one transaction); None drops a grant, so
     that the host's manifest, read live, speaks for the package again."""
-    if not grants:
-        return
-    table = load(paths)
-    before = dict(table)
-    for name, grant in grants.items():
-        if grant is None:
-            table.pop(name, None)
-        else:
-            table[name] = grant
-    if table == before:
-        return  # nothing new: no write (a repair must work on a full disk)
-    write_json(paths.grants_file, {k: v.as_json() for k, v in sorted(table.items())})
+    grants_db.write(paths, {k: None if v is None else v.as_json() for k, v in grants.items()})
 
 
 def forget_removed(paths: Paths, rows: Iterable[Installed], only: set[str] | None) -> None:
     """Drop the grants of packages no longer in any record (of `only`, if given): a
     name root once granted and the account removed, then installs again on its own,
-    gets nothing from that old word."""
-    names = {r.name for r in rows}
-    table = load(paths)
+    gets nothing from that old word. `rows` must hold every record of `only`'s names
+    (all records without `only`)."""
+    present = {r.name for r in rows}
+    granted = grants_db.names(paths) if only is None else set(grants_db.read(paths, only))
     try:
-        record(paths, {n: None for n in table if n not in names and (only is None or n in only)})
+        record(paths, {n: None for n in granted if n not in present})
     except OSError as exc:
         # A full disk: the old word stays until the next sync with room (no package
         # can be installed meanwhile either), and the repair this is part of goes on.
@@ -247,8 +237,9 @@ class Table:
         self.host = host
 
     @classmethod
-    def load(cls, paths: Paths) -> Table:
-        return cls(load(paths), host_manifest(paths))
+    def load(cls, paths: Paths, names: Iterable[str] | None = None) -> Table:
+        """The grants of `names` (all without), and the host's manifest."""
+        return cls(load(paths, names), host_manifest(paths))
 
     def grant(self, name: str) -> Grant:
         if name in self.grants:

@@ -40,7 +40,7 @@ from layershell.packages import records, trees, unpack
 from layershell.packages.install_script import INSTALL_SCRIPT, run_install_script
 from layershell.packages.limits import InstallLimits, free_inodes, free_space, human
 from layershell.packages.source import Source
-from layershell.packages.state import Installed, State
+from layershell.packages.state import Brief, Installed, State
 from layershell.packages.target import Target
 
 Log = Callable[[str], None]
@@ -67,7 +67,7 @@ def _budget_hint(layer: str) -> str:
 def _used(db: State) -> int:
     """What the layer's package trees take on disk, from their records (measured after
     each install): a running total, so no install walks the whole layer."""
-    return sum(r.bytes for r in db.all())
+    return db.total_bytes()
 
 
 def _admit(target: Target, src: Source, db: State, limits: InstallLimits) -> int:
@@ -394,7 +394,7 @@ def reconcile(target: Target, db: State, log: Log = lambda _: None) -> None:
         entries: set[str] | None = set(os.listdir(target.pkgs_dir))
     except FileNotFoundError:
         entries = None
-    rows = db.all()
+    rows = db.brief()
     recorded = {os.path.basename(r.path) for r in rows}
     lost = records.lost(target.pkgs_dir, recorded)
     if lost:
@@ -404,7 +404,7 @@ def reconcile(target: Target, db: State, log: Log = lambda _: None) -> None:
         return
     _discard_unrecorded(target, entries - recorded, log)
     rows = _forget_missing(target, db, rows, entries, log)
-    _settle_records(target, rows)
+    _settle_records(target, db, rows)
     _settle_links(target, entries, rows, log)
 
 
@@ -431,8 +431,8 @@ def _discard_unrecorded(target: Target, unrecorded: set[str], log: Log) -> None:
 
 
 def _forget_missing(
-    target: Target, db: State, rows: list[Installed], entries: set[str], log: Log
-) -> list[Installed]:
+    target: Target, db: State, rows: list[Brief], entries: set[str], log: Log
+) -> list[Brief]:
     """Forget the rows whose trees are gone from /opt/pkgs; the rows that remain."""
     missing = [r for r in rows if os.path.basename(r.path) not in entries]
     if not missing:
@@ -443,22 +443,24 @@ def _forget_missing(
             db.forget(r.name, r.version)
     for r in missing:
         records.forget(target.pkgs_dir, r.name, r.version)
-    return db.all()
+    return db.brief()
 
 
-def _settle_records(target: Target, rows: list[Installed]) -> None:
+def _settle_records(target: Target, db: State, rows: list[Brief]) -> None:
     """Make the records agree with the database's rows (reconcile)."""
     states = records.listing(target.pkgs_dir)
     for r in rows:
         # The database committed it: its record says so too (a crash between the two,
         # a removal that did not happen, or a version an older layershell installed).
         if states.pop(f"{r.name}_{r.version}", None) != records.COMMITTED:
-            records.committed(target.pkgs_dir, r)
+            row = db.get(r.name, r.version)
+            if row is not None:
+                records.committed(target.pkgs_dir, row)
     for key in states:  # records of trees that are gone and were never (or no longer) ours
         records.forget(target.pkgs_dir, *key.rsplit("_", 1))
 
 
-def _settle_links(target: Target, entries: set[str], rows: list[Installed], log: Log) -> None:
+def _settle_links(target: Target, entries: set[str], rows: list[Brief], log: Log) -> None:
     """Point each package's <name> link at its active version, and remove our links of
     packages with none (reconcile)."""
     active = {r.name: r.version for r in rows if r.active}

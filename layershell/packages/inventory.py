@@ -76,16 +76,20 @@ def _checked(raw: tuple[Any, ...], layer: Layer, pkgs_dir: str) -> Installed | s
 MAX_WARNINGS = 20
 
 
-def _foreign(paths: Paths, layer: Layer, uid: int, warn: Warn) -> tuple[list[Installed], set[str]]:
-    """The rows that pass the checks, and every <name>_<version> the database holds
-    (a row refused here is still one it knows: not a version it lost)."""
+def _foreign(
+    paths: Paths, layer: Layer, uid: int, warn: Warn, only: set[str] | None
+) -> tuple[list[Installed], set[str]]:
+    """The rows (of `only`, if given) that pass the checks, and every <name>_<version>
+    the database holds (a row refused here is still one it knows: not a version it
+    lost)."""
     store = paths.store(layer.name)
     try:
         st = read_foreign(store, uid)
         if st is None:
             return [], set()
         with st:
-            raw = st.raw()
+            raw = st.raw(only)
+            keys = None if only is None else st.keys()
     except sqlite3.Error as exc:
         raise StateError(
             f"the record of layer {layer.name} ({store}/state.db) cannot be read: {exc}",
@@ -94,7 +98,7 @@ def _foreign(paths: Paths, layer: Layer, uid: int, warn: Warn) -> tuple[list[Ins
     except StateError as exc:
         raise StateError(f"layer {layer.name} ({store}): {exc.message}", exc.hint) from None
     rows: list[Installed] = []
-    known = {f"{item[0]}_{item[1]}" for item in raw if len(item) > 1}
+    known = keys if keys is not None else {f"{item[0]}_{item[1]}" for item in raw if len(item) > 1}
     refused = 0
     for item in raw:
         row = _checked(item, layer, paths.pkgs_dir)
@@ -165,22 +169,19 @@ def installed(
         before = records.listing(pkgs_dir)  # first: a commit renames its record after
         db = os.path.join(paths.store(layer.name), "state.db")
         if uid != os.getuid():
-            found, known = _foreign(paths, layer, uid, warn)
+            found, known = _foreign(paths, layer, uid, warn, only)
+        elif os.path.exists(db):
+            with State(db, readonly=True) as st:
+                found = st.all(only)
+                known = {os.path.basename(r.path) for r in found} if only is None else st.keys()
         else:
-            if os.path.exists(db):
-                with State(db, readonly=True) as st:
-                    found = st.all()
-            else:
-                found = []
-            known = {os.path.basename(r.path) for r in found}
+            found, known = [], set()
         lost = [
             key for key in records.lost(pkgs_dir, known) if before.get(key) == records.COMMITTED
         ]
         if lost:
             raise records.lost_error(db, pkgs_dir, lost)
-        rows += [
-            _redacted(r) for r in _as_linked(found, pkgs_dir) if only is None or r.name in only
-        ]
+        rows += [_redacted(r) for r in _as_linked(found, pkgs_dir)]
     return rows
 
 

@@ -18,10 +18,10 @@ import stat
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from layershell.errors import LayershellError
 
@@ -112,6 +112,15 @@ REBUILD_HINT = (
     "rebuild it from the per-version records: core repair --rebuild (the damaged file "
     "is kept as a dated backup)"
 )
+
+
+class Brief(NamedTuple):
+    """A row's identity and where its tree is (State.brief)."""
+
+    name: str
+    version: str
+    path: str
+    active: bool
 
 
 def _row(row: tuple[Any, ...]) -> Installed:
@@ -424,12 +433,41 @@ class State:
             message = f"the state database {self.path} is damaged: {exc}"
             raise StateError(message, REBUILD_HINT) from None
 
-    def raw(self) -> list[tuple[Any, ...]]:
-        """Every row as SQLite returns it (for a reader that checks each field itself)."""
-        return self._query(_SELECT + " ORDER BY name, installed_at")
+    def raw(self, names: Iterable[str] | None = None) -> list[tuple[Any, ...]]:
+        """Every row (of `names` only, if given) as SQLite returns it (for a reader that
+        checks each field itself)."""
+        if names is None:
+            return self._query(_SELECT + " ORDER BY name, installed_at")
+        rows: list[tuple[Any, ...]] = []
+        for name in sorted(set(names)):  # an indexed lookup each: no scan of the rest
+            rows += self._query(_SELECT + " WHERE name = ? ORDER BY installed_at", (name,))
+        return rows
 
-    def all(self) -> list[Installed]:
-        return self._rows(_SELECT + " ORDER BY name, installed_at")
+    def all(self, names: Iterable[str] | None = None) -> list[Installed]:
+        """Every row, or those of `names` (an operation reads the packages it changes)."""
+        if names is None:
+            return self._rows(_SELECT + " ORDER BY name, installed_at")
+        rows: list[Installed] = []
+        for name in sorted(set(names)):
+            rows += self.versions(name)
+        return rows
+
+    def keys(self) -> set[str]:
+        """Every <name>_<version> recorded (what reconcile and readers compare the
+        per-version records with), without reading the rest of the rows."""
+        return {f"{n}_{v}" for n, v in self._query("SELECT name, version FROM packages")}
+
+    def brief(self) -> list[Brief]:
+        """name, version, path and active of every row: what reconcile checks the tree
+        against, without decoding each spec (it runs before every operation)."""
+        return [
+            Brief(str(n), str(v), str(p), bool(a))
+            for n, v, p, a in self._query("SELECT name, version, path, active FROM packages")
+        ]
+
+    def total_bytes(self) -> int:
+        """What the recorded trees take, by their records (the layer's disk budget)."""
+        return int(self._query("SELECT COALESCE(SUM(bytes), 0) FROM packages")[0][0])
 
     def versions(self, name: str) -> list[Installed]:
         return self._rows(_SELECT + " WHERE name = ? ORDER BY installed_at", (name,))

@@ -1,0 +1,161 @@
+"""grants.db (layershell/packages/grants_db.py): root's grants and the shim index, a row
+per package (issue 16, item 5).
+
+- an install or a remove reads only the rows of the packages it changes: counted here
+  (records decoded, grants parsed, shim files read), never timed; before grants.db every
+  install parsed grants.json whole three times and rewrote it;
+- an older layershell's grants.json and shims.json are read until the first write, which
+  moves them in and removes them; nothing granted or exposed is lost;
+- a listing shows the shims the index names that are on disk, and reads the files'
+  markers only when the index may not name them all."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+from tests.packages import program, tarball
+from tests.support import Identity, python_cmd
+
+# `core ARGS`, counting the per-row work; the counts go to stderr as one JSON line.
+COUNTING = """
+import atexit, json, sys
+from layershell.exposure import shim_marks, shims
+from layershell.packages import grants, state
+counts = {"rows": 0, "grants": 0, "marks": 0}
+def counted(module, name, key):
+    real = getattr(module, name)
+    def wrapper(*args, **kwargs):
+        counts[key] += 1
+        return real(*args, **kwargs)
+    setattr(module, name, wrapper)
+counted(state, "_row", "rows")
+counted(grants, "_parse", "grants")
+counted(shim_marks, "owner_of", "marks")
+counted(shims, "owner_of", "marks")
+atexit.register(lambda: print("COUNTS " + json.dumps(counts), file=sys.stderr))
+sys.argv[0] = "core"
+from layershell.cli import main
+main()
+"""
+MANY = 60
+
+
+def counted(ident: Identity, *args: str) -> dict[str, int]:
+    r = ident.run([sys.executable, "-c", COUNTING, *args])
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stderr.decode().splitlines() if x.startswith("COUNTS "))
+    counts: dict[str, int] = json.loads(line[len("COUNTS ") :])
+    return counts
+
+
+def state_dir(ident: Identity) -> Path:
+    return ident.home / ".local/share/layershell"
+
+
+def fill(ident: Identity, where: Path, count: int) -> None:
+    tars = [
+        str(tarball(where / f"pkg{i:03d}_1.0.tar.gz", program(f"pkg{i:03d}", "1.0")))
+        for i in range(count)
+    ]
+    r = ident.run(python_cmd("install", *tars))
+    assert r.returncode == 0, r.stderr
+
+
+def test_an_install_reads_only_its_own_rows(fresh_rootless: Identity, shared_dir: Path) -> None:
+    fill(fresh_rootless, shared_dir, MANY)
+    probe = tarball(shared_dir / "probe_1.0.tar.gz", program("probe", "1.0"))
+    work = counted(fresh_rootless, "install", str(probe))
+    # A handful for the package itself (its versions, read a few times), never one per
+    # installed package: with MANY installed, a linear pass would count MANY or more.
+    assert max(work.values()) < 10, work
+    assert (fresh_rootless.home / ".local/bin/probe").is_file()
+    work = counted(fresh_rootless, "remove", "probe")
+    assert max(work.values()) < 10, work
+    assert not (fresh_rootless.home / ".local/bin/probe").exists()
+    # The listing reads every row it shows, and the shim files not at all.
+    work = counted(fresh_rootless, "list", "--json")
+    assert work["rows"] == MANY and work["marks"] == 0, work
+
+
+def test_an_older_layershells_json_files_are_moved_in(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    first = tarball(shared_dir / "first_1.0.tar.gz", program("first", "1.0"))
+    r = fresh_rootless.run(python_cmd("install", "--profile", "strict", str(first)))
+    assert r.returncode == 0, r.stderr
+    before = json.loads(fresh_rootless.run(python_cmd("list", "--json")).stdout)
+    assert before[0]["granted"]["profile"] == "strict" and before[0]["exposes"] == ["first"]
+    # What the layershell before grants.db kept, from what this one recorded.
+    db_path = state_dir(fresh_rootless) / "grants.db"
+    with sqlite3.connect(db_path) as db:
+        grants = {n: json.loads(b) for n, b in db.execute("SELECT name, body FROM grants")}
+        index: dict[str, list[str]] = {}
+        for name, package in db.execute("SELECT name, package FROM shims"):
+            index.setdefault(package, []).append(name)
+    db.close()
+    db_path.unlink()
+    for name, data in (("grants.json", grants), ("shims.json", index)):
+        path = state_dir(fresh_rootless) / name
+        path.write_text(json.dumps(data))
+        os.chown(path, fresh_rootless.uid, fresh_rootless.gid)
+    # Read as they are until something changes ...
+    assert json.loads(fresh_rootless.run(python_cmd("list", "--json")).stdout) == before
+    assert not db_path.exists()
+    # ... then moved in: the old word and the old index both kept.
+    second = tarball(shared_dir / "second_1.0.tar.gz", program("second", "1.0"))
+    assert fresh_rootless.run(python_cmd("install", str(second))).returncode == 0
+    assert db_path.is_file()
+    assert not (state_dir(fresh_rootless) / "grants.json").exists()
+    assert not (state_dir(fresh_rootless) / "shims.json").exists()
+    after = {
+        r["name"]: r for r in json.loads(fresh_rootless.run(python_cmd("list", "--json")).stdout)
+    }
+    assert after["first"]["granted"]["profile"] == "strict", after
+    assert after["first"]["exposes"] == ["first"] and after["second"]["exposes"] == ["second"]
+    # The old index still counts: removing `first` removes its shim without a full sync.
+    assert fresh_rootless.run(python_cmd("remove", "first")).returncode == 0
+    assert not (fresh_rootless.home / ".local/bin/first").exists()
+
+
+def test_the_listing_shows_what_is_on_disk(fresh_rootless: Identity, shared_dir: Path) -> None:
+    tool = tarball(shared_dir / "tool_1.0.tar.gz", program("tool", "1.0"))
+    assert fresh_rootless.run(python_cmd("install", str(tool))).returncode == 0
+    shim = fresh_rootless.home / ".local/bin/tool"
+
+    def exposes() -> list[str]:
+        r = fresh_rootless.run(python_cmd("list", "--json"))
+        assert r.returncode == 0, r.stderr
+        exposed: list[str] = json.loads(r.stdout)[0]["exposes"]
+        return exposed
+
+    assert exposes() == ["tool"]
+    shim.unlink()  # removed by hand: the index still names it, the disk does not
+    assert exposes() == []
+    assert fresh_rootless.run(python_cmd("expose", "--sync")).returncode == 0
+    assert exposes() == ["tool"]
+    # An index that may not name every shim (as after an upgrade with shims on disk and
+    # no shims.json): the files' markers are read.
+    db_path = state_dir(fresh_rootless) / "grants.db"
+    with sqlite3.connect(db_path) as db:
+        db.execute("DELETE FROM shims")
+        db.execute("DELETE FROM meta")
+    db.close()
+    assert exposes() == ["tool"]
+
+
+def test_a_damaged_grant_row_names_the_package(fresh_rootless: Identity, shared_dir: Path) -> None:
+    tool = tarball(shared_dir / "tool_1.0.tar.gz", program("tool", "1.0"))
+    assert (
+        fresh_rootless.run(python_cmd("install", "--profile", "strict", str(tool))).returncode == 0
+    )
+    with sqlite3.connect(state_dir(fresh_rootless) / "grants.db") as db:
+        db.execute("UPDATE grants SET body = '{\"profile\": \"loose\"}' WHERE name = 'tool'")
+    db.close()
+    r = fresh_rootless.run(python_cmd("list", "--json"))
+    err = r.stderr.decode()
+    assert r.returncode != 0 and "Traceback" not in err
+    assert "grants.db" in err and "'tool' is damaged" in err, err
