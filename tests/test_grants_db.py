@@ -1,9 +1,8 @@
 """grants.db (layershell/packages/grants_db.py): root's grants and the shim index, a row
 per package (issue 16, item 5).
 
-- an install or a remove reads only the rows of the packages it changes: counted here
-  (records decoded, grants parsed, shim files read), never timed; before grants.db every
-  install parsed grants.json whole three times and rewrote it;
+- an install or a remove reads only the rows of the packages it changes
+  (tests/test_scale.py counts it);
 - an older layershell's grants.json and shims.json are read until the first write, which
   moves them in and removes them; nothing granted or exposed is lost;
 - a listing shows the shims the index names that are on disk, and reads the files'
@@ -14,71 +13,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 from pathlib import Path
 
 from tests.packages import program, tarball
 from tests.support import Identity, python_cmd
 
-# `core ARGS`, counting the per-row work; the counts go to stderr as one JSON line.
-COUNTING = """
-import atexit, json, sys
-from layershell.exposure import shim_marks, shims
-from layershell.packages import grants, state
-counts = {"rows": 0, "grants": 0, "marks": 0}
-def counted(module, name, key):
-    real = getattr(module, name)
-    def wrapper(*args, **kwargs):
-        counts[key] += 1
-        return real(*args, **kwargs)
-    setattr(module, name, wrapper)
-counted(state, "_row", "rows")
-counted(grants, "_parse", "grants")
-counted(shim_marks, "owner_of", "marks")
-counted(shims, "owner_of", "marks")
-atexit.register(lambda: print("COUNTS " + json.dumps(counts), file=sys.stderr))
-sys.argv[0] = "core"
-from layershell.cli import main
-main()
-"""
-MANY = 60
-
-
-def counted(ident: Identity, *args: str) -> dict[str, int]:
-    r = ident.run([sys.executable, "-c", COUNTING, *args])
-    assert r.returncode == 0, r.stderr
-    line = next(x for x in r.stderr.decode().splitlines() if x.startswith("COUNTS "))
-    counts: dict[str, int] = json.loads(line[len("COUNTS ") :])
-    return counts
-
 
 def state_dir(ident: Identity) -> Path:
     return ident.home / ".local/share/layershell"
-
-
-def fill(ident: Identity, where: Path, count: int) -> None:
-    tars = [
-        str(tarball(where / f"pkg{i:03d}_1.0.tar.gz", program(f"pkg{i:03d}", "1.0")))
-        for i in range(count)
-    ]
-    r = ident.run(python_cmd("install", *tars))
-    assert r.returncode == 0, r.stderr
-
-
-def test_an_install_reads_only_its_own_rows(fresh_rootless: Identity, shared_dir: Path) -> None:
-    fill(fresh_rootless, shared_dir, MANY)
-    probe = tarball(shared_dir / "probe_1.0.tar.gz", program("probe", "1.0"))
-    work = counted(fresh_rootless, "install", str(probe))
-    # A handful for the package itself (its versions, read a few times), never one per
-    # installed package: with MANY installed, a linear pass would count MANY or more.
-    assert max(work.values()) < 10, work
-    assert (fresh_rootless.home / ".local/bin/probe").is_file()
-    work = counted(fresh_rootless, "remove", "probe")
-    assert max(work.values()) < 10, work
-    assert not (fresh_rootless.home / ".local/bin/probe").exists()
-    # The listing reads every row it shows, and the shim files not at all.
-    work = counted(fresh_rootless, "list", "--json")
-    assert work["rows"] == MANY and work["marks"] == 0, work
 
 
 def test_an_older_layershells_json_files_are_moved_in(

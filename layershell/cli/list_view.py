@@ -68,7 +68,7 @@ def render(
         table = grants.Table.load(paths, {r.name for r in rows})
         out = [
             {**r.as_json(), "exposes": exposes.get(r.name, []) if r.active else [],
-             "granted": table.policy(r).as_json()}
+             "granted": table.policy_json(r)}
             for r in rows
         ]  # fmt: skip
         # One package per line: json's indent= takes its pure-Python encoder, ten times

@@ -97,7 +97,7 @@ def info(app: App, as_json: bool, name: str) -> None:
         json.dump(
             [
                 {**r.as_json(), "exposes": exposes if r.active else [],
-                 "granted": table.policy(r).as_json()}
+                 "granted": table.policy_json(r)}
                 for r in rows
             ],
             sys.stdout,

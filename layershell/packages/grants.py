@@ -251,14 +251,21 @@ class Table:
 
     def policy(self, row: Installed) -> Policy:
         grant = self.grant(row.name)
+        return Policy(**{**vars(grant), "profile": self._profile(grant, row)})
+
+    def policy_json(self, row: Installed) -> dict[str, object]:
+        """policy(row).as_json(), without building the Policy (core list, per row)."""
+        grant = self.grant(row.name)
+        return {**grant.as_json(), "profile": self._profile(grant, row)}
+
+    @staticmethod
+    def _profile(grant: Grant, row: Installed) -> str:
         # The record may only tighten, and only where root did not name the profile: a
         # profile it asks for counts if stricter.
         asked = row.spec.get("profile") if isinstance(row.spec, dict) else None
         if grant.profile_given or not isinstance(asked, str):
-            profile = grant.profile
-        else:
-            profile = stricter(grant.profile, asked)
-        return Policy(**{**vars(grant), "profile": profile})
+            return grant.profile
+        return stricter(grant.profile, asked)
 
 
 def for_install(

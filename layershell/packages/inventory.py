@@ -150,7 +150,12 @@ def _as_linked(rows: list[Installed], pkgs_dir: str) -> list[Installed]:
         version = target_name[len(name) + 1 :] if target_name.startswith(name + "_") else ""
         if version in known:
             linked[name] = version
-    return [replace(r, active=linked[r.name] == r.version) if r.name in linked else r for r in rows]
+    return [
+        replace(r, active=not r.active)
+        if r.name in linked and r.active != (linked[r.name] == r.version)
+        else r
+        for r in rows
+    ]
 
 
 def installed(
@@ -166,7 +171,7 @@ def installed(
         uid = _owner(paths, layer)
         if uid is None:
             continue
-        before = records.listing(pkgs_dir)  # first: a commit renames its record after
+        before = records.listing(pkgs_dir, only)  # first: a commit renames its record after
         db = os.path.join(paths.store(layer.name), "state.db")
         if uid != os.getuid():
             found, known = _foreign(paths, layer, uid, warn, only)
@@ -177,7 +182,9 @@ def installed(
         else:
             found, known = [], set()
         lost = [
-            key for key in records.lost(pkgs_dir, known) if before.get(key) == records.COMMITTED
+            key
+            for key in records.lost(pkgs_dir, known, only)
+            if before.get(key) == records.COMMITTED
         ]
         if lost:
             raise records.lost_error(db, pkgs_dir, lost)
@@ -189,6 +196,7 @@ def _redacted(row: Installed) -> Installed:
     """A record written by a layershell that took passwords in URLs keeps one in its
     spec: never shown (nor used: plan.resolve refuses it with the file to fix)."""
     where = row.spec.get("repository")
-    if isinstance(where, str) and repo.has_credentials(where):
+    # Every URL with a password has an "@": the check itself costs a split per row.
+    if isinstance(where, str) and "@" in where and repo.has_credentials(where):
         return replace(row, spec={**row.spec, "repository": repo.redact_url(where)})
     return row

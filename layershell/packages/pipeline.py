@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from layershell import faults, lock
 from layershell.errors import LayershellError, NotInstalled
-from layershell.packages import fetch, holds, install, manifest, plan, repo, unpack, verify
+from layershell.packages import fetch, holds, install, manifest, plan, repo, settled, unpack, verify
 from layershell.packages.fetch.urls import local_path
 from layershell.packages.install import Outcome
 from layershell.packages.source import Source
@@ -385,12 +385,17 @@ class Session:
 def locked(target: Target, what: str, *, no_wait: bool = False, log: Log) -> Iterator[Session]:
     """Hold the layer's lock for one whole operation (`what`, e.g. "core remove", is
     what a process waiting for it is told): plan, act and expose inside it."""
-    with (
-        lock.held(target.lock_file, no_wait=no_wait, waiting=log, what=what) as lock_fd,
-        State(target.database) as db,
-    ):
-        install.reconcile(target, db, log)
-        yield Session(target, db, lock_fd)
+    with lock.held(target.lock_file, no_wait=no_wait, waiting=log, what=what) as lock_fd:
+        # The last operation left the layer settled and nothing changed since: no pass
+        # over every installed package (settled.py). Asked before the database is
+        # opened, which makes its WAL.
+        unchanged = settled.clean(target)
+        with State(target.database) as db:
+            if not unchanged:
+                install.reconcile(target, db, log)
+            settled.take(target)
+            yield Session(target, db, lock_fd)
+        settled.leave(target)  # not reached when the operation raised
 
 
 def install_jobs(

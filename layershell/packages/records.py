@@ -121,10 +121,11 @@ def _unlink(path: str) -> None:
         pass
 
 
-def listing(pkgs_dir: str) -> dict[str, str]:
-    """<name>_<version> -> its state (a suffix), from one listdir. A directory that is
-    not there, or is not a directory, has no records. Opened without following a link:
-    root reads a layer's records too (cli/listing.py), and follows no link in a store."""
+def listing(pkgs_dir: str, names: Iterable[str] | None = None) -> dict[str, str]:
+    """<name>_<version> -> its state (a suffix), from one listdir (of the packages
+    `names` only, if given: the other entries are not parsed). A directory that is not
+    there, or is not a directory, has no records. Opened without following a link: root
+    reads a layer's records too (cli/listing.py), and follows no link in a store."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(records_dir(pkgs_dir), flags)
@@ -142,6 +143,10 @@ def listing(pkgs_dir: str) -> dict[str, str]:
             f"{MAX_RECORDS} records a layer may have",
             "the layer's account must remove what it did not install there",
         )
+    if names is not None:
+        wanted = set(names)
+        prefixes = tuple(f"{n}_" for n in wanted)
+        entries = [e for e in entries if e.startswith(prefixes) and e.rpartition("_")[0] in wanted]
     found: dict[str, str] = {}
     for entry in entries:
         for suffix in SUFFIXES:
@@ -159,13 +164,14 @@ def package_key(key: str) -> bool:
     return bool(sep) and bool(repo.NAME_RE.match(name)) and bool(repo.VERSION_RE.match(version))
 
 
-def lost(pkgs_dir: str, known: Iterable[str]) -> list[str]:
-    """Committed versions (<name>_<version>) whose tree is there that a database with
-    the trees `known` does not know: it is not the database that recorded them."""
+def lost(pkgs_dir: str, known: Iterable[str], names: Iterable[str] | None = None) -> list[str]:
+    """Committed versions (<name>_<version>, of `names` only if given) whose tree is
+    there that a database with the trees `known` does not know: it is not the database
+    that recorded them."""
     keys = set(known)
     return sorted(
         key
-        for key, state in listing(pkgs_dir).items()
+        for key, state in listing(pkgs_dir, names).items()
         if state == COMMITTED and key not in keys and is_tree(os.path.join(pkgs_dir, key))
     )
 
