@@ -6,7 +6,6 @@ A reader sees the old file or the new one, never a torn one, even across a crash
 from __future__ import annotations
 
 import os
-import tempfile
 
 
 def write_atomic(
@@ -18,6 +17,8 @@ def write_atomic(
 ) -> None:
     if isinstance(data, str):
         data = data.encode()
+    import tempfile  # here: what only reads state (core list) does not pay its import
+
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
     try:

@@ -69,6 +69,21 @@ def test_the_quick_front_imports_no_click_rich_or_yaml(listed: Identity) -> None
     assert [x["name"] for x in json.loads(r.stdout)] == ["quick"]
 
 
+# What a listing does not need: each cost it milliseconds of its 50 (docs/testing.md).
+HEAVY = ("dataclasses", "inspect", "typing", "tempfile", "urllib", "ipaddress", "shutil")
+
+
+@pytest.mark.parametrize("form", [("list", "--json"), ("list",)], ids=" ".join)
+def test_the_listing_imports_nothing_heavy(listed: Identity, form: tuple[str, ...]) -> None:
+    block = BLOCK.replace('("click", "yaml", "rich")', repr(("click", "yaml", "rich", *HEAVY)))
+    assert block != BLOCK
+    code = block + f"import sys\nsys.argv = ['core', *{list(form)!r}]\n"
+    code += "from layershell.cli import main\nmain()"
+    r = listed.run([sys.executable, "-c", code])
+    assert r.returncode == 0, r.stderr
+    assert b"quick" in r.stdout
+
+
 def test_other_forms_go_to_click(listed: Identity) -> None:
     code = BLOCK + "import sys\nsys.argv = ['core', 'list', '-v']\n"
     code += "from layershell.cli import main\nmain()"

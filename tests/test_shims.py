@@ -4,7 +4,6 @@ identity; the shim is called exactly as a user would call it, by its name on PAT
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from layershell.exposure import shims
+from layershell.frozen import replace
 from layershell.packages.state import Installed
 from tests.packages import Repository, tarball
 from tests.support import IS_ROOT, Identity, python_cmd
@@ -227,7 +227,7 @@ def test_identity_tools_are_refused_even_with_expose_over(tmp_path: Path, name: 
     policy = grants.Table({}, None).policy(
         Installed("pkg", "1", "arne", "/x", "", "", 0, 0, 0, 0.0, True, {})
     )
-    allowed = dataclasses.replace(policy, expose_over=(name,))
+    allowed = replace(policy, expose_over=(name,))
     why = shims.refusal(shims.Shim(name, "pkg", "1", "/p", "default"), allowed, str(tmp_path))
     assert why.startswith(f"{name}: pkg may not put a command of that name on PATH")
     assert "asks for passwords or changes identity" in why

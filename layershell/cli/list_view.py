@@ -14,6 +14,8 @@ from layershell.paths import Paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from layershell.packages.inventory import Warn
     from layershell.packages.state import Installed
 
@@ -34,10 +36,14 @@ def exposure(paths: Paths, rows: list[Installed]) -> dict[str, list[str]]:
     from layershell.packages import grants_db
 
     if grants_db.complete(paths):  # the shims the index names that are on disk
+        try:
+            there = set(os.listdir(paths.bin_dir))  # one call, not a stat per shim
+        except OSError:
+            there = set()
         found = {
             package: shown
             for package, names in grants_db.shims(paths).items()
-            if (shown := [n for n in names if os.path.isfile(os.path.join(paths.bin_dir, n))])
+            if (shown := [n for n in names if n in there])
         }
     else:  # an index that may not name them all: read each file's marker
         found = shim_marks.exposed(paths)
@@ -80,10 +86,11 @@ def render(
     if not rows:
         return "no packages installed\n"
     header = tuple(COLUMNS[i] for i in columns)
+    when = _when()
     full = [
         (
             shown(r.name), shown(r.version), shown(r.layer), "yes" if r.active else "",
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.installed_at)),
+            when(r.installed_at),
             shown(" ".join(exposes.get(r.name, [])) if r.active else ""), shown(r.source),
         )
         for r in rows
@@ -98,6 +105,20 @@ def render(
         "  ".join(_cut(c, w).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"
         for row in text_rows
     )
+
+
+def _when() -> Callable[[float], str]:
+    """The INSTALLED column's text of a time: one conversion per second shown (the
+    packages of one `core install` share a handful)."""
+    seen: dict[int, str] = {}
+
+    def when(at: float) -> str:
+        second = int(at)
+        if second not in seen:
+            seen[second] = time.strftime("%Y-%m-%d %H:%M", time.localtime(second))
+        return seen[second]
+
+    return when
 
 
 def fitted(header: tuple[str, ...], widths: list[int], columns: int) -> list[int]:

@@ -24,9 +24,9 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
 
 from layershell.errors import LayershellError
+from layershell.frozen import Frozen, replace
 from layershell.packages import grants_db, manifest_env
 from layershell.packages.state import Installed
 from layershell.paths import Paths
@@ -47,8 +47,7 @@ def stricter(a: str, b: str) -> str:
     return a if PROFILE_ORDER.index(a) >= PROFILE_ORDER.index(b) else b
 
 
-@dataclass(frozen=True)
-class Grant:
+class Grant(Frozen):
     """Root's word about one package."""
 
     profile: str = "default"
@@ -160,11 +159,17 @@ def _parse(raw: object) -> Grant | None:
 def load(paths: Paths, names: Iterable[str] | None = None) -> dict[str, Grant]:
     """Root's grants (of `names` only, if given: an install reads its own rows)."""
     out = {}
-    for name, raw in grants_db.read(paths, names).items():
-        grant = _parse(raw)
+    # Grants repeat (what one manifest or one `core install` granted many packages):
+    # each distinct text is decoded and checked once.
+    seen: dict[str, Grant | None] = {}
+    for name, body in grants_db.bodies(paths, names).items():
+        if body in seen:
+            grant = seen[body]
+        else:
+            grant = seen[body] = _parse(grants_db.decoded(paths.grants_db, name, body))
         if grant is None:
             raise LayershellError(
-                f"{paths.grants_db}: the grant of {name!r} is damaged",
+                f"{grants_db.where(paths)}: the grant of {name!r} is damaged",
                 f"install {name} again as root (core install), or remove the entry",
             )
         out[name] = grant
@@ -210,7 +215,6 @@ def may_grant(paths: Paths) -> bool:
     return paths.mode == ROOTLESS or (paths.mode == SYSTEM and os.getuid() == 0)
 
 
-@dataclass(frozen=True)
 class Policy(Grant):
     """What root does for one package: a grant with the profile the record may have
     tightened, derived from root's data only."""
@@ -235,6 +239,7 @@ class Table:
     def __init__(self, grants: Mapping[str, Grant], host: Manifest | None) -> None:
         self.grants = dict(grants)
         self.host = host
+        self._shown: dict[int, tuple[Grant, dict[str, object]]] = {}  # id -> it, as_json
 
     @classmethod
     def load(cls, paths: Paths, names: Iterable[str] | None = None) -> Table:
@@ -254,9 +259,14 @@ class Table:
         return Policy(**{**vars(grant), "profile": self._profile(grant, row)})
 
     def policy_json(self, row: Installed) -> dict[str, object]:
-        """policy(row).as_json(), without building the Policy (core list, per row)."""
+        """policy(row).as_json(), without building the Policy (core list, per row; the
+        packages that share a grant share its text)."""
         grant = self.grant(row.name)
-        return {**grant.as_json(), "profile": self._profile(grant, row)}
+        kept = self._shown.get(id(grant))
+        if kept is None or kept[0] is not grant:
+            # The grant is kept with its text: its id cannot be reused while cached.
+            kept = self._shown[id(grant)] = (grant, grant.as_json())
+        return {**kept[1], "profile": self._profile(grant, row)}
 
     @staticmethod
     def _profile(grant: Grant, row: Installed) -> str:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 from layershell.atomic import read_json_map
 from layershell.errors import LayershellError
+from layershell.packages.state import uri_path
 from layershell.paths import Paths
 
 SCHEMA_VERSION = 1
@@ -50,7 +51,7 @@ def _damaged(path: str, exc: BaseException) -> Exception:
 def _open_read(path: str) -> sqlite3.Connection | None:
     if not os.path.exists(path):
         return None
-    uri = "file:" + path.replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+    uri = f"file:{uri_path(path)}?mode=ro"
     db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
@@ -156,7 +157,7 @@ def _body(raw: object) -> str:
     return json.dumps(raw, sort_keys=True, separators=(",", ":"))
 
 
-def _decoded(path: str, name: str, body: str) -> object:
+def decoded(path: str, name: str, body: str) -> object:
     try:
         return json.loads(body)
     except ValueError:
@@ -166,12 +167,25 @@ def _decoded(path: str, name: str, body: str) -> object:
         ) from None
 
 
+def where(paths: Paths) -> str:
+    """The file the grants are read from: grants.db, or an older layershell's JSON."""
+    if os.path.exists(paths.grants_db) or not os.path.exists(paths.grants_file):
+        return paths.grants_db
+    return paths.grants_file
+
+
 def read(paths: Paths, names: Iterable[str] | None = None) -> dict[str, object]:
     """name -> the grant as written (of `names` only, if given); {} before any."""
+    return {n: decoded(paths.grants_db, n, b) for n, b in bodies(paths, names).items()}
+
+
+def bodies(paths: Paths, names: Iterable[str] | None = None) -> dict[str, str]:
+    """name -> the grant's JSON text (of `names` only, if given); {} before any."""
     with _reading(paths) as db:
         if db is None:
             old = _legacy_grants(paths)
-            return old if names is None else {n: old[n] for n in names if n in old}
+            kept = old if names is None else {n: old[n] for n in names if n in old}
+            return {n: _body(v) for n, v in kept.items()}
         wanted = None if names is None else set(names)
         if wanted is None or len(wanted) > MANY:
             rows = db.execute("SELECT name, body FROM grants").fetchall()
@@ -179,7 +193,7 @@ def read(paths: Paths, names: Iterable[str] | None = None) -> dict[str, object]:
         else:  # an indexed lookup each: an install reads its own rows
             sql = "SELECT name, body FROM grants WHERE name = ?"
             rows = [r for n in sorted(wanted) for r in db.execute(sql, (n,)).fetchall()]
-    return {str(n): _decoded(paths.grants_db, str(n), str(b)) for n, b in rows}
+    return {str(n): str(b) for n, b in rows}
 
 
 def write(paths: Paths, changes: Mapping[str, object | None]) -> None:

@@ -15,14 +15,17 @@ import os
 import pwd
 import sqlite3
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
 
 from layershell import names
+from layershell.frozen import replace
 from layershell.layers.model import Layer, LayerStack
 from layershell.packages import records, repo, target
 from layershell.packages.state import Installed, State, StateError, read_foreign
 from layershell.paths import ROOTLESS, Paths
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 Warn = Callable[[str], None]
 

@@ -5,13 +5,13 @@ validation."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from layershell.frozen import Frozen
 
 ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 
 
-@dataclass(frozen=True)
-class EnvSettings:
+class EnvSettings(Frozen):
     """A package's `env:`: what of the caller's environment its shims' programs get,
     beyond the profile's rule (docs/exposure.md, "Environment")."""
 

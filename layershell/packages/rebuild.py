@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
+from layershell.frozen import replace
 from layershell.packages import install, records
 from layershell.packages.state import State, StateError, backup_name
 from layershell.packages.target import Target

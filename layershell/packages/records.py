@@ -24,10 +24,10 @@ import json
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
 
 from layershell.atomic import write_atomic
 from layershell.errors import LayershellError
+from layershell.frozen import Frozen, replace
 from layershell.packages import repo
 from layershell.packages.state import Installed
 
@@ -149,13 +149,16 @@ def listing(pkgs_dir: str, names: Iterable[str] | None = None) -> dict[str, str]
         entries = [e for e in entries if e.startswith(prefixes) and e.rpartition("_")[0] in wanted]
     found: dict[str, str] = {}
     for entry in entries:
-        for suffix in SUFFIXES:
-            key = entry[: -len(suffix)]
-            # Two states of one version (a crash between the write and the unlink in
-            # `committed`): the committed one wins.
-            if entry.endswith(suffix) and package_key(key) and found.get(key) != COMMITTED:
-                found[key] = suffix
+        key, _, ext = entry.rpartition(".")
+        suffix = _BY_EXTENSION.get(ext)
+        # Two states of one version (a crash between the write and the unlink in
+        # `committed`): the committed one wins.
+        if suffix is not None and found.get(key) != COMMITTED and package_key(key):
+            found[key] = suffix
     return found
+
+
+_BY_EXTENSION = {s[1:]: s for s in SUFFIXES}
 
 
 def package_key(key: str) -> bool:
@@ -262,8 +265,7 @@ def _kind(kind: type | tuple[type, ...]) -> str:
     return names.get(first, first.__name__)
 
 
-@dataclass(frozen=True)
-class Rebuilt:
+class Rebuilt(Frozen):
     rows: tuple[Installed, ...]  # with `active` from the links
     problems: tuple[str, ...]  # records that could not be used, said why
 

@@ -12,18 +12,18 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import sqlite3
 import stat
-import tempfile
 import time
-import urllib.parse
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
 
 from layershell.errors import LayershellError
+from layershell.frozen import Frozen, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_VERSION = 1
 
@@ -59,8 +59,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Installed:
+class Installed(Frozen):
     """One installed version of a package."""
 
     name: str
@@ -114,7 +113,7 @@ REBUILD_HINT = (
 )
 
 
-class Brief(NamedTuple):
+class Brief(Frozen):
     """A row's identity and where its tree is (State.brief)."""
 
     name: str
@@ -194,13 +193,19 @@ def backup_name(path: str, why: str) -> str:
     return name
 
 
+def uri_path(path: str) -> str:
+    """A path as SQLite's file: URI needs it: only "%", "?" and "#" mean something
+    there (urllib.parse would cost a listing its import)."""
+    return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
 def _open_readonly(path: str) -> sqlite3.Connection:
     """Another account reading a layer's database (core list as otto): a WAL database
     cannot be opened read-only when its -shm file is missing and its directory is not
     writable, so fall back to an immutable snapshot, which needs neither."""
     if not os.path.exists(path):
         raise sqlite3.OperationalError("unable to open database file")
-    quoted = urllib.parse.quote(path)
+    quoted = uri_path(path)
     db = sqlite3.connect(f"file:{quoted}?mode=ro", uri=True, isolation_level=None, timeout=30)
     try:
         db.execute("PRAGMA user_version").fetchone()
@@ -278,6 +283,9 @@ def read_foreign(store: str, owner: int) -> State | None:
         return None
     except OSError as exc:
         raise StateError(f"{store}: not opened as a directory ({exc.strerror})") from None
+    import shutil
+    import tempfile
+
     tmp = tempfile.mkdtemp(prefix="layershell-record-")
     try:
         try:
@@ -372,6 +380,8 @@ class State:
     def close(self) -> None:
         self.db.close()
         if self._scratch is not None:
+            import shutil
+
             shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __enter__(self) -> State:

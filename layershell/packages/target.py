@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import os
 import pwd
-from dataclasses import dataclass
 
 from layershell import faults
 from layershell.errors import LayershellError, PermissionRefused
+from layershell.frozen import Frozen
 from layershell.layers import launch, sandbox
 from layershell.layers.model import Layer, LayerStack
 from layershell.paths import ROOTLESS, SYSTEM, Paths
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(Frozen):
     layer: Layer
     account: str
     uid: int

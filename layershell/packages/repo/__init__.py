@@ -20,15 +20,6 @@ module.
 
 from __future__ import annotations
 
-from layershell.packages.repo.host import host_arch, host_os_version
-from layershell.packages.repo.index import (
-    LATEST,
-    STREAMS,
-    expiry_time,
-    latest_version,
-    parse_index,
-    read_latest,
-)
 from layershell.packages.repo.layout import (
     INDEX_NAME,
     NAME_RE,
@@ -40,29 +31,54 @@ from layershell.packages.repo.layout import (
     index_url,
     split_artifact_name,
 )
-from layershell.packages.repo.reference import (
-    CREDENTIALS_HINT,
-    check_repository,
-    credentials_refusal,
-    has_credentials,
-    parse_reference,
-    redact_url,
-)
-from layershell.packages.repo.versions import version_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from layershell.packages.repo.host import host_arch, host_os_version
+    from layershell.packages.repo.index import (
+        LATEST,
+        STREAMS,
+        expiry_time,
+        latest_version,
+        parse_index,
+        read_latest,
+    )
     from layershell.packages.repo.publish import write_index
+    from layershell.packages.repo.reference import (
+        CREDENTIALS_HINT,
+        check_repository,
+        credentials_refusal,
+        has_credentials,
+        parse_reference,
+        redact_url,
+    )
+    from layershell.packages.repo.versions import version_key
+
+# The name rules (layout) are what most readers import this package for (core list reads
+# records with them); the rest is imported on first use: the index (urllib, datetime),
+# the host (ipaddress), references, version order, and publish (hashing, signing).
+_LAZY = {
+    "host": ("host_arch", "host_os_version"),
+    "index": ("LATEST", "STREAMS", "expiry_time", "latest_version", "parse_index", "read_latest"),
+    "publish": ("write_index",),
+    "reference": (
+        "CREDENTIALS_HINT", "check_repository", "credentials_refusal", "has_credentials",
+        "parse_reference", "redact_url",
+    ),
+    "versions": ("version_key",),
+}  # fmt: skip
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
 
 def __getattr__(name: str) -> object:
-    # publish (hashing, SHA256SUMS, signing) only when a publisher asks for it: what
-    # reads records (core list) imports this package for its name rules alone.
-    if name == "write_index":
-        from layershell.packages.repo.publish import write_index
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(name)
+    import importlib
 
-        return write_index
-    raise AttributeError(name)
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # once: the next lookup is a plain global
+    return value
 
 
 __all__ = [
