@@ -101,3 +101,39 @@ def test_a_damaged_grant_row_names_the_package(fresh_rootless: Identity, shared_
     err = r.stderr.decode()
     assert r.returncode != 0 and "Traceback" not in err
     assert "grants.db" in err and "'tool' is damaged" in err, err
+
+
+def test_an_interrupted_write_is_named_and_rolled_back(
+    fresh_rootless: Identity, shared_dir: Path
+) -> None:
+    """A writer that died mid-transaction leaves a hot journal, which a reader that may
+    not write (otto's core list in system mode) cannot roll back: a clear error saying
+    who can; the writer's own next command, a listing included, rolls it back."""
+    tool = tarball(shared_dir / "tool_1.0.tar.gz", program("tool", "1.0"))
+    assert fresh_rootless.run(python_cmd("install", str(tool))).returncode == 0
+    db_path = state_dir(fresh_rootless) / "grants.db"
+    pid = os.fork()
+    if pid == 0:  # a write that dies before its commit, with its journal on disk
+        db = sqlite3.connect(db_path, isolation_level=None)
+        db.execute("PRAGMA cache_size=1")
+        db.execute("BEGIN IMMEDIATE")
+        rows = ((f"x{i:05d}", "{}" + " " * 200) for i in range(3000))
+        db.executemany("INSERT INTO grants VALUES (?, ?)", rows)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    journal = state_dir(fresh_rootless) / "grants.db-journal"
+    assert journal.stat().st_size > 0
+    for path in (db_path, journal):
+        os.chown(path, fresh_rootless.uid, fresh_rootless.gid)
+    state_dir(fresh_rootless).chmod(0o555)  # as otto sees root's directory
+    try:
+        r = fresh_rootless.run(python_cmd("list", "--json"))
+    finally:
+        state_dir(fresh_rootless).chmod(0o755)
+    err = r.stderr.decode()
+    assert r.returncode != 0 and "Traceback" not in err
+    assert "interrupted write" in err and "core expose --sync" in err, err
+    r = fresh_rootless.run(python_cmd("list", "--json"))
+    assert r.returncode == 0, r.stderr
+    assert [x["name"] for x in json.loads(r.stdout)] == ["tool"]
+    assert not journal.exists() or journal.stat().st_size == 0

@@ -45,6 +45,11 @@ MANY = 64  # more names than this are read in one pass (a listing) than one by o
 def _damaged(path: str, exc: BaseException) -> Exception:
     if "full" in str(exc):  # SQLite's "database or disk is full": the disk's, not the file's
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    if "readonly" in str(exc):  # a write that died left its journal: only a writer rolls back
+        return LayershellError(
+            f"{path} cannot be read until an interrupted write is rolled back: {exc}",
+            "run as root (as its owner in rootless mode): core expose --sync",
+        )
     return LayershellError(f"{path} is damaged or unreadable: {exc}", HINT)
 
 
@@ -64,11 +69,29 @@ def _open_read(path: str) -> sqlite3.Connection | None:
     return db
 
 
+def _roll_back(path: str) -> bool:
+    """Roll back what a write that died left in its journal, if this process may write
+    the database (its writer): a read-only connection cannot."""
+    if not (os.access(path, os.W_OK) and os.access(os.path.dirname(path), os.W_OK)):
+        return False
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        db.execute("PRAGMA user_version").fetchone()  # a hot journal is rolled back here
+    finally:
+        db.close()
+    return True
+
+
 @contextmanager
 def _reading(paths: Paths) -> Iterator[sqlite3.Connection | None]:
     path = paths.grants_db
     try:
-        db = _open_read(path)
+        try:
+            db = _open_read(path)
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc) or not _roll_back(path):
+                raise
+            db = _open_read(path)
     except sqlite3.Error as exc:
         raise _damaged(path, exc) from None
     try:
