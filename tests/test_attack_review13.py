@@ -31,9 +31,18 @@ before removing it. The frozen classes refuse assignment as frozen dataclasses d
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from layershell.errors import LayershellError
+from layershell.packages import grants, grants_db
+from layershell.paths import Paths
 from tests import support
 from tests.packages import tarball
 
@@ -93,3 +102,81 @@ def test_a_read_by_name_gets_only_that_packages_rows(
         assert r.returncode == 0, r.stderr.decode()
         for name in ("atkcase", "ATKCASE"):
             stack.core("remove", name)
+
+
+# -- 2: a write of grants.db that did not finish --------------------------------------
+
+
+def _paths(tmp_path: Path) -> Paths:
+    home = tmp_path / "home"
+    home.mkdir()
+    return Paths.rootless(str(home), env={})
+
+
+def _strict(source: str) -> grants.Grant:
+    return grants.Grant(profile="strict", source=source, profile_given=True)
+
+
+def test_a_first_write_that_failed_leaves_the_old_word_and_room_for_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk was full when root first wrote grants.db (an older layershell's
+    grants.json still held its grants): the write fails, and then, with room again,
+    the old grants still count and the next write succeeds."""
+    paths = _paths(tmp_path)
+    os.makedirs(paths.state_dir)
+    with open(paths.grants_file, "w") as f:
+        json.dump({"old": _strict("core install --profile strict").as_json()}, f)
+
+    real = grants_db._create
+
+    def full(*_args: object) -> list[str]:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), paths.grants_db)
+
+    monkeypatch.setattr(grants_db, "_create", full)
+    with pytest.raises(OSError):
+        grants.record(paths, {"new": _strict("core install --config x")})
+    monkeypatch.setattr(grants_db, "_create", real)
+    # Room again: nothing of the failed write is taken for a damaged database.
+    assert grants.load(paths)["old"].profile == "strict"
+    grants.record(paths, {"new": _strict("core install --config x")})
+    table = grants.load(paths)
+    assert table["old"].profile == "strict" and table["new"].profile == "strict"
+    assert not os.path.exists(paths.grants_file)  # moved in, this time
+
+
+CRASH = """
+import os, sys
+sys.path[:0] = [sys.argv[2]]
+from layershell.packages import grants_db
+from layershell.paths import Paths
+paths = Paths.rootless(sys.argv[1], env={})
+with grants_db._writing(paths) as db:
+    db.execute("PRAGMA cache_size=2")
+    body = '{"x": "' + "y" * 2000 + '"}'
+    db.executemany(
+        "INSERT OR REPLACE INTO grants VALUES (?, ?)", ((f"p{i}", body) for i in range(2000))
+    )
+    os._exit(9)  # killed inside the transaction, its journal hot
+"""
+
+
+def test_a_write_killed_midway_is_rolled_back_not_a_damaged_database(tmp_path: Path) -> None:
+    """Root's write of grants.db killed inside its transaction (the OOM killer, a
+    power cut): its journal is hot. The next read of root's is the grants as they were
+    before it, not "damaged" for every operation from then on."""
+    paths = _paths(tmp_path)
+    grants.record(paths, {"kept": _strict("core install --profile strict")})
+    source = str(Path(grants_db.__file__).parents[2])
+    r = subprocess.run(
+        [sys.executable, "-c", CRASH, paths.root, source], capture_output=True, check=False
+    )
+    assert r.returncode == 9, r.stderr.decode()
+    assert os.path.exists(paths.grants_db + "-journal"), "no hot journal: nothing tested"
+    try:
+        table = grants.load(paths)
+    except LayershellError as exc:
+        pytest.fail(f"root's record is lost after a crash: {exc.message}")
+    assert set(table) == {"kept"} and table["kept"].profile == "strict"
+    grants.record(paths, {"next": _strict("core install --config x")})
+    assert set(grants.load(paths)) == {"kept", "next"}

@@ -51,9 +51,24 @@ def _damaged(path: str, exc: BaseException) -> Exception:
 def _open_read(path: str) -> sqlite3.Connection | None:
     if not os.path.exists(path):
         return None
+    if os.path.exists(path + "-journal") and _may_write(path):
+        # A write that was killed left its journal hot, which no read-only open may
+        # roll back; and every write reads first. Whoever may write the database (root,
+        # the rootless caller) rolls it back here; another reader waits for that.
+        rw = sqlite3.connect(path, isolation_level=None, timeout=10)
+        try:
+            rw.execute("PRAGMA user_version").fetchone()
+        finally:
+            rw.close()
     uri = f"file:{uri_path(path)}?mode=ro"
     db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
     version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+        # The file of a first write that did not commit (a full disk, a crash): not a
+        # damaged database but none yet; an older layershell's JSON files still hold
+        # root's word, and the next write creates the schema in it.
+        db.close()
+        return None
     if version > SCHEMA_VERSION:
         db.close()
         raise LayershellError(
@@ -62,6 +77,10 @@ def _open_read(path: str) -> sqlite3.Connection | None:
             "upgrade layershell",
         )
     return db
+
+
+def _may_write(path: str) -> bool:
+    return os.access(path, os.W_OK) and os.access(os.path.dirname(path) or ".", os.W_OK)
 
 
 @contextmanager
