@@ -56,9 +56,24 @@ def _damaged(path: str, exc: BaseException) -> Exception:
 def _open_read(path: str) -> sqlite3.Connection | None:
     if not os.path.exists(path):
         return None
+    if os.path.exists(path + "-journal") and _may_write(path):
+        # A write that was killed left its journal hot, which no read-only open may
+        # roll back; and every write reads first. Whoever may write the database (root,
+        # the rootless caller) rolls it back here; another reader waits for that.
+        rw = sqlite3.connect(path, isolation_level=None, timeout=10)
+        try:
+            rw.execute("PRAGMA user_version").fetchone()
+        finally:
+            rw.close()
     uri = f"file:{uri_path(path)}?mode=ro"
     db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
     version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+        # The file of a first write that did not commit (a full disk, a crash): not a
+        # damaged database but none yet; an older layershell's JSON files still hold
+        # root's word, and the next write creates the schema in it.
+        db.close()
+        return None
     if version > SCHEMA_VERSION:
         db.close()
         raise LayershellError(
@@ -69,29 +84,15 @@ def _open_read(path: str) -> sqlite3.Connection | None:
     return db
 
 
-def _roll_back(path: str) -> bool:
-    """Roll back what a write that died left in its journal, if this process may write
-    the database (its writer): a read-only connection cannot."""
-    if not (os.access(path, os.W_OK) and os.access(os.path.dirname(path), os.W_OK)):
-        return False
-    db = sqlite3.connect(path, isolation_level=None, timeout=30)
-    try:
-        db.execute("PRAGMA user_version").fetchone()  # a hot journal is rolled back here
-    finally:
-        db.close()
-    return True
+def _may_write(path: str) -> bool:
+    return os.access(path, os.W_OK) and os.access(os.path.dirname(path) or ".", os.W_OK)
 
 
 @contextmanager
 def _reading(paths: Paths) -> Iterator[sqlite3.Connection | None]:
     path = paths.grants_db
     try:
-        try:
-            db = _open_read(path)
-        except sqlite3.OperationalError as exc:
-            if "readonly" not in str(exc) or not _roll_back(path):
-                raise
-            db = _open_read(path)
+        db = _open_read(path)
     except sqlite3.Error as exc:
         raise _damaged(path, exc) from None
     try:

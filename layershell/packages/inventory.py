@@ -91,7 +91,9 @@ def _foreign(
         if st is None:
             return [], set()
         with st:
-            raw = st.raw(only)
+            # By name, the account's schema compares (a column COLLATE NOCASE finds
+            # another package's rows too): only the rows of the names asked for count.
+            raw = [r for r in st.raw(only) if only is None or (r and r[0] in only)]
             keys = None if only is None else st.keys()
     except sqlite3.Error as exc:
         raise StateError(
