@@ -72,14 +72,15 @@ def render(
     exposes = exposure(paths, rows)
     if as_json:
         table = grants.Table.load(paths, {r.name for r in rows})
-        out = [
-            {**r.as_json(), "exposes": exposes.get(r.name, []) if r.active else [],
-             "granted": table.policy_json(r)}
-            for r in rows
-        ]  # fmt: skip
         # One package per line: json's indent= takes its pure-Python encoder, ten times
         # slower (most of a listing of 1,000); one line per row is what grep and jq like.
-        return "[\n" + ",\n".join(json.dumps(row) for row in out) + "\n]\n" if out else "[]\n"
+        # The grant is the row's last key, encoded once for the rows that share it.
+        out = [
+            json.dumps({**r.as_json(), "exposes": exposes.get(r.name, []) if r.active else []})[:-1]
+            + ', "granted": ' + table.policy_text(r) + "}"
+            for r in rows
+        ]  # fmt: skip
+        return "[\n" + ",\n".join(out) + "\n]\n" if out else "[]\n"
     # Read for the table too, which shows none of it: a damaged grants.db is an error
     # for every listing, with its way out (tests/test_state_loss.py), not for some.
     grants.check(paths)

@@ -22,6 +22,7 @@ every executable of bin/). The account's record may only ask for a stricter prof
 from __future__ import annotations
 
 import errno
+import json
 import os
 from collections.abc import Iterable, Mapping
 
@@ -177,9 +178,10 @@ def load(paths: Paths, names: Iterable[str] | None = None) -> dict[str, Grant]:
 
 
 def check(paths: Paths) -> None:
-    """Read every grant without using one: a damaged database is an error for every
-    listing, with its way out (tests/test_state_loss.py), not only for some."""
-    grants_db.read(paths)
+    """Read every grant's row without using one: a damaged database is an error for
+    every listing, with its way out (tests/test_state_loss.py), not only for some; a
+    damaged text is one for whatever uses that grant."""
+    grants_db.bodies(paths)
 
 
 def record(paths: Paths, grants: Mapping[str, Grant | None]) -> None:
@@ -239,7 +241,7 @@ class Table:
     def __init__(self, grants: Mapping[str, Grant], host: Manifest | None) -> None:
         self.grants = dict(grants)
         self.host = host
-        self._shown: dict[int, tuple[Grant, dict[str, object]]] = {}  # id -> it, as_json
+        self._shown: dict[tuple[int, str], tuple[Grant, str]] = {}  # (id, profile) -> text
 
     @classmethod
     def load(cls, paths: Paths, names: Iterable[str] | None = None) -> Table:
@@ -259,14 +261,22 @@ class Table:
         return Policy(**{**vars(grant), "profile": self._profile(grant, row)})
 
     def policy_json(self, row: Installed) -> dict[str, object]:
-        """policy(row).as_json(), without building the Policy (core list, per row; the
-        packages that share a grant share its text)."""
+        """policy(row).as_json(), without building the Policy (core info)."""
         grant = self.grant(row.name)
-        kept = self._shown.get(id(grant))
+        return {**grant.as_json(), "profile": self._profile(grant, row)}
+
+    def policy_text(self, row: Installed) -> str:
+        """policy_json(row) as JSON text (core list, per row: the packages that share
+        a grant and a profile share the text, encoded once)."""
+        grant = self.grant(row.name)
+        profile = self._profile(grant, row)
+        key = (id(grant), profile)
+        kept = self._shown.get(key)
         if kept is None or kept[0] is not grant:
-            # The grant is kept with its text: its id cannot be reused while cached.
-            kept = self._shown[id(grant)] = (grant, grant.as_json())
-        return {**kept[1], "profile": self._profile(grant, row)}
+            # Kept with the grant itself: its id cannot be reused while it is cached.
+            text = json.dumps({**grant.as_json(), "profile": profile})
+            kept = self._shown[key] = (grant, text)
+        return kept[1]
 
     @staticmethod
     def _profile(grant: Grant, row: Installed) -> str:

@@ -186,11 +186,7 @@ def installed(
                 known = {os.path.basename(r.path) for r in found} if only is None else st.keys()
         else:
             found, known = [], set()
-        lost = [
-            key
-            for key in records.lost(pkgs_dir, known, only)
-            if before.get(key) == records.COMMITTED
-        ]
+        lost = records.still_lost(pkgs_dir, known, before)
         if lost:
             raise records.lost_error(db, pkgs_dir, lost)
         rows += [_redacted(r) for r in _as_linked(found, pkgs_dir)]

@@ -179,6 +179,36 @@ def lost(pkgs_dir: str, known: Iterable[str], names: Iterable[str] | None = None
     )
 
 
+def still_lost(pkgs_dir: str, known: Iterable[str], before: dict[str, str]) -> list[str]:
+    """lost(), for a reader that listed the records (`before`) before it read the
+    database (which knows `known`): the committed versions it does not know whose record
+    still says committed and whose tree is there. Only those are looked at again (a
+    removal renames its record before the database forgets it), not the whole
+    directory."""
+    keys = set(known)
+    candidates = [k for k, state in before.items() if state == COMMITTED and k not in keys]
+    if not candidates:
+        return []
+    # The directory is the account's: opened without following a link, as listing does.
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(records_dir(pkgs_dir), flags)
+    except OSError:
+        return []
+    try:
+        found = []
+        for key in sorted(candidates):
+            try:
+                os.stat(key + COMMITTED, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if is_tree(os.path.join(pkgs_dir, key)):
+                found.append(key)
+        return found
+    finally:
+        os.close(fd)
+
+
 def is_tree(path: str) -> bool:
     """A directory itself, not a link to one (lstat: root follows no link of a layer's)."""
     try:
