@@ -5,7 +5,6 @@ cost)."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -65,7 +64,28 @@ def render(
     warn: Warn,
 ) -> str:
     """The listing as text; `width`: the terminal's columns (None: piped, values whole).
-    `warn` is called with each line about a bad row (inventory.installed)."""
+    `warn` is called with each line about a bad row (inventory.installed). The last
+    listing is printed again while nothing it was made from has changed (list_cache)."""
+    from layershell.cli import list_cache
+
+    return list_cache.render(
+        paths, layers, _fresh, as_json=as_json, show_all=show_all, columns=columns,
+        width=width, warn=warn,
+    )  # fmt: skip
+
+
+def _fresh(
+    paths: Paths,
+    layers: LayerStack,
+    *,
+    as_json: bool,
+    show_all: bool,
+    columns: tuple[int, ...],
+    width: int | None,
+    warn: Warn,
+) -> str:
+    import json
+
     from layershell.packages import grants, inventory
 
     rows = [r for r in inventory.installed(paths, layers, warn=warn) if show_all or r.active]
