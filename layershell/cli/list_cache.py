@@ -67,15 +67,15 @@ def fingerprint(paths: Paths, layers: LayerStack, options: tuple[object, ...]) -
         try:
             st = os.lstat(path)
         except OSError:
-            lines.append(f"{path} -")
+            lines.append(f"{path!r} -")
             continue
         if st.st_size == 0 and path.endswith(("-wal", "-journal")):
             # An empty WAL holds nothing, and a reader's open of the database makes one:
             # the same as none, or every first listing after a write would be a miss.
-            lines.append(f"{path} -")
+            lines.append(f"{path!r} -")
             continue
         newest = max(newest, st.st_mtime, st.st_ctime)
-        lines.append(f"{path} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}")
+        lines.append(f"{path!r} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}")
     return "\n".join(lines) + "\n", newest
 
 
@@ -132,7 +132,7 @@ def keep(
         with os.fdopen(fd, "wb") as f:
             f.write(key.encode() + text.encode())
         os.replace(tmp, path)
-    except OSError:
+    except (OSError, UnicodeError):  # a path with undecodable bytes is not kept
         try:
             os.unlink(tmp)
         except OSError:
