@@ -144,3 +144,53 @@ def test_the_names_it_watches_are_their_owners() -> None:
     layers = config.load_stack(stack.shipped_layers_file())
     watched = tuple(n for n in layers.layers if n.level == 1)
     assert watched == target.installing_layers(layers) != ()
+
+
+LOADED = """
+import os, sys
+sys.argv = ["core", "list", "--json"]
+from layershell.cli import quick
+try:
+    quick.main(sys.argv[1:])
+except SystemExit:
+    pass
+import layershell
+root = os.path.dirname(layershell.__file__)
+for name, module in sorted(sys.modules.items()):
+    if name.startswith("layershell") and getattr(module, "__file__", None):
+        print(os.path.relpath(module.__file__, root), file=sys.stderr)
+"""
+
+
+def test_every_module_a_listing_imports_is_watched(ident: Identity, shared_dir: Path) -> None:
+    from layershell.cli import list_cache
+
+    install(ident, shared_dir, "tool")  # and nothing kept yet: this listing is made
+    r = ident.run([sys.executable, "-c", LOADED])
+    assert r.returncode == 0, r.stderr
+    loaded = set(r.stderr.decode().split())
+    assert "packages/inventory.py" in loaded  # it rendered, rather than printed a kept one
+    assert loaded <= set(list_cache.CODE), sorted(loaded - set(list_cache.CODE))
+
+
+def test_a_linked_bin_dir_is_watched_through_its_link(ident: Identity, shared_dir: Path) -> None:
+    install(ident, shared_dir, "tool")
+    bin_dir = ident.home / ".local/bin"
+    real = ident.home / "real-bin"
+    bin_dir.rename(real)
+    bin_dir.symlink_to(real)
+    os.lchown(bin_dir, ident.uid, ident.gid)
+    assert json.loads(listing(ident, "--json")[0])[0]["exposes"] == ["tool"]
+    assert listing(ident, "--json")[1] == 0
+    (real / "tool").unlink()  # the link's own times do not change
+    assert json.loads(listing(ident, "--json")[0])[0]["exposes"] == []
+
+
+def test_a_cache_directory_others_may_write_is_not_used(ident: Identity, shared_dir: Path) -> None:
+    install(ident, shared_dir, "tool")
+    cache(ident).chmod(0o777)
+    try:
+        assert [listing(ident, "--json")[1] for _ in range(2)] == [1, 1]
+        assert not (cache(ident) / "list-json").exists()
+    finally:
+        cache(ident).chmod(0o755)

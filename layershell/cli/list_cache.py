@@ -2,20 +2,24 @@
 of everything it was rendered from, so that `core list` again with nothing changed
 prints it without reading a record (scripts and prompts run it often: docs/testing.md).
 
-The fingerprint is taken before the listing is read: the inode, size, mtime and ctime of
+The fingerprint is the inode, size, mtime and ctime of every file the listing reads:
 every layer's database and WAL, /opt/pkgs (its entries include every package's link and
-tree) and its records, grants.db and its journal (grants and the shim index), bin_dir
-(the shims on disk), the host's manifest, the portable record, layers.yaml, /etc/passwd,
-/etc/localtime, and the code that renders it; with the caller's uid, the mode, the
-options, the terminal width and TZ. Anything that changes one of those files gets a new
-ctime (which nobody can set back), so it is a miss. A listing is kept only when every
-input is older than RACY seconds at the fingerprint (a change in the same clock tick as
-the fingerprint would otherwise be unseen), when it printed no warning, and when the shim
-index names every shim (else the listing read the shim files themselves).
+tree) and its records, looked at without following a link (root reads those so); and,
+through links, grants.db and its journal (grants and the shim index), bin_dir (the
+shims on disk), the host's manifest, the portable record, layers.yaml, /etc/passwd,
+/etc/localtime and the zone TZ names, and every module of layershell a listing imports;
+with the caller's uid, the mode, the options, the terminal width, TZ and the Python.
+Anything that changes one of those files gives it a new ctime (which nobody can set
+back), so it is a miss. A listing is kept only when every input is older than RACY
+seconds at the fingerprint (a change in the same clock tick could otherwise go unseen),
+when the fingerprint taken again after the listing is the same (nothing appeared or
+went while it was read), when no row was refused (warned about or not), and when the
+shim index names every shim (else the listing read the shim files themselves).
 
-Only a caller that may write the cache directory keeps one (root in system mode, the
-caller in rootless mode: otto's listing in system mode is rendered every time), and a kept
-listing is read only if the caller owns it and nobody else may write it."""
+Only a caller that owns the cache directory, which nobody else may write, keeps one or
+reads one (root in system mode, the caller in rootless mode: otto's listing in system
+mode is rendered every time); the directory is opened without following a link, and a
+kept listing is read only if the caller owns it and nobody else may write it."""
 
 from __future__ import annotations
 
@@ -33,39 +37,58 @@ RACY = 0.05  # seconds: file times lag time.time() by at most a clock tick
 MAX_BYTES = 64 << 20  # a kept listing larger than this is not kept (10,000 rows: ~7 MB)
 
 
-def _inputs(paths: Paths, layers: LayerStack) -> list[str]:
-    # Named here rather than asked of the modules that own them: a kept listing is
-    # printed without importing json, sqlite3 or any of those modules (tests/
-    # test_list_cache.py checks that the names still match theirs).
-    files = [
+def _inputs(paths: Paths, layers: LayerStack) -> tuple[list[str], list[str]]:
+    """(files looked at through links, files looked at themselves). Named here rather
+    than asked of the modules that own them: a kept listing is printed without
+    importing json, sqlite3 or any of those modules (tests/test_list_cache.py checks
+    that the names still match theirs)."""
+    # The caller's and root's own files, read by the listing through any link.
+    followed = [
         paths.grants_db, paths.grants_db + "-journal", paths.bin_dir, paths.manifest_file,
-        paths.portables_file, layers.source, paths.pkgs_dir, os.path.join(paths.pkgs_dir, RECORDS),
-        "/etc/passwd", "/etc/localtime",
+        paths.portables_file, layers.source, "/etc/passwd", "/etc/localtime",
     ]  # fmt: skip
+    zone = os.environ.get("TZ", "").lstrip(":")
+    if zone and "\0" not in zone:
+        followed.append(zone if zone.startswith("/") else f"/usr/share/zoneinfo/{zone}")
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    followed += [os.path.join(package, *m.split("/")) for m in CODE]  # an upgrade
+    # A layer's files: a link there is never followed (root reads them without).
+    own = [paths.pkgs_dir, os.path.join(paths.pkgs_dir, RECORDS)]
     for layer in layers.layers:
         if layer.level == 1:  # target.installing_layers
             database = os.path.join(paths.store(layer.name), "state.db")
-            files += [database, database + "-wal"]
-    # The code: an upgrade renders another way.
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    files += [os.path.join(package, *m.split("/")) for m in CODE]
-    return files
+            own += [database, database + "-wal"]
+    return followed, own
 
 
 RECORDS = ".records"  # records.RECORDS
+# Every module a fresh listing imports from layershell (tests/test_list_cache.py checks
+# the list against one): a change to any of them may render another way.
 CODE = (
-    "cli/list_cache.py", "cli/list_view.py", "packages/inventory.py", "packages/grants.py",
-    "packages/grants_db.py", "packages/state.py", "packages/records.py", "frozen.py",
+    "__init__.py", "atomic.py", "errors.py", "frozen.py", "names.py", "paths.py",
+    "cli/__init__.py", "cli/list_cache.py", "cli/list_view.py", "cli/quick.py",
+    "exposure/__init__.py", "exposure/portable_record.py", "exposure/shim_marks.py",
+    "faults.py", "layers/__init__.py", "layers/access.py", "layers/fast.py", "layers/launch.py",
+    "layers/model.py", "layers/sandbox.py", "layers/stack.py", "load.py",
+    "packages/__init__.py", "packages/grants.py", "packages/grants_db.py",
+    "packages/inventory.py", "packages/manifest.py", "packages/manifest_env.py",
+    "packages/records.py", "packages/state.py", "packages/target.py",
+    "packages/repo/__init__.py", "packages/repo/layout.py", "packages/repo/reference.py",
 )  # fmt: skip
 
 
 def fingerprint(paths: Paths, layers: LayerStack, options: tuple[object, ...]) -> tuple[str, float]:
     """(the fingerprint's text, the newest time among its inputs)."""
-    lines = [repr((os.getuid(), paths.mode, paths.root, os.environ.get("TZ"), *options))]
+    import sys
+
+    lines = [
+        repr((os.getuid(), paths.mode, paths.root, os.environ.get("TZ"), sys.version, *options))
+    ]
     newest = 0.0
-    for path in _inputs(paths, layers):
+    followed, own = _inputs(paths, layers)
+    for path, follow in [(p, True) for p in followed] + [(p, False) for p in own]:
         try:
-            st = os.lstat(path)
+            st = os.stat(path) if follow else os.lstat(path)
         except OSError:
             lines.append(f"{path!r} -")
             continue
@@ -79,18 +102,38 @@ def fingerprint(paths: Paths, layers: LayerStack, options: tuple[object, ...]) -
     return "\n".join(lines) + "\n", newest
 
 
-def _file(paths: Paths, as_json: bool, show_all: bool) -> str:
-    name = f"list-{'json' if as_json else 'table'}{'-all' if show_all else ''}"
-    return os.path.join(paths.cache_dir, name)
+def _name(as_json: bool, show_all: bool) -> str:
+    return f"list-{'json' if as_json else 'table'}{'-all' if show_all else ''}"
+
+
+def _cache_dir(paths: Paths) -> int | None:
+    """The cache directory opened without following a link at its last step, if the
+    caller owns it and nobody else may write it (`sudo core --root TREE` must neither
+    read nor write a listing through a directory someone else controls)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(paths.cache_dir, flags)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        os.close(fd)
+        return None
+    return fd
 
 
 def read(paths: Paths, as_json: bool, show_all: bool, key: str) -> str | None:
     """The kept listing for `key`, if there is one the caller wrote."""
+    dir_fd = _cache_dir(paths)
+    if dir_fd is None:
+        return None
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(_file(paths, as_json, show_all), flags)
+        fd = os.open(_name(as_json, show_all), flags, dir_fd=dir_fd)
     except OSError:
         return None
+    finally:
+        os.close(dir_fd)
     try:
         st = os.fstat(fd)
         if st.st_uid != os.getuid() or st.st_mode & 0o022 or st.st_size > MAX_BYTES:
@@ -110,33 +153,35 @@ def read(paths: Paths, as_json: bool, show_all: bool, key: str) -> str | None:
         return None
 
 
-def keep(
-    paths: Paths, as_json: bool, show_all: bool, key: str, newest: float, taken: float, text: str
-) -> None:
-    """Keep `text` for `key`, if it may be (see the module's text); best effort."""
-    if newest > taken - RACY or len(text) > MAX_BYTES:
-        return
-    if not os.access(paths.cache_dir, os.W_OK):
+def keep(paths: Paths, as_json: bool, show_all: bool, key: str, text: str) -> None:
+    """Keep `text` for `key` (render has checked that it may be); best effort."""
+    if len(text) > MAX_BYTES:
         return
     from layershell.packages import grants_db
 
     try:
         if not grants_db.complete(paths):
-            return
+            return  # the listing read the shim files themselves: not fingerprinted
     except Exception:
         return
-    path = _file(paths, as_json, show_all)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    dir_fd = _cache_dir(paths)
+    if dir_fd is None:
+        return
+    name = _name(as_json, show_all)
+    tmp = f".{name}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
         with os.fdopen(fd, "wb") as f:
             f.write(key.encode() + text.encode())
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except (OSError, UnicodeError):  # a path with undecodable bytes is not kept
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         except OSError:
             pass
+    finally:
+        os.close(dir_fd)
 
 
 def render(
@@ -152,21 +197,36 @@ def render(
 ) -> str:
     """The listing: the kept one when its fingerprint still holds, else `fresh`'s
     (list_view's), kept for next time when it may be."""
+    import sys
+
     warned: list[str] = []
 
     def counted(line: str) -> None:
         warned.append(line)
         warn(line)
 
+    shape = (as_json, show_all, columns, width)
     taken = time.time()
-    key, newest = fingerprint(paths, layers, (as_json, show_all, columns, width))
+    key, newest = fingerprint(paths, layers, shape)
     kept = read(paths, as_json, show_all, key)
     if kept is not None:
         return kept
+    inventory = sys.modules.get("layershell.packages.inventory")
+    refused = inventory.REFUSED[0] if inventory is not None else 0
     text = fresh(
         paths, layers, as_json=as_json, show_all=show_all, columns=columns, width=width,
         warn=counted,
     )  # fmt: skip
-    if not warned:
-        keep(paths, as_json, show_all, key, newest, taken, text)
+    inventory = sys.modules.get("layershell.packages.inventory")
+    refused_now = inventory.REFUSED[0] if inventory is not None else 0
+    # Kept only when: no input changed in the clock tick before the fingerprint, none
+    # while the listing was read (taken again: a file that appeared and went again
+    # would otherwise match), and no row was refused, warned about or not.
+    if (
+        not warned
+        and refused_now == refused
+        and newest <= taken - RACY
+        and fingerprint(paths, layers, shape)[0] == key
+    ):
+        keep(paths, as_json, show_all, key, text)
     return text

@@ -32,6 +32,9 @@ Warn = Callable[[str], None]
 SHA256_RE = names.SHA256
 MAX_TEXT = 4096
 _warned: set[str] = set()  # one warning per bad row and process, however often it is read
+# Rows refused in this process, warned about or not: a listing with any is never kept
+# (cli/list_cache.py), since a kept one would hide them without a word.
+REFUSED = [0]
 
 
 def _printable(text: str) -> bool:
@@ -109,6 +112,7 @@ def _foreign(
         row = _checked(item, layer, paths.pkgs_dir)
         if isinstance(row, str):
             refused += 1
+            REFUSED[0] += 1
             if row not in _warned and refused <= MAX_WARNINGS:
                 _warned.add(row)
                 warn(f"warning: layer {layer.name}'s record: {row}; ignored")
@@ -121,6 +125,7 @@ def _foreign(
         actives[row.name] = actives.get(row.name, 0) + row.active
     double = sorted(n for n, count in actives.items() if count > 1)
     for name in double:
+        REFUSED[0] += 1
         if name not in _warned:
             _warned.add(name)
             warn(
