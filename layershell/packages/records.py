@@ -167,14 +167,13 @@ def package_key(key: str) -> bool:
     return bool(sep) and bool(repo.NAME_RE.match(name)) and bool(repo.VERSION_RE.match(version))
 
 
-def lost(pkgs_dir: str, known: Iterable[str], names: Iterable[str] | None = None) -> list[str]:
-    """Committed versions (<name>_<version>, of `names` only if given) whose tree is
-    there that a database with the trees `known` does not know: it is not the database
-    that recorded them."""
+def lost(pkgs_dir: str, known: Iterable[str]) -> list[str]:
+    """Committed versions (<name>_<version>) whose tree is there that a database with
+    the trees `known` does not know: it is not the database that recorded them."""
     keys = set(known)
     return sorted(
         key
-        for key, state in listing(pkgs_dir, names).items()
+        for key, state in listing(pkgs_dir).items()
         if state == COMMITTED and key not in keys and is_tree(os.path.join(pkgs_dir, key))
     )
 
