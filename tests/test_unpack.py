@@ -526,3 +526,60 @@ def test_gzip_is_inflated_by_isal_and_by_zlib_without_it(
     unpack(str(archive), str(tmp_path / "with-zlib"))
     for tree in ("with-isal", "with-zlib"):
         assert (tmp_path / tree / "bin/both").read_bytes() == data
+
+
+def _children() -> set[str]:
+    found: set[str] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as listing:
+            found.update(listing.read().split())
+    return found
+
+
+def test_decompression_runs_in_a_child_that_is_always_reaped(scene: Scene) -> None:
+    """reading._Forked: the stream comes from a forked child, which is gone after a
+    whole unpack, after a refusal in mid-stream and after a bomb stopped by its meter."""
+    import io
+
+    from layershell.packages.unpack import reading
+
+    stream = reading.decompressing(lambda: io.BytesIO(b"abc"))
+    try:
+        assert isinstance(stream, reading._Forked) and str(stream._pid) in _children()
+        assert stream.read() == b"abc"
+    finally:
+        stream.close()
+    before = _children()
+    good = scene.inbox / "good.tar.zst"
+    good.write_bytes(compress(tar_bytes([f(f"f{i}", os.urandom(9000)) for i in range(300)]), "zst"))
+    unpack(str(good), str(scene.target))
+    escape = scene.inbox / "escape.tar.gz"
+    many = [f(f"f{i}", os.urandom(4000)) for i in range(300)]  # the pipe is full at the refusal
+    escape.write_bytes(compress(tar_bytes([*many, f("../canary")]), "gz"))
+    with pytest.raises(UnsafeArchive, match=r"'\.\./canary'"):
+        unpack(str(escape), str(scene.parent / "other"))
+    bomb = scene.inbox / "bomb.tar.gz"
+    hostile.build_bomb(bomb)
+    with pytest.raises(UnsafeArchive, match="decompression bomb"):
+        unpack(str(bomb), str(scene.parent / "third"))
+    assert _children() == before
+
+
+def test_a_layer_out_of_processes_decompresses_in_a_thread(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When fork fails (RLIMIT_NPROC), the stream is decompressed by _Prefetched, with
+    the same refusals."""
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    good = scene.inbox / "good.tar.gz"
+    good.write_bytes(compress(tar_bytes([f("bin/tool", TOOL, 0o755)]), "gz"))
+    unpack(str(good), str(scene.target))
+    assert (scene.target / "bin/tool").read_bytes() == TOOL
+    truncated = scene.inbox / "truncated.tar.gz"
+    hostile.build_truncated(truncated)
+    with pytest.raises(UnsafeArchive, match="'big': the archive cannot be read"):
+        unpack(str(truncated), str(scene.parent / "other"))

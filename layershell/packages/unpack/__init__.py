@@ -35,10 +35,10 @@ O_NOFOLLOW, and files are created with O_EXCL|O_NOFOLLOW, so a symbolic link pla
 concurrently cannot redirect a write outside the target.
 
 One module per step: `archive` (scan() and unpack(), the target made or removed),
-`reading` (format, metering, decompression, strict headers), `writing` (each entry
-checked, then written), `limits`, `errors`; `__main__` is the command line
-(`python -m layershell.packages.unpack`). The names below are what the rest of
-layershell uses; the others live in their module.
+`reading` (format, metering, decompression), `tarstream` (strict tar headers, read
+without tarfile), `writing` (each entry checked, then written), `limits`, `errors`;
+`__main__` is the command line (`python -m layershell.packages.unpack`). The names
+below are what the rest of layershell uses; the others live in their module.
 """
 
 from __future__ import annotations

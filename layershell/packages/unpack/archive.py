@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import tarfile
 from dataclasses import dataclass
 from typing import IO
 
@@ -18,10 +17,10 @@ from layershell.packages.unpack.reading import (
     _decompressed,
     _Meter,
     _open_archive,
-    _Prefetched,
-    _StrictTarInfo,
+    decompressing,
 )
-from layershell.packages.unpack.writing import _DIR_FLAGS, _FILE_TYPES, UnpackResult, _Unpacker
+from layershell.packages.unpack.tarstream import DIRTYPE, FILE_TYPES, TarReader
+from layershell.packages.unpack.writing import _DIR_FLAGS, UnpackResult, _Unpacker
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def unpack(archive: str, target: str, limits: Limits | None = None) -> UnpackRes
     with raw_file:
         compressed = _Meter(raw_file, most=COMPRESSED_READ)
         check = _bomb_check(limits, compressed)
-        expanded = _Prefetched(_Meter(_decompressed(fmt, compressed), check))
+        expanded = decompressing(lambda: _Meter(_decompressed(fmt, compressed), check))
         parent_fd, name, target_fd = _make_target(target)
         try:
             try:
@@ -97,28 +96,21 @@ def scan(archive: str, limits: Limits | None = None) -> Scan:
         entries = total = depth = 0
         deepest = ""
         current: str | None = None
+        tar = TarReader(stream)
         try:
-            with tarfile.open(
-                fileobj=stream,
-                mode="r|",
-                tarinfo=_StrictTarInfo,
-                encoding="utf-8",
-                errors="surrogateescape",
-            ) as tar:
-                while (member := tar.next()) is not None:
-                    tar.members.clear()  # type: ignore[attr-defined]
-                    current = member.name
-                    entries += 1
-                    if entries > limits.max_files:
-                        raise _Refused(
-                            f"entry {show(member.name)}",
-                            f"too many entries: the limit is {limits.max_files}",
-                        )
-                    if member.type in _FILE_TYPES and member.size > 0:
-                        total += member.size
-                    here = entry_depth(member.name, member.type == tarfile.DIRTYPE)
-                    if here > depth:
-                        depth, deepest = here, member.name
+            while (member := tar.next()) is not None:
+                current = member.name
+                entries += 1
+                if entries > limits.max_files:
+                    raise _Refused(
+                        f"entry {show(member.name)}",
+                        f"too many entries: the limit is {limits.max_files}",
+                    )
+                if member.type in FILE_TYPES and member.size > 0:
+                    total += member.size
+                here = entry_depth(member.name, member.type == DIRTYPE)
+                if here > depth:
+                    depth, deepest = here, member.name
         except _Refused as exc:
             raise UnsafeArchive(archive, exc.entry or _after(current), exc.reason) from None
         except Exception as exc:
@@ -132,19 +124,7 @@ def _after(name: str | None) -> str:
 
 
 def _unpack_stream(archive: str, stream: IO[bytes], target_fd: int, limits: Limits) -> UnpackResult:
-    try:
-        tar = tarfile.open(  # noqa: SIM115 (closed in the finally below)
-            fileobj=stream,
-            mode="r|",
-            tarinfo=_StrictTarInfo,
-            encoding="utf-8",
-            errors="surrogateescape",
-        )
-    except _Refused as exc:
-        raise UnsafeArchive(archive, exc.entry or "the first entry", exc.reason) from None
-    except Exception as exc:
-        raise UnsafeArchive(archive, None, f"the archive cannot be read ({exc})") from None
-    unpacker = _Unpacker(tar, target_fd, limits)
+    unpacker = _Unpacker(TarReader(stream), target_fd, limits)
     try:
         result = unpacker.run()
         os.fchmod(target_fd, 0o755)
@@ -158,7 +138,6 @@ def _unpack_stream(archive: str, stream: IO[bytes], target_fd: int, limits: Limi
         ) from None
     finally:
         unpacker.dirs.close()
-        tar.close()
 
 
 def _clean_up(

@@ -1,19 +1,21 @@
 """Reading an archive: its format by its first bytes, the bytes metered as they are read
-(so a bomb stops early), decompression ahead in a thread, and strict tar headers."""
+(so a bomb stops early), and decompression ahead in a thread. Its tar headers are
+tarstream's."""
 
 from __future__ import annotations
 
 import enum
+import fcntl
 import gzip
 import io
 import lzma
 import os
 import queue
+import signal
 import stat
-import tarfile
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from layershell.packages.unpack.errors import UnpackError, UnsafeArchive, _Refused
 from layershell.packages.unpack.limits import METADATA_PER_ENTRY, RATIO_FLOOR, Limits, MiB
@@ -21,21 +23,12 @@ from layershell.packages.unpack.limits import METADATA_PER_ENTRY, RATIO_FLOOR, L
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-METADATA_MAX = MiB  # a pax or GNU long-name header is read into memory whole
 XZ_MEMLIMIT = 256 * MiB  # an xz header may ask for a gigantic dictionary
 ZSTD_MAX_WINDOW = 1 << 27  # zstd's own default limit, made explicit
 CHUNK = MiB
 COMPRESSED_READ = 32 << 10  # what a decompressor gets of the archive per read (_Meter)
 
 ACCEPTED = ".tar, .tar.gz, .tar.xz, .tar.zst"
-
-_METADATA_TYPES = (
-    tarfile.XHDTYPE,
-    tarfile.XGLTYPE,
-    tarfile.SOLARIS_XHDTYPE,
-    tarfile.GNUTYPE_LONGNAME,
-    tarfile.GNUTYPE_LONGLINK,
-)
 
 
 class Format(str, enum.Enum):
@@ -246,6 +239,115 @@ class _Prefetched(io.RawIOBase):
         super().close()
 
 
+class _StreamFailed(Exception):
+    """The child decompressing the archive stopped on an error; its text is the child's."""
+
+
+class _Forked(io.RawIOBase):
+    """Decompresses in a forked child that writes the stream into a pipe: a real second
+    core, as GNU tar gets from its gzip process. Neither python-isal's inflate nor
+    zstandard's reader lets a thread run beside it for long (measured: a thread's
+    decompression took as long as if it ran after the main thread's work), so
+    _Prefetched overlapped little but the reading of the file.
+
+    The child holds no more than this process does (it is this process, as the layer's
+    account) and only reads the archive and writes the pipe. It writes everything it
+    decompressed before it reports how it ended, on a second pipe, so an error (a bomb
+    refused by the meter, a truncated stream) is raised to the reader at the point in
+    the stream where it happened."""
+
+    PIPE_SIZE = MiB  # fs.pipe-max-size's default: fewer switches between the two
+
+    def __init__(self, make: Callable[[], _Source]) -> None:
+        super().__init__()
+        data_r, data_w = os.pipe()
+        status_r, status_w = os.pipe()
+        try:
+            fcntl.fcntl(data_w, fcntl.F_SETPIPE_SZ, self.PIPE_SIZE)
+        except OSError:
+            pass  # a smaller pipe only costs switches
+        try:
+            self._pid = os.fork()
+        except BaseException:
+            for fd in (data_r, data_w, status_r, status_w):
+                os.close(fd)
+            raise
+        if self._pid == 0:  # the child: never returns
+            os.close(data_r)
+            os.close(status_r)
+            self._child(make, data_w, status_w)
+        os.close(data_w)
+        os.close(status_w)
+        self._pipe = io.FileIO(data_r, "rb")
+        self._status = status_r
+        self._done = False
+
+    @staticmethod
+    def _child(make: Callable[[], _Source], data_w: int, status_w: int) -> NoReturn:
+        code = 0
+        try:
+            source = make()
+            while data := source.read(_Prefetched.CHUNK):  # small: see _Prefetched.CHUNK
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(data_w, view) :]
+            report = b"ok"
+        except _Refused as exc:
+            report = b"R" + exc.reason.encode("utf-8", "backslashreplace")
+        except BrokenPipeError:
+            report, code = b"", 1  # the reader is gone: it stopped reading on purpose
+        except BaseException as exc:  # reported to the reader, which raises it
+            report = b"E" + str(exc).encode("utf-8", "backslashreplace")
+        try:
+            os.close(data_w)
+            os.write(status_w, report[:4096])
+        finally:
+            os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        if self._done:
+            return 0
+        n = self._pipe.readinto(buffer)
+        if n:
+            return n
+        self._done = True
+        report = b""
+        while chunk := os.read(self._status, 4096):
+            report += chunk
+        if report == b"ok":
+            return 0
+        text = report[1:].decode("utf-8", "replace")
+        if report[:1] == b"R":
+            raise _Refused(None, text)
+        raise _StreamFailed(text or "the decompressing process ended without a word")
+
+    def close(self) -> None:
+        if self._pid:
+            # The child may be blocked on a full pipe after a refusal: it is ended, not
+            # waited for.
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self._pid, 0)
+            self._pid = 0
+            self._pipe.close()
+            os.close(self._status)
+        super().close()
+
+
+def decompressing(make: Callable[[], _Source]) -> io.RawIOBase:
+    """The decompressed stream, made by make() in a child process; in a thread of this
+    one if no process can be started (a layer at its limit of processes)."""
+    try:
+        return _Forked(make)
+    except OSError:
+        return _Prefetched(make())
+
+
 def _decompressed(fmt: Format, raw: _Meter) -> _Source:
     if fmt is Format.GZIP:
         # ISA-L's inflate (python-isal) is 2-3x zlib's here (bench/bench_install.py), the
@@ -263,42 +365,6 @@ def _decompressed(fmt: Format, raw: _Meter) -> _Source:
         dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
         return dctx.stream_reader(io.BufferedReader(raw), read_across_frames=True)
     return raw
-
-
-class _StrictTarInfo(tarfile.TarInfo):
-    """tarfile takes a damaged header in mid-stream for the end of the archive, and reads
-    pax and long-name headers into memory whole; both are refused here instead.
-
-    Python point releases moved header parsing from frombuf() into _frombuf() (with the
-    extraction-filter fixes; Debian 12's current python3.11 has it): both are checked,
-    so the rules hold on either (tests/test_unpack.py runs on the host's Python, the
-    booted testbed on Debian's newest)."""
-
-    @staticmethod
-    def _checked(buf: bytes | bytearray, parse: Callable[[], tarfile.TarInfo]) -> _StrictTarInfo:
-        if len(buf) != tarfile.BLOCKSIZE:
-            raise _Refused(None, "the archive is truncated (it ends without an end marker)")
-        if buf.count(0) == tarfile.BLOCKSIZE:
-            return parse()  # type: ignore[return-value]  # the end marker: tarfile's EOF
-        try:
-            info = parse()
-        except tarfile.HeaderError as exc:
-            raise _Refused(None, f"the archive is damaged ({exc})") from None
-        if info.type in _METADATA_TYPES and info.size > METADATA_MAX:
-            raise _Refused(None, f"a metadata header of {info.size} bytes is too large")
-        return info  # type: ignore[return-value]
-
-    @classmethod
-    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _StrictTarInfo:
-        parse = super().frombuf
-        return cls._checked(buf, lambda: parse(buf, encoding, errors))
-
-    @classmethod
-    def _frombuf(
-        cls, buf: bytes | bytearray, encoding: str, errors: str, **kwargs: object
-    ) -> _StrictTarInfo:
-        parse = getattr(super(), "_frombuf")  # noqa: B009 (not in typeshed)
-        return cls._checked(buf, lambda: parse(buf, encoding, errors, **kwargs))
 
 
 def _bomb_check(limits: Limits, compressed: _Meter) -> Callable[[int], None]:

@@ -5,25 +5,25 @@ from __future__ import annotations
 
 import enum
 import os
-import tarfile
 from dataclasses import dataclass
-from typing import IO
 
 from layershell.packages import trees
+from layershell.packages.unpack import tarstream as ts
 from layershell.packages.unpack.errors import _Refused, show
 from layershell.packages.unpack.limits import Limits, depth_refusal, entry_depth
 from layershell.packages.unpack.reading import CHUNK
+from layershell.packages.unpack.tarstream import FILE_TYPES, Member, TarReader
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
-_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _TYPE_WORDS = {
-    tarfile.CHRTYPE: "a character device",
-    tarfile.BLKTYPE: "a block device",
-    tarfile.FIFOTYPE: "a FIFO",
-    tarfile.GNUTYPE_SPARSE: "a sparse file",
+    ts.CHRTYPE: "a character device",
+    ts.BLKTYPE: "a block device",
+    ts.FIFOTYPE: "a FIFO",
+    ts.GNUTYPE_SPARSE: "a sparse file",
 }
+_KNOWN_TYPES = (*FILE_TYPES, ts.DIRTYPE, ts.SYMTYPE, ts.LNKTYPE)
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class _Dirs:
         self._key, self._fd = "", self.root
 
 
-def _mtime(member: tarfile.TarInfo) -> float | None:
+def _mtime(member: Member) -> float | None:
     value = member.mtime
     return float(value) if 0 <= value < 1 << 33 else None
 
@@ -100,7 +100,7 @@ def _mtime(member: tarfile.TarInfo) -> float | None:
 
 
 class _Unpacker:
-    def __init__(self, tar: tarfile.TarFile, target_fd: int, limits: Limits) -> None:
+    def __init__(self, tar: TarReader, target_fd: int, limits: Limits) -> None:
         self.tar, self.limits = tar, limits
         self.dirs = _Dirs(target_fd)
         self.kinds: dict[str, _Kind] = {}
@@ -120,16 +120,13 @@ class _Unpacker:
     def refuse(self, reason: str) -> _Refused:
         return _Refused(self.context(), reason)
 
-    def _next(self) -> tarfile.TarInfo | None:
+    def _next(self) -> Member | None:
         try:
-            member = self.tar.next()
+            return self.tar.next()
         except _Refused:
             raise
         except Exception as exc:
             raise self.refuse(f"the archive cannot be read ({exc})") from None
-        # tarfile keeps every member it has read, which a stream of 200,000 never needs.
-        self.tar.members.clear()  # type: ignore[attr-defined]
-        return member
 
     def run(self) -> UnpackResult:
         while (member := self._next()) is not None:
@@ -215,7 +212,7 @@ class _Unpacker:
         if ups > depth:
             raise self.refuse(f"symbolic link to {show(target)} points outside the package")
 
-    def entry(self, member: tarfile.TarInfo) -> None:
+    def entry(self, member: Member) -> None:
         self.entries += 1
         if self.entries > self.limits.max_files:
             raise self.refuse(f"too many entries: the limit is {self.limits.max_files}")
@@ -223,23 +220,23 @@ class _Unpacker:
         kind = member.type
         if kind in _TYPE_WORDS:
             raise self.refuse(f"{_TYPE_WORDS[kind]} is not allowed in a package")
-        if kind not in (*_FILE_TYPES, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE):
+        if kind not in _KNOWN_TYPES:
             raise self.refuse(f"entries of type {kind!r} are not allowed in a package")
         if not key:
-            if kind == tarfile.DIRTYPE:
+            if kind == ts.DIRTYPE:
                 return  # "./": the target itself, made by unpack()
             raise self.refuse("the name is empty")
-        depth = entry_depth(key, kind == tarfile.DIRTYPE)
+        depth = entry_depth(key, kind == ts.DIRTYPE)
         if depth > self.limits.max_depth:
             raise self.refuse(depth_refusal(depth, self.limits.max_depth))
-        if kind == tarfile.DIRTYPE:
+        if kind == ts.DIRTYPE:
             self.check_place(key, is_dir=True)
             self.directory(key, member)
-        elif kind == tarfile.SYMTYPE:
+        elif kind == ts.SYMTYPE:
             self.check_symlink(key, member.linkname)
             self.check_place(key, is_dir=False)
             self.symlink(key, member)
-        elif kind == tarfile.LNKTYPE:
+        elif kind == ts.LNKTYPE:
             try:
                 source = self.normalise(member.linkname, "hard link target")
             except _Refused as exc:
@@ -252,8 +249,8 @@ class _Unpacker:
             self.check_place(key, is_dir=False)
             self.hardlink(key, source)
         else:
-            if member.sparse is not None:
-                raise self.refuse(f"{_TYPE_WORDS[tarfile.GNUTYPE_SPARSE]} is not allowed")
+            if member.sparse:
+                raise self.refuse(f"{_TYPE_WORDS[ts.GNUTYPE_SPARSE]} is not allowed")
             if member.size < 0:
                 raise self.refuse("the archive is damaged (negative size)")
             if self.total + member.size > self.limits.max_total_bytes:
@@ -285,7 +282,7 @@ class _Unpacker:
         self.stripped.extend((key, w) for w in what)
         return safe
 
-    def directory(self, key: str, member: tarfile.TarInfo) -> None:
+    def directory(self, key: str, member: Member) -> None:
         mode = self.note(key, member.mode) | 0o700
         if self.kinds.get(key) is None:
             fd = self.parent_fd(key)
@@ -294,7 +291,7 @@ class _Unpacker:
         self.kinds[key] = _Kind.DIR
         self.modes[key] = (mode, _mtime(member))
 
-    def symlink(self, key: str, member: tarfile.TarInfo) -> None:
+    def symlink(self, key: str, member: Member) -> None:
         fd = self.parent_fd(key)
         name = key.rpartition("/")[2]
         os.symlink(member.linkname, name, dir_fd=fd)
@@ -322,9 +319,9 @@ class _Unpacker:
         self.kinds[key] = _Kind.FILE
         self.files += 1
 
-    def read(self, source: IO[bytes], size: int) -> bytes:
+    def read(self, size: int) -> bytes:
         try:
-            data = source.read(size)
+            data = self.tar.read(size)
         except _Refused:
             raise
         except Exception as exc:
@@ -333,18 +330,15 @@ class _Unpacker:
             raise self.refuse("the archive is truncated in the middle of this file")
         return data
 
-    def file(self, key: str, member: tarfile.TarInfo) -> None:
+    def file(self, key: str, member: Member) -> None:
         mode = self.note(key, member.mode)
-        source = self.tar.extractfile(member)
-        if source is None:  # cannot happen for a regular file; keeps mypy honest
-            raise self.refuse("tarfile gave no data for a regular file")
         fd = os.open(key.rpartition("/")[2], _FILE_FLAGS, 0o600, dir_fd=self.parent_fd(key))
         self.kinds[key] = _Kind.FILE
         self.files += 1
         try:
             left = member.size
             while left:
-                view = memoryview(self.read(source, min(CHUNK, left)))
+                view = memoryview(self.read(min(CHUNK, left)))
                 left -= len(view)
                 self.total += len(view)
                 while view:
