@@ -543,7 +543,7 @@ def test_decompression_runs_in_a_child_that_is_always_reaped(scene: Scene) -> No
 
     from layershell.packages.unpack import reading
 
-    stream = reading.decompressing(lambda: io.BytesIO(b"abc"))
+    stream = reading.decompressing(io.BytesIO(b"abc"))
     try:
         assert isinstance(stream, reading._Forked) and str(stream._pid) in _children()
         assert stream.read() == b"abc"

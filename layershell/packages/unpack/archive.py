@@ -66,10 +66,12 @@ def unpack(archive: str, target: str, limits: Limits | None = None) -> UnpackRes
     with raw_file:
         compressed = _Meter(raw_file, most=COMPRESSED_READ)
         check = _bomb_check(limits, compressed)
-        expanded = decompressing(lambda: _Meter(_decompressed(fmt, compressed), check))
+        source = _Meter(_decompressed(fmt, compressed), check)
         parent_fd, name, target_fd = _make_target(target)
+        expanded: io.RawIOBase | None = None
         try:
             try:
+                expanded = decompressing(source)
                 result = _unpack_stream(archive, io.BufferedReader(expanded), target_fd, limits)
             except BaseException as exc:
                 _clean_up(archive, target, parent_fd, name, target_fd, exc)
@@ -77,7 +79,8 @@ def unpack(archive: str, target: str, limits: Limits | None = None) -> UnpackRes
             os.close(target_fd)
             return result
         finally:
-            expanded.close()
+            if expanded is not None:
+                expanded.close()
             os.close(parent_fd)
 
 

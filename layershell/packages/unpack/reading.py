@@ -239,6 +239,9 @@ class _Prefetched(io.RawIOBase):
         super().close()
 
 
+_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+
+
 class _StreamFailed(Exception):
     """The child decompressing the archive stopped on an error; its text is the child's."""
 
@@ -251,31 +254,38 @@ class _Forked(io.RawIOBase):
     _Prefetched overlapped little but the reading of the file.
 
     The child holds no more than this process does (it is this process, as the layer's
-    account) and only reads the archive and writes the pipe. It writes everything it
+    account) and only reads the archive and writes the pipe; the decompressor is made
+    here, so the child imports nothing (an import lock another thread held at fork()
+    would never be released in it). It writes everything it
     decompressed before it reports how it ended, on a second pipe, so an error (a bomb
     refused by the meter, a truncated stream) is raised to the reader at the point in
     the stream where it happened."""
 
     PIPE_SIZE = MiB  # fs.pipe-max-size's default: fewer switches between the two
 
-    def __init__(self, make: Callable[[], _Source]) -> None:
+    def __init__(self, source: _Source) -> None:
         super().__init__()
-        data_r, data_w = os.pipe()
-        status_r, status_w = os.pipe()
+        fds: list[int] = []
+        # Signals wait until the child has its own handlers: a Ctrl-C landing between
+        # fork() and them would unwind the child into the caller's code, a second copy.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
         try:
-            fcntl.fcntl(data_w, fcntl.F_SETPIPE_SZ, self.PIPE_SIZE)
-        except OSError:
-            pass  # a smaller pipe only costs switches
-        try:
+            fds.extend(os.pipe())
+            fds.extend(os.pipe())
+            data_r, data_w, status_r, status_w = fds
+            try:
+                fcntl.fcntl(data_w, fcntl.F_SETPIPE_SZ, self.PIPE_SIZE)
+            except OSError:
+                pass  # a smaller pipe only costs switches
             self._pid = os.fork()
+            if self._pid == 0:  # the child: never returns
+                self._child(source, data_w, status_w, data_r, status_r, blocked)
         except BaseException:
-            for fd in (data_r, data_w, status_r, status_w):
+            for fd in fds:
                 os.close(fd)
             raise
-        if self._pid == 0:  # the child: never returns
-            os.close(data_r)
-            os.close(status_r)
-            self._child(make, data_w, status_w)
+        finally:  # (the child never comes back here)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(data_w)
         os.close(status_w)
         self._pipe = io.FileIO(data_r, "rb")
@@ -283,10 +293,17 @@ class _Forked(io.RawIOBase):
         self._done = False
 
     @staticmethod
-    def _child(make: Callable[[], _Source], data_w: int, status_w: int) -> NoReturn:
+    def _child(
+        source: _Source, data_w: int, status_w: int, data_r: int, status_r: int,
+        blocked: set[int | signal.Signals],
+    ) -> NoReturn:  # fmt: skip
         code = 0
         try:
-            source = make()
+            os.close(data_r)
+            os.close(status_r)
+            for signum in _HELD:  # a signal ends the child: it never raises into Python
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             while data := source.read(_Prefetched.CHUNK):  # small: see _Prefetched.CHUNK
                 view = memoryview(data)
                 while view:
@@ -330,22 +347,26 @@ class _Forked(io.RawIOBase):
             # waited for.
             try:
                 os.kill(self._pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self._pid, 0)
+                os.waitpid(self._pid, 0)
+            except ChildProcessError:
+                pass  # SIGCHLD ignored by whoever started us: the kernel reaped it
             self._pid = 0
             self._pipe.close()
             os.close(self._status)
         super().close()
 
 
-def decompressing(make: Callable[[], _Source]) -> io.RawIOBase:
-    """The decompressed stream, made by make() in a child process; in a thread of this
-    one if no process can be started (a layer at its limit of processes)."""
+def decompressing(source: _Source) -> io.RawIOBase:
+    """source (the decompressor, made but not read yet) read in a child process; in a
+    thread of this one if no process can be started (a layer at its limit of them)."""
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        # Inherited through exec: the kernel would reap the child, and its pid could be
+        # another process's by the time close() kills it.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
-        return _Forked(make)
+        return _Forked(source)
     except OSError:
-        return _Prefetched(make())
+        return _Prefetched(source)
 
 
 def _decompressed(fmt: Format, raw: _Meter) -> _Source:

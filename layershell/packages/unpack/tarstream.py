@@ -38,7 +38,8 @@ _SUPPORTED = (
 )  # fmt: skip
 _GNU = (GNUTYPE_LONGNAME, GNUTYPE_LONGLINK, GNUTYPE_SPARSE)
 _METADATA = (XHDTYPE, XGLTYPE, SOLARIS_XHDTYPE, GNUTYPE_LONGNAME, GNUTYPE_LONGLINK)
-_PAX_NAMES = ("path", "linkpath", "uname", "gname")
+_KEPT = (b"path", b"linkpath", b"size", b"mtime")  # the pax records _apply_pax acts on
+_SPARSE = "GNU.sparse."  # stands for any record of GNU's sparse formats
 
 _HIGH = bytes(range(128, 256))
 _ZERO_BLOCK = bytes(BLOCK)
@@ -133,15 +134,20 @@ def _pax_records(buf: bytes, into: dict[str, str]) -> None:
             binary = value == b"BINARY"
         pos += length
     for key, value in raw:
-        # Every charset comes out as UTF-8 with undecodable bytes kept as surrogates,
-        # which the unpacker then refuses by name.
-        word = key.decode("utf-8", "surrogateescape")
-        into[word] = value.decode("utf-8", "surrogateescape")
+        # Only what _apply_pax acts on is kept: a global header's records are kept for
+        # the rest of the archive and applied to every entry, so millions of others
+        # (comments, xattrs) would cost memory and time per entry without end.
+        if key.startswith(b"GNU.sparse."):
+            into[_SPARSE] = ""
+        elif key in _KEPT:
+            # Every charset comes out as UTF-8 with undecodable bytes kept as
+            # surrogates, which the unpacker then refuses by name.
+            into[key.decode()] = value.decode("utf-8", "surrogateescape")
 
 
 def _apply_pax(member: Member, headers: dict[str, str]) -> None:
     for key, value in headers.items():
-        if key.startswith("GNU.sparse."):
+        if key == _SPARSE:
             member.sparse = True  # refused by the unpacker, whatever the version
         elif key == "path":
             member.name = value.rstrip("/")
@@ -210,7 +216,9 @@ class TarReader:
                 if "size" in self._global:
                     raise _damaged("a global pax header sets the size of every entry")
             elif member.type in (XHDTYPE, SOLARIS_XHDTYPE):
-                local = dict(self._global)
+                # Its own records only: _builtin applies the global ones first, so
+                # these win as they do in tarfile's copy of both.
+                local: dict[str, str] = {}
                 _pax_records(data, local)
                 chain.append((XHDTYPE, local))
             else:
