@@ -40,6 +40,15 @@ needs_userns = pytest.mark.skipif(
 )
 
 
+def child_pids() -> set[str]:
+    """This process's children, from every thread's list in /proc."""
+    found: set[str] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as listing:
+            found.update(listing.read().split())
+    return found
+
+
 def python_cmd(*args: str) -> list[str]:
     """Run layershell's `core` with this interpreter, whatever its install location."""
     return [sys.executable, "-m", "layershell", *args]

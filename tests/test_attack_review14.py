@@ -31,14 +31,7 @@ import pytest
 from layershell.packages.unpack import reading, scan, tarstream, unpack
 from layershell.packages.unpack.errors import UnpackError
 from tests.hostile import compress, f, tar_bytes
-
-
-def _children() -> set[str]:
-    found: set[str] = set()
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as listing:
-            found.update(listing.read().split())
-    return found
+from tests.support import child_pids
 
 
 def _pax(records: dict[str, str], kind: bytes) -> bytes:
@@ -77,11 +70,11 @@ def test_a_target_that_exists_leaves_no_child_and_no_descriptor(tmp_path: Path) 
         compress(tar_bytes([f(f"f{i}", os.urandom(9000)) for i in range(200)]), "gz")
     )
     (tmp_path / "there").mkdir()
-    children, fds = _children(), len(os.listdir("/proc/self/fd"))
+    children, fds = child_pids(), len(os.listdir("/proc/self/fd"))
     with pytest.raises(UnpackError, match="already exists") as caught:
         unpack(str(archive), str(tmp_path / "there"))
     assert caught.value is not None  # the exception (and its frames) still alive here
-    assert _children() == children
+    assert child_pids() == children
     assert len(os.listdir("/proc/self/fd")) == fds
 
 

@@ -23,6 +23,7 @@ from layershell.packages.unpack.errors import UnpackError, UnsafeArchive
 from layershell.packages.unpack.reading import Format, detect_format
 from tests import hostile
 from tests.hostile import MTIME, compress, d, f, hard, sym, tar_bytes
+from tests.support import child_pids
 
 REPO = Path(__file__).resolve().parent.parent
 OUTSIDE = ("/tmp/x", "/etc/passwd", "/etc/shadow")
@@ -528,14 +529,6 @@ def test_gzip_is_inflated_by_isal_and_by_zlib_without_it(
         assert (tmp_path / tree / "bin/both").read_bytes() == data
 
 
-def _children() -> set[str]:
-    found: set[str] = set()
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as listing:
-            found.update(listing.read().split())
-    return found
-
-
 def test_decompression_runs_in_a_child_that_is_always_reaped(scene: Scene) -> None:
     """reading._Forked: the stream comes from a forked child, which is gone after a
     whole unpack, after a refusal in mid-stream and after a bomb stopped by its meter."""
@@ -545,11 +538,11 @@ def test_decompression_runs_in_a_child_that_is_always_reaped(scene: Scene) -> No
 
     stream = reading.decompressing(io.BytesIO(b"abc"))
     try:
-        assert isinstance(stream, reading._Forked) and str(stream._pid) in _children()
+        assert isinstance(stream, reading._Forked) and str(stream._pid) in child_pids()
         assert stream.read() == b"abc"
     finally:
         stream.close()
-    before = _children()
+    before = child_pids()
     good = scene.inbox / "good.tar.zst"
     good.write_bytes(compress(tar_bytes([f(f"f{i}", os.urandom(9000)) for i in range(300)]), "zst"))
     unpack(str(good), str(scene.target))
@@ -562,7 +555,7 @@ def test_decompression_runs_in_a_child_that_is_always_reaped(scene: Scene) -> No
     hostile.build_bomb(bomb)
     with pytest.raises(UnsafeArchive, match="decompression bomb"):
         unpack(str(bomb), str(scene.parent / "third"))
-    assert _children() == before
+    assert child_pids() == before
 
 
 def test_a_layer_out_of_processes_decompresses_in_a_thread(
