@@ -1,6 +1,6 @@
 """Reading an archive: its format by its first bytes, the bytes metered as they are read
-(so a bomb stops early), and decompression ahead in a thread. Its tar headers are
-tarstream's."""
+(so a bomb stops early), and decompression ahead in a forked child (in a thread where
+no process can be started). Its tar headers are tarstream's."""
 
 from __future__ import annotations
 
@@ -362,7 +362,10 @@ def decompressing(source: _Source) -> io.RawIOBase:
     if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
         # Inherited through exec: the kernel would reap the child, and its pid could be
         # another process's by the time close() kills it.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        try:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        except ValueError:  # not the main thread: close() tolerates the reaped child
+            pass
     try:
         return _Forked(source)
     except OSError:

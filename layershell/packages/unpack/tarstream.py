@@ -57,9 +57,6 @@ class Member:
         self.mode, self.size, self.mtime = mode, size, mtime
         self.sparse = kind == GNUTYPE_SPARSE
 
-    def isdir(self) -> bool:
-        return self.type == DIRTYPE
-
 
 def _damaged(why: str) -> _Refused:
     return _Refused(None, f"the archive is damaged ({why})")
