@@ -178,7 +178,15 @@ def test_the_first_header_of_a_chain_wins() -> None:
         {"path": "from-pax"}, tarfile.XHDTYPE, "utf-8"
     )
     body = _header(b"plain", size=3) + _padded(b"abc")
-    for chain in ((first, second), (first, pax), (pax, first), (pax, second, first)):
+    everyone = tarfile.TarInfo._create_pax_generic_header(  # type: ignore[attr-defined]
+        {"path": "from-global"}, tarfile.XGLTYPE, "utf-8"
+    )
+    comment = tarfile.TarInfo._create_pax_generic_header(  # type: ignore[attr-defined]
+        {"comment": "c"}, tarfile.XHDTYPE, "utf-8"
+    )
+    chains = ((first, second), (first, pax), (pax, first), (pax, second, first),
+              (everyone, comment, first))  # fmt: skip  # review 15: the global path wins
+    for chain in chains:
         data = b"".join(chain) + body + END
         read = by_reader(data)
         assert read is not None and read == by_tarfile(data), chain

@@ -265,32 +265,59 @@ class _Forked(io.RawIOBase):
 
     def __init__(self, source: _Source) -> None:
         super().__init__()
+        self._pid = 0
+        self._sigchld: signal._HANDLER = None
         fds: list[int] = []
         # Signals wait until the child has its own handlers: a Ctrl-C landing between
         # fork() and them would unwind the child into the caller's code, a second copy.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
         try:
-            fds.extend(os.pipe())
-            fds.extend(os.pipe())
-            data_r, data_w, status_r, status_w = fds
             try:
-                fcntl.fcntl(data_w, fcntl.F_SETPIPE_SZ, self.PIPE_SIZE)
-            except OSError:
-                pass  # a smaller pipe only costs switches
-            self._pid = os.fork()
-            if self._pid == 0:  # the child: never returns
-                self._child(source, data_w, status_w, data_r, status_r, blocked)
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            raise
-        finally:  # (the child never comes back here)
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        os.close(data_w)
-        os.close(status_w)
-        self._pipe = io.FileIO(data_r, "rb")
-        self._status = status_r
-        self._done = False
+                self._own_sigchld()
+                fds.extend(os.pipe())
+                fds.extend(os.pipe())
+                data_r, data_w, status_r, status_w = fds
+                try:
+                    fcntl.fcntl(data_w, fcntl.F_SETPIPE_SZ, self.PIPE_SIZE)
+                except OSError:
+                    pass  # a smaller pipe only costs switches
+                self._pid = os.fork()
+                if self._pid == 0:  # the child: never returns
+                    self._child(source, data_w, status_w, data_r, status_r, blocked)
+            except BaseException:
+                for fd in fds:
+                    os.close(fd)
+                self._restore_sigchld()
+                raise
+            os.close(data_w)
+            os.close(status_w)
+            self._pipe = io.FileIO(data_r, "rb")
+            self._status = status_r
+            self._done = False
+        finally:
+            try:
+                # A signal held meanwhile is raised here (pthread_sigmask runs the
+                # handlers), when everything above is in place for close().
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            except BaseException:
+                self.close()
+                raise
+
+    def _own_sigchld(self) -> None:
+        """SIGCHLD ignored (inherited through exec) makes the kernel reap the child, whose
+        pid could then be another process's when close() kills it: the default for the
+        child's lifetime, where this thread may change it."""
+        if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                self._sigchld = signal.SIG_IGN
+            except ValueError:  # not the main thread: close() tolerates a reaped child
+                pass
+
+    def _restore_sigchld(self) -> None:
+        if self._sigchld is not None:
+            signal.signal(signal.SIGCHLD, self._sigchld)
+            self._sigchld = None
 
     @staticmethod
     def _child(
@@ -342,30 +369,25 @@ class _Forked(io.RawIOBase):
         raise _StreamFailed(text or "the decompressing process ended without a word")
 
     def close(self) -> None:
-        if self._pid:
+        pid, self._pid = self._pid, 0
+        if pid:
             # The child may be blocked on a full pipe after a refusal: it is ended, not
             # waited for.
             try:
-                os.kill(self._pid, signal.SIGKILL)
-                os.waitpid(self._pid, 0)
-            except ChildProcessError:
-                pass  # SIGCHLD ignored by whoever started us: the kernel reaped it
-            self._pid = 0
-            self._pipe.close()
-            os.close(self._status)
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ChildProcessError, ProcessLookupError):
+                pass  # reaped already: by the kernel, or by the caller's SIGCHLD handler
+            finally:
+                self._pipe.close()
+                os.close(self._status)
+                self._restore_sigchld()
         super().close()
 
 
 def decompressing(source: _Source) -> io.RawIOBase:
     """source (the decompressor, made but not read yet) read in a child process; in a
     thread of this one if no process can be started (a layer at its limit of them)."""
-    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
-        # Inherited through exec: the kernel would reap the child, and its pid could be
-        # another process's by the time close() kills it.
-        try:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        except ValueError:  # not the main thread: close() tolerates the reaped child
-            pass
     try:
         return _Forked(source)
     except OSError:

@@ -213,9 +213,9 @@ class TarReader:
                 if "size" in self._global:
                     raise _damaged("a global pax header sets the size of every entry")
             elif member.type in (XHDTYPE, SOLARIS_XHDTYPE):
-                # Its own records only: _builtin applies the global ones first, so
-                # these win as they do in tarfile's copy of both.
-                local: dict[str, str] = {}
+                # A copy of the global records with its own, as tarfile's: applied
+                # after a long name in the chain, its global path still wins there.
+                local = dict(self._global)  # at most the few records kept
                 _pax_records(data, local)
                 chain.append((XHDTYPE, local))
             else:
